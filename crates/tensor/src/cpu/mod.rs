@@ -1,0 +1,6 @@
+//! CPU kernels: strided traversal, reductions, gemm and the Philox generator.
+
+pub mod gemm;
+pub mod philox;
+pub mod reduce;
+pub mod strided;
