@@ -171,11 +171,18 @@ impl Tensor {
         if self.elem_count() != 1 {
             return Err(Error::invalid(
                 "backward",
-                format!("backward() needs a one-element loss, got shape {:?}; reduce it (sum/mean) or call backward_with(grad)", self.shape()),
+                format!(
+                    "backward() needs a one-element loss, got shape {:?}; reduce it (sum/mean) or call backward_with(grad)",
+                    self.shape()
+                ),
             ));
         }
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op: "backward", dtype: self.dtype(), hint: "gradients need a float loss" });
+            return Err(Error::UnsupportedDType {
+                op: "backward",
+                dtype: self.dtype(),
+                hint: "gradients need a float loss",
+            });
         }
         self.ones_like()
     }
@@ -208,7 +215,12 @@ impl Tensor {
                     if input_grads.len() != inputs.len() {
                         return Err(Error::invalid(
                             "backward",
-                            format!("op {} returned {} gradients for {} inputs", node.name, input_grads.len(), inputs.len()),
+                            format!(
+                                "op {} returned {} gradients for {} inputs",
+                                node.name,
+                                input_grads.len(),
+                                inputs.len()
+                            ),
                         ));
                     }
                     for (input, g) in inputs.iter().zip(input_grads) {

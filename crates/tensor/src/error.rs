@@ -33,7 +33,9 @@ pub enum Error {
     DeviceNotAvailable { op: &'static str, device: Device, why: String },
 
     /// A dimension index outside `-rank..rank`.
-    #[error("{op}: dim {dim} is out of range for a tensor of rank {rank} with shape {shape:?}; valid dims are -{rank}..{rank}")]
+    #[error(
+        "{op}: dim {dim} is out of range for a tensor of rank {rank} with shape {shape:?}; valid dims are -{rank}..{rank}"
+    )]
     DimOutOfRange { op: &'static str, dim: isize, rank: usize, shape: Shape },
 
     /// The same dim was given twice.
@@ -57,11 +59,15 @@ pub enum Error {
     NoBackward { op: String },
 
     /// The graph behind this tensor was already consumed by an earlier `backward()`.
-    #[error("backward: the graph of op {op} was released by an earlier backward(); use backward_retain_graph() to run backward twice")]
+    #[error(
+        "backward: the graph of op {op} was released by an earlier backward(); use backward_retain_graph() to run backward twice"
+    )]
     GraphReleased { op: String },
 
     /// backward() called on a tensor that does not need gradients.
-    #[error("backward: the tensor does not depend on any variable (shape {shape:?}); create parameters with Var::new or Tensor::to_var")]
+    #[error(
+        "backward: the tensor does not depend on any variable (shape {shape:?}); create parameters with Var::new or Tensor::to_var"
+    )]
     NoGradient { shape: Shape },
 
     /// A value that is not allowed for an argument.

@@ -87,7 +87,12 @@ impl Tensor {
     pub fn from_cpu_storage(storage: CpuStorage, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
         if storage.len() != shape.elem_count() {
-            return Err(Error::ElementCount { op: "from_cpu_storage", got: storage.len(), expected: shape.elem_count(), shape });
+            return Err(Error::ElementCount {
+                op: "from_cpu_storage",
+                got: storage.len(),
+                expected: shape.elem_count(),
+                shape,
+            });
         }
         match device {
             Device::Cpu => Ok(Tensor::from_storage(Storage::Cpu(storage), shape)),

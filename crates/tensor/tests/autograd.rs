@@ -103,11 +103,20 @@ fn core_ops_pass_finite_difference_checks() -> Result<()> {
     assert_grad("mean keepdim", |x| x[0].mean(-1isize, true), std::slice::from_ref(&a), 1e-6)?;
     assert_grad("transpose", |x| x[0].t()?.mul(&x[0].t()?), std::slice::from_ref(&a), 1e-6)?;
     assert_grad("narrow", |x| x[0].narrow(1usize, 1, 2)?.exp(), std::slice::from_ref(&a), 1e-6)?;
-    assert_grad("cat", |x| Tensor::cat(&[x[0].clone(), x[1].unsqueeze(0usize)?], 0usize), &[a.clone(), b.clone()], 1e-6)?;
+    assert_grad(
+        "cat",
+        |x| Tensor::cat(&[x[0].clone(), x[1].unsqueeze(0usize)?], 0usize),
+        &[a.clone(), b.clone()],
+        1e-6,
+    )?;
     assert_grad("broadcast", |x| x[0].broadcast_as([4, 3]), std::slice::from_ref(&b), 1e-6)?;
     assert_grad("reshape", |x| x[0].t()?.reshape([3, 2])?.exp(), std::slice::from_ref(&a), 1e-6)?;
     // Through f32 the function is linear but rounded: a large step keeps rounding negligible.
-    let r = attune_tensor::grad_check::grad_check(|x| x[0].to_dtype(DType::F32)?.to_dtype(DType::F64), std::slice::from_ref(&a), 1e-2)?;
+    let r = attune_tensor::grad_check::grad_check(
+        |x| x[0].to_dtype(DType::F32)?.to_dtype(DType::F64),
+        std::slice::from_ref(&a),
+        1e-2,
+    )?;
     assert!(r.max_rel_err < 1e-4, "{r:?}");
     Ok(())
 }

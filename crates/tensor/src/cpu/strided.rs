@@ -29,7 +29,8 @@ impl<const N: usize> Runs<N> {
             if dims[i] == 1 {
                 continue;
             }
-            let mergeable = !cd.is_empty() && (0..N).all(|k| strides[k][i] == cs[k].last().unwrap() * cd.last().unwrap());
+            let mergeable =
+                !cd.is_empty() && (0..N).all(|k| strides[k][i] == cs[k].last().unwrap() * cd.last().unwrap());
             if mergeable {
                 *cd.last_mut().unwrap() *= dims[i];
             } else {
@@ -118,7 +119,13 @@ pub fn fill_vec<U: Send, const N: usize>(
 }
 
 /// Maps a strided operand element-wise into a new contiguous vector.
-pub fn map1<T: Copy + Sync, U: Send>(src: &[T], dims: &[usize], strides: &[usize], offset: usize, f: impl Fn(T) -> U + Sync) -> Vec<U> {
+pub fn map1<T: Copy + Sync, U: Send>(
+    src: &[T],
+    dims: &[usize],
+    strides: &[usize],
+    offset: usize,
+    f: impl Fn(T) -> U + Sync,
+) -> Vec<U> {
     let runs = Runs::new(dims, [strides], [offset]);
     fill_vec(&runs, |out, [o], [s]| {
         let n = out.len();
@@ -255,7 +262,11 @@ mod tests {
 
 /// Copies the elements of `src` (viewed by `src_layout`) into `dst` at `dst_layout` (same shape).
 pub fn copy_into<T: Copy>(dst: &mut [T], dst_layout: &crate::Layout, src: &[T], src_layout: &crate::Layout) {
-    let runs = Runs::new(dst_layout.dims(), [dst_layout.strides(), src_layout.strides()], [dst_layout.offset(), src_layout.offset()]);
+    let runs = Runs::new(
+        dst_layout.dims(),
+        [dst_layout.strides(), src_layout.strides()],
+        [dst_layout.offset(), src_layout.offset()],
+    );
     runs.visit(0, runs.len(), |_, [od, os], n, [sd, ss]| {
         if sd == 1 && ss == 1 {
             dst[od..od + n].copy_from_slice(&src[os..os + n]);

@@ -18,18 +18,25 @@ pub(crate) trait BinaryKernel {
 }
 
 /// Runs kernel `K` over two layouts already broadcast to one shape.
-pub(crate) fn binary_cpu<K: BinaryKernel>(a: &CpuStorage, al: &Layout, b: &CpuStorage, bl: &Layout) -> Result<CpuStorage> {
+pub(crate) fn binary_cpu<K: BinaryKernel>(
+    a: &CpuStorage,
+    al: &Layout,
+    b: &CpuStorage,
+    bl: &Layout,
+) -> Result<CpuStorage> {
     use half::{bf16, f16};
     let d = al.dims();
     let (sa, oa, sb, ob) = (al.strides(), al.offset(), bl.strides(), bl.offset());
     Ok(match (a, b) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(map2(x, sa, oa, y, sb, ob, d, K::f32)),
         (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(map2(x, sa, oa, y, sb, ob, d, K::f64)),
-        (CpuStorage::F16(x), CpuStorage::F16(y)) => {
-            CpuStorage::F16(map2(x, sa, oa, y, sb, ob, d, |p: f16, q: f16| f16::from_f32(K::f32(p.to_f32(), q.to_f32()))))
-        }
+        (CpuStorage::F16(x), CpuStorage::F16(y)) => CpuStorage::F16(map2(x, sa, oa, y, sb, ob, d, |p: f16, q: f16| {
+            f16::from_f32(K::f32(p.to_f32(), q.to_f32()))
+        })),
         (CpuStorage::BF16(x), CpuStorage::BF16(y)) => {
-            CpuStorage::BF16(map2(x, sa, oa, y, sb, ob, d, |p: bf16, q: bf16| bf16::from_f32(K::f32(p.to_f32(), q.to_f32()))))
+            CpuStorage::BF16(map2(x, sa, oa, y, sb, ob, d, |p: bf16, q: bf16| {
+                bf16::from_f32(K::f32(p.to_f32(), q.to_f32()))
+            }))
         }
         (CpuStorage::I64(x), CpuStorage::I64(y)) if K::INT => CpuStorage::I64(map2(x, sa, oa, y, sb, ob, d, K::i64)),
         (CpuStorage::U32(x), CpuStorage::U32(y)) if K::INT => {
@@ -38,7 +45,9 @@ pub(crate) fn binary_cpu<K: BinaryKernel>(a: &CpuStorage, al: &Layout, b: &CpuSt
         (CpuStorage::U8(x), CpuStorage::U8(y)) if K::INT => {
             CpuStorage::U8(map2(x, sa, oa, y, sb, ob, d, |p, q| K::i64(p as i64, q as i64) as u8))
         }
-        _ => return Err(Error::UnsupportedDType { op: K::NAME, dtype: a.dtype(), hint: "this op needs a float dtype" }),
+        _ => {
+            return Err(Error::UnsupportedDType { op: K::NAME, dtype: a.dtype(), hint: "this op needs a float dtype" });
+        }
     })
 }
 

@@ -35,7 +35,8 @@ impl Tensor {
         for t in tensors {
             let t = t.as_ref();
             first.same_dtype_device(t, "cat")?;
-            let same_rest = t.rank() == first.rank() && (0..first.rank()).all(|i| i == d || t.dims()[i] == first.dims()[i]);
+            let same_rest =
+                t.rank() == first.rank() && (0..first.rank()).all(|i| i == d || t.dims()[i] == first.dims()[i]);
             if !same_rest {
                 return Err(Error::ShapeMismatch {
                     op: "cat",

@@ -38,13 +38,51 @@ fn sum_cpu(s: &CpuStorage, l: &crate::Layout, rdims: &[usize]) -> CpuStorage {
     use half::{bf16, f16};
     let init = || 0f64;
     match s {
-        CpuStorage::F32(v) => CpuStorage::F32(reduce_layout(l, rdims, init, |a, o, n, st| a + sum_piece(v, o, n, st, |x| x as f64), |a| a as f32)),
-        CpuStorage::F64(v) => CpuStorage::F64(reduce_layout(l, rdims, init, |a, o, n, st| a + sum_piece(v, o, n, st, |x| x), |a| a)),
-        CpuStorage::F16(v) => CpuStorage::F16(reduce_layout(l, rdims, init, |a, o, n, st| a + sum_piece(v, o, n, st, |x| x.to_f64()), f16::from_f64)),
-        CpuStorage::BF16(v) => CpuStorage::BF16(reduce_layout(l, rdims, init, |a, o, n, st| a + sum_piece(v, o, n, st, |x| x.to_f64()), bf16::from_f64)),
-        CpuStorage::I64(v) => CpuStorage::I64(reduce_layout(l, rdims, || 0i64, |a, o, n, st| (0..n).fold(a, |a, i| a.wrapping_add(v[o + i * st])), |a| a)),
-        CpuStorage::U32(v) => CpuStorage::U32(reduce_layout(l, rdims, || 0u32, |a, o, n, st| (0..n).fold(a, |a, i| a.wrapping_add(v[o + i * st])), |a| a)),
-        CpuStorage::U8(v) => CpuStorage::U8(reduce_layout(l, rdims, || 0u8, |a, o, n, st| (0..n).fold(a, |a, i| a.wrapping_add(v[o + i * st])), |a| a)),
+        CpuStorage::F32(v) => CpuStorage::F32(reduce_layout(
+            l,
+            rdims,
+            init,
+            |a, o, n, st| a + sum_piece(v, o, n, st, |x| x as f64),
+            |a| a as f32,
+        )),
+        CpuStorage::F64(v) => {
+            CpuStorage::F64(reduce_layout(l, rdims, init, |a, o, n, st| a + sum_piece(v, o, n, st, |x| x), |a| a))
+        }
+        CpuStorage::F16(v) => CpuStorage::F16(reduce_layout(
+            l,
+            rdims,
+            init,
+            |a, o, n, st| a + sum_piece(v, o, n, st, |x| x.to_f64()),
+            f16::from_f64,
+        )),
+        CpuStorage::BF16(v) => CpuStorage::BF16(reduce_layout(
+            l,
+            rdims,
+            init,
+            |a, o, n, st| a + sum_piece(v, o, n, st, |x| x.to_f64()),
+            bf16::from_f64,
+        )),
+        CpuStorage::I64(v) => CpuStorage::I64(reduce_layout(
+            l,
+            rdims,
+            || 0i64,
+            |a, o, n, st| (0..n).fold(a, |a, i| a.wrapping_add(v[o + i * st])),
+            |a| a,
+        )),
+        CpuStorage::U32(v) => CpuStorage::U32(reduce_layout(
+            l,
+            rdims,
+            || 0u32,
+            |a, o, n, st| (0..n).fold(a, |a, i| a.wrapping_add(v[o + i * st])),
+            |a| a,
+        )),
+        CpuStorage::U8(v) => CpuStorage::U8(reduce_layout(
+            l,
+            rdims,
+            || 0u8,
+            |a, o, n, st| (0..n).fold(a, |a, i| a.wrapping_add(v[o + i * st])),
+            |a| a,
+        )),
     }
 }
 
@@ -66,7 +104,11 @@ impl Tensor {
     pub fn mean(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         let rdims = dims.to_indexes(self.shape(), "mean")?;
         if !self.dtype().is_float() {
-            return Err(Error::UnsupportedDType { op: "mean", dtype: self.dtype(), hint: "convert to a float dtype first" });
+            return Err(Error::UnsupportedDType {
+                op: "mean",
+                dtype: self.dtype(),
+                hint: "convert to a float dtype first",
+            });
         }
         let count: usize = rdims.iter().map(|&d| self.dims()[d]).product();
         self.sum(rdims, keepdim)?.div_scalar(count as f64)

@@ -27,7 +27,13 @@ pub(crate) fn unary_cpu_with(
         CpuStorage::F64(v) => CpuStorage::F64(map1(v, d, st, o, f64)),
         CpuStorage::F16(v) => CpuStorage::F16(map1(v, d, st, o, |x: f16| f16::from_f32(f32(x.to_f32())))),
         CpuStorage::BF16(v) => CpuStorage::BF16(map1(v, d, st, o, |x: bf16| bf16::from_f32(f32(x.to_f32())))),
-        _ => return Err(Error::UnsupportedDType { op, dtype: s.dtype(), hint: "this op needs a float dtype; convert with to_dtype" }),
+        _ => {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype: s.dtype(),
+                hint: "this op needs a float dtype; convert with to_dtype",
+            });
+        }
     })
 }
 

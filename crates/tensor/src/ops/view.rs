@@ -37,7 +37,11 @@ impl GradFn for NarrowBack {
         "narrow"
     }
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.pad_with_zeros(self.dim, self.start, inputs[0].dims()[self.dim] - self.start - g.dims()[self.dim])?)])
+        Ok(vec![Some(g.pad_with_zeros(
+            self.dim,
+            self.start,
+            inputs[0].dims()[self.dim] - self.start - g.dims()[self.dim],
+        )?)])
     }
 }
 
@@ -76,7 +80,10 @@ fn infer_shape(op: &'static str, dims: &[isize], count: usize, from: &Shape) -> 
     let mut out: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = inferred {
         if known == 0 || count % known != 0 {
-            return Err(Error::invalid(op, format!("cannot infer -1 in {dims:?} for {count} elements (shape {from:?})")));
+            return Err(Error::invalid(
+                op,
+                format!("cannot infer -1 in {dims:?} for {count} elements (shape {from:?})"),
+            ));
         }
         out[i] = count / known;
     }
@@ -109,7 +116,10 @@ pub trait PermArg {
 }
 fn resolve_perm<D: Dim>(dims: &[D], shape: &Shape) -> Result<Vec<usize>> {
     if dims.len() != shape.rank() {
-        return Err(Error::invalid("permute", format!("got {} dims {dims:?} for a tensor of rank {} (shape {shape:?})", dims.len(), shape.rank())));
+        return Err(Error::invalid(
+            "permute",
+            format!("got {} dims {dims:?} for a tensor of rank {} (shape {shape:?})", dims.len(), shape.rank()),
+        ));
     }
     let perm: Vec<usize> = dims.iter().map(|d| d.to_index(shape, "permute")).collect::<Result<_>>()?;
     let mut seen = vec![false; perm.len()];
@@ -142,7 +152,12 @@ impl Tensor {
     pub fn reshape(&self, shape: impl ReshapeArg) -> Result<Tensor> {
         let shape = shape.resolve(self.elem_count(), self.shape())?;
         if shape.elem_count() != self.elem_count() {
-            return Err(Error::ElementCount { op: "reshape", got: self.elem_count(), expected: shape.elem_count(), shape });
+            return Err(Error::ElementCount {
+                op: "reshape",
+                got: self.elem_count(),
+                expected: shape.elem_count(),
+                shape,
+            });
         }
         if &shape == self.shape() {
             return Ok(self.clone());
@@ -210,7 +225,11 @@ impl Tensor {
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::invalid(
                 "narrow",
-                format!("range {start}..{} is outside dim {d} of size {size} (shape {:?})", start.saturating_add(len), self.shape()),
+                format!(
+                    "range {start}..{} is outside dim {d} of size {size} (shape {:?})",
+                    start.saturating_add(len),
+                    self.shape()
+                ),
             ));
         }
         if len == size {
@@ -260,7 +279,14 @@ impl Tensor {
     pub fn squeeze(&self, dim: impl Dim) -> Result<Tensor> {
         let d = dim.to_index(self.shape(), "squeeze")?;
         if self.dims()[d] != 1 {
-            return Err(Error::invalid("squeeze", format!("dim {d} has size {} (shape {:?}); only size-1 dims can be squeezed", self.dims()[d], self.shape())));
+            return Err(Error::invalid(
+                "squeeze",
+                format!(
+                    "dim {d} has size {} (shape {:?}); only size-1 dims can be squeezed",
+                    self.dims()[d],
+                    self.shape()
+                ),
+            ));
         }
         let layout = self.layout().squeeze(d);
         Ok(self.view_op(layout, || Box::new(ReshapeBack)))
@@ -292,7 +318,10 @@ impl Tensor {
         let layout = Layout::new(shape, strides, offset);
         let len = self.storage_len();
         if layout.storage_extent() > len {
-            return Err(Error::invalid("as_strided", format!("layout {layout:?} reaches past the storage of {len} elements")));
+            return Err(Error::invalid(
+                "as_strided",
+                format!("layout {layout:?} reaches past the storage of {len} elements"),
+            ));
         }
         Ok(Tensor::from_parts(self.0.storage.clone(), layout, crate::autograd::GradLink::None))
     }
