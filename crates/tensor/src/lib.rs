@@ -11,6 +11,7 @@
 
 pub mod autograd;
 pub mod cpu;
+mod custom_op;
 mod device;
 mod display;
 mod dtype;
@@ -23,6 +24,7 @@ pub mod storage;
 mod tensor;
 
 pub use autograd::{GradFn, GradStore, NoGradGuard, Var, is_grad_enabled, no_grad, with_no_grad};
+pub use custom_op::CustomOp;
 pub use device::Device;
 pub use dtype::{DType, FloatElem, WithDType};
 pub use error::{Error, Result};
