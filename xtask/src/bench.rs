@@ -83,9 +83,10 @@ fn collect(dir: &Path) -> Result<Vec<Row>> {
 }
 
 fn read_row(new_dir: &Path) -> Result<Option<Row>> {
-    let (Ok(est), Ok(meta)) =
-        (std::fs::read_to_string(new_dir.join("estimates.json")), std::fs::read_to_string(new_dir.join("benchmark.json")))
-    else {
+    let (Ok(est), Ok(meta)) = (
+        std::fs::read_to_string(new_dir.join("estimates.json")),
+        std::fs::read_to_string(new_dir.join("benchmark.json")),
+    ) else {
         return Ok(None);
     };
     let est: serde_json::Value = serde_json::from_str(&est).context("criterion estimates.json")?;

@@ -239,7 +239,7 @@ impl Tensor {
                             g
                         };
                         let acc = match grads.remove(&input.id()) {
-                            Some(prev) => prev.add(&g)?,
+                            Some(prev) => accumulate(prev, &g)?,
                             None => g,
                         };
                         grads.insert(input.id(), acc);
@@ -252,6 +252,48 @@ impl Tensor {
         }
         Ok(store)
     }
+}
+
+/// `prev + g`, adding in place when `prev` is a buffer nobody else holds (the common case
+/// for a gradient summed over several uses), so backward does not allocate per use.
+fn accumulate(prev: Tensor, g: &Tensor) -> Result<Tensor> {
+    use crate::storage::{CpuStorage, Storage};
+    let unique = Arc::strong_count(&prev.0) == 1
+        && Arc::strong_count(&prev.0.storage) == 1
+        && prev.layout().contiguous_range() == Some((0, prev.elem_count()))
+        && prev.shape() == g.shape()
+        && prev.dtype() == g.dtype()
+        && prev.device() == g.device();
+    if !unique {
+        return prev.add(g);
+    }
+    let g = g.contiguous()?;
+    let Some((start, end)) = g.layout().contiguous_range() else { return prev.add(&g) };
+    {
+        let src = g.storage();
+        let mut dst = prev.0.storage.write().expect("storage lock poisoned");
+        #[allow(unreachable_patterns)]
+        match (&mut *dst, &*src) {
+            (Storage::Cpu(CpuStorage::F32(d)), Storage::Cpu(CpuStorage::F32(s))) => {
+                d.iter_mut().zip(&s[start..end]).for_each(|(d, s)| *d += s)
+            }
+            (Storage::Cpu(CpuStorage::F64(d)), Storage::Cpu(CpuStorage::F64(s))) => {
+                d.iter_mut().zip(&s[start..end]).for_each(|(d, s)| *d += s)
+            }
+            (Storage::Cpu(CpuStorage::F16(d)), Storage::Cpu(CpuStorage::F16(s))) => {
+                d.iter_mut().zip(&s[start..end]).for_each(|(d, s)| *d = half::f16::from_f32(d.to_f32() + s.to_f32()))
+            }
+            (Storage::Cpu(CpuStorage::BF16(d)), Storage::Cpu(CpuStorage::BF16(s))) => {
+                d.iter_mut().zip(&s[start..end]).for_each(|(d, s)| *d = half::bf16::from_f32(d.to_f32() + s.to_f32()))
+            }
+            _ => {
+                drop(dst);
+                drop(src);
+                return prev.add(&g);
+            }
+        }
+    }
+    Ok(prev)
 }
 
 /// Tensors reachable from `root` that need gradients, inputs before the ops that use them.
