@@ -22,10 +22,13 @@ pub trait GradFn: Send + Sync {
     fn backward(&self, inputs: &[Tensor], output: &Tensor, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
 }
 
+/// The inputs of a recorded op and its backward.
+type NodeState = (Vec<Tensor>, Box<dyn GradFn>);
+
 /// A recorded op: its backward and the inputs it needs, released after use.
 pub struct Node {
     name: String,
-    state: Mutex<Option<(Vec<Tensor>, Box<dyn GradFn>)>>,
+    state: Mutex<Option<NodeState>>,
 }
 
 /// How a tensor takes part in autograd.

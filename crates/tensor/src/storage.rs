@@ -142,7 +142,7 @@ impl CpuStorage {
         if self.dtype() == dtype {
             return self.copy_strided(layout);
         }
-        cpu_storage_apply!(self, v => conv!(v.as_slice(), |x: _| WithDType::to_f64(x)))
+        cpu_storage_apply!(self, v => conv!(v.as_slice(), WithDType::to_f64))
     }
 }
 

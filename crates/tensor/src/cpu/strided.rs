@@ -54,12 +54,17 @@ impl<const N: usize> Runs<N> {
         self.len
     }
 
+    /// Whether there is no element to visit.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Calls `f(out_pos, offsets, len, strides)` for the pieces covering elements `[start, end)`.
     pub fn visit(&self, start: usize, end: usize, mut f: impl FnMut(usize, [usize; N], usize, [usize; N])) {
         if start >= end {
             return;
         }
-        let mut run = start / self.run_len;
+        let run = start / self.run_len;
         let mut within = start % self.run_len;
         // Unravel the run index into the outer odometer.
         let mut idx = vec![0; self.outer.len()];
@@ -79,7 +84,6 @@ impl<const N: usize> Runs<N> {
             f(pos, offs, n, self.run_strides);
             pos += n;
             within = 0;
-            run += 1;
             for d in (0..self.outer.len()).rev() {
                 idx[d] += 1;
                 if idx[d] < self.outer[d] {
@@ -88,7 +92,6 @@ impl<const N: usize> Runs<N> {
                 idx[d] = 0;
             }
         }
-        let _ = run;
     }
 }
 
@@ -200,6 +203,24 @@ pub fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Send>(
     })
 }
 
+/// Copies the elements of `src` (viewed by `src_layout`) into `dst` at `dst_layout` (same shape).
+pub fn copy_into<T: Copy>(dst: &mut [T], dst_layout: &crate::Layout, src: &[T], src_layout: &crate::Layout) {
+    let runs = Runs::new(
+        dst_layout.dims(),
+        [dst_layout.strides(), src_layout.strides()],
+        [dst_layout.offset(), src_layout.offset()],
+    );
+    runs.visit(0, runs.len(), |_, [od, os], n, [sd, ss]| {
+        if sd == 1 && ss == 1 {
+            dst[od..od + n].copy_from_slice(&src[os..os + n]);
+        } else {
+            for i in 0..n {
+                dst[od + i * sd] = src[os + i * ss];
+            }
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,22 +279,4 @@ mod tests {
             assert_eq!(*g, a[c * 17 + r] * 2.0);
         }
     }
-}
-
-/// Copies the elements of `src` (viewed by `src_layout`) into `dst` at `dst_layout` (same shape).
-pub fn copy_into<T: Copy>(dst: &mut [T], dst_layout: &crate::Layout, src: &[T], src_layout: &crate::Layout) {
-    let runs = Runs::new(
-        dst_layout.dims(),
-        [dst_layout.strides(), src_layout.strides()],
-        [dst_layout.offset(), src_layout.offset()],
-    );
-    runs.visit(0, runs.len(), |_, [od, os], n, [sd, ss]| {
-        if sd == 1 && ss == 1 {
-            dst[od..od + n].copy_from_slice(&src[os..os + n]);
-        } else {
-            for i in 0..n {
-                dst[od + i * sd] = src[os + i * ss];
-            }
-        }
-    });
 }

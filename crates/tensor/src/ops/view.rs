@@ -79,7 +79,7 @@ fn infer_shape(op: &'static str, dims: &[isize], count: usize, from: &Shape) -> 
     }
     let mut out: Vec<usize> = dims.iter().map(|&d| d.max(0) as usize).collect();
     if let Some(i) = inferred {
-        if known == 0 || count % known != 0 {
+        if known == 0 || !count.is_multiple_of(known) {
             return Err(Error::invalid(
                 op,
                 format!("cannot infer -1 in {dims:?} for {count} elements (shape {from:?})"),
