@@ -30,6 +30,7 @@ pub use dtype::{DType, FloatElem, WithDType};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use ops::creation::Rng;
+pub use ops::loss::{CrossEntropyOpts, Reduction};
 pub use ops::view::Infer;
 pub use shape::{AllDims, Dim, Dims, Shape};
 pub use tensor::{Tensor, TensorId};
