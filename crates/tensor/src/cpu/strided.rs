@@ -197,8 +197,33 @@ pub fn map3<A: Copy + Sync, B: Copy + Sync, C: Copy + Sync, U: Send>(
 ) -> Vec<U> {
     let runs = Runs::new(dims, [a.1, b.1, c.1], [a.2, b.2, c.2]);
     fill_vec(&runs, |out, [oa, ob, oc], [sa, sb, sc]| {
-        for (i, d) in out.iter_mut().enumerate() {
-            d.write(f(a.0[oa + i * sa], b.0[ob + i * sb], c.0[oc + i * sc]));
+        let n = out.len();
+        // Slice loops (no index arithmetic or bounds checks) for the common where_cond shapes:
+        // all contiguous, or one of the branches a broadcast scalar (masked fill).
+        match (sa, sb, sc) {
+            (1, 1, 1) => {
+                let abc = a.0[oa..oa + n].iter().zip(&b.0[ob..ob + n]).zip(&c.0[oc..oc + n]);
+                for (d, ((&x, &y), &z)) in out.iter_mut().zip(abc) {
+                    d.write(f(x, y, z));
+                }
+            }
+            (1, 1, 0) => {
+                let z = c.0[oc];
+                for (d, (&x, &y)) in out.iter_mut().zip(a.0[oa..oa + n].iter().zip(&b.0[ob..ob + n])) {
+                    d.write(f(x, y, z));
+                }
+            }
+            (1, 0, 1) => {
+                let y = b.0[ob];
+                for (d, (&x, &z)) in out.iter_mut().zip(a.0[oa..oa + n].iter().zip(&c.0[oc..oc + n])) {
+                    d.write(f(x, y, z));
+                }
+            }
+            _ => {
+                for (i, d) in out.iter_mut().enumerate() {
+                    d.write(f(a.0[oa + i * sa], b.0[ob + i * sb], c.0[oc + i * sc]));
+                }
+            }
         }
     })
 }

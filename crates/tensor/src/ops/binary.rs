@@ -46,9 +46,27 @@ pub(crate) fn binary_cpu<K: BinaryKernel>(
             CpuStorage::U8(map2(x, sa, oa, y, sb, ob, d, |p, q| K::i64(p as i64, q as i64) as u8))
         }
         _ => {
-            return Err(Error::UnsupportedDType { op: K::NAME, dtype: a.dtype(), hint: "this op needs a float dtype" });
+            return Err(Error::UnsupportedDType {
+                op: K::NAME,
+                dtype: a.dtype(),
+                hint: "this op needs a float dtype (f16, bf16, f32, f64); convert with to_dtype(DType::F32)",
+            });
         }
     })
+}
+
+/// Broadcasts both operands, checks dtype/device and runs `K`, returning the result storage
+/// and the broadcast shape.
+fn binary_map<K: BinaryKernel>(lhs: &Tensor, rhs: &Tensor) -> Result<(Storage, Shape)> {
+    lhs.same_dtype_device(rhs, K::NAME)?;
+    let shape = Shape::broadcast(K::NAME, lhs.shape(), rhs.shape())?;
+    let ll = lhs.layout().broadcast_as(K::NAME, &shape)?;
+    let rl = rhs.layout().broadcast_as(K::NAME, &shape)?;
+    let (a, b) = (lhs.storage(), rhs.storage());
+    let out = match (&*a, &*b) {
+        (Storage::Cpu(a), Storage::Cpu(b)) => binary_cpu::<K>(a, &ll, b, &rl)?,
+    };
+    Ok((Storage::Cpu(out), shape))
 }
 
 /// Broadcasts both operands, checks dtype/device and runs `K`, recording `grad_fn`.
@@ -57,17 +75,14 @@ pub(crate) fn binary_op<K: BinaryKernel>(
     rhs: &Tensor,
     grad_fn: impl FnOnce() -> Box<dyn GradFn>,
 ) -> Result<Tensor> {
-    lhs.same_dtype_device(rhs, K::NAME)?;
-    let shape = Shape::broadcast(K::NAME, lhs.shape(), rhs.shape())?;
-    let ll = lhs.layout().broadcast_as(K::NAME, &shape)?;
-    let rl = rhs.layout().broadcast_as(K::NAME, &shape)?;
-    let out = {
-        let (a, b) = (lhs.storage(), rhs.storage());
-        match (&*a, &*b) {
-            (Storage::Cpu(a), Storage::Cpu(b)) => binary_cpu::<K>(a, &ll, b, &rl)?,
-        }
-    };
-    Ok(Tensor::from_op(Storage::Cpu(out), shape, &[lhs, rhs], grad_fn))
+    let (out, shape) = binary_map::<K>(lhs, rhs)?;
+    Ok(Tensor::from_op(out, shape, &[lhs, rhs], grad_fn))
+}
+
+/// Runs `K` without recording a graph: derivative kernels of backward passes.
+pub(crate) fn binary_nograd<K: BinaryKernel>(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
+    let (out, shape) = binary_map::<K>(lhs, rhs)?;
+    Ok(Tensor::from_storage(out, shape))
 }
 
 macro_rules! kernel {
@@ -76,12 +91,15 @@ macro_rules! kernel {
         impl BinaryKernel for $name {
             const NAME: &'static str = $s;
             const INT: bool = $int;
+            #[inline(always)]
             fn f32($a: f32, $b: f32) -> f32 {
                 $body
             }
+            #[inline(always)]
             fn f64($a: f64, $b: f64) -> f64 {
                 $body
             }
+            #[inline(always)]
             fn i64($ia: i64, $ib: i64) -> i64 {
                 $ibody
             }
@@ -93,6 +111,24 @@ kernel!(Add, "add", int: true, |a, b| a + b, int |a, b| a.wrapping_add(b));
 kernel!(Sub, "sub", int: true, |a, b| a - b, int |a, b| a.wrapping_sub(b));
 kernel!(Mul, "mul", int: true, |a, b| a * b, int |a, b| a.wrapping_mul(b));
 kernel!(Div, "div", int: true, |a, b| a / b, int |a, b| if b == 0 { 0 } else { a.wrapping_div(b) });
+// NaN in either operand gives NaN (PyTorch's maximum/minimum), unlike f32::max which drops it.
+kernel!(Maximum, "maximum", int: true,
+    |a, b| if a > b || a.is_nan() { a } else { b }, int |a, b| a.max(b));
+kernel!(Minimum, "minimum", int: true,
+    |a, b| if a < b || a.is_nan() { a } else { b }, int |a, b| a.min(b));
+kernel!(Pow, "pow", int: false, |a, b| a.powf(b), int |_a, _b| 0);
+
+// Derivative kernels (float only). Ties of maximum/minimum split the gradient 0.5/0.5.
+kernel!(MaxWeight, "maximum_backward", int: false,
+    |a, b| if a > b { 1.0 } else if a == b { 0.5 } else { 0.0 }, int |_a, _b| 0);
+kernel!(MinWeight, "minimum_backward", int: false,
+    |a, b| if a < b { 1.0 } else if a == b { 0.5 } else { 0.0 }, int |_a, _b| 0);
+// d(a^b)/da = b a^(b-1), taken as 0 where b == 0 (so 0^0 gives 0, not NaN), like PyTorch.
+kernel!(PowGradBase, "pow_backward", int: false,
+    |a, b| if b == 0.0 { 0.0 } else { b * a.powf(b - 1.0) }, int |_a, _b| 0);
+// d(a^b)/db = a^b ln a, taken as 0 where a == 0 and b >= 0 (the one-sided limit), like PyTorch.
+kernel!(PowGradExp, "pow_backward", int: false,
+    |a, b| if a == 0.0 && b >= 0.0 { 0.0 } else { a.powf(b) * a.ln() }, int |_a, _b| 0);
 
 struct AddBack;
 impl GradFn for AddBack {
@@ -136,6 +172,31 @@ impl GradFn for DivBack {
     }
 }
 
+/// Backward of maximum/minimum: the left input gets `g * W(a, b)`, the right one the rest.
+struct SelectBack<W>(&'static str, std::marker::PhantomData<W>);
+impl<W: BinaryKernel + Send + Sync> GradFn for SelectBack<W> {
+    fn name(&self) -> &str {
+        self.0
+    }
+    fn backward(&self, i: &[Tensor], _o: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let ga = g.mul(&binary_nograd::<W>(&i[0], &i[1])?)?;
+        let gb = i[1].requires_grad().then(|| g.sub(&ga)?.sum_to(i[1].shape())).transpose()?;
+        Ok(vec![Some(ga.sum_to(i[0].shape())?), gb])
+    }
+}
+struct PowBack;
+impl GradFn for PowBack {
+    fn name(&self) -> &str {
+        "pow"
+    }
+    fn backward(&self, i: &[Tensor], _o: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let d = |k: fn(&Tensor, &Tensor) -> Result<Tensor>, t: &Tensor| -> Result<Option<Tensor>> {
+            t.requires_grad().then(|| g.mul(&k(&i[0], &i[1])?)?.sum_to(t.shape())).transpose()
+        };
+        Ok(vec![d(binary_nograd::<PowGradBase>, &i[0])?, d(binary_nograd::<PowGradExp>, &i[1])?])
+    }
+}
+
 impl Tensor {
     /// Element-wise `self + rhs` with broadcasting.
     pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
@@ -152,6 +213,23 @@ impl Tensor {
     /// Element-wise `self / rhs` with broadcasting (integer division truncates; x/0 is 0 for integers).
     pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
         binary_op::<Div>(self, rhs, || Box::new(DivBack))
+    }
+
+    /// Element-wise maximum with broadcasting (NaN if either side is NaN; also for integers).
+    /// Where both sides are equal the gradient is split 0.5/0.5, like PyTorch.
+    pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
+        binary_op::<Maximum>(self, rhs, || Box::new(SelectBack::<MaxWeight>("maximum", Default::default())))
+    }
+    /// Element-wise minimum with broadcasting (NaN if either side is NaN; also for integers).
+    /// Where both sides are equal the gradient is split 0.5/0.5, like PyTorch.
+    pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
+        binary_op::<Minimum>(self, rhs, || Box::new(SelectBack::<MinWeight>("minimum", Default::default())))
+    }
+    /// Element-wise `self^rhs` with broadcasting (floats only), differentiable in both. The
+    /// base gradient is 0 where the exponent is 0; the exponent gradient `self^rhs ln(self)` is
+    /// 0 where the base is 0 and the exponent >= 0 (PyTorch's conventions).
+    pub fn pow(&self, rhs: &Tensor) -> Result<Tensor> {
+        binary_op::<Pow>(self, rhs, || Box::new(PowBack))
     }
 
     /// A scalar tensor of this dtype and device, for scalar forms of binary ops.
@@ -174,5 +252,90 @@ impl Tensor {
     /// `self / value`.
     pub fn div_scalar(&self, value: f64) -> Result<Tensor> {
         self.div(&self.scalar_like(value)?)
+    }
+    /// `maximum(self, value)`; `value` is converted to the dtype first (integers truncate).
+    pub fn maximum_scalar(&self, value: f64) -> Result<Tensor> {
+        self.maximum(&self.scalar_like(value)?)
+    }
+    /// `minimum(self, value)`; `value` is converted to the dtype first (integers truncate).
+    pub fn minimum_scalar(&self, value: f64) -> Result<Tensor> {
+        self.minimum(&self.scalar_like(value)?)
+    }
+    /// `self^exponent`, the same as [`powf`](Self::powf).
+    pub fn pow_scalar(&self, exponent: f64) -> Result<Tensor> {
+        self.powf(exponent)
+    }
+}
+
+/// `std::ops` for tensors: `&a + &b`, `a * 2.0`, `-&a`, ... Each returns `Result<Tensor>` (the
+/// op can fail on shapes or dtypes); a `Result<Tensor>` on the left chains, as in
+/// `(&a + &b) * &c`, keeping the first error.
+macro_rules! std_binary_op {
+    ($trait:ident, $method:ident, $scalar:ident) => {
+        impl std::ops::$trait<&Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$method(self, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$method(self, &rhs)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$method(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$method(&self, &rhs)
+            }
+        }
+        impl std::ops::$trait<f64> for &Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: f64) -> Result<Tensor> {
+                Tensor::$scalar(self, rhs)
+            }
+        }
+        impl std::ops::$trait<f64> for Tensor {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: f64) -> Result<Tensor> {
+                Tensor::$scalar(&self, rhs)
+            }
+        }
+        impl std::ops::$trait<&Tensor> for Result<Tensor> {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                Tensor::$method(&self?, rhs)
+            }
+        }
+        impl std::ops::$trait<Tensor> for Result<Tensor> {
+            type Output = Result<Tensor>;
+            fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                Tensor::$method(&self?, &rhs)
+            }
+        }
+    };
+}
+std_binary_op!(Add, add, add_scalar);
+std_binary_op!(Sub, sub, sub_scalar);
+std_binary_op!(Mul, mul, mul_scalar);
+std_binary_op!(Div, div, div_scalar);
+
+impl std::ops::Neg for &Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(self)
+    }
+}
+impl std::ops::Neg for Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(&self)
     }
 }

@@ -1,4 +1,13 @@
-//! Element-wise unary ops on floats (f16/bf16 computed in f32).
+//! Element-wise unary ops. Floats compute in f32 (f16/bf16/f32, one conversion per element) or
+//! f64; abs, neg, sign, relu and clamp also take integers. Activations are in `activation`, the
+//! error function in [`special`].
+//!
+//! Backward passes multiply the output gradient by a derivative computed with a tensor op
+//! (a graph-free derivative kernel, see [`pointwise`]), so they run on any device that runs
+//! the forward ops, in two passes over memory.
+
+mod activation;
+pub mod special;
 
 use crate::autograd::GradFn;
 use crate::cpu::strided::map1;
@@ -10,6 +19,15 @@ pub(crate) trait UnaryKernel {
     const NAME: &'static str;
     fn f32(x: f32) -> f32;
     fn f64(x: f64) -> f64;
+}
+
+/// The error for an integer tensor given to a float-only op.
+pub(crate) fn float_only(op: &'static str, dtype: crate::DType) -> Error {
+    Error::UnsupportedDType {
+        op,
+        dtype,
+        hint: "this op needs a float dtype (f16, bf16, f32, f64); convert with to_dtype(DType::F32)",
+    }
 }
 
 /// Runs `f32`/`f64` closures over any float storage.
@@ -27,13 +45,19 @@ pub(crate) fn unary_cpu_with(
         CpuStorage::F64(v) => CpuStorage::F64(map1(v, d, st, o, f64)),
         CpuStorage::F16(v) => CpuStorage::F16(map1(v, d, st, o, |x: f16| f16::from_f32(f32(x.to_f32())))),
         CpuStorage::BF16(v) => CpuStorage::BF16(map1(v, d, st, o, |x: bf16| bf16::from_f32(f32(x.to_f32())))),
-        _ => {
-            return Err(Error::UnsupportedDType {
-                op,
-                dtype: s.dtype(),
-                hint: "this op needs a float dtype; convert with to_dtype",
-            });
-        }
+        _ => return Err(float_only(op, s.dtype())),
+    })
+}
+
+/// Runs an integer closure (computed in i64) over integer storage. Results outside u8/u32
+/// saturate to the dtype's range.
+fn unary_int_cpu(s: &CpuStorage, l: &Layout, f: impl Fn(i64) -> i64 + Sync) -> Option<CpuStorage> {
+    let (d, st, o) = (l.dims(), l.strides(), l.offset());
+    Some(match s {
+        CpuStorage::I64(v) => CpuStorage::I64(map1(v, d, st, o, f)),
+        CpuStorage::U32(v) => CpuStorage::U32(map1(v, d, st, o, |x| f(x as i64).clamp(0, u32::MAX as i64) as u32)),
+        CpuStorage::U8(v) => CpuStorage::U8(map1(v, d, st, o, |x| f(x as i64).clamp(0, u8::MAX as i64) as u8)),
+        _ => return None,
     })
 }
 
@@ -54,23 +78,109 @@ pub(crate) fn unary_op_with(
     Ok(Tensor::from_op(Storage::Cpu(out), t.shape().clone(), &[t], grad_fn))
 }
 
+/// Like [`unary_op_with`], also accepting integer dtypes through `int` (integer results carry
+/// no graph: gradients are only defined for floats).
+fn unary_op_any(
+    t: &Tensor,
+    op: &'static str,
+    f32: impl Fn(f32) -> f32 + Sync,
+    f64: impl Fn(f64) -> f64 + Sync,
+    int: impl Fn(i64) -> i64 + Sync,
+    grad_fn: impl FnOnce() -> Box<dyn GradFn>,
+) -> Result<Tensor> {
+    if t.dtype().is_int() {
+        let out = t.with_cpu(op, |s, l| unary_int_cpu(s, l, int).ok_or_else(|| float_only(op, s.dtype())))?;
+        return Ok(Tensor::from_storage(Storage::Cpu(out), t.shape().clone()));
+    }
+    unary_op_with(t, op, f32, f64, grad_fn)
+}
+
+/// A graph-free float map: derivative kernels used by backward passes (which run without
+/// recording, so a derivative never needs a derivative of its own).
+pub(crate) fn pointwise(
+    t: &Tensor,
+    op: &'static str,
+    f32: impl Fn(f32) -> f32 + Sync,
+    f64: impl Fn(f64) -> f64 + Sync,
+) -> Result<Tensor> {
+    let out = t.with_cpu(op, |s, l| unary_cpu_with(op, s, l, f32, f64))?;
+    Ok(Tensor::from_storage(Storage::Cpu(out), t.shape().clone()))
+}
+
+/// Backward `grad_in = grad_out * deriv(input, output)` for a one-input op.
+pub(crate) struct DerivBack<F> {
+    pub(crate) name: &'static str,
+    pub(crate) deriv: F,
+}
+impl<F: Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync> GradFn for DerivBack<F> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn backward(&self, i: &[Tensor], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.mul(&(self.deriv)(&i[0], out)?)?)])
+    }
+}
+
+/// Boxes a [`DerivBack`].
+pub(crate) fn deriv_back(
+    name: &'static str,
+    deriv: impl Fn(&Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
+) -> Box<dyn GradFn> {
+    Box::new(DerivBack { name, deriv })
+}
+
 macro_rules! kernel {
     ($name:ident, $s:literal, |$x:ident| $body:expr) => {
         pub(crate) struct $name;
         impl UnaryKernel for $name {
             const NAME: &'static str = $s;
+            #[inline(always)]
             fn f32($x: f32) -> f32 {
                 $body
             }
+            #[inline(always)]
             fn f64($x: f64) -> f64 {
                 $body
             }
         }
     };
 }
+pub(crate) use kernel;
 
 kernel!(Exp, "exp", |x| x.exp());
 kernel!(Log, "log", |x| x.ln());
+kernel!(Sqrt, "sqrt", |x| x.sqrt());
+kernel!(Rsqrt, "rsqrt", |x| 1.0 / x.sqrt());
+kernel!(Sin, "sin", |x| x.sin());
+kernel!(Cos, "cos", |x| x.cos());
+kernel!(Tanh, "tanh", |x| x.tanh());
+kernel!(Sqr, "sqr", |x| x * x);
+kernel!(Recip, "recip", |x| 1.0 / x);
+kernel!(Sign, "sign", |x| sign_of(x));
+
+/// -1, 0 or 1 by sign; ±0 and NaN map to themselves, like PyTorch.
+#[inline(always)]
+fn sign_of<T: PartialOrd + From<i8>>(x: T) -> T {
+    if x > T::from(0) {
+        T::from(1)
+    } else if x < T::from(0) {
+        T::from(-1)
+    } else {
+        x
+    }
+}
+
+/// Applies a derivative kernel to a tensor (graph-free).
+fn deriv<K: UnaryKernel>(t: &Tensor) -> Result<Tensor> {
+    pointwise(t, K::NAME, K::f32, K::f64)
+}
+
+kernel!(SqrtGrad, "sqrt_backward", |y| 0.5 / y);
+kernel!(RsqrtGrad, "rsqrt_backward", |y| -0.5 * y * y * y);
+kernel!(CosGrad, "cos_backward", |x| -x.sin());
+kernel!(TanhGrad, "tanh_backward", |y| 1.0 - y * y);
+kernel!(SqrGrad, "sqr_backward", |x| 2.0 * x);
+kernel!(RecipGrad, "recip_backward", |y| -(y * y));
 
 struct NegBack;
 impl GradFn for NegBack {
@@ -81,27 +191,35 @@ impl GradFn for NegBack {
         Ok(vec![Some(g.neg()?)])
     }
 }
-struct ExpBack;
-impl GradFn for ExpBack {
-    fn name(&self) -> &str {
-        "exp"
-    }
-    fn backward(&self, _i: &[Tensor], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.mul(out)?)])
-    }
-}
-struct LogBack;
-impl GradFn for LogBack {
-    fn name(&self) -> &str {
-        "log"
-    }
-    fn backward(&self, i: &[Tensor], _o: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        Ok(vec![Some(g.div(&i[0])?)])
+
+/// `x` limited to `[lo, hi]`; NaN compares false both ways and passes through.
+#[inline(always)]
+fn clip<T: PartialOrd>(x: T, lo: T, hi: T) -> T {
+    if x < lo {
+        lo
+    } else if x > hi {
+        hi
+    } else {
+        x
     }
 }
 
+/// Rejects NaN bounds and `min > max` for clamp.
+fn check_clamp_bounds(min: f64, max: f64) -> Result<()> {
+    if min.is_nan() || max.is_nan() || min > max {
+        return Err(Error::invalid(
+            "clamp",
+            format!(
+                "bounds must satisfy min <= max and not be NaN, got min {min} and max {max}; \
+                 use f64::NEG_INFINITY or f64::INFINITY for a one-sided clamp"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 impl Tensor {
-    /// `-self` (also for signed integers).
+    /// `-self` (also for integers; unsigned integers wrap).
     pub fn neg(&self) -> Result<Tensor> {
         if self.dtype().is_int() {
             return self.zeros_like()?.sub(self);
@@ -110,10 +228,99 @@ impl Tensor {
     }
     /// `e^self`.
     pub fn exp(&self) -> Result<Tensor> {
-        unary_op::<Exp>(self, || Box::new(ExpBack))
+        unary_op::<Exp>(self, || deriv_back("exp", |_x, y| Ok(y.clone())))
     }
     /// Natural logarithm.
     pub fn log(&self) -> Result<Tensor> {
-        unary_op::<Log>(self, || Box::new(LogBack))
+        unary_op::<Log>(self, || deriv_back("log", |x, _y| x.recip()))
+    }
+    /// Absolute value (also for integers; `i64::MIN` wraps to itself). The gradient at 0 is 0.
+    pub fn abs(&self) -> Result<Tensor> {
+        unary_op_any(self, "abs", f32::abs, f64::abs, i64::wrapping_abs, || deriv_back("abs", |x, _y| deriv::<Sign>(x)))
+    }
+    /// -1, 0 or 1 by sign (±0 and NaN map to themselves; also for integers). Its gradient is 0.
+    pub fn sign(&self) -> Result<Tensor> {
+        unary_op_any(self, "sign", Sign::f32, Sign::f64, i64::signum, || deriv_back("sign", |x, _y| x.zeros_like()))
+    }
+    /// Square root.
+    pub fn sqrt(&self) -> Result<Tensor> {
+        unary_op::<Sqrt>(self, || deriv_back("sqrt", |_x, y| deriv::<SqrtGrad>(y)))
+    }
+    /// `1 / sqrt(self)`.
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        unary_op::<Rsqrt>(self, || deriv_back("rsqrt", |_x, y| deriv::<RsqrtGrad>(y)))
+    }
+    /// Sine (radians).
+    pub fn sin(&self) -> Result<Tensor> {
+        unary_op::<Sin>(self, || deriv_back("sin", |x, _y| x.cos()))
+    }
+    /// Cosine (radians).
+    pub fn cos(&self) -> Result<Tensor> {
+        unary_op::<Cos>(self, || deriv_back("cos", |x, _y| deriv::<CosGrad>(x)))
+    }
+    /// Hyperbolic tangent.
+    pub fn tanh(&self) -> Result<Tensor> {
+        unary_op::<Tanh>(self, || deriv_back("tanh", |_x, y| deriv::<TanhGrad>(y)))
+    }
+    /// `self * self`.
+    pub fn sqr(&self) -> Result<Tensor> {
+        unary_op::<Sqr>(self, || deriv_back("sqr", |x, _y| deriv::<SqrGrad>(x)))
+    }
+    /// `1 / self`.
+    pub fn recip(&self) -> Result<Tensor> {
+        unary_op::<Recip>(self, || deriv_back("recip", |_x, y| deriv::<RecipGrad>(y)))
+    }
+    /// The error function (see [`special::erf`] for its accuracy).
+    pub fn erf(&self) -> Result<Tensor> {
+        unary_op_with(self, "erf", special::erf_f32, special::erf, || {
+            deriv_back("erf", |x, _y| {
+                use std::f64::consts::FRAC_2_SQRT_PI as C;
+                pointwise(x, "erf_backward", |x| C as f32 * (-x * x).exp(), |x| C * (-x * x).exp())
+            })
+        })
+    }
+    /// `self^exponent` element-wise (NaN for negative bases with a non-integer exponent). The
+    /// gradient `exponent * self^(exponent - 1)` is taken as 0 everywhere when the exponent is
+    /// 0, like PyTorch.
+    pub fn powf(&self, exponent: f64) -> Result<Tensor> {
+        let p = exponent;
+        let back = move || {
+            deriv_back("powf", move |x, _y| {
+                if p == 0.0 {
+                    return x.zeros_like();
+                }
+                let (q, pf) = ((p - 1.0) as f32, p as f32);
+                pointwise(x, "powf_backward", move |x| pf * x.powf(q), move |x| p * x.powf(p - 1.0))
+            })
+        };
+        if p == 2.0 {
+            // The common case (variances, squared errors) avoids the libm call.
+            return unary_op_with(self, "powf", |x| x * x, |x| x * x, back);
+        }
+        let pf = p as f32;
+        unary_op_with(self, "powf", move |x| x.powf(pf), move |x| x.powf(p), back)
+    }
+    /// Limits every element to `[min, max]` (NaN stays NaN). Integer tensors clamp to the
+    /// integers inside the bounds (`ceil(min)`, `floor(max)`), saturating to the dtype's range.
+    /// The gradient passes where `min <= self <= max`, bounds included, like PyTorch; it is 0
+    /// strictly outside. Errors when `min > max` or a bound is NaN.
+    pub fn clamp(&self, min: f64, max: f64) -> Result<Tensor> {
+        check_clamp_bounds(min, max)?;
+        let (lo32, hi32) = (min as f32, max as f32);
+        // Saturating float-to-int casts; an empty integer range (e.g. [0.2, 0.8]) gives floor(max).
+        let (lo_i, hi_i) = (min.ceil() as i64, max.floor() as i64);
+        unary_op_any(
+            self,
+            "clamp",
+            move |x| clip(x, lo32, hi32),
+            move |x| clip(x, min, max),
+            move |x| x.max(lo_i).min(hi_i),
+            move || {
+                deriv_back("clamp", move |x, _y| {
+                    let step = |x: f64| if x >= min && x <= max { 1.0 } else { 0.0 };
+                    pointwise(x, "clamp_backward", move |x| step(x as f64) as f32, step)
+                })
+            },
+        )
     }
 }

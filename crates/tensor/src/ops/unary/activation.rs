@@ -1,0 +1,126 @@
+//! Activations: relu, sigmoid, silu and the two GELU forms.
+//!
+//! Logistic forms are written as `x / (1 + e^-z)`, which stays accurate where the textbook
+//! `0.5 * x * (1 + tanh(z/2))` cancels (large negative x, where 1 + tanh is tiny).
+
+use super::special::erfc;
+use super::{UnaryKernel, deriv_back, kernel, pointwise, unary_op, unary_op_any};
+use crate::{Result, Tensor};
+use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
+
+/// sqrt(2/pi), the scale of the tanh approximation of GELU.
+const GELU_K: f64 = FRAC_2_SQRT_PI * FRAC_1_SQRT_2;
+/// The cubic coefficient of the tanh approximation of GELU.
+const GELU_C: f64 = 0.044715;
+/// 1/sqrt(2 pi), the peak of the standard normal density.
+const INV_SQRT_2PI: f64 = FRAC_2_SQRT_PI * FRAC_1_SQRT_2 * 0.5;
+
+// relu passes NaN through (NaN < 0 is false) and has derivative 0 at 0, like PyTorch.
+kernel!(Relu, "relu", |x| if x < 0.0 { 0.0 } else { x });
+kernel!(ReluGrad, "relu_backward", |x| if x > 0.0 { 1.0 } else { 0.0 });
+kernel!(Sigmoid, "sigmoid", |x| 1.0 / (1.0 + (-x).exp()));
+kernel!(SigmoidGrad, "sigmoid_backward", |y| y * (1.0 - y));
+kernel!(Silu, "silu", |x| x / (1.0 + (-x).exp()));
+kernel!(SiluGrad, "silu_backward", |x| {
+    let s = 1.0 / (1.0 + (-x).exp());
+    s * (1.0 + x * (1.0 - s))
+});
+
+/// GELU, tanh approximation: `0.5 x (1 + tanh(u))` with `u = sqrt(2/pi) (x + 0.044715 x^3)`,
+/// computed as the equal `x * sigmoid(2u)`.
+pub(crate) struct Gelu;
+impl UnaryKernel for Gelu {
+    const NAME: &'static str = "gelu";
+    #[inline(always)]
+    fn f32(x: f32) -> f32 {
+        let u2 = (2.0 * GELU_K) as f32 * (x + GELU_C as f32 * x * x * x);
+        x / (1.0 + (-u2).exp())
+    }
+    #[inline(always)]
+    fn f64(x: f64) -> f64 {
+        let u2 = 2.0 * GELU_K * (x + GELU_C * x * x * x);
+        x / (1.0 + (-u2).exp())
+    }
+}
+
+/// d/dx of [`Gelu`]: `s + x s (1 - s) 2u'` with `s = sigmoid(2u)`, `u' = sqrt(2/pi) (1 + 3c x^2)`.
+pub(crate) struct GeluGrad;
+impl UnaryKernel for GeluGrad {
+    const NAME: &'static str = "gelu_backward";
+    #[inline(always)]
+    fn f32(x: f32) -> f32 {
+        let (k, c) = (GELU_K as f32, GELU_C as f32);
+        let s = 1.0 / (1.0 + (-2.0 * k * (x + c * x * x * x)).exp());
+        let t = s * (1.0 - s);
+        // t == 0 where s saturates; skipping the product avoids 0 * inf for huge |x|.
+        if t == 0.0 { s } else { s + t * x * 2.0 * k * (1.0 + 3.0 * c * x * x) }
+    }
+    #[inline(always)]
+    fn f64(x: f64) -> f64 {
+        let (k, c) = (GELU_K, GELU_C);
+        let s = 1.0 / (1.0 + (-2.0 * k * (x + c * x * x * x)).exp());
+        let t = s * (1.0 - s);
+        if t == 0.0 { s } else { s + t * x * 2.0 * k * (1.0 + 3.0 * c * x * x) }
+    }
+}
+
+/// Exact GELU `x * Phi(x) = 0.5 x erfc(-x / sqrt 2)`; erfc keeps the relative accuracy for
+/// negative x where `1 + erf` would cancel.
+#[inline]
+fn gelu_erf_f64(x: f64) -> f64 {
+    0.5 * x * erfc(-x * FRAC_1_SQRT_2)
+}
+
+/// d/dx of exact GELU: `Phi(x) + x phi(x)`.
+#[inline]
+fn gelu_erf_grad_f64(x: f64) -> f64 {
+    0.5 * erfc(-x * FRAC_1_SQRT_2) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+}
+
+impl Tensor {
+    /// `max(self, 0)` (NaN stays NaN; also for integers). The gradient at 0 is 0, like PyTorch.
+    pub fn relu(&self) -> Result<Tensor> {
+        unary_op_any(
+            self,
+            "relu",
+            Relu::f32,
+            Relu::f64,
+            |x| x.max(0),
+            || deriv_back("relu", |x, _y| pointwise(x, ReluGrad::NAME, ReluGrad::f32, ReluGrad::f64)),
+        )
+    }
+    /// The logistic function `1 / (1 + e^-self)`.
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        unary_op::<Sigmoid>(self, || {
+            deriv_back("sigmoid", |_x, y| pointwise(y, SigmoidGrad::NAME, SigmoidGrad::f32, SigmoidGrad::f64))
+        })
+    }
+    /// SiLU (swish): `self * sigmoid(self)`.
+    pub fn silu(&self) -> Result<Tensor> {
+        unary_op::<Silu>(self, || {
+            deriv_back("silu", |x, _y| pointwise(x, SiluGrad::NAME, SiluGrad::f32, SiluGrad::f64))
+        })
+    }
+    /// GELU with the tanh approximation (PyTorch's `gelu(approximate="tanh")`, GPT-2's form):
+    /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
+    pub fn gelu(&self) -> Result<Tensor> {
+        unary_op::<Gelu>(self, || {
+            deriv_back("gelu", |x, _y| pointwise(x, GeluGrad::NAME, GeluGrad::f32, GeluGrad::f64))
+        })
+    }
+    /// Exact GELU `x * Phi(x)` with the normal CDF `Phi` from erf (PyTorch's default `gelu`).
+    /// f32 and lower compute in f64 and round once.
+    pub fn gelu_erf(&self) -> Result<Tensor> {
+        super::unary_op_with(
+            self,
+            "gelu_erf",
+            |x| gelu_erf_f64(x as f64) as f32,
+            gelu_erf_f64,
+            || {
+                deriv_back("gelu_erf", |x, _y| {
+                    pointwise(x, "gelu_erf_backward", |x| gelu_erf_grad_f64(x as f64) as f32, gelu_erf_grad_f64)
+                })
+            },
+        )
+    }
+}
