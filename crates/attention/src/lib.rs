@@ -1,0 +1,12 @@
+//! attune-attention: fused attention with the semantics of GUIDE.md §2.
+//!
+//! - [`AttentionParams`]: scale, causal, sliding window, softcap, GQA/MQA (from the head
+//!   counts), key padding, packed variable-length sequences, dropout with a Philox stream.
+//! - [`oracle`]: the naive f64 implementation every other one is checked against.
+
+pub mod error;
+pub mod oracle;
+pub mod params;
+
+pub use error::{AttentionError, Result};
+pub use params::{AttentionParams, Dropout, Problem, Segment, validate};
