@@ -297,6 +297,12 @@ fn varlen_segments(b: usize, sq: usize, sk: usize, cq: &[usize], ck: &[usize]) -
         }
     }
     Ok((0..cq.len() - 1)
-        .map(|s| Segment { batch: 0, q_start: cq[s], q_len: cq[s + 1] - cq[s], k_start: ck[s], k_len: ck[s + 1] - ck[s] })
+        .map(|s| Segment {
+            batch: 0,
+            q_start: cq[s],
+            q_len: cq[s + 1] - cq[s],
+            k_start: ck[s],
+            k_len: ck[s + 1] - ck[s],
+        })
         .collect())
 }

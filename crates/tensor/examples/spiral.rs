@@ -66,7 +66,10 @@ fn main() -> Result<()> {
         Ok(pred.iter().zip(&labels).filter(|(p, l)| p == l).count() as f64 / labels.len() as f64)
     };
 
-    println!("spiral: {} points, {CLASSES} classes, MLP 2-64-64-{CLASSES}, SGD lr {lr} momentum {momentum}", y.elem_count());
+    println!(
+        "spiral: {} points, {CLASSES} classes, MLP 2-64-64-{CLASSES}, SGD lr {lr} momentum {momentum}",
+        y.elem_count()
+    );
     let start = Instant::now();
     let mut last = (f64::NAN, 0.0);
     for step in 1..=steps {
@@ -84,6 +87,11 @@ fn main() -> Result<()> {
         }
     }
     let elapsed = start.elapsed().as_secs_f64();
-    println!("done: {steps} steps in {elapsed:.2} s ({:.0} steps/s); final loss {:.4}, accuracy {:.1}%", steps as f64 / elapsed, last.0, 100.0 * last.1);
+    println!(
+        "done: {steps} steps in {elapsed:.2} s ({:.0} steps/s); final loss {:.4}, accuracy {:.1}%",
+        steps as f64 / elapsed,
+        last.0,
+        100.0 * last.1
+    );
     Ok(())
 }
