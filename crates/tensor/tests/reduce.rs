@@ -369,6 +369,16 @@ fn large_inputs_take_the_parallel_paths_and_stay_exact() {
 }
 
 #[test]
+fn f16_means_do_not_overflow_through_the_sum() {
+    // The sum (80000) is beyond f16's range (65504); the mean (2) is not.
+    for dtype in [DType::F16, DType::BF16] {
+        let t = Tensor::full(2.0, [40_000, 2], dtype, &CPU).unwrap();
+        assert_eq!(t.mean_all().unwrap().to_f64_vec().unwrap(), vec![2.0], "{dtype}");
+        assert_eq!(t.mean(0, false).unwrap().to_f64_vec().unwrap(), vec![2.0, 2.0], "{dtype}");
+    }
+}
+
+#[test]
 fn f32_sums_of_many_elements_keep_f64_accuracy() {
     // 1 + many tiny values: naive f32 accumulation would drop every tiny term.
     let mut v = vec![1e-8f32; 1 << 20];

@@ -14,7 +14,7 @@ use crate::autograd::GradFn;
 use crate::cpu::reduce::{CmpElem, Fold, reduce};
 use crate::ops::binary::{BinaryKernel, binary_op};
 use crate::storage::{CpuStorage, Storage};
-use crate::{DType, Dims, Error, Layout, Result, Shape, Tensor, WithDType};
+use crate::{Dims, Error, Layout, Result, Shape, Tensor, WithDType};
 
 /// The output shape of a reduction over `rdims`.
 pub(crate) fn reduced_shape(shape: &Shape, rdims: &[usize], keepdim: bool) -> Shape {
@@ -34,14 +34,6 @@ pub(crate) fn reduced_shape(shape: &Shape, rdims: &[usize], keepdim: bool) -> Sh
 /// Number of elements folded into each output.
 fn red_count(shape: &Shape, rdims: &[usize]) -> usize {
     rdims.iter().map(|&d| shape.dims()[d]).product()
-}
-
-fn float_only(op: &'static str, dtype: DType) -> Result<()> {
-    if dtype.is_float() {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDType { op, dtype, hint: "this reduction needs a float dtype; convert with to_dtype" })
-    }
 }
 
 /// Extremum reductions have no value for an empty set.
@@ -111,6 +103,14 @@ fn sum_float<T: WithDType>(v: &[T], l: &Layout, rdims: &[usize]) -> Vec<T> {
         rdims,
         &Fold { init: || 0f64, step: |a, x: T, _| a + x.to_f64(), merge: |a, b| a + b, finish: T::from_f64 },
     )
+}
+
+/// Mean in one pass: the f64 sum is divided before rounding, so f16 means of large sets do
+/// not overflow through an f16 sum.
+fn mean_float<T: WithDType>(v: &[T], l: &Layout, rdims: &[usize], count: usize) -> Vec<T> {
+    let n = count as f64;
+    let finish = |a: f64| T::from_f64(a / n);
+    reduce(v, l, rdims, &Fold { init: || 0f64, step: |a, x: T, _| a + x.to_f64(), merge: |a, b| a + b, finish })
 }
 
 fn sum_int<T: WithDType + num_traits::WrappingAdd>(v: &[T], l: &Layout, rdims: &[usize]) -> Vec<T> {
@@ -296,6 +296,22 @@ impl GradFn for SumBack {
     }
 }
 
+/// d mean / dx = 1 / count.
+struct MeanBack {
+    rdims: Vec<usize>,
+    keepdim: bool,
+}
+impl GradFn for MeanBack {
+    fn name(&self) -> &str {
+        "mean"
+    }
+    fn backward(&self, i: &[Tensor], _o: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let count = red_count(i[0].shape(), &self.rdims);
+        let g = keep(g, i[0].shape(), &self.rdims, self.keepdim)?.div_scalar(count as f64)?;
+        Ok(vec![Some(g.broadcast_as(i[0].shape())?.contiguous()?)])
+    }
+}
+
 /// Routes the gradient to the elements equal to the extremum, split evenly between ties.
 struct ExtremumBack {
     name: &'static str,
@@ -390,12 +406,19 @@ impl Tensor {
         self.sum(crate::AllDims, false)
     }
 
-    /// Mean over `dims` (floats only; NaN for an empty set).
+    /// Mean over `dims` (floats only; NaN for an empty set). Accumulates in f64 and divides
+    /// before rounding to the dtype.
     pub fn mean(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         let rdims = dims.to_indexes(self.shape(), "mean")?;
-        float_only("mean", self.dtype())?;
         let count = red_count(self.shape(), &rdims);
-        self.sum(rdims, keepdim)?.div_scalar(count as f64)
+        let rd = rdims.clone();
+        self.reduce_op(
+            "mean",
+            &rd,
+            keepdim,
+            |s, l| Ok(float_dispatch!("mean", s, |v| mean_float(v, l, &rd, count))),
+            || Box::new(MeanBack { rdims, keepdim }),
+        )
     }
 
     /// Mean of all elements (rank 0).
