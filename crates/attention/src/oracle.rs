@@ -133,8 +133,8 @@ pub fn backward(q: &Tensor, k: &Tensor, v: &Tensor, dout: &Tensor, params: &Atte
                     .collect();
                 // Softmax backward, then the softcap's tanh and the scale.
                 let dot: f64 = r.probs.iter().zip(&dp).map(|(p, g)| p * g).sum();
-                for t in 0..r.probs.len() {
-                    let mut ds = r.probs[t] * (dp[t] - dot);
+                for (t, (&p, &dpt)) in r.probs.iter().zip(&dp).enumerate() {
+                    let mut ds = p * (dpt - dot);
                     if let Some(c) = pb.softcap {
                         ds *= 1.0 - (r.capped[t] / c).powi(2);
                     }

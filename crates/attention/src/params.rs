@@ -223,17 +223,14 @@ pub fn validate(q: &Tensor, k: &Tensor, v: &Tensor, p: &AttentionParams) -> Resu
         right = (r >= 0).then_some(r as usize);
     }
     if p.causal {
-        right = Some(right.map_or(0, |r| r.min(0)));
+        // Causal caps the right bound at the diagonal; any right bound is >= 0.
+        right = Some(0);
     }
-    if let Some(c) = p.softcap {
-        if !(c > 0.0 && c.is_finite()) {
-            return Err(AttentionError::Param(format!("softcap must be > 0 and finite, got {c}; omit it to disable")));
-        }
+    if let Some(c) = p.softcap.filter(|c| !(*c > 0.0 && c.is_finite())) {
+        return Err(AttentionError::Param(format!("softcap must be > 0 and finite, got {c}; omit it to disable")));
     }
-    if let Some(dr) = p.dropout {
-        if !(0.0..1.0).contains(&dr.p) {
-            return Err(AttentionError::Param(format!("dropout p must be in [0, 1), got {}", dr.p)));
-        }
+    if let Some(dr) = p.dropout.filter(|d| !(0.0..1.0).contains(&d.p)) {
+        return Err(AttentionError::Param(format!("dropout p must be in [0, 1), got {}", dr.p)));
     }
     let segments = match (&p.seqlens_k, &p.cu_seqlens) {
         (Some(_), Some(_)) => {
