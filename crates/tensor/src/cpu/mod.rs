@@ -1,6 +1,7 @@
 //! CPU kernels: strided traversal, reductions, gemm and the Philox generator.
 
 pub mod gemm;
+pub mod math;
 pub mod philox;
 pub mod reduce;
 pub mod strided;

@@ -18,7 +18,8 @@
 //! PyTorch. Sums of exponentials add 128 terms in f32 (16 per lane) before moving to f64.
 
 use crate::autograd::GradFn;
-use crate::cpu::reduce::{Fold, exp_f32, reduce};
+use crate::cpu::math::exp_f32;
+use crate::cpu::reduce::{Fold, reduce};
 use crate::cpu::strided::PAR_THRESHOLD;
 use crate::storage::{CpuStorage, Storage};
 use crate::{Dim, Error, Layout, Result, Tensor};

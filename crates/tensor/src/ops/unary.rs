@@ -10,6 +10,7 @@ mod activation;
 pub mod special;
 
 use crate::autograd::GradFn;
+use crate::cpu::math::FastExp;
 use crate::cpu::strided::map1;
 use crate::storage::{CpuStorage, Storage};
 use crate::{Error, Layout, Result, Tensor};
@@ -147,7 +148,7 @@ macro_rules! kernel {
 }
 pub(crate) use kernel;
 
-kernel!(Exp, "exp", |x| x.exp());
+kernel!(Exp, "exp", |x| x.fexp());
 kernel!(Log, "log", |x| x.ln());
 kernel!(Sqrt, "sqrt", |x| x.sqrt());
 kernel!(Rsqrt, "rsqrt", |x| 1.0 / x.sqrt());

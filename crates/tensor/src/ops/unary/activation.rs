@@ -5,6 +5,7 @@
 
 use super::special::erfc;
 use super::{UnaryKernel, deriv_back, kernel, pointwise, unary_op, unary_op_any};
+use crate::cpu::math::FastExp;
 use crate::{Result, Tensor};
 use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
 
@@ -18,11 +19,11 @@ const INV_SQRT_2PI: f64 = FRAC_2_SQRT_PI * FRAC_1_SQRT_2 * 0.5;
 // relu passes NaN through (NaN < 0 is false) and has derivative 0 at 0, like PyTorch.
 kernel!(Relu, "relu", |x| if x < 0.0 { 0.0 } else { x });
 kernel!(ReluGrad, "relu_backward", |x| if x > 0.0 { 1.0 } else { 0.0 });
-kernel!(Sigmoid, "sigmoid", |x| 1.0 / (1.0 + (-x).exp()));
+kernel!(Sigmoid, "sigmoid", |x| 1.0 / (1.0 + (-x).fexp()));
 kernel!(SigmoidGrad, "sigmoid_backward", |y| y * (1.0 - y));
-kernel!(Silu, "silu", |x| x / (1.0 + (-x).exp()));
+kernel!(Silu, "silu", |x| x / (1.0 + (-x).fexp()));
 kernel!(SiluGrad, "silu_backward", |x| {
-    let s = 1.0 / (1.0 + (-x).exp());
+    let s = 1.0 / (1.0 + (-x).fexp());
     s * (1.0 + x * (1.0 - s))
 });
 
@@ -34,12 +35,12 @@ impl UnaryKernel for Gelu {
     #[inline(always)]
     fn f32(x: f32) -> f32 {
         let u2 = (2.0 * GELU_K) as f32 * (x + GELU_C as f32 * x * x * x);
-        x / (1.0 + (-u2).exp())
+        x / (1.0 + (-u2).fexp())
     }
     #[inline(always)]
     fn f64(x: f64) -> f64 {
         let u2 = 2.0 * GELU_K * (x + GELU_C * x * x * x);
-        x / (1.0 + (-u2).exp())
+        x / (1.0 + (-u2).fexp())
     }
 }
 
@@ -50,7 +51,7 @@ impl UnaryKernel for GeluGrad {
     #[inline(always)]
     fn f32(x: f32) -> f32 {
         let (k, c) = (GELU_K as f32, GELU_C as f32);
-        let s = 1.0 / (1.0 + (-2.0 * k * (x + c * x * x * x)).exp());
+        let s = 1.0 / (1.0 + (-2.0 * k * (x + c * x * x * x)).fexp());
         let t = s * (1.0 - s);
         // t == 0 where s saturates; skipping the product avoids 0 * inf for huge |x|.
         if t == 0.0 { s } else { s + t * x * 2.0 * k * (1.0 + 3.0 * c * x * x) }
@@ -58,7 +59,7 @@ impl UnaryKernel for GeluGrad {
     #[inline(always)]
     fn f64(x: f64) -> f64 {
         let (k, c) = (GELU_K, GELU_C);
-        let s = 1.0 / (1.0 + (-2.0 * k * (x + c * x * x * x)).exp());
+        let s = 1.0 / (1.0 + (-2.0 * k * (x + c * x * x * x)).fexp());
         let t = s * (1.0 - s);
         if t == 0.0 { s } else { s + t * x * 2.0 * k * (1.0 + 3.0 * c * x * x) }
     }
