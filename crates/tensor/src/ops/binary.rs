@@ -55,13 +55,20 @@ pub(crate) fn binary_cpu<K: BinaryKernel>(
     })
 }
 
+/// Checks dtype/device of two operands and broadcasts them: the common shape and each
+/// operand's layout stretched to it.
+pub(crate) fn broadcast_pair(op: &'static str, lhs: &Tensor, rhs: &Tensor) -> Result<(Shape, Layout, Layout)> {
+    lhs.same_dtype_device(rhs, op)?;
+    let shape = Shape::broadcast(op, lhs.shape(), rhs.shape())?;
+    let ll = lhs.layout().broadcast_as(op, &shape)?;
+    let rl = rhs.layout().broadcast_as(op, &shape)?;
+    Ok((shape, ll, rl))
+}
+
 /// Broadcasts both operands, checks dtype/device and runs `K`, returning the result storage
 /// and the broadcast shape.
 fn binary_map<K: BinaryKernel>(lhs: &Tensor, rhs: &Tensor) -> Result<(Storage, Shape)> {
-    lhs.same_dtype_device(rhs, K::NAME)?;
-    let shape = Shape::broadcast(K::NAME, lhs.shape(), rhs.shape())?;
-    let ll = lhs.layout().broadcast_as(K::NAME, &shape)?;
-    let rl = rhs.layout().broadcast_as(K::NAME, &shape)?;
+    let (shape, ll, rl) = broadcast_pair(K::NAME, lhs, rhs)?;
     let (a, b) = (lhs.storage(), rhs.storage());
     let out = match (&*a, &*b) {
         (Storage::Cpu(a), Storage::Cpu(b)) => binary_cpu::<K>(a, &ll, b, &rl)?,

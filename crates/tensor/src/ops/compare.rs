@@ -74,10 +74,7 @@ fn mask_tensor(data: Vec<u8>, shape: Shape) -> Tensor {
 }
 
 fn compare_op<K: CmpKernel>(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
-    lhs.same_dtype_device(rhs, K::NAME)?;
-    let shape = Shape::broadcast(K::NAME, lhs.shape(), rhs.shape())?;
-    let ll = lhs.layout().broadcast_as(K::NAME, &shape)?;
-    let rl = rhs.layout().broadcast_as(K::NAME, &shape)?;
+    let (shape, ll, rl) = crate::ops::binary::broadcast_pair(K::NAME, lhs, rhs)?;
     let (a, b) = (lhs.storage(), rhs.storage());
     let out = match (&*a, &*b) {
         (Storage::Cpu(a), Storage::Cpu(b)) => compare_cpu::<K>(a, &ll, b, &rl),
