@@ -421,6 +421,8 @@ fn results_are_bit_identical_for_any_thread_count() {
         case("det chunked", 1, 2, 1, 300, 200, 64, p().causal(true)),
         case("det gqa", 2, 8, 2, 130, 130, 64, p().window(40, 0).dropout(0.1, 1, 2)),
         case("det varlen", 1, 4, 4, 200, 210, 32, p().cu_seqlens(vec![0, 100, 200], vec![0, 10, 210]).softcap(3.0)),
+        // Enough (segment, kv head) units for one chunk each: dK/dV accumulate in place.
+        case("det unchunked", 2, 16, 8, 100, 120, 32, p().causal(true)),
     ];
     for c in cases {
         let x = inputs(&c, DType::F32);

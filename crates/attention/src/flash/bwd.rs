@@ -81,6 +81,15 @@ impl Scratch {
 /// One dQ tile a task owns: query head, first local row, rows, output slice.
 type DqTile<'a, T> = (usize, usize, usize, &'a mut [T]);
 
+/// The work of one (segment, kv head, chunk): its dQ tiles and, when the segment has a single
+/// chunk, the kv head's dK/dV rows of the segment.
+struct Task<'a, T> {
+    seg: usize,
+    tiles: Vec<DqTile<'a, T>>,
+    dk: Option<&'a mut [T]>,
+    dv: Option<&'a mut [T]>,
+}
+
 /// Number of query chunks per (segment, kv head): 1 when there are enough units to spread
 /// over threads, more (at most the number of query tiles) for small batches and head counts,
 /// fewer when the partial buffers would need more than [`PARTIAL_BYTES`].
@@ -191,55 +200,81 @@ impl<T: Elem> Bwd<'_, T> {
         let (d, hkv) = (pb.head_dim, pb.heads_kv);
         let nchunks = chunks(pb);
         let group = pb.heads_q / hkv;
-        // Task (segment, kv head, chunk) -> its dQ tiles, in (head, tile) order.
         let ntasks = pb.segments.len() * hkv * nchunks;
-        let mut owned: Vec<Vec<DqTile<'_, T>>> = (0..ntasks).map(|_| Vec::new()).collect();
+        let mut tasks: Vec<Task<'_, T>> = (0..ntasks).map(|i| Task { seg: i / (hkv * nchunks), tiles: Vec::new(), dk: None, dv: None }).collect();
+        // Task (segment, kv head, chunk) owns its dQ tiles, in (head, tile) order.
         let span_q = |s: &Segment| (s.q_start, s.q_len);
         for (h, si, part) in split_segments(dq, pb.batch, pb.heads_q, pb.seq_q, d, &pb.segments, span_q) {
             if pb.segments[si].k_len == 0 {
                 continue; // no visible key: dq stays zero
             }
             for (t, (t0, rows, slice)) in tiles(part, pb.segments[si].q_len, d, BQ).into_iter().enumerate() {
-                owned[(si * hkv + h / group) * nchunks + t % nchunks].push((h, t0, rows, slice));
+                tasks[(si * hkv + h / group) * nchunks + t % nchunks].tiles.push((h, t0, rows, slice));
             }
         }
-        let partials: Vec<Option<(Vec<f32>, Vec<f32>)>> = owned
-            .into_par_iter()
-            .enumerate()
-            .map(|(task, tiles)| {
-                if tiles.is_empty() {
-                    return None;
-                }
-                let seg = &pb.segments[task / (hkv * nchunks)];
-                let mut sc = Scratch::new(d);
-                let mut kacc = vec![0.0f32; seg.k_len * d];
-                let mut vacc = vec![0.0f32; seg.k_len * d];
-                for (h, t0, rows, slice) in tiles {
-                    self.tile(seg, h, t0, rows, slice, &mut kacc, &mut vacc, &mut sc);
-                }
-                Some((kacc, vacc))
-            })
-            .collect();
-        // Sum the chunks of each (segment, kv head) in chunk order and round once.
         let span_k = |s: &Segment| (s.k_start, s.k_len);
         let dks = split_segments(dk, pb.batch, hkv, pb.seq_k, d, &pb.segments, span_k);
         let dvs = split_segments(dv, pb.batch, hkv, pb.seq_k, d, &pb.segments, span_k);
+        if nchunks == 1 {
+            // A single chunk owns its dK/dV rows outright: write them in place (f32
+            // accumulates directly in the output, other dtypes round once at the end).
+            for ((kh, si, dk_out), (_, _, dv_out)) in dks.into_iter().zip(dvs) {
+                let task = &mut tasks[si * hkv + kh];
+                (task.dk, task.dv) = (Some(dk_out), Some(dv_out));
+            }
+            tasks.into_par_iter().for_each(|task| {
+                self.task(task);
+            });
+            return;
+        }
+        let partials: Vec<Option<(Vec<f32>, Vec<f32>)>> = tasks.into_par_iter().map(|task| self.task(task)).collect();
+        // Sum the chunks of each (segment, kv head) in chunk order and round once.
         dks.into_par_iter().zip(dvs).for_each(|((kh, si, dk_out), (_, _, dv_out))| {
             let first = (si * hkv + kh) * nchunks;
-            let parts = &partials[first..first + nchunks];
-            for (out, pick) in [(dk_out, 0usize), (dv_out, 1)] {
-                let mut sum: Option<Vec<f32>> = None;
-                for (kacc, vacc) in parts.iter().flatten() {
-                    let p = if pick == 0 { kacc } else { vacc };
-                    match &mut sum {
-                        None => sum = Some(p.clone()),
-                        Some(s) => s.iter_mut().zip(p).for_each(|(s, &x)| *s += x),
-                    }
-                }
-                if let Some(s) = sum {
-                    T::narrow(&s, out);
-                }
+            let parts: Vec<&(Vec<f32>, Vec<f32>)> = partials[first..first + nchunks].iter().flatten().collect();
+            let Some(((k0, v0), rest)) = parts.split_first() else { return };
+            let (mut ks, mut vs) = (k0.clone(), v0.clone());
+            for (kp, vp) in rest {
+                ks.iter_mut().zip(kp).for_each(|(s, &x)| *s += x);
+                vs.iter_mut().zip(vp).for_each(|(s, &x)| *s += x);
             }
+            T::narrow(&ks, dk_out);
+            T::narrow(&vs, dv_out);
         });
+    }
+
+    /// Runs one task's dQ tiles in order. With its output dK/dV rows it writes them and
+    /// returns None; without (one chunk of several) it returns its f32 partial dK and dV.
+    fn task(&self, task: Task<'_, T>) -> Option<(Vec<f32>, Vec<f32>)> {
+        let Task { seg, tiles, dk, dv } = task;
+        if tiles.is_empty() {
+            return None;
+        }
+        let seg = &self.pb.segments[seg];
+        let mut sc = Scratch::new(self.pb.head_dim);
+        let n = seg.k_len * self.pb.head_dim;
+        let run = |kacc: &mut [f32], vacc: &mut [f32]| {
+            for (h, t0, rows, slice) in tiles {
+                self.tile(seg, h, t0, rows, slice, kacc, vacc, &mut sc);
+            }
+        };
+        match (dk, dv) {
+            (Some(dk), Some(dv)) => {
+                if let (Some(kf), Some(vf)) = (T::direct_mut(&mut *dk), T::direct_mut(&mut *dv)) {
+                    run(kf, vf);
+                } else {
+                    let (mut kacc, mut vacc) = (vec![0.0f32; n], vec![0.0f32; n]);
+                    run(&mut kacc, &mut vacc);
+                    T::narrow(&kacc, dk);
+                    T::narrow(&vacc, dv);
+                }
+                None
+            }
+            _ => {
+                let (mut kacc, mut vacc) = (vec![0.0f32; n], vec![0.0f32; n]);
+                run(&mut kacc, &mut vacc);
+                Some((kacc, vacc))
+            }
+        }
     }
 }

@@ -29,8 +29,6 @@ pub struct Scratch {
     kbuf: Vec<f32>,
     vbuf: Vec<f32>,
     m: Vec<f32>,
-    mnew: Vec<f32>,
-    msafe: Vec<f32>,
     l: Vec<f32>,
     alpha: Vec<f32>,
     words: Vec<u32>,
@@ -47,8 +45,6 @@ impl Scratch {
             kbuf: vec![0.0; BK * d],
             vbuf: vec![0.0; BK * d],
             m: vec![0.0; BQ],
-            mnew: vec![0.0; BQ],
-            msafe: vec![0.0; BQ],
             l: vec![0.0; BQ],
             alpha: vec![0.0; BQ],
             words: vec![0; BK],
@@ -90,18 +86,7 @@ impl<T: Elem> Fwd<'_, T> {
                 vmath::mask(&mut sc.s, bk, rows, BQ, kt0 as u32, &rg.lo, &rg.hi);
             }
             // Online softmax in the exp2 domain.
-            sc.mnew[..rows].copy_from_slice(&sc.m[..rows]);
-            vmath::col_max(&sc.s, bk, rows, BQ, &mut sc.mnew);
-            for r in 0..rows {
-                let mn = sc.mnew[r];
-                // A column with nothing visible yet keeps m = -inf; 0 keeps exp2 finite.
-                let ms = if mn == f32::NEG_INFINITY { 0.0 } else { mn };
-                sc.msafe[r] = ms;
-                sc.alpha[r] = vmath::exp2(sc.m[r] - ms);
-                sc.m[r] = mn;
-                sc.l[r] *= sc.alpha[r];
-            }
-            vmath::exp_sum(&mut sc.s, bk, rows, BQ, &sc.msafe, &mut sc.l);
+            vmath::online_step(&mut sc.s, bk, rows, BQ, &mut sc.m, &mut sc.l, &mut sc.alpha);
             for r in 0..rows {
                 let a = sc.alpha[r];
                 if a != 1.0 {

@@ -12,6 +12,8 @@ use half::{bf16, f16};
 pub trait Elem: FloatElem {
     /// The buffer itself when it already holds f32.
     fn direct(s: &[Self]) -> Option<&[f32]>;
+    /// The buffer itself, writable, when it already holds f32.
+    fn direct_mut(s: &mut [Self]) -> Option<&mut [f32]>;
     /// `dst[i] = src[i] as f32` over `dst.len()` elements.
     fn widen(src: &[Self], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -30,6 +32,9 @@ impl Elem for f32 {
     fn direct(s: &[f32]) -> Option<&[f32]> {
         Some(s)
     }
+    fn direct_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
     fn widen(src: &[f32], dst: &mut [f32]) {
         let n = dst.len();
         dst.copy_from_slice(&src[..n]);
@@ -43,14 +48,23 @@ impl Elem for f16 {
     fn direct(_: &[f16]) -> Option<&[f32]> {
         None
     }
+    fn direct_mut(_: &mut [f16]) -> Option<&mut [f32]> {
+        None
+    }
 }
 impl Elem for bf16 {
     fn direct(_: &[bf16]) -> Option<&[f32]> {
         None
     }
+    fn direct_mut(_: &mut [bf16]) -> Option<&mut [f32]> {
+        None
+    }
 }
 impl Elem for f64 {
     fn direct(_: &[f64]) -> Option<&[f32]> {
+        None
+    }
+    fn direct_mut(_: &mut [f64]) -> Option<&mut [f32]> {
         None
     }
 }

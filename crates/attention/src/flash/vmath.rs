@@ -80,26 +80,70 @@ pub fn mask(s: &mut [f32], rows: usize, cols: usize, ld: usize, j0: u32, lo: &[u
     }
 }
 
-/// Column maxima: `m[r] = max(m[r], max_j s[j][r])`.
-pub fn col_max(s: &[f32], rows: usize, cols: usize, ld: usize, m: &mut [f32]) {
-    let m = &mut m[..cols];
+/// One online-softmax step over `W` query columns starting at `c0`. The running max and sum
+/// of the columns stay in registers across the rows (`W = 64` is four AVX-512 vectors, so
+/// four independent max/add chains per row instead of one).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn step_chunk<const W: usize>(s: &mut [f32], rows: usize, ld: usize, c0: usize, m: &mut [f32], l: &mut [f32], alpha: &mut [f32]) {
+    let mut mx: [f32; W] = m[c0..c0 + W].try_into().expect("chunk");
     for j in 0..rows {
-        for (m, &x) in m.iter_mut().zip(&s[j * ld..][..cols]) {
-            *m = if x > *m { x } else { *m };
+        let row: &[f32; W] = s[j * ld + c0..][..W].try_into().expect("chunk");
+        for (a, &x) in mx.iter_mut().zip(row) {
+            *a = if x > *a { x } else { *a };
         }
     }
+    let mut ms = [0f32; W];
+    let mut acc = [0f32; W];
+    for i in 0..W {
+        ms[i] = if mx[i] == f32::NEG_INFINITY { 0.0 } else { mx[i] };
+        let a = exp2(m[c0 + i] - ms[i]);
+        alpha[c0 + i] = a;
+        acc[i] = l[c0 + i] * a;
+    }
+    for j in 0..rows {
+        let row: &mut [f32; W] = (&mut s[j * ld + c0..][..W]).try_into().expect("chunk");
+        for ((x, &mm), a) in row.iter_mut().zip(&ms).zip(acc.iter_mut()) {
+            let p = exp2(*x - mm);
+            *x = p;
+            *a += p;
+        }
+    }
+    m[c0..c0 + W].copy_from_slice(&mx);
+    l[c0..c0 + W].copy_from_slice(&acc);
 }
 
-/// `s[j][r] = 2^(s[j][r] - m[r])` and `l[r] += s[j][r]` (the softmax numerators and their
-/// sums; a column with `m = 0` and masked `-inf` scores yields zeros).
-pub fn exp_sum(s: &mut [f32], rows: usize, cols: usize, ld: usize, m: &[f32], l: &mut [f32]) {
-    let (m, l) = (&m[..cols], &mut l[..cols]);
-    for j in 0..rows {
-        for ((x, &m), l) in s[j * ld..][..cols].iter_mut().zip(m).zip(l.iter_mut()) {
-            let p = exp2(*x - m);
-            *x = p;
-            *l += p;
+/// One online-softmax step over a score tile (exp2 domain): for each query column `r`,
+/// `m' = max(m, max_j s[j][r])`, `alpha[r] = 2^(m - m')`, `s[j][r] = 2^(s[j][r] - m')`,
+/// `l = l * alpha + sum_j s[j][r]`, `m = m'`. A column with no finite score keeps `m = -inf`
+/// and gets zeros (its exponent base is taken as 0 so nothing is NaN).
+pub fn online_step(s: &mut [f32], rows: usize, cols: usize, ld: usize, m: &mut [f32], l: &mut [f32], alpha: &mut [f32]) {
+    let mut c0 = 0;
+    while c0 + 64 <= cols {
+        step_chunk::<64>(s, rows, ld, c0, m, l, alpha);
+        c0 += 64;
+    }
+    while c0 + 16 <= cols {
+        step_chunk::<16>(s, rows, ld, c0, m, l, alpha);
+        c0 += 16;
+    }
+    // Ragged last chunk (query tiles shorter than a multiple of 16).
+    for r in c0..cols {
+        let mut mx = m[r];
+        for j in 0..rows {
+            let x = s[j * ld + r];
+            mx = if x > mx { x } else { mx };
         }
+        let ms = if mx == f32::NEG_INFINITY { 0.0 } else { mx };
+        alpha[r] = exp2(m[r] - ms);
+        let mut acc = l[r] * alpha[r];
+        for j in 0..rows {
+            let p = exp2(s[j * ld + r] - ms);
+            s[j * ld + r] = p;
+            acc += p;
+        }
+        m[r] = mx;
+        l[r] = acc;
     }
 }
 
@@ -138,6 +182,48 @@ mod tests {
         assert_eq!(exp2(-1000.0), 0.0);
         assert_eq!(exp2(0.0), 1.0);
         assert!(exp2(1e9).is_finite() && exp2(1e9) > 1e38);
+    }
+
+    #[test]
+    fn online_step_matches_a_two_pass_softmax() {
+        // Two steps over two key tiles, 37 query columns (two full chunks and a ragged one),
+        // some columns fully masked in the first tile or in both.
+        let (cols, ld, rows) = (37, 40, 5);
+        let score = |t: usize, j: usize, r: usize| {
+            if r == 3 || r == 33 || (r == 20 && t == 0) {
+                f32::NEG_INFINITY
+            } else {
+                ((t * 31 + j * 7 + r * 13) % 17) as f32 * 0.7 - 5.0
+            }
+        };
+        let (mut m, mut l, mut alpha) = (vec![f32::NEG_INFINITY; cols], vec![0f32; cols], vec![0f32; cols]);
+        let mut o = vec![0f64; cols]; // sum_j p * value_j, rescaled like an output row
+        for t in 0..2 {
+            let mut s = vec![f32::NAN; rows * ld];
+            for j in 0..rows {
+                for r in 0..cols {
+                    s[j * ld + r] = score(t, j, r);
+                }
+            }
+            online_step(&mut s, rows, cols, ld, &mut m, &mut l, &mut alpha);
+            for r in 0..cols {
+                let add: f64 = (0..rows).map(|j| s[j * ld + r] as f64 * (t * rows + j) as f64).sum();
+                o[r] = o[r] * alpha[r] as f64 + add;
+            }
+        }
+        for r in 0..cols {
+            let all: Vec<f64> = (0..2).flat_map(|t| (0..rows).map(move |j| score(t, j, r) as f64)).collect();
+            let mx = all.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            if mx == f64::NEG_INFINITY {
+                assert_eq!((m[r], l[r], o[r]), (f32::NEG_INFINITY, 0.0, 0.0), "column {r}");
+                continue;
+            }
+            let z: f64 = all.iter().map(|x| (x - mx).exp2()).sum();
+            let want: f64 = all.iter().enumerate().map(|(i, x)| (x - mx).exp2() / z * i as f64).sum();
+            assert_eq!(m[r] as f64, mx, "column {r}");
+            assert!((l[r] as f64 - z).abs() < 1e-5 * z, "column {r}");
+            assert!((o[r] / l[r] as f64 - want).abs() < 1e-5 * (1.0 + want), "column {r}");
+        }
     }
 
     #[test]
