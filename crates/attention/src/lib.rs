@@ -3,10 +3,13 @@
 //! - [`AttentionParams`]: scale, causal, sliding window, softcap, GQA/MQA (from the head
 //!   counts), key padding, packed variable-length sequences, dropout with a Philox stream.
 //! - [`oracle`]: the naive f64 implementation every other one is checked against.
+//! - [`flash`]: the CPU flash implementation (tiled, online softmax), forward and backward.
 
 pub mod error;
+pub mod flash;
 pub mod oracle;
 pub mod params;
 
 pub use error::{AttentionError, Result};
+pub use flash::{AttentionGrads, AttentionOutput};
 pub use params::{AttentionParams, Dropout, Problem, Segment, validate};

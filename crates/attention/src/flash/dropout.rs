@@ -1,0 +1,113 @@
+//! Dropout multipliers of a score tile from the Philox stream of GUIDE.md §2, bit-identical
+//! to the oracle: element `idx = dropout_index(b, h, i, j)` reads word `idx % 4` of block
+//! `offset + idx / 4`; it is kept iff `(word >> 8) >= threshold_24(p)`, and kept values are
+//! scaled by `1 / (1 - p)`.
+//!
+//! Consecutive keys of one query row are consecutive stream elements, so a row of the tile
+//! needs `bk / 4` consecutive blocks; those are generated 16 at a time in
+//! structure-of-arrays form (the 32x32->64 multiplies vectorise as `vpmuludq`).
+
+use attune_tensor::cpu::philox::{M0, M1, W0, W1};
+
+/// Blocks generated per batch.
+const LANES: usize = 16;
+
+/// Philox4x32-10 of 16 counters `[lo[l], hi[l], 0, 0]` under one key, words by lane.
+#[inline(always)]
+fn philox16(lo: &[u32; LANES], hi: &[u32; LANES], key: [u32; 2]) -> [[u32; LANES]; 4] {
+    let (mut c0, mut c1, mut c2, mut c3) = (*lo, *hi, [0u32; LANES], [0u32; LANES]);
+    let mut k = key;
+    for round in 0..10 {
+        if round > 0 {
+            k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+        }
+        for l in 0..LANES {
+            let p0 = (M0 as u64) * (c0[l] as u64);
+            let p1 = (M1 as u64) * (c2[l] as u64);
+            let n0 = ((p1 >> 32) as u32) ^ c1[l] ^ k[0];
+            let n2 = ((p0 >> 32) as u32) ^ c3[l] ^ k[1];
+            c0[l] = n0;
+            c1[l] = p1 as u32;
+            c2[l] = n2;
+            c3[l] = p0 as u32;
+        }
+    }
+    [c0, c1, c2, c3]
+}
+
+/// The stream words of elements `first .. first + out.len()` of `(seed, offset)`.
+pub fn words(seed: u64, offset: u64, first: u64, out: &mut [u32]) {
+    let key = [seed as u32, (seed >> 32) as u32];
+    let skip = (first % 4) as usize;
+    let mut block = first / 4;
+    // Position in `out` of word 0 of `block` (negative for the first block when `skip > 0`).
+    let mut pos = -(skip as isize);
+    while pos < out.len() as isize {
+        let (mut lo, mut hi) = ([0u32; LANES], [0u32; LANES]);
+        for l in 0..LANES {
+            let c = offset.wrapping_add(block.wrapping_add(l as u64));
+            lo[l] = c as u32;
+            hi[l] = (c >> 32) as u32;
+        }
+        let w = philox16(&lo, &hi, key);
+        for l in 0..LANES {
+            for (word, wl) in w.iter().enumerate() {
+                let at = pos + (4 * l + word) as isize;
+                if at >= 0 && (at as usize) < out.len() {
+                    out[at as usize] = wl[l];
+                }
+            }
+        }
+        block = block.wrapping_add(LANES as u64);
+        pos += (4 * LANES) as isize;
+    }
+}
+
+/// Dropout parameters of one call, with the host-side threshold.
+#[derive(Debug, Clone, Copy)]
+pub struct DropTile {
+    /// Philox key.
+    pub seed: u64,
+    /// First counter of the stream.
+    pub offset: u64,
+    /// `threshold_24(p)`: a word is dropped iff `word >> 8 < threshold`.
+    pub threshold: u32,
+    /// `1 / (1 - p)`.
+    pub inv_keep: f32,
+}
+
+impl DropTile {
+    /// Fills `mult[j * ld + r]` (keys `j < rows`, queries `r < cols`) with the multiplier of
+    /// element `first(r) + j`: `1 / (1 - p)` if kept, 0 if dropped. `words` is scratch of at
+    /// least `rows` entries.
+    pub fn fill(&self, mult: &mut [f32], rows: usize, cols: usize, ld: usize, first: impl Fn(usize) -> u64, words_buf: &mut [u32]) {
+        let wb = &mut words_buf[..rows];
+        for r in 0..cols {
+            words(self.seed, self.offset, first(r), wb);
+            for (j, &w) in wb.iter().enumerate() {
+                mult[j * ld + r] = if (w >> 8) >= self.threshold { self.inv_keep } else { 0.0 };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attune_tensor::cpu::philox::block;
+
+    #[test]
+    fn words_follow_the_stream_convention() {
+        let (seed, offset) = (0xDEAD_BEEF_0123_4567u64, u64::MAX - 5);
+        for first in [0u64, 1, 2, 3, 5, 1 << 40, u64::MAX / 2 + 3] {
+            for n in [0usize, 1, 3, 4, 63, 64, 65, 130] {
+                let mut out = vec![0u32; n];
+                words(seed, offset, first, &mut out);
+                for (t, &w) in out.iter().enumerate() {
+                    let i = first + t as u64;
+                    assert_eq!(w, block(seed, offset.wrapping_add(i / 4))[(i % 4) as usize], "first {first} t {t}");
+                }
+            }
+        }
+    }
+}
