@@ -3,7 +3,9 @@
 //! - [`AttentionParams`]: scale, causal, sliding window, softcap, GQA/MQA (from the head
 //!   counts), key padding, packed variable-length sequences, dropout with a Philox stream.
 //! - [`oracle`]: the naive f64 implementation every other one is checked against.
+//! - [`cases`]: reference case files (GUIDE.md §3) and the checker shared by tests and xtask.
 
+pub mod cases;
 pub mod error;
 pub mod oracle;
 pub mod params;
