@@ -50,7 +50,7 @@ fn values(n: usize, seed: u64) -> Vec<f64> {
 
 /// Naive single-head attention (batch 1, heads 1) in f64 with plain loops: out, lse and the
 /// gradients for `dout`. `causal` is bottom-right aligned.
-#[allow(clippy::type_complexity)]
+#[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn naive(
     q: &[f64],
     k: &[f64],
@@ -181,7 +181,7 @@ fn low_precision_defaults_use_the_naive_error_and_explicit_tolerances_override()
     let (q, k, v) = (values(SQ * D, 5), values(SK * D, 6), values(SK * D, 7));
     let round = |x: &[f64]| x.iter().map(|v| half::f16::from_f64(*v).to_f64()).collect::<Vec<_>>();
     let (q, k, v) = (round(&q), round(&k), round(&v));
-    let (out, lse, ..) = naive(&q, &k, &v, &vec![0.0; SQ * D], SQ, SK, D, 0.5, false);
+    let (out, lse, ..) = naive(&q, &k, &v, &[0.0; SQ * D], SQ, SK, D, 0.5, false);
     let (qs, ks) = ([1, 1, SQ, D], [1, 1, SK, D]);
     let t = vec![
         ("h.q".to_string(), f16s(&qs, &q)),
@@ -290,7 +290,7 @@ fn malformed_files_are_errors_that_name_the_problem() {
     let e = load_err("no_dout", &without(".dout"), &[("e", &meta)]);
     assert!(e.contains("needs dout"), "{e}");
     let mut bad_shape = without(".lse");
-    bad_shape.push(("e.lse".into(), f32s(&[1, SQ], &vec![0.0; SQ])));
+    bad_shape.push(("e.lse".into(), f32s(&[1, SQ], &[0.0; SQ])));
     let e = load_err("bad_lse", &bad_shape, &[("e", &meta)]);
     assert!(e.contains("lse has shape [1, 5]") && e.contains("[1, 1, 5]"), "{e}");
     let mut neg = without(".zzz");

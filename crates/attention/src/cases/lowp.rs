@@ -163,8 +163,8 @@ pub fn lowp_backward(
                 }
                 let dotp: f64 = row.probs.iter().zip(&dp).map(|(p, g)| p * g).sum::<f64>() as f32 as f64;
                 let dq_row = &mut dq[qoff..][..d];
-                for t in 0..n {
-                    let mut ds = r(row.probs[t] * (dp[t] - dotp));
+                for (t, (&p, &dpt)) in row.probs.iter().zip(&dp).enumerate() {
+                    let mut ds = r(p * (dpt - dotp));
                     if pb.softcap.is_some() {
                         ds = r(ds * (1.0 - row.tanh[t] * row.tanh[t]));
                     }
