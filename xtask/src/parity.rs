@@ -415,6 +415,10 @@ pub struct Summary {
 
 const NAME_W: usize = 46;
 
+/// How to read a cell of the table.
+pub const LEGEND: &str = "cells: error / bound at the element nearest its bound (f32: atol + rtol*|ref|; \
+f16/bf16: max error / (2 * naive low-precision error + 1e-5)); '!' marks the failing tensor";
+
 /// The table header.
 pub fn header() -> String {
     format!(
@@ -519,9 +523,15 @@ pub fn run(args: &ParityArgs) -> Result<ExitCode> {
             total.passed += s.passed;
             total.failed += s.failed;
         };
+        // Files load first, so a bad path or file fails before minutes of grid.
+        let mut files = Vec::new();
+        for file in &args.cases {
+            let cases = load_cases(file).with_context(|| format!("loading {}", file.display()))?;
+            files.push((file, cases.into_iter().filter(|c| keep(&c.name)).collect::<Vec<Case>>()));
+        }
         writeln!(
             out,
-            "parity: backend {} vs the f64 oracle, {} threads",
+            "parity: backend {} vs the f64 oracle, {} threads\n{LEGEND}",
             args.backend.name(),
             rayon::current_num_threads()
         )?;
@@ -531,9 +541,7 @@ pub fn run(args: &ParityArgs) -> Result<ExitCode> {
             writeln!(out, "\n{} grid: {} cases\n{}", if args.full { "full" } else { "default" }, grid.len(), header())?;
             add(run_grid(&grid, backend, &mut out)?);
         }
-        for file in &args.cases {
-            let cases = load_cases(file).with_context(|| format!("loading {}", file.display()))?;
-            let cases: Vec<Case> = cases.into_iter().filter(|c| keep(&c.name)).collect();
+        for (file, cases) in files {
             writeln!(out, "\n{}: {} cases\n{}", file.display(), cases.len(), header())?;
             add(run_cases(cases.into_iter().map(|c| (c.name.clone(), Ok(c))), backend, &mut out)?);
         }

@@ -12,9 +12,10 @@
 
 use super::{Case, lowp_backward, lowp_forward};
 use crate::error::{AttentionError, Result};
-use crate::flash::{self, AttentionGrads, AttentionOutput};
+use crate::flash;
 use crate::oracle;
 use crate::params::AttentionParams;
+use crate::{AttentionGrads, AttentionOutput};
 use attune_tensor::{DType, Tensor};
 
 /// Default absolute tolerance of f32 results.
