@@ -3,10 +3,23 @@
 //! - `bench [--filter F] [--threads N] [--jemalloc]`: runs the criterion benches of
 //!   `attune-benches` and prints one table: median time, throughput, and the ratio of each
 //!   `attune` bench to its peer measured in the same run (for example `gemm_direct`).
+//! - `parity --backend cpu [--cases FILE] [--full]`: an attention backend against the f64
+//!   oracle over a grid of bug-finding inputs and reference case files; ends with
+//!   `N passed, M failed` and exits non-zero on a failure (2 for a backend not built).
+//! - `bench-attn --backend cpu --shape B,H,S,D [...] [--json]`: median forward and
+//!   forward+backward times of one attention shape, comparable with
+//!   benches/peers/torch_sdpa.py.
 
 mod bench;
+mod bench_attn;
+mod parity;
 
 use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+// Fresh large buffers cost page faults under glibc malloc (GUIDE.md §4); time what users get.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Attune's developer commands")]
@@ -19,10 +32,20 @@ struct Cli {
 enum Command {
     /// Run the criterion benches and summarise them with peer ratios.
     Bench(bench::BenchArgs),
+    /// Check an attention backend against the oracle and reference case files.
+    Parity(parity::ParityArgs),
+    /// Time one attention shape (forward, and forward+backward with --bwd).
+    BenchAttn(bench_attn::BenchAttnArgs),
 }
 
-fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
-        Command::Bench(args) => bench::run(&args),
-    }
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Bench(args) => bench::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Parity(args) => parity::run(&args),
+        Command::BenchAttn(args) => bench_attn::run(&args),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("error: {e:#}");
+        ExitCode::FAILURE
+    })
 }

@@ -64,7 +64,8 @@ fn kernels(reps: usize) {
     let mut rng = Rng::new(1);
     for d in [64usize, 128] {
         let buf = |n: usize, rng: &mut Rng| rng.randn([n], DType::F32, &Device::Cpu).unwrap().to_vec::<f32>().unwrap();
-        let (k, qt, p, v) = (buf(64 * d, &mut rng), buf(d * 64, &mut rng), buf(64 * 64, &mut rng), buf(64 * d, &mut rng));
+        let (k, qt, p, v) =
+            (buf(64 * d, &mut rng), buf(d * 64, &mut rng), buf(64 * 64, &mut rng), buf(64 * d, &mut rng));
         let mut c = vec![0f32; 64 * d.max(64)];
         let iters = 20000;
         let flops = 2.0 * 64.0 * 64.0 * d as f64 * iters as f64;
@@ -76,8 +77,16 @@ fn kernels(reps: usize) {
         });
         let theirs_s = time_with(reps, true, || {
             for _ in 0..iters {
-                gemm(64, 64, d, MatRef::new(&k, 0, d, 1), MatRef::new(&qt, 0, 64, 1), &mut c[..64 * 64], Threads::Single)
-                    .unwrap();
+                gemm(
+                    64,
+                    64,
+                    d,
+                    MatRef::new(&k, 0, d, 1),
+                    MatRef::new(&qt, 0, 64, 1),
+                    &mut c[..64 * 64],
+                    Threads::Single,
+                )
+                .unwrap();
             }
         });
         // O += P V (64 queries x d, k = 64 keys): P read transposed from the score tile.

@@ -4,12 +4,17 @@
 //!   counts), key padding, packed variable-length sequences, dropout with a Philox stream.
 //! - [`oracle`]: the naive f64 implementation every other one is checked against.
 //! - [`flash`]: the CPU flash implementation (tiled, online softmax), forward and backward.
+//! - [`attention`]: the differentiable Tensor-level op (autograd through `CustomOp`).
+//! - [`cases`]: reference case files (GUIDE.md §3) and the checker shared by tests and xtask.
 
+pub mod cases;
 pub mod error;
 pub mod flash;
+mod op;
 pub mod oracle;
 pub mod params;
 
 pub use error::{AttentionError, Result};
 pub use flash::{AttentionGrads, AttentionOutput};
+pub use op::attention;
 pub use params::{AttentionParams, Dropout, Problem, Segment, validate};

@@ -108,7 +108,17 @@ impl<T: Elem> Bwd<'_, T> {
     /// One dQ tile: recomputes P and dS against every visible key tile, writes dQ, and adds
     /// into `dk`/`dv` (the segment's keys, `k_len * head_dim`, f32).
     #[allow(clippy::too_many_arguments)]
-    fn tile(&self, seg: &Segment, h: usize, t0: usize, rows: usize, dq_out: &mut [T], dk: &mut [f32], dv: &mut [f32], sc: &mut Scratch) {
+    fn tile(
+        &self,
+        seg: &Segment,
+        h: usize,
+        t0: usize,
+        rows: usize,
+        dq_out: &mut [T],
+        dk: &mut [f32],
+        dv: &mut [f32],
+        sc: &mut Scratch,
+    ) {
         let pb = self.pb;
         let (d, b, hk) = (pb.head_dim, seg.batch, pb.kv_head(h));
         let gq0 = seg.q_start + t0;
@@ -123,8 +133,13 @@ impl<T: Elem> Bwd<'_, T> {
             let l = lse_row[r];
             sc.lse2[r] = if l == f32::NEG_INFINITY { 0.0 } else { (l as f64 * std::f64::consts::LOG2_E) as f32 };
             // D = rowsum(dO * O), in f32 from the stored output.
-            sc.delta[r] =
-                self.dout.row(b, h, gq0 + r).iter().zip(self.o.row(b, h, gq0 + r)).map(|(g, o)| g.to_f32() * o.to_f32()).sum();
+            sc.delta[r] = self
+                .dout
+                .row(b, h, gq0 + r)
+                .iter()
+                .zip(self.o.row(b, h, gq0 + r))
+                .map(|(g, o)| g.to_f32() * o.to_f32())
+                .sum();
         }
         self.q.load_t(b, h, gq0, rows, self.qscale, &mut sc.qt, BQ);
         self.dout.load_t(b, h, gq0, rows, 1.0, &mut sc.dot, BQ);
@@ -201,7 +216,8 @@ impl<T: Elem> Bwd<'_, T> {
         let nchunks = chunks(pb);
         let group = pb.heads_q / hkv;
         let ntasks = pb.segments.len() * hkv * nchunks;
-        let mut tasks: Vec<Task<'_, T>> = (0..ntasks).map(|i| Task { seg: i / (hkv * nchunks), tiles: Vec::new(), dk: None, dv: None }).collect();
+        let mut tasks: Vec<Task<'_, T>> =
+            (0..ntasks).map(|i| Task { seg: i / (hkv * nchunks), tiles: Vec::new(), dk: None, dv: None }).collect();
         // Task (segment, kv head, chunk) owns its dQ tiles, in (head, tile) order.
         let span_q = |s: &Segment| (s.q_start, s.q_len);
         for (h, si, part) in split_segments(dq, pb.batch, pb.heads_q, pb.seq_q, d, &pb.segments, span_q) {

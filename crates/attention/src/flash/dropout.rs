@@ -80,7 +80,15 @@ impl DropTile {
     /// Fills `mult[j * ld + r]` (keys `j < rows`, queries `r < cols`) with the multiplier of
     /// element `first(r) + j`: `1 / (1 - p)` if kept, 0 if dropped. `words` is scratch of at
     /// least `rows` entries.
-    pub fn fill(&self, mult: &mut [f32], rows: usize, cols: usize, ld: usize, first: impl Fn(usize) -> u64, words_buf: &mut [u32]) {
+    pub fn fill(
+        &self,
+        mult: &mut [f32],
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        first: impl Fn(usize) -> u64,
+        words_buf: &mut [u32],
+    ) {
         let wb = &mut words_buf[..rows];
         for r in 0..cols {
             words(self.seed, self.offset, first(r), wb);

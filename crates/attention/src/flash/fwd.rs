@@ -57,7 +57,16 @@ impl<T: Elem> Fwd<'_, T> {
     /// Rows `t0 .. t0 + rows` (local to `seg`) of query head `h`: writes their output rows
     /// (`rows * head_dim` elements) and lse (natural log).
     #[allow(clippy::too_many_arguments)]
-    pub fn tile(&self, seg: &Segment, h: usize, t0: usize, rows: usize, out: &mut [T], lse: &mut [f32], sc: &mut Scratch) {
+    pub fn tile(
+        &self,
+        seg: &Segment,
+        h: usize,
+        t0: usize,
+        rows: usize,
+        out: &mut [T],
+        lse: &mut [f32],
+        sc: &mut Scratch,
+    ) {
         let pb = self.pb;
         let (d, b, hk) = (pb.head_dim, seg.batch, pb.kv_head(h));
         let rg = &mut sc.ranges;

@@ -22,7 +22,18 @@
 /// Checks that every element the product can touch lies inside its slice. The callers build
 /// the shapes from validated tiles, so a failure is a bug in this module, not a user error.
 #[allow(clippy::too_many_arguments)]
-fn check(m: usize, n: usize, k: usize, a: &[f32], ars: usize, acs: usize, b: &[f32], ldb: usize, c: &[f32], ldc: usize) {
+fn check(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    ars: usize,
+    acs: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &[f32],
+    ldc: usize,
+) {
     let fits = |len: usize, last: Option<usize>| last.is_some_and(|l| l < len);
     let a_last = (m - 1).checked_mul(ars).and_then(|x| (k - 1).checked_mul(acs).and_then(|y| x.checked_add(y)));
     let b_last = (k - 1).checked_mul(ldb).and_then(|x| x.checked_add(n - 1));

@@ -9,7 +9,8 @@
 /// Coefficients of the minimax polynomial (relative error) for `2^f` on `[-0.5, 0.5]`,
 /// degree 6, fitted with a Remez exchange in f64 and rounded to f32: the approximation error
 /// is 1.9e-9, below the f32 rounding of the Horner evaluation (~1 ulp in all).
-const EXP2_C: [f32; 7] = [1.0, 0.693_147_2, 0.240_226_46, 0.055_503_286, 0.009_618_489, 0.001_339_993_1, 0.000_153_458_12];
+const EXP2_C: [f32; 7] =
+    [1.0, 0.693_147_2, 0.240_226_46, 0.055_503_286, 0.009_618_489, 0.001_339_993_1, 0.000_153_458_12];
 
 /// `2^x` to about 1-2 ulp for `x` in `[-126, 127]`; below that it returns exactly 0 (also for
 /// `-inf`), above 127 it saturates to `2^127`-ish. Branch-free so loops over it vectorise.
@@ -85,7 +86,15 @@ pub fn mask(s: &mut [f32], rows: usize, cols: usize, ld: usize, j0: u32, lo: &[u
 /// four independent max/add chains per row instead of one).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn step_chunk<const W: usize>(s: &mut [f32], rows: usize, ld: usize, c0: usize, m: &mut [f32], l: &mut [f32], alpha: &mut [f32]) {
+fn step_chunk<const W: usize>(
+    s: &mut [f32],
+    rows: usize,
+    ld: usize,
+    c0: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
     let mut mx: [f32; W] = m[c0..c0 + W].try_into().expect("chunk");
     for j in 0..rows {
         let row: &[f32; W] = s[j * ld + c0..][..W].try_into().expect("chunk");
@@ -117,7 +126,15 @@ fn step_chunk<const W: usize>(s: &mut [f32], rows: usize, ld: usize, c0: usize, 
 /// `m' = max(m, max_j s[j][r])`, `alpha[r] = 2^(m - m')`, `s[j][r] = 2^(s[j][r] - m')`,
 /// `l = l * alpha + sum_j s[j][r]`, `m = m'`. A column with no finite score keeps `m = -inf`
 /// and gets zeros (its exponent base is taken as 0 so nothing is NaN).
-pub fn online_step(s: &mut [f32], rows: usize, cols: usize, ld: usize, m: &mut [f32], l: &mut [f32], alpha: &mut [f32]) {
+pub fn online_step(
+    s: &mut [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    m: &mut [f32],
+    l: &mut [f32],
+    alpha: &mut [f32],
+) {
     let mut c0 = 0;
     while c0 + 64 <= cols {
         step_chunk::<64>(s, rows, ld, c0, m, l, alpha);
