@@ -18,7 +18,7 @@
 mod check;
 mod lowp;
 
-pub use check::{Backend, Bound, CaseResult, Metric, check_case, compare};
+pub use check::{Backend, Bound, CaseResult, DEFAULT_ATOL, DEFAULT_RTOL, Metric, check_case, compare};
 pub use lowp::{LowpForward, lowp_backward, lowp_forward};
 
 use crate::error::{AttentionError, Result};
