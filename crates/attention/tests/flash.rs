@@ -35,6 +35,7 @@ struct Case {
     mem: Mem,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn case(name: &str, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, d: usize, params: AttentionParams) -> Case {
     Case { name: name.into(), b, hq, hkv, sq, sk, d, params, outliers: false, mem: Mem::Bhsd }
 }
@@ -107,7 +108,13 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor, atol: f64, rtol: f64) {
         }
     }
     if let Some((e, i)) = worst {
-        assert!(e <= 0.0, "{what}: element {i} got {} want {} (|diff| {:e} over tolerance by {e:e})", g[i], w[i], (g[i] - w[i]).abs());
+        assert!(
+            e <= 0.0,
+            "{what}: element {i} got {} want {} (|diff| {:e} over tolerance by {e:e})",
+            g[i],
+            w[i],
+            (g[i] - w[i]).abs()
+        );
     }
 }
 
@@ -162,11 +169,29 @@ fn feature_cases() -> Vec<Case> {
         case("mqa", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
         case("padding", 3, 2, 1, 50, 100, 64, p().seqlens_k(vec![0, 37, 100])),
         case("padding causal", 2, 2, 2, 60, 80, 64, p().seqlens_k(vec![80, 21]).causal(true)),
-        case("varlen", 1, 4, 2, 199, 170, 64, p().cu_seqlens(vec![0, 5, 5, 70, 199], vec![0, 30, 60, 60, 170]).causal(true)),
+        case(
+            "varlen",
+            1,
+            4,
+            2,
+            199,
+            170,
+            64,
+            p().cu_seqlens(vec![0, 5, 5, 70, 199], vec![0, 30, 60, 60, 170]).causal(true),
+        ),
         case("varlen window", 1, 2, 2, 150, 150, 48, p().cu_seqlens(vec![0, 64, 150], vec![0, 100, 150]).window(7, 3)),
         case("dropout", 2, 2, 2, 70, 90, 64, p().dropout(0.2, 42, 7)),
         case("dropout gqa causal", 1, 4, 2, 65, 65, 64, p().dropout(0.5, 3, u64::MAX - 2).causal(true)),
-        case("dropout varlen softcap", 1, 2, 1, 100, 80, 32, p().cu_seqlens(vec![0, 40, 100], vec![0, 50, 80]).dropout(0.1, 9, 0).softcap(3.0)),
+        case(
+            "dropout varlen softcap",
+            1,
+            2,
+            1,
+            100,
+            80,
+            32,
+            p().cu_seqlens(vec![0, 40, 100], vec![0, 50, 80]).dropout(0.1, 9, 0).softcap(3.0),
+        ),
         case("strided head_dim", 1, 2, 2, 40, 50, 24, p().causal(true)).mem(Mem::Bhds),
         case("bshd outliers", 2, 2, 2, 65, 63, 64, p()).mem(Mem::Bshd).outliers(),
     ]
@@ -195,7 +220,9 @@ fn every_head_dim_matches_the_oracle() {
 
 #[test]
 fn f64_inputs_compute_in_f32() {
-    for c in [case("f64", 1, 2, 1, 67, 45, 40, p().causal(true)), case("f64 softcap", 1, 1, 1, 20, 90, 64, p().softcap(4.0))] {
+    for c in
+        [case("f64", 1, 2, 1, 67, 45, 40, p().causal(true)), case("f64 softcap", 1, 1, 1, 20, 90, 64, p().softcap(4.0))]
+    {
         check_f32(&c, DType::F64);
     }
 }
@@ -206,7 +233,8 @@ fn fully_masked_rows_give_zero_output_and_gradients() {
     let x = inputs(&c, DType::F32);
     let f = flash::forward(&x.q, &x.k, &x.v, &c.params).unwrap();
     let g = flash::backward(&x.q, &x.k, &x.v, &f.out, &f.lse, &x.dout, &c.params).unwrap();
-    let (out, lse, dq) = (f.out.to_vec::<f32>().unwrap(), f.lse.to_vec::<f32>().unwrap(), g.dq.to_vec::<f32>().unwrap());
+    let (out, lse, dq) =
+        (f.out.to_vec::<f32>().unwrap(), f.lse.to_vec::<f32>().unwrap(), g.dq.to_vec::<f32>().unwrap());
     for b in 0..2 {
         for h in 0..2 {
             for i in 0..40 {
@@ -215,7 +243,10 @@ fn fully_masked_rows_give_zero_output_and_gradients() {
                 let row = ((b * 2 + h) * 40 + i) * 16;
                 assert_eq!(lse[(b * 2 + h) * 40 + i] == f32::NEG_INFINITY, empty, "b {b} h {h} i {i}");
                 if empty {
-                    assert!(out[row..row + 16].iter().chain(&dq[row..row + 16]).all(|&x| x == 0.0), "b {b} h {h} i {i}");
+                    assert!(
+                        out[row..row + 16].iter().chain(&dq[row..row + 16]).all(|&x| x == 0.0),
+                        "b {b} h {h} i {i}"
+                    );
                 }
             }
         }
@@ -236,7 +267,8 @@ struct Naive {
 }
 
 fn naive(pb: &Problem, x: &Inputs, rnd: &dyn Fn(f64) -> f64) -> Naive {
-    let (q, k, v, g) = (x.q.to_f64_vec().unwrap(), x.k.to_f64_vec().unwrap(), x.v.to_f64_vec().unwrap(), x.dout.to_f64_vec().unwrap());
+    let (q, k, v, g) =
+        (x.q.to_f64_vec().unwrap(), x.k.to_f64_vec().unwrap(), x.v.to_f64_vec().unwrap(), x.dout.to_f64_vec().unwrap());
     let d = pb.head_dim;
     let (mut out, mut lse) = (vec![0.0; q.len()], vec![f64::NEG_INFINITY; q.len() / d.max(1)]);
     let (mut dq, mut dk, mut dv) = (vec![0.0; q.len()], vec![0.0; k.len()], vec![0.0; v.len()]);
@@ -329,7 +361,13 @@ fn naive_reference_with_exact_rounding_is_an_oracle() {
     let n = naive(&pb, &x, &|v| v);
     let o = oracle::forward(&x.q, &x.k, &x.v, &c.params).unwrap();
     let og = oracle::backward(&x.q, &x.k, &x.v, &x.dout, &c.params).unwrap();
-    for (what, a, b) in [("out", &n.out, &o.out), ("lse", &n.lse, &o.lse), ("dq", &n.dq, &og.dq), ("dk", &n.dk, &og.dk), ("dv", &n.dv, &og.dv)] {
+    for (what, a, b) in [
+        ("out", &n.out, &o.out),
+        ("lse", &n.lse, &o.lse),
+        ("dq", &n.dq, &og.dq),
+        ("dk", &n.dk, &og.dk),
+        ("dv", &n.dv, &og.dv),
+    ] {
         assert!(max_err(a, &b.to_f64_vec().unwrap()) < 1e-12, "{what}");
     }
 }
@@ -343,7 +381,16 @@ fn low_precision_within_twice_the_naive_error() {
         case("lp causal gqa", 1, 4, 1, 100, 100, 64, p().causal(true)).outliers(),
         case("lp window padding", 2, 2, 2, 70, 90, 40, p().window(16, 4).seqlens_k(vec![90, 33])),
         case("lp softcap", 1, 2, 1, 40, 80, 128, p().softcap(4.0)),
-        case("lp varlen dropout", 1, 2, 2, 90, 90, 64, p().cu_seqlens(vec![0, 30, 90], vec![0, 50, 90]).dropout(0.25, 11, 3)),
+        case(
+            "lp varlen dropout",
+            1,
+            2,
+            2,
+            90,
+            90,
+            64,
+            p().cu_seqlens(vec![0, 30, 90], vec![0, 50, 90]).dropout(0.25, 11, 3),
+        ),
     ];
     for dtype in [DType::F16, DType::BF16] {
         let rnd: Box<dyn Fn(f64) -> f64> = match dtype {
@@ -371,7 +418,11 @@ fn low_precision_within_twice_the_naive_error() {
                 let want = want.to_f64_vec().unwrap();
                 let ours = max_err(&got.to_f64_vec().unwrap(), &want);
                 let theirs = max_err(nv, &want);
-                assert!(ours <= 2.0 * theirs + 1e-5, "{} {dtype} {what}: flash error {ours:e} > 2 x naive {theirs:e} + 1e-5", c.name);
+                assert!(
+                    ours <= 2.0 * theirs + 1e-5,
+                    "{} {dtype} {what}: flash error {ours:e} > 2 x naive {theirs:e} + 1e-5",
+                    c.name
+                );
             }
         }
     }
@@ -481,7 +532,7 @@ fn misuse_returns_errors_that_name_the_problem() {
     let c = case("err", 1, 2, 1, 8, 8, 16, p());
     let x = inputs(&c, DType::F32);
     let f = flash::forward(&x.q, &x.k, &x.v, &p()).unwrap();
-    let err = |r: attune_attention::Result<flash::AttentionGrads>| r.err().expect("should fail").to_string();
+    let err = |r: attune_attention::Result<flash::AttentionGrads>| r.expect_err("should fail").to_string();
     let e = err(flash::backward(&x.q, &x.k, &x.v, &x.k, &f.lse, &x.dout, &p()));
     assert!(e.contains("out has shape") && e.contains("q's shape"), "{e}");
     let dout16 = x.dout.to_dtype(DType::F16).unwrap();
@@ -498,4 +549,3 @@ fn misuse_returns_errors_that_name_the_problem() {
     let e = flash::forward(&qi, &ki, &vi, &p()).err().unwrap().to_string();
     assert!(e.contains("i64 is not supported"), "{e}");
 }
-

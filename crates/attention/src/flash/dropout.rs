@@ -50,14 +50,17 @@ pub fn words(seed: u64, offset: u64, first: u64, out: &mut [u32]) {
             hi[l] = (c >> 32) as u32;
         }
         let w = philox16(&lo, &hi, key);
+        // Interleave the four words of each block into stream order.
+        let mut run = [0u32; 4 * LANES];
         for l in 0..LANES {
             for (word, wl) in w.iter().enumerate() {
-                let at = pos + (4 * l + word) as isize;
-                if at >= 0 && (at as usize) < out.len() {
-                    out[at as usize] = wl[l];
-                }
+                run[4 * l + word] = wl[l];
             }
         }
+        // Copy the part of the run that falls inside `out`.
+        let start = pos.max(0) as usize;
+        let end = ((pos + (4 * LANES) as isize) as usize).min(out.len());
+        out[start..end].copy_from_slice(&run[(start as isize - pos) as usize..(end as isize - pos) as usize]);
         block = block.wrapping_add(LANES as u64);
         pos += (4 * LANES) as isize;
     }
@@ -80,7 +83,15 @@ impl DropTile {
     /// Fills `mult[j * ld + r]` (keys `j < rows`, queries `r < cols`) with the multiplier of
     /// element `first(r) + j`: `1 / (1 - p)` if kept, 0 if dropped. `words` is scratch of at
     /// least `rows` entries.
-    pub fn fill(&self, mult: &mut [f32], rows: usize, cols: usize, ld: usize, first: impl Fn(usize) -> u64, words_buf: &mut [u32]) {
+    pub fn fill(
+        &self,
+        mult: &mut [f32],
+        rows: usize,
+        cols: usize,
+        ld: usize,
+        first: impl Fn(usize) -> u64,
+        words_buf: &mut [u32],
+    ) {
         let wb = &mut words_buf[..rows];
         for r in 0..cols {
             words(self.seed, self.offset, first(r), wb);

@@ -136,7 +136,11 @@ impl<'t> Guards<'t> {
             other => return Err(unavailable(other.device())),
         };
         cpu.as_slice::<T>().ok_or_else(|| {
-            AttentionError::Shape(format!("flash attention: storage holds {} but {} was expected", cpu.dtype(), T::DTYPE))
+            AttentionError::Shape(format!(
+                "flash attention: storage holds {} but {} was expected",
+                cpu.dtype(),
+                T::DTYPE
+            ))
         })
     }
 }
@@ -207,7 +211,8 @@ pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> 
 
 fn forward_t<T: Elem>(pb: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionOutput> {
     let g = Guards::new(&[q, k, v]);
-    let (qv, kv, vv) = (View::new("q", q, g.slice(0)?)?, View::new("k", k, g.slice(1)?)?, View::new("v", v, g.slice(2)?)?);
+    let (qv, kv, vv) =
+        (View::new("q", q, g.slice(0)?)?, View::new("k", k, g.slice(1)?)?, View::new("v", v, g.slice(2)?)?);
     let (qscale, cap_log2) = scales(pb);
     let f = fwd::Fwd { pb, q: qv, k: kv, v: vv, qscale, cap_log2, drop: drop_tile(pb) };
     let rows = pb.batch * pb.heads_q * pb.seq_q;
