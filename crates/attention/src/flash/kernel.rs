@@ -145,11 +145,19 @@ pub fn portable(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Rows per register block: 6 rows x 4 vectors = 24 accumulators, plus 4 B vectors and a
-    /// broadcast, within the 32 zmm registers.
-    const MR: usize = 6;
-    /// Vectors (of 16 f32) per register block.
+    /// Most vectors (of 16 f32) per register block.
     const NV: usize = 4;
+
+    /// Rows per register block for `nv` vectors: 24 accumulators (6x4, 8x3, 12x2; 12x1 as
+    /// more rows would only add broadcasts), plus the B vectors and a broadcast, within the
+    /// 32 zmm registers.
+    fn rows_for(nv: usize) -> usize {
+        match nv {
+            4 => 6,
+            3 => 8,
+            _ => 12,
+        }
+    }
 
     /// One `R x (16 * V)` block of C, the last vectors masked by `masks`.
     #[inline(always)]
@@ -235,9 +243,10 @@ mod avx512 {
                 let lanes = w.saturating_sub(v * 16).min(16);
                 *mk = ((1u32 << lanes) - 1) as __mmask16;
             }
+            let mr = rows_for(nv);
             let mut i0 = 0;
             while i0 < m {
-                let rows = (m - i0).min(MR);
+                let rows = (m - i0).min(mr);
                 // SAFETY: block (i0.., j0..) of the checked product.
                 unsafe {
                     let (a, b, c) = (a.add(i0 * ars), b.add(j0), c.add(i0 * ldc + j0));
@@ -248,22 +257,18 @@ mod avx512 {
                         };
                     }
                     macro_rules! rows {
-                        ($v:literal) => {
+                        ($v:literal; $($r:literal)*) => {
                             match rows {
-                                6 => go!(6, $v),
-                                5 => go!(5, $v),
-                                4 => go!(4, $v),
-                                3 => go!(3, $v),
-                                2 => go!(2, $v),
+                                $($r => go!($r, $v),)*
                                 _ => go!(1, $v),
                             }
                         };
                     }
                     match nv {
-                        4 => rows!(4),
-                        3 => rows!(3),
-                        2 => rows!(2),
-                        _ => rows!(1),
+                        4 => rows!(4; 6 5 4 3 2),
+                        3 => rows!(3; 8 7 6 5 4 3 2),
+                        2 => rows!(2; 12 11 10 9 8 7 6 5 4 3 2),
+                        _ => rows!(1; 12 11 10 9 8 7 6 5 4 3 2),
                     }
                 }
                 i0 += rows;

@@ -149,6 +149,10 @@ pub fn online_step(
         step_chunk::<64>(s, rows, ld, c0, m, l, alpha);
         c0 += 64;
     }
+    if c0 + 48 <= cols {
+        step_chunk::<48>(s, rows, ld, c0, m, l, alpha);
+        c0 += 48;
+    }
     while c0 + 16 <= cols {
         step_chunk::<16>(s, rows, ld, c0, m, l, alpha);
         c0 += 16;
