@@ -10,14 +10,17 @@
 //! five products of the backward pass likewise.
 //!
 //! With AVX-512 (compiled in when the build enables `avx512f`, as `target-cpu=native` does on
-//! the development machines) the product runs a register-blocked micro-kernel: `MR = 6` rows
-//! by up to 4 vectors of 16 columns (24 zmm accumulators), the ragged right edge handled by
-//! masked loads and stores, so head dims like 40 or 72 need no padding. Without AVX-512 a
-//! portable row-axpy loop is compiled instead (LLVM vectorises it for AVX2/SSE).
+//! the development machines) the product runs a register-blocked micro-kernel without
+//! packing: blocks of 6 rows x 4 vectors of 16 columns (8x3, 12x2, 12x1 for narrower
+//! edges; 24 zmm accumulators each), the ragged right edge handled by masked loads and
+//! stores, so head dims like 40 or 72 need no padding. Without AVX-512 a portable row-axpy
+//! loop is compiled instead (LLVM vectorises it for AVX2/SSE; the test suite passes with
+//! `RUSTFLAGS="-C target-cpu=x86-64-v3"`).
 //!
-//! Measured against the `gemm` crate (x86-v4 kernels, single thread) on the tile shapes of
-//! the attention passes, see `examples/flash_bench.rs --kernels` and the module docs of
-//! [`crate::flash`].
+//! Why not the `gemm` crate: on the attention tile shapes it is slower (single thread, CPU
+//! time, `examples/flash_bench.rs --kernels`: ~100-105 GFLOP/s against ~108-115 here on
+//! 64x64x64 and 64x128x64 tiles), it packs both operands on every call, and it cannot fold
+//! the online softmax's row rescale into the load of C ([`Acc::ScaleAdd`]).
 
 /// What the product does with the C it finds.
 #[derive(Debug, Clone, Copy)]
