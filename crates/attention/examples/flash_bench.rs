@@ -4,8 +4,10 @@
 //! ```text
 //! cargo run --release -p attune-attention --example flash_bench -- [--threads 2] [--reps 10]
 //!     [--mode fwd|fwdbwd|both] [--causal true|false|both] [--shape B,H,S,D] [--kernels] [--cpu]
+//!     [--dtype f32|f16|bf16] [--dropout P]
 //! ```
-//! `--cpu` reports CPU seconds (all threads) instead of wall-clock seconds.
+//! `--cpu` reports CPU seconds (all threads) instead of wall-clock seconds; `--dtype f16|bf16`
+//! and `--dropout P` time those paths (the line then says so).
 //! FLOPs (GUIDE.md §4): forward `4 B H Sq Sk D`, halved when causal; backward 2.5x forward,
 //! so forward+backward counts 3.5x. `--kernels` instead times the tile micro-kernel against
 //! the `gemm` crate on the attention passes' tile shapes.
@@ -72,7 +74,7 @@ fn kernels(reps: usize) {
         // S^T (64 keys x 64 queries, k = d): K rows broadcast, Q^T rows as vectors.
         let ours_s = time_with(reps, true, || {
             for _ in 0..iters {
-                flash::kernel::gemm(64, 64, d, &k, d, 1, &qt, 64, &mut c, 64, false);
+                flash::kernel::gemm(64, 64, d, &k, d, 1, &qt, 64, &mut c, 64, flash::kernel::Acc::Overwrite);
             }
         });
         let theirs_s = time_with(reps, true, || {
@@ -92,7 +94,7 @@ fn kernels(reps: usize) {
         // O += P V (64 queries x d, k = 64 keys): P read transposed from the score tile.
         let ours_o = time_with(reps, true, || {
             for _ in 0..iters {
-                flash::kernel::gemm(64, d, 64, &p, 1, 64, &v, d, &mut c, d, true);
+                flash::kernel::gemm(64, d, 64, &p, 1, 64, &v, d, &mut c, d, flash::kernel::Acc::Add);
             }
         });
         let theirs_o = time_with(reps, true, || {
@@ -117,6 +119,8 @@ fn main() {
     let threads: usize = arg(&args, "--threads").map_or(2, |s| s.parse().expect("--threads N"));
     let reps: usize = arg(&args, "--reps").map_or(10, |s| s.parse().expect("--reps N"));
     let cpu = args.iter().any(|a| a == "--cpu");
+    let dropout: f64 = arg(&args, "--dropout").map_or(0.0, |s| s.parse().expect("--dropout P"));
+    let dtype: DType = arg(&args, "--dtype").map_or(DType::F32, |s| s.parse().expect("--dtype f32|f16|bf16"));
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().expect("rayon pool");
     if args.iter().any(|a| a == "--kernels") {
         kernels(reps);
@@ -141,10 +145,13 @@ fn main() {
     };
     for [b, h, s, d] in shapes {
         let mut rng = Rng::new(0);
-        let mut t = || rng.randn([b, h, s, d], DType::F32, &Device::Cpu).unwrap();
+        let mut t = || rng.randn([b, h, s, d], DType::F32, &Device::Cpu).unwrap().to_dtype(dtype).unwrap();
         let (q, k, v, dout): (Tensor, Tensor, Tensor, Tensor) = (t(), t(), t(), t());
         for &causal in &causals {
-            let params = AttentionParams::new().causal(causal);
+            let mut params = AttentionParams::new().causal(causal);
+            if dropout > 0.0 {
+                params = params.dropout(dropout, 1234, 0);
+            }
             for &mode in &modes {
                 let mut flops = 4.0 * (b * h) as f64 * (s * s * d) as f64 / if causal { 2.0 } else { 1.0 };
                 let secs = if mode == "fwd" {
@@ -158,8 +165,12 @@ fn main() {
                         flash::backward(&q, &k, &v, &f.out, &f.lse, &dout, &params).unwrap();
                     })
                 };
+                let extra = match (dtype, dropout > 0.0) {
+                    (DType::F32, false) => String::new(),
+                    _ => format!(" ({dtype}, dropout {dropout})"),
+                };
                 println!(
-                    "flash {b},{h},{s},{d} causal={causal} {mode} median_ms={:.2} gflops={:.1}",
+                    "flash {b},{h},{s},{d} causal={causal} {mode} median_ms={:.2} gflops={:.1}{extra}",
                     secs * 1e3,
                     flops / secs / 1e9
                 );

@@ -35,6 +35,7 @@ struct Case {
     mem: Mem,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn case(name: &str, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, d: usize, params: AttentionParams) -> Case {
     Case { name: name.into(), b, hq, hkv, sq, sk, d, params, outliers: false, mem: Mem::Bhsd }
 }
@@ -531,7 +532,7 @@ fn misuse_returns_errors_that_name_the_problem() {
     let c = case("err", 1, 2, 1, 8, 8, 16, p());
     let x = inputs(&c, DType::F32);
     let f = flash::forward(&x.q, &x.k, &x.v, &p()).unwrap();
-    let err = |r: attune_attention::Result<flash::AttentionGrads>| r.err().expect("should fail").to_string();
+    let err = |r: attune_attention::Result<flash::AttentionGrads>| r.expect_err("should fail").to_string();
     let e = err(flash::backward(&x.q, &x.k, &x.v, &x.k, &f.lse, &x.dout, &p()));
     assert!(e.contains("out has shape") && e.contains("q's shape"), "{e}");
     let dout16 = x.dout.to_dtype(DType::F16).unwrap();

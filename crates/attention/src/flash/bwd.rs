@@ -10,6 +10,7 @@
 
 use super::dropout::DropTile;
 use super::io::{Elem, View, split_segments, tiles};
+use super::kernel::Acc;
 use super::{BK, BQ, Ranges, kernel, vmath};
 use crate::params::{Problem, Segment};
 use rayon::prelude::*;
@@ -129,8 +130,7 @@ impl<T: Elem> Bwd<'_, T> {
             dq_out.iter_mut().for_each(|x| *x = T::from_f32(0.0));
             return;
         }
-        for r in 0..rows {
-            let l = lse_row[r];
+        for (r, &l) in lse_row.iter().enumerate() {
             sc.lse2[r] = if l == f32::NEG_INFINITY { 0.0 } else { (l as f64 * std::f64::consts::LOG2_E) as f32 };
             // D = rowsum(dO * O), in f32 from the stored output.
             sc.delta[r] = self
@@ -154,7 +154,7 @@ impl<T: Elem> Bwd<'_, T> {
             let (ka, kld) = self.k.rows(b, hk, gk0, bk, &mut sc.kbuf);
             let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);
             // P^T = exp2(K Q^T - lse), masked entries 0.
-            kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, false);
+            kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, Acc::Overwrite);
             if let Some(c) = self.cap_log2 {
                 vmath::softcap(&mut sc.s, Some(&mut sc.t), bk, rows, BQ, c);
             }
@@ -163,7 +163,7 @@ impl<T: Elem> Bwd<'_, T> {
             }
             vmath::exp_rows(&mut sc.s, bk, rows, BQ, &sc.lse2);
             // dP^T = V dO^T.
-            kernel::gemm(bk, rows, d, va, vld, 1, &sc.dot, BQ, &mut sc.dp, BQ, false);
+            kernel::gemm(bk, rows, d, va, vld, 1, &sc.dot, BQ, &mut sc.dp, BQ, Acc::Overwrite);
             // dV += (P * dropout)^T dO, with dP scaled by the same multipliers.
             let dk_t = &mut dk[kt0 * d..][..bk * d];
             let dv_t = &mut dv[kt0 * d..][..bk * d];
@@ -177,9 +177,9 @@ impl<T: Elem> Bwd<'_, T> {
                         *m *= *p;
                     }
                 }
-                kernel::gemm(bk, d, rows, &sc.mult, BQ, 1, da, dld, dv_t, d, true);
+                kernel::gemm(bk, d, rows, &sc.mult, BQ, 1, da, dld, dv_t, d, Acc::Add);
             } else {
-                kernel::gemm(bk, d, rows, &sc.s, BQ, 1, da, dld, dv_t, d, true);
+                kernel::gemm(bk, d, rows, &sc.s, BQ, 1, da, dld, dv_t, d, Acc::Add);
             }
             // dS = P (dP - D) [(1 - tanh^2)] scale, in place of dP.
             let delta = &sc.delta[..rows];
@@ -200,8 +200,8 @@ impl<T: Elem> Bwd<'_, T> {
                 }
             }
             // dK += dS^T Q; dQ += dS K.
-            kernel::gemm(bk, d, rows, &sc.dp, BQ, 1, qa, qld, dk_t, d, true);
-            kernel::gemm(rows, d, bk, &sc.dp, 1, BQ, ka, kld, &mut sc.dq, d, true);
+            kernel::gemm(bk, d, rows, &sc.dp, BQ, 1, qa, qld, dk_t, d, Acc::Add);
+            kernel::gemm(rows, d, bk, &sc.dp, 1, BQ, ka, kld, &mut sc.dq, d, Acc::Add);
             kt0 += bk;
         }
         for r in 0..rows {

@@ -12,9 +12,21 @@ use attune_tensor::cpu::philox::{M0, M1, W0, W1};
 /// Blocks generated per batch.
 const LANES: usize = 16;
 
-/// Philox4x32-10 of 16 counters `[lo[l], hi[l], 0, 0]` under one key, words by lane.
+/// Philox4x32-10 of 16 counters `[lo[l], hi[l], 0, 0]` under one key, words by lane: the
+/// AVX-512 version when compiled in, else the portable one.
 #[inline(always)]
 fn philox16(lo: &[u32; LANES], hi: &[u32; LANES], key: [u32; 2]) -> [[u32; LANES]; 4] {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+    return avx512::philox16(lo, hi, key);
+    #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
+    philox16_portable(lo, hi, key)
+}
+
+/// Portable structure-of-arrays Philox (LLVM vectorises the 32x32->64 multiplies, with
+/// widening and narrowing moves around them).
+#[inline(always)]
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx512f"), allow(dead_code))]
+fn philox16_portable(lo: &[u32; LANES], hi: &[u32; LANES], key: [u32; 2]) -> [[u32; LANES]; 4] {
     let (mut c0, mut c1, mut c2, mut c3) = (*lo, *hi, [0u32; LANES], [0u32; LANES]);
     let mut k = key;
     for round in 0..10 {
@@ -35,6 +47,60 @@ fn philox16(lo: &[u32; LANES], hi: &[u32; LANES], key: [u32; 2]) -> [[u32; LANES
     [c0, c1, c2, c3]
 }
 
+#[cfg(all(target_arch = "x86_64", target_feature = "avx512f"))]
+mod avx512 {
+    use super::LANES;
+    use attune_tensor::cpu::philox::{M0, M1, W0, W1};
+    use std::arch::x86_64::*;
+
+    /// `(hi, lo)` halves of the 16 products `c[l] * m` (32x32 -> 64 bits): `vpmuludq`
+    /// multiplies the even lanes; the odd lanes are shifted down and multiplied too, and the
+    /// halves are blended back into lane order.
+    #[inline(always)]
+    fn mulhilo(c: __m512i, m: __m512i) -> (__m512i, __m512i) {
+        // SAFETY: register-only intrinsics; avx512f is enabled at compile time.
+        unsafe {
+            let even = _mm512_mul_epu32(c, m);
+            let odd = _mm512_mul_epu32(_mm512_srli_epi64::<32>(c), m);
+            let hi = _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64::<32>(even), odd);
+            let lo = _mm512_mask_blend_epi32(0xAAAA, even, _mm512_slli_epi64::<32>(odd));
+            (hi, lo)
+        }
+    }
+
+    /// Same contract as the portable `philox16_portable`.
+    #[inline(always)]
+    pub fn philox16(lo: &[u32; LANES], hi: &[u32; LANES], key: [u32; 2]) -> [[u32; LANES]; 4] {
+        // SAFETY: avx512f is enabled at compile time; the loads and stores are of whole
+        // 16-lane arrays (unaligned intrinsics).
+        unsafe {
+            let (m0, m1) = (_mm512_set1_epi32(M0 as i32), _mm512_set1_epi32(M1 as i32));
+            let mut c0 = _mm512_loadu_si512(lo.as_ptr().cast());
+            let mut c1 = _mm512_loadu_si512(hi.as_ptr().cast());
+            let (mut c2, mut c3) = (_mm512_setzero_si512(), _mm512_setzero_si512());
+            let mut k = key;
+            for round in 0..10 {
+                if round > 0 {
+                    k = [k[0].wrapping_add(W0), k[1].wrapping_add(W1)];
+                }
+                let (h0, l0) = mulhilo(c0, m0);
+                let (h1, l1) = mulhilo(c2, m1);
+                let k0 = _mm512_set1_epi32(k[0] as i32);
+                let k1 = _mm512_set1_epi32(k[1] as i32);
+                c0 = _mm512_xor_si512(_mm512_xor_si512(h1, c1), k0);
+                c2 = _mm512_xor_si512(_mm512_xor_si512(h0, c3), k1);
+                c1 = l1;
+                c3 = l0;
+            }
+            let mut out = [[0u32; LANES]; 4];
+            for (o, c) in out.iter_mut().zip([c0, c1, c2, c3]) {
+                _mm512_storeu_si512(o.as_mut_ptr().cast(), c);
+            }
+            out
+        }
+    }
+}
+
 /// The stream words of elements `first .. first + out.len()` of `(seed, offset)`.
 pub fn words(seed: u64, offset: u64, first: u64, out: &mut [u32]) {
     let key = [seed as u32, (seed >> 32) as u32];
@@ -50,14 +116,17 @@ pub fn words(seed: u64, offset: u64, first: u64, out: &mut [u32]) {
             hi[l] = (c >> 32) as u32;
         }
         let w = philox16(&lo, &hi, key);
+        // Interleave the four words of each block into stream order.
+        let mut run = [0u32; 4 * LANES];
         for l in 0..LANES {
             for (word, wl) in w.iter().enumerate() {
-                let at = pos + (4 * l + word) as isize;
-                if at >= 0 && (at as usize) < out.len() {
-                    out[at as usize] = wl[l];
-                }
+                run[4 * l + word] = wl[l];
             }
         }
+        // Copy the part of the run that falls inside `out`.
+        let start = pos.max(0) as usize;
+        let end = ((pos + (4 * LANES) as isize) as usize).min(out.len());
+        out[start..end].copy_from_slice(&run[(start as isize - pos) as usize..(end as isize - pos) as usize]);
         block = block.wrapping_add(LANES as u64);
         pos += (4 * LANES) as isize;
     }
@@ -89,11 +158,23 @@ impl DropTile {
         first: impl Fn(usize) -> u64,
         words_buf: &mut [u32],
     ) {
+        // The stream runs along the keys of one query, the tile along the queries of one key:
+        // pack each query's keep decisions into a bit mask first (rows <= 64), then write the
+        // multipliers key row by key row, contiguous along the queries (no scattered stores).
+        assert!(rows <= 64, "dropout tiles have at most 64 keys, got {rows}");
+        let mut bits = [0u64; 256];
         let wb = &mut words_buf[..rows];
-        for r in 0..cols {
-            words(self.seed, self.offset, first(r), wb);
-            for (j, &w) in wb.iter().enumerate() {
-                mult[j * ld + r] = if (w >> 8) >= self.threshold { self.inv_keep } else { 0.0 };
+        for c0 in (0..cols).step_by(bits.len()) {
+            let n = bits.len().min(cols - c0);
+            for (r, b) in bits[..n].iter_mut().enumerate() {
+                words(self.seed, self.offset, first(c0 + r), wb);
+                *b =
+                    wb.iter().enumerate().fold(0u64, |acc, (j, &w)| acc | ((((w >> 8) >= self.threshold) as u64) << j));
+            }
+            for j in 0..rows {
+                for (m, &b) in mult[j * ld + c0..][..n].iter_mut().zip(&bits[..n]) {
+                    *m = if (b >> j) & 1 == 1 { self.inv_keep } else { 0.0 };
+                }
             }
         }
     }
@@ -103,6 +184,19 @@ impl DropTile {
 mod tests {
     use super::*;
     use attune_tensor::cpu::philox::block;
+
+    #[test]
+    fn both_philox_versions_match_the_reference() {
+        let lo: [u32; LANES] = std::array::from_fn(|l| (l as u32).wrapping_mul(0x9E37_79B9) ^ 0xFFFF_FFF0);
+        let hi: [u32; LANES] = std::array::from_fn(|l| l as u32 * 7 + u32::MAX / 3);
+        let key = [0x1234_5678, 0xFEDC_BA98];
+        for got in [philox16(&lo, &hi, key), philox16_portable(&lo, &hi, key)] {
+            for l in 0..LANES {
+                let want = attune_tensor::cpu::philox::philox4x32_10([lo[l], hi[l], 0, 0], key);
+                assert_eq!([got[0][l], got[1][l], got[2][l], got[3][l]], want, "lane {l}");
+            }
+        }
+    }
 
     #[test]
     fn words_follow_the_stream_convention() {

@@ -3,6 +3,7 @@
 
 use super::dropout::DropTile;
 use super::io::{Elem, View, split_segments, tiles};
+use super::kernel::Acc;
 use super::{BK, BQ, Ranges, kernel, vmath};
 use crate::params::{Problem, Segment};
 use rayon::prelude::*;
@@ -87,7 +88,7 @@ impl<T: Elem> Fwd<'_, T> {
             let gk0 = seg.k_start + kt0;
             // S^T = K Q^T, keys as rows.
             let (ka, kld) = self.k.rows(b, hk, gk0, bk, &mut sc.kbuf);
-            kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, false);
+            kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, Acc::Overwrite);
             if let Some(c) = self.cap_log2 {
                 vmath::softcap(&mut sc.s, None, bk, rows, BQ, c);
             }
@@ -96,12 +97,6 @@ impl<T: Elem> Fwd<'_, T> {
             }
             // Online softmax in the exp2 domain.
             vmath::online_step(&mut sc.s, bk, rows, BQ, &mut sc.m, &mut sc.l, &mut sc.alpha);
-            for r in 0..rows {
-                let a = sc.alpha[r];
-                if a != 1.0 {
-                    sc.o[r * d..][..d].iter_mut().for_each(|x| *x *= a);
-                }
-            }
             if let Some(dr) = &self.drop {
                 let base = |r: usize| pb.dropout_index(b, h, seg.q_start + t0 + r, gk0);
                 dr.fill(&mut sc.mult, bk, rows, BQ, base, &mut sc.words);
@@ -111,9 +106,9 @@ impl<T: Elem> Fwd<'_, T> {
                     }
                 }
             }
-            // O += P V, P read transposed from the score tile.
+            // O = O * alpha + P V, P read transposed from the score tile.
             let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);
-            kernel::gemm(rows, d, bk, &sc.s, 1, BQ, va, vld, &mut sc.o, d, true);
+            kernel::gemm(rows, d, bk, &sc.s, 1, BQ, va, vld, &mut sc.o, d, Acc::ScaleAdd(&sc.alpha));
             kt0 += bk;
         }
 

@@ -135,6 +135,7 @@ impl<'a, T: Elem> View<'a, T> {
     }
 
     /// Rows `s0 .. s0 + rows` transposed and scaled into `dst[x * ld + r]` (`x < head_dim`).
+    #[allow(clippy::too_many_arguments)]
     pub fn load_t(&self, b: usize, h: usize, s0: usize, rows: usize, scale: f32, dst: &mut [f32], ld: usize) {
         for r in 0..rows {
             for (x, v) in self.row(b, h, s0 + r).iter().enumerate() {

@@ -10,14 +10,29 @@
 //! five products of the backward pass likewise.
 //!
 //! With AVX-512 (compiled in when the build enables `avx512f`, as `target-cpu=native` does on
-//! the development machines) the product runs a register-blocked micro-kernel: `MR = 6` rows
-//! by up to 4 vectors of 16 columns (24 zmm accumulators), the ragged right edge handled by
-//! masked loads and stores, so head dims like 40 or 72 need no padding. Without AVX-512 a
-//! portable row-axpy loop is compiled instead (LLVM vectorises it for AVX2/SSE).
+//! the development machines) the product runs a register-blocked micro-kernel without
+//! packing: blocks of 6 rows x 4 vectors of 16 columns (8x3, 12x2, 12x1 for narrower
+//! edges; 24 zmm accumulators each), the ragged right edge handled by masked loads and
+//! stores, so head dims like 40 or 72 need no padding. Without AVX-512 a portable row-axpy
+//! loop is compiled instead (LLVM vectorises it for AVX2/SSE; the test suite passes with
+//! `RUSTFLAGS="-C target-cpu=x86-64-v3"`).
 //!
-//! Measured against the `gemm` crate (x86-v4 kernels, single thread) on the tile shapes of
-//! the attention passes, see `examples/flash_bench.rs --kernels` and the module docs of
-//! [`crate::flash`].
+//! Why not the `gemm` crate: on the attention tile shapes it is slower (single thread, CPU
+//! time, `examples/flash_bench.rs --kernels`: ~100-105 GFLOP/s against ~108-115 here on
+//! 64x64x64 and 64x128x64 tiles), it packs both operands on every call, and it cannot fold
+//! the online softmax's row rescale into the load of C ([`Acc::ScaleAdd`]).
+
+/// What the product does with the C it finds.
+#[derive(Debug, Clone, Copy)]
+pub enum Acc<'a> {
+    /// `C = A B` (with k = 0, zeros).
+    Overwrite,
+    /// `C += A B`.
+    Add,
+    /// `C = C * scale[i] + A B` for each row `i` (the online softmax's rescale of the
+    /// output, folded into the load of C). `scale` has at least `m` entries.
+    ScaleAdd(&'a [f32]),
+}
 
 /// Checks that every element the product can touch lies inside its slice. The callers build
 /// the shapes from validated tiles, so a failure is a bug in this module, not a user error.
@@ -47,8 +62,7 @@ fn check(
     );
 }
 
-/// `C (+)= A B` as described in the module docs. With `acc == false` C is overwritten
-/// (k = 0 then writes zeros).
+/// `C (+)= A B` as described in the module docs, C treated as `acc` says.
 #[allow(clippy::too_many_arguments)]
 #[inline]
 pub fn gemm(
@@ -62,15 +76,21 @@ pub fn gemm(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
-    acc: bool,
+    acc: Acc<'_>,
 ) {
     if m == 0 || n == 0 {
         return;
     }
+    if let Acc::ScaleAdd(sc) = acc {
+        assert!(sc.len() >= m, "flash kernel: {} row scales for {m} rows", sc.len());
+    }
     if k == 0 {
-        if !acc {
-            for i in 0..m {
-                c[i * ldc..][..n].fill(0.0);
+        for i in 0..m {
+            let row = &mut c[i * ldc..][..n];
+            match acc {
+                Acc::Overwrite => row.fill(0.0),
+                Acc::Add => {}
+                Acc::ScaleAdd(sc) => row.iter_mut().for_each(|x| *x *= sc[i]),
             }
         }
         return;
@@ -80,7 +100,12 @@ pub fn gemm(
     // SAFETY: the avx512f feature is enabled at compile time, and `check` proved every index
     // the kernel forms (rows < m, columns < n, p < k; masked lanes are never accessed) in bounds.
     unsafe {
-        avx512::gemm(m, n, k, a.as_ptr(), ars, acs, b.as_ptr(), ldb, c.as_mut_ptr(), ldc, acc)
+        let (load, scale) = match acc {
+            Acc::Overwrite => (false, std::ptr::null()),
+            Acc::Add => (true, std::ptr::null()),
+            Acc::ScaleAdd(sc) => (true, sc.as_ptr()),
+        };
+        avx512::gemm(m, n, k, a.as_ptr(), ars, acs, b.as_ptr(), ldb, c.as_mut_ptr(), ldc, load, scale)
     }
     #[cfg(not(all(target_arch = "x86_64", target_feature = "avx512f")))]
     portable(m, n, k, a, ars, acs, b, ldb, c, ldc, acc)
@@ -100,12 +125,14 @@ pub fn portable(
     ldb: usize,
     c: &mut [f32],
     ldc: usize,
-    acc: bool,
+    acc: Acc<'_>,
 ) {
     for i in 0..m {
         let crow = &mut c[i * ldc..][..n];
-        if !acc {
-            crow.fill(0.0);
+        match acc {
+            Acc::Overwrite => crow.fill(0.0),
+            Acc::Add => {}
+            Acc::ScaleAdd(sc) => crow.iter_mut().for_each(|x| *x *= sc[i]),
         }
         for p in 0..k {
             let x = a[i * ars + p * acs];
@@ -121,11 +148,19 @@ pub fn portable(
 mod avx512 {
     use std::arch::x86_64::*;
 
-    /// Rows per register block: 6 rows x 4 vectors = 24 accumulators, plus 4 B vectors and a
-    /// broadcast, within the 32 zmm registers.
-    const MR: usize = 6;
-    /// Vectors (of 16 f32) per register block.
+    /// Most vectors (of 16 f32) per register block.
     const NV: usize = 4;
+
+    /// Rows per register block for `nv` vectors: 24 accumulators (6x4, 8x3, 12x2; 12x1 as
+    /// more rows would only add broadcasts), plus the B vectors and a broadcast, within the
+    /// 32 zmm registers.
+    fn rows_for(nv: usize) -> usize {
+        match nv {
+            4 => 6,
+            3 => 8,
+            _ => 12,
+        }
+    }
 
     /// One `R x (16 * V)` block of C, the last vectors masked by `masks`.
     #[inline(always)]
@@ -140,6 +175,7 @@ mod avx512 {
         c: *mut f32,
         ldc: usize,
         acc: bool,
+        scale: *const f32,
         masks: &[__mmask16; NV],
     ) {
         // SAFETY (whole body): the caller guarantees rows < R, vectors < V, p < k address
@@ -152,6 +188,12 @@ mod avx512 {
                 for (i, row) in r.iter_mut().enumerate() {
                     for (v, x) in row.iter_mut().enumerate() {
                         *x = _mm512_maskz_loadu_ps(masks[v], c.add(i * ldc + v * 16));
+                    }
+                    if !scale.is_null() {
+                        let f = _mm512_set1_ps(*scale.add(i));
+                        for x in row.iter_mut() {
+                            *x = _mm512_mul_ps(*x, f);
+                        }
                     }
                 }
             }
@@ -178,7 +220,8 @@ mod avx512 {
         }
     }
 
-    /// See [`super::gemm`]; the caller has checked the bounds.
+    /// See [`super::gemm`]; the caller has checked the bounds. `acc` loads C; a non-null
+    /// `scale` (m entries) then scales row i of C by `scale[i]`.
     #[allow(clippy::too_many_arguments)]
     pub unsafe fn gemm(
         m: usize,
@@ -192,6 +235,7 @@ mod avx512 {
         c: *mut f32,
         ldc: usize,
         acc: bool,
+        scale: *const f32,
     ) {
         let mut j0 = 0;
         while j0 < n {
@@ -202,34 +246,32 @@ mod avx512 {
                 let lanes = w.saturating_sub(v * 16).min(16);
                 *mk = ((1u32 << lanes) - 1) as __mmask16;
             }
+            let mr = rows_for(nv);
             let mut i0 = 0;
             while i0 < m {
-                let rows = (m - i0).min(MR);
+                let rows = (m - i0).min(mr);
                 // SAFETY: block (i0.., j0..) of the checked product.
                 unsafe {
                     let (a, b, c) = (a.add(i0 * ars), b.add(j0), c.add(i0 * ldc + j0));
+                    let scale = if scale.is_null() { scale } else { scale.add(i0) };
                     macro_rules! go {
                         ($r:literal, $v:literal) => {
-                            block::<$r, $v>(k, a, ars, acs, b, ldb, c, ldc, acc, &masks)
+                            block::<$r, $v>(k, a, ars, acs, b, ldb, c, ldc, acc, scale, &masks)
                         };
                     }
                     macro_rules! rows {
-                        ($v:literal) => {
+                        ($v:literal; $($r:literal)*) => {
                             match rows {
-                                6 => go!(6, $v),
-                                5 => go!(5, $v),
-                                4 => go!(4, $v),
-                                3 => go!(3, $v),
-                                2 => go!(2, $v),
+                                $($r => go!($r, $v),)*
                                 _ => go!(1, $v),
                             }
                         };
                     }
                     match nv {
-                        4 => rows!(4),
-                        3 => rows!(3),
-                        2 => rows!(2),
-                        _ => rows!(1),
+                        4 => rows!(4; 6 5 4 3 2),
+                        3 => rows!(3; 8 7 6 5 4 3 2),
+                        2 => rows!(2; 12 11 10 9 8 7 6 5 4 3 2),
+                        _ => rows!(1; 12 11 10 9 8 7 6 5 4 3 2),
                     }
                 }
                 i0 += rows;
@@ -243,6 +285,7 @@ mod avx512 {
 mod tests {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     fn naive(m: usize, n: usize, k: usize, a: &[f32], ars: usize, acs: usize, b: &[f32], ldb: usize) -> Vec<f64> {
         let mut out = vec![0.0; m * n];
         for i in 0..m {
@@ -261,9 +304,9 @@ mod tests {
                 let ldb = n + 5;
                 let ldc = n + 2;
                 let mut c = vec![f32::NAN; m * ldc];
-                gemm(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut c, ldc, false);
+                gemm(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut c, ldc, Acc::Overwrite);
                 let mut cp = vec![1.0f32; m * ldc];
-                portable(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut cp, ldc, true);
+                portable(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut cp, ldc, Acc::Add);
                 let want = naive(m, n, k, &data[3..], ars, acs, &data[100..], ldb);
                 for i in 0..m {
                     for j in 0..n {
@@ -277,13 +320,22 @@ mod tests {
                         assert!(c[i * ldc + j].is_nan(), "wrote past n at ({m},{n},{k}) [{i},{j}]");
                     }
                 }
-                // Accumulating adds to what is there.
+                // Accumulating adds to what is there, after scaling each row when asked.
                 let before = c.clone();
-                gemm(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut c, ldc, true);
+                gemm(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut c, ldc, Acc::Add);
+                let scales: Vec<f32> = (0..m).map(|i| 0.5 + i as f32 * 0.25).collect();
+                let mut cs = before.clone();
+                gemm(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut cs, ldc, Acc::ScaleAdd(&scales));
+                let mut csp = before.clone();
+                portable(m, n, k, &data[3..], ars, acs, &data[100..], ldb, &mut csp, ldc, Acc::ScaleAdd(&scales));
                 for i in 0..m {
                     for j in 0..n {
                         let (x, y) = (c[i * ldc + j] as f64, before[i * ldc + j] as f64);
-                        assert!((x - 2.0 * y).abs() < 1e-5 * (1.0 + k as f64), "acc ({m},{n},{k}) [{i},{j}]");
+                        let tol = 1e-5 * (1.0 + k as f64);
+                        assert!((x - 2.0 * y).abs() < tol, "acc ({m},{n},{k}) [{i},{j}]");
+                        let want = y * scales[i] as f64 + y;
+                        assert!((cs[i * ldc + j] as f64 - want).abs() < tol, "scale ({m},{n},{k}) [{i},{j}]");
+                        assert!((csp[i * ldc + j] as f64 - want).abs() < tol, "portable scale ({m},{n},{k}) [{i},{j}]");
                     }
                 }
             }

@@ -13,11 +13,27 @@
 //!   the online softmax's per-query max/sum/rescale are plain vector loops. `scale * log2(e)`
 //!   is folded into the query tile so the softmax uses a polynomial `exp2` ([`vmath`]).
 //! - Every product is one micro-kernel ([`kernel`]): AVX-512 6x64 register blocks with
-//!   masked edges, or a portable loop without AVX-512.
+//!   masked edges, or a portable loop without AVX-512. The online softmax's rescale of O is
+//!   folded into the PV product's load of O.
 //! - Forward: one rayon task per (batch, head, 64-row query tile); key tiles of `BK = 64`
 //!   cover only the union of the tile rows' visible key intervals (fully masked tiles are
-//!   never computed), and only tiles crossing a row's interval boundary are masked.
-//! - Backward: see [`bwd`]; bit-identical for any thread count.
+//!   never computed), and only tiles crossing a row's interval boundary are masked. Memory
+//!   per thread: a few tiles (one score tile, its dropout multipliers, Q^T, the O
+//!   accumulator), nothing proportional to the sequence length.
+//! - Backward (FlashAttention-2): `D = rowsum(dO * O)`, P recomputed from the lse, five tile
+//!   products per (query tile, key tile). A task owns a (segment, kv head, query chunk):
+//!   it walks its query tiles for every query head of the GQA group in a fixed order,
+//!   writes their dQ (each dQ tile has one owner) and accumulates dK/dV of the kv head in
+//!   f32 (in place in the output for f32 when the chunk is the only one). With few
+//!   (segment, kv head) units the queries are split into chunks whose dK/dV partials are
+//!   summed in chunk order. The chunk count depends on the shape only, so the results are
+//!   bit-identical for any thread count, without atomics and without recomputing P for a
+//!   separate dQ pass (5 products per tile pair, not 7).
+//! - Tile sizes: `BQ = BK = 64` measured best or equal among 48/64/96/128 x 64/128 (the
+//!   score tile, 16 KiB, stays in L1).
+//! - Dropout: the keep decisions are the oracle's (same Philox element index), generated
+//!   16 blocks at a time with AVX-512 and packed into per-query bit masks; `lse` ignores
+//!   dropout, kept probabilities are scaled by `1 / (1 - p)`.
 
 mod bwd;
 pub mod dropout;
@@ -246,7 +262,7 @@ fn same_as_q(name: &str, t: &Tensor, q: &Tensor) -> Result<()> {
 }
 
 /// Backward pass: gradients of q, k and v given the forward's `out` and `lse` and the output
-/// gradient `dout` (shape and dtype of q). See [`bwd`] for the scheme.
+/// gradient `dout` (shape and dtype of q). The module docs describe the scheme.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,

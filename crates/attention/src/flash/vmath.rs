@@ -7,10 +7,11 @@
 //! plain loops over `r` that LLVM turns into SIMD code.
 
 /// Coefficients of the minimax polynomial (relative error) for `2^f` on `[-0.5, 0.5]`,
-/// degree 6, fitted with a Remez exchange in f64 and rounded to f32: the approximation error
-/// is 1.9e-9, below the f32 rounding of the Horner evaluation (~1 ulp in all).
+/// degree 6, fitted with a Remez exchange in f64 and rounded to f32 (the linear coefficient
+/// rounds to `ln 2`): the approximation error is 1.9e-9, below the f32 rounding of the
+/// Horner evaluation (~1 ulp in all).
 const EXP2_C: [f32; 7] =
-    [1.0, 0.693_147_2, 0.240_226_46, 0.055_503_286, 0.009_618_489, 0.001_339_993_1, 0.000_153_458_12];
+    [1.0, std::f32::consts::LN_2, 0.240_226_46, 0.055_503_286, 0.009_618_489, 0.001_339_993_1, 0.000_153_458_12];
 
 /// `2^x` to about 1-2 ulp for `x` in `[-126, 127]`; below that it returns exactly 0 (also for
 /// `-inf`), above 127 it saturates to `2^127`-ish. Branch-free so loops over it vectorise.
@@ -20,9 +21,16 @@ const EXP2_C: [f32; 7] =
 /// built in the exponent field; `n = -127` gives the bit pattern of `0.0`.
 #[inline(always)]
 pub fn exp2(x: f32) -> f32 {
+    let x = if x > 127.0 { 127.0 } else { x };
+    exp2_nonpos(x)
+}
+
+/// [`exp2`] for arguments known to be at most 127 (the softmax's `s - max <= 0`): one
+/// comparison less per element.
+#[inline(always)]
+pub fn exp2_nonpos(x: f32) -> f32 {
     const SHIFT: f32 = 12_582_912.0; // 1.5 * 2^23
     let x = if x < -127.0 { -127.0 } else { x };
-    let x = if x > 127.0 { 127.0 } else { x };
     let t = x + SHIFT;
     let n = t - SHIFT;
     let f = x - n;
@@ -113,7 +121,8 @@ fn step_chunk<const W: usize>(
     for j in 0..rows {
         let row: &mut [f32; W] = (&mut s[j * ld + c0..][..W]).try_into().expect("chunk");
         for ((x, &mm), a) in row.iter_mut().zip(&ms).zip(acc.iter_mut()) {
-            let p = exp2(*x - mm);
+            // x <= max, so the argument is <= 0 (or -inf for masked entries).
+            let p = exp2_nonpos(*x - mm);
             *x = p;
             *a += p;
         }
@@ -139,6 +148,10 @@ pub fn online_step(
     while c0 + 64 <= cols {
         step_chunk::<64>(s, rows, ld, c0, m, l, alpha);
         c0 += 64;
+    }
+    if c0 + 48 <= cols {
+        step_chunk::<48>(s, rows, ld, c0, m, l, alpha);
+        c0 += 48;
     }
     while c0 + 16 <= cols {
         step_chunk::<16>(s, rows, ld, c0, m, l, alpha);
