@@ -1,5 +1,6 @@
-//! Throughput of the CPU flash attention on the issue's shapes, in the format of
-//! `torch_sdpa_bench.py` (the PyTorch SDPA peer), so the two can be run in alternation.
+//! Throughput of the CPU flash attention on the issue's shapes, several at once, and the tile
+//! micro-kernel against the `gemm` crate (`--kernels`). For comparisons with PyTorch use
+//! `cargo xtask bench-attn` and `benches/peers/torch_sdpa.py` (benches/peers/README.md).
 //!
 //! ```text
 //! cargo run --release -p attune-attention --example flash_bench -- [--threads 2] [--reps 10]
