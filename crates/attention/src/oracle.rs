@@ -3,7 +3,6 @@
 
 use crate::error::Result;
 use crate::params::{AttentionParams, Problem, Segment, validate};
-use attune_tensor::cpu::philox;
 use attune_tensor::{DType, Device, Tensor};
 
 /// Forward results of the oracle, in f64.
@@ -61,16 +60,7 @@ fn row(pb: &Problem, seg: &Segment, h: usize, i: usize, q: &[f64], k: &[f64]) ->
     let sum: f64 = capped.iter().map(|s| (s - max).exp()).sum();
     let lse = if capped.is_empty() { f64::NEG_INFINITY } else { max + sum.ln() };
     let probs = capped.iter().map(|s| (s - lse).exp()).collect();
-    let drop_scale = (lo..hi)
-        .map(|j| match pb.dropout {
-            None => 1.0,
-            Some(dr) => {
-                let idx = pb.dropout_index(seg.batch, h, gi, seg.k_start + j);
-                let w = philox::block(dr.seed, dr.offset.wrapping_add(idx / 4))[(idx % 4) as usize];
-                if (w >> 8) < philox::threshold_24(dr.p) { 0.0 } else { 1.0 / (1.0 - dr.p) }
-            }
-        })
-        .collect();
+    let drop_scale = (lo..hi).map(|j| pb.dropout_scale(seg.batch, h, gi, seg.k_start + j)).collect();
     Row { lo: seg.k_start + lo, probs, capped, lse, drop_scale }
 }
 

@@ -145,6 +145,17 @@ impl Problem {
         (((b * self.heads_q + h) * self.seq_q + i) as u64) * self.seq_k as u64 + j as u64
     }
 
+    /// The dropout multiplier of (batch, head, query row, key row), global indices: 0 when
+    /// the Philox stream drops the element, `1 / (1 - p)` when it keeps it, 1 without dropout.
+    /// Keep iff `(word >> 8) >= threshold_24(p)` (attune_tensor::cpu::philox conventions).
+    pub fn dropout_scale(&self, b: usize, h: usize, i: usize, j: usize) -> f64 {
+        use attune_tensor::cpu::philox;
+        let Some(dr) = self.dropout else { return 1.0 };
+        let idx = self.dropout_index(b, h, i, j);
+        let w = philox::block(dr.seed, dr.offset.wrapping_add(idx / 4))[(idx % 4) as usize];
+        if (w >> 8) < philox::threshold_24(dr.p) { 0.0 } else { 1.0 / (1.0 - dr.p) }
+    }
+
     /// Forward FLOPs by GUIDE.md §4 (`4 * b * hq * sq * sk * d`, halved when causal).
     pub fn fwd_flops(&self, causal: bool) -> f64 {
         let f = 4.0 * (self.batch * self.heads_q) as f64 * self.seq_q as f64 * self.seq_k as f64 * self.head_dim as f64;

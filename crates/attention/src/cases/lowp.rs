@@ -9,7 +9,6 @@
 
 use crate::error::Result;
 use crate::params::{AttentionParams, Problem, Segment, validate};
-use attune_tensor::cpu::philox;
 use attune_tensor::{DType, Device, Tensor};
 use half::{bf16, f16};
 
@@ -76,17 +75,7 @@ fn row(pb: &Problem, seg: &Segment, h: usize, i: usize, q: &[f64], k: &[f64], r:
     let sum: f64 = scores.iter().map(|s| f32r((s - max).exp())).sum();
     let lse = if scores.is_empty() { f64::NEG_INFINITY } else { f32r(max + f32r(sum).ln()) };
     let probs: Vec<f64> = scores.iter().map(|s| r(f32r((s - max).exp()) / f32r(sum))).collect();
-    let keep: Vec<f64> = (lo..hi)
-        .map(|j| match pb.dropout {
-            None => 1.0,
-            Some(dr) => {
-                // The stream convention of the oracle (philox module docs).
-                let idx = pb.dropout_index(seg.batch, h, gi, seg.k_start + j);
-                let w = philox::block(dr.seed, dr.offset.wrapping_add(idx / 4))[(idx % 4) as usize];
-                if (w >> 8) < philox::threshold_24(dr.p) { 0.0 } else { 1.0 / (1.0 - dr.p) }
-            }
-        })
-        .collect();
+    let keep: Vec<f64> = (lo..hi).map(|j| pb.dropout_scale(seg.batch, h, gi, seg.k_start + j)).collect();
     let dropped = probs.iter().zip(&keep).map(|(p, m)| r(p * m)).collect();
     Row { lo: seg.k_start + lo, probs, dropped, keep, tanh, lse }
 }
