@@ -12,6 +12,7 @@
 
 mod bench;
 mod bench_attn;
+mod grid;
 mod parity;
 
 use clap::{Parser, Subcommand};
