@@ -19,8 +19,6 @@ use crate::cpu::strided::Runs;
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-/// Output count above which [`reduce_layout`] computes outputs in parallel.
-const PAR_OUTPUTS: usize = 64;
 /// Work (elements read) above which reductions go parallel.
 pub const PAR_WORK: usize = 1 << 15;
 /// Independent accumulators per contiguous run (enough for 8 f64 or 16 f32 SIMD lanes after
@@ -316,42 +314,6 @@ where
             .collect()
     };
     chunks.into_iter().flatten().collect()
-}
-
-/// Splits `layout` into the kept dims (output, row-major) and the reduced dims `rdims`
-/// (sorted, distinct), and returns for every output the fold of its reduced elements:
-/// `fold(acc, offset, len, stride)` folds `len` storage elements starting at `offset` with
-/// `stride`, starting from `init()`; `finish(acc)` makes the output value. Prefer [`reduce`],
-/// which picks a cache-friendly traversal; this one walks each output's elements separately.
-pub fn reduce_layout<A, U: Send>(
-    layout: &Layout,
-    rdims: &[usize],
-    init: impl Fn() -> A + Sync,
-    fold: impl Fn(A, usize, usize, usize) -> A + Sync,
-    finish: impl Fn(A) -> U + Sync,
-) -> Vec<U> {
-    let [kd, ks, rd, rs] = split_dims(layout, rdims);
-    let out_count: usize = kd.iter().product();
-    let red_count: usize = rd.iter().product();
-    let inner = Runs::new(&rd, [&rs], [0]);
-    let outer = Runs::new(&kd, [&ks], [layout.offset()]);
-    let one = |base: usize| {
-        let mut acc = Some(init());
-        inner.visit(0, red_count, |_, [o], n, [s]| acc = acc.take().map(|a| fold(a, base + o, n, s)));
-        acc.map(&finish)
-    };
-    let bases = offsets(&outer);
-    if out_count >= PAR_OUTPUTS && out_count * red_count >= PAR_WORK {
-        bases.par_iter().filter_map(|&b| one(b)).collect()
-    } else {
-        bases.iter().filter_map(|&b| one(b)).collect()
-    }
-}
-
-/// Sums `len` elements at `offset` with `stride`, converted to f64 by `conv`.
-#[inline]
-pub fn sum_piece<T: Copy>(src: &[T], offset: usize, len: usize, stride: usize, conv: impl Fn(T) -> f64) -> f64 {
-    fold_run(&|a: f64, x: T, _| a + conv(x), &|a, b| a + b, &|| 0.0, 0.0, src, (offset, len, stride), 0)
 }
 
 /// An element type as seen by comparisons (max, min, argmax, argmin): f16/bf16 compare in f32,
