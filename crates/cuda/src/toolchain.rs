@@ -1,0 +1,1 @@
+//! Finding NVRTC, the CUDA headers and ptxas. Being written.
