@@ -2,8 +2,8 @@
 
 use std::fmt;
 
-/// A compute device. Only `Cpu` runs ops today; `Cuda` and `Emu` (the CUDA emulator,
-/// GUIDE.md §1) exist in the API so that backends can be added without changing it.
+/// A compute device: the CPU, a CUDA GPU, or the CUDA emulator (GUIDE.md §1), which runs the
+/// GPU kernels on the host so every GPU code path can be tested without a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
     /// The host CPU (gemm + rayon).
@@ -18,7 +18,11 @@ pub enum Device {
 impl Device {
     /// Whether this device can run tensor ops in this build.
     pub fn is_available(self) -> bool {
-        matches!(self, Device::Cpu)
+        match self {
+            Device::Cpu => true,
+            Device::Emu => attune_cuda::GpuDevice::emu().is_ok(),
+            Device::Cuda(i) => i < attune_cuda::cuda::device_count(),
+        }
     }
 
     /// Whether the device is the CPU.
@@ -28,12 +32,17 @@ impl Device {
 
     /// The best device present: a GPU when one is usable, else the CPU.
     pub fn best() -> Device {
-        Device::Cpu
+        if Device::cuda_is_available() { Device::Cuda(0) } else { Device::Cpu }
     }
 
-    /// Whether a CUDA driver and GPU are usable. Always false until attune-cuda lands.
+    /// Whether a CUDA driver and at least one GPU are usable (libcuda is looked up at run time).
     pub fn cuda_is_available() -> bool {
-        false
+        attune_cuda::cuda_is_available()
+    }
+
+    /// Whether the device runs the GPU kernels (a GPU or the emulator).
+    pub fn is_gpu(self) -> bool {
+        !self.is_cpu()
     }
 
     pub(crate) fn unavailable(self, op: &'static str) -> crate::Error {
@@ -42,8 +51,8 @@ impl Device {
             device: self,
             why: match self {
                 Device::Cpu => "the CPU backend is always available; this is a bug".into(),
-                Device::Cuda(_) => "the CUDA backend is not built yet (attune-cuda); use Device::Cpu".into(),
-                Device::Emu => "the CUDA emulator backend is not built yet (attune-cuda); use Device::Cpu".into(),
+                Device::Cuda(_) => "this op has no CUDA kernel yet; move the tensor to Device::Cpu".into(),
+                Device::Emu => "this op has no CUDA kernel yet (so the emulator cannot run it); move the tensor to Device::Cpu".into(),
             },
         }
     }

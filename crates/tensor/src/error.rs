@@ -28,6 +28,10 @@ pub enum Error {
     #[error("{op}: device mismatch, lhs is on {lhs} and rhs is on {rhs}; move one with to_device")]
     DeviceMismatch { op: &'static str, lhs: Device, rhs: Device },
 
+    /// The GPU runtime (attune-cuda) failed: compilation, launch or memory.
+    #[error("{op}: {source}")]
+    Gpu { op: &'static str, source: Box<attune_cuda::Error> },
+
     /// The device exists in the API but cannot run ops (yet, or on this machine).
     #[error("{op}: device {device} is not available: {why}")]
     DeviceNotAvailable { op: &'static str, device: Device, why: String },

@@ -4,7 +4,8 @@
 //!   reshape (of contiguous data), transpose, permute, narrow, broadcast, squeeze and
 //!   unsqueeze are views; `contiguous()` copies only when needed.
 //! - [`DType`]: u8, u32, i64, f16, bf16, f32, f64 (f16/bf16 stored as such, computed in f32).
-//! - [`Device`]: `Cpu`, `Cuda(ordinal)`, `Emu`; only the CPU runs ops in this version.
+//! - [`Device`]: `Cpu`, `Cuda(ordinal)` (kernels compiled by NVRTC, cuBLAS matmul) and `Emu`
+//!   (the CUDA emulator running the same kernels on the host); move tensors with `to_device`.
 //! - Reverse-mode autograd: [`Var`] for parameters, [`Tensor::backward`] returning a
 //!   [`GradStore`], [`no_grad`] scopes, and [`CustomOp`] for ops defined in other crates.
 //! - Every error is an [`Error`] value naming the op, the values involved and the fix.
@@ -16,6 +17,7 @@ mod device;
 mod display;
 mod dtype;
 mod error;
+pub mod gpu;
 pub mod grad_check;
 mod layout;
 pub mod ops;

@@ -146,11 +146,13 @@ impl CpuStorage {
     }
 }
 
-/// The device-level storage enum. New backends add a variant here.
+/// The device-level storage enum.
 #[derive(Debug)]
 pub enum Storage {
     /// Host memory.
     Cpu(CpuStorage),
+    /// Memory of a GPU or of the CUDA emulator.
+    Gpu(crate::gpu::GpuStorage),
 }
 
 impl Storage {
@@ -158,12 +160,14 @@ impl Storage {
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Gpu(g) => g.device(),
         }
     }
     /// The element dtype.
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Gpu(g) => g.dtype(),
         }
     }
 }

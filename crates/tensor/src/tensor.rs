@@ -96,7 +96,11 @@ impl Tensor {
         }
         match device {
             Device::Cpu => Ok(Tensor::from_storage(Storage::Cpu(storage), shape)),
-            other => Err(other.unavailable("from_cpu_storage")),
+            other => {
+                let dev = crate::gpu::gpu_device("from_cpu_storage", *other)?;
+                let g = crate::gpu::GpuStorage::upload("from_cpu_storage", &dev, &storage)?;
+                Ok(Tensor::from_storage(Storage::Gpu(g), shape))
+            }
         }
     }
 
@@ -200,7 +204,22 @@ impl Tensor {
 
     /// A fresh contiguous copy of the viewed elements, on the same device.
     pub(crate) fn contiguous_copy(&self) -> Result<Storage> {
-        self.with_cpu("contiguous", |s, l| Ok(Storage::Cpu(s.copy_strided(l))))
+        match &*self.storage() {
+            Storage::Cpu(s) => Ok(Storage::Cpu(s.copy_strided(self.layout()))),
+            Storage::Gpu(g) => Ok(Storage::Gpu(crate::gpu::contiguous("contiguous", g, self.layout())?)),
+        }
+    }
+
+    /// Runs `f` on the GPU buffer and layout; errors on the CPU.
+    pub(crate) fn with_gpu<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&crate::gpu::GpuStorage, &Layout) -> Result<R>,
+    ) -> Result<R> {
+        match &*self.storage() {
+            Storage::Gpu(g) => f(g, self.layout()),
+            Storage::Cpu(_) => Err(Error::invalid(op, "expected a GPU tensor".to_string())),
+        }
     }
 
     // ----- host access --------------------------------------------------------------------
@@ -210,10 +229,8 @@ impl Tensor {
         if T::DTYPE != self.dtype() {
             return Err(Error::DTypeMismatch { op: "to_vec", lhs: self.dtype(), rhs: T::DTYPE });
         }
-        self.with_cpu("to_vec", |s, l| {
-            let c = s.copy_strided(l);
-            Ok(T::slice(&c).expect("dtype checked").to_vec())
-        })
+        let c = self.to_cpu_storage()?;
+        Ok(T::slice(&c).expect("dtype checked").to_vec())
     }
 
     /// Elements of a rank-2 tensor as rows.
@@ -240,7 +257,16 @@ impl Tensor {
 
     /// A contiguous copy of the elements as CPU storage.
     pub fn to_cpu_storage(&self) -> Result<CpuStorage> {
-        self.with_cpu("to_cpu_storage", |s, l| Ok(s.copy_strided(l)))
+        match &*self.storage() {
+            Storage::Cpu(s) => Ok(s.copy_strided(self.layout())),
+            Storage::Gpu(g) => {
+                const OP: &str = "to_cpu_storage";
+                if self.layout().is_contiguous() && self.layout().offset() == 0 && g.len() == self.elem_count() {
+                    return g.download(OP);
+                }
+                crate::gpu::contiguous(OP, g, self.layout())?.download(OP)
+            }
+        }
     }
 
     /// Moves (copies) the tensor to `device`. Differentiable.
@@ -248,7 +274,15 @@ impl Tensor {
         if *device == self.device() {
             return Ok(self.clone());
         }
-        Err(device.unavailable("to_device"))
+        let host = self.to_cpu_storage()?;
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(host),
+            other => {
+                let dev = crate::gpu::gpu_device("to_device", *other)?;
+                Storage::Gpu(crate::gpu::GpuStorage::upload("to_device", &dev, &host)?)
+            }
+        };
+        Ok(Tensor::from_op(storage, self.shape().clone(), &[self], || Box::new(ToDeviceBack(self.device()))))
     }
 
     /// Checks that two tensors share dtype and device.
@@ -260,6 +294,17 @@ impl Tensor {
             return Err(Error::DTypeMismatch { op, lhs: self.dtype(), rhs: other.dtype() });
         }
         Ok(())
+    }
+}
+
+/// Backward of `to_device`: the gradient moves back to the source device.
+struct ToDeviceBack(Device);
+impl GradFn for ToDeviceBack {
+    fn name(&self) -> &str {
+        "to_device"
+    }
+    fn backward(&self, _i: &[Tensor], _o: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        Ok(vec![Some(g.to_device(&self.0)?)])
     }
 }
 

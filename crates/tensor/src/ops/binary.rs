@@ -71,9 +71,20 @@ fn binary_map<K: BinaryKernel>(lhs: &Tensor, rhs: &Tensor) -> Result<(Storage, S
     let (shape, ll, rl) = broadcast_pair(K::NAME, lhs, rhs)?;
     let (a, b) = (lhs.storage(), rhs.storage());
     let out = match (&*a, &*b) {
-        (Storage::Cpu(a), Storage::Cpu(b)) => binary_cpu::<K>(a, &ll, b, &rl)?,
+        (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(binary_cpu::<K>(a, &ll, b, &rl)?),
+        (Storage::Gpu(a), Storage::Gpu(b)) => {
+            if a.dtype().is_int() && !K::INT {
+                return Err(Error::UnsupportedDType {
+                    op: K::NAME,
+                    dtype: a.dtype(),
+                    hint: "this op needs a float dtype (f16, bf16, f32, f64); convert with to_dtype(DType::F32)",
+                });
+            }
+            Storage::Gpu(crate::gpu::binary(K::NAME, K::NAME, a, &ll, b, &rl)?)
+        }
+        _ => unreachable!("broadcast_pair checked the devices"),
     };
-    Ok((Storage::Cpu(out), shape))
+    Ok((out, shape))
 }
 
 /// Broadcasts both operands, checks dtype/device and runs `K`, recording `grad_fn`.
@@ -134,7 +145,7 @@ kernel!(MinWeight, "minimum_backward", int: false,
 kernel!(PowGradBase, "pow_backward", int: false,
     |a, b| if b == 0.0 { 0.0 } else { b * a.powf(b - 1.0) }, int |_a, _b| 0);
 // d(a^b)/db = a^b ln a, taken as 0 where a == 0 and b >= 0 (the one-sided limit), like PyTorch.
-kernel!(PowGradExp, "pow_backward", int: false,
+kernel!(PowGradExp, "pow_backward_exponent", int: false,
     |a, b| if a == 0.0 && b >= 0.0 { 0.0 } else { a.powf(b) * a.ln() }, int |_a, _b| 0);
 
 struct AddBack;

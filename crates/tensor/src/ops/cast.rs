@@ -21,9 +21,12 @@ impl Tensor {
         if dtype == self.dtype() {
             return Ok(self.clone());
         }
-        let out = self.with_cpu("to_dtype", |s, l| Ok(s.to_dtype(l, dtype)))?;
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(s.to_dtype(self.layout(), dtype)),
+            Storage::Gpu(g) => Storage::Gpu(crate::gpu::cast("to_dtype", g, self.layout(), dtype)?),
+        };
         let src = self.dtype();
         let inputs: &[&Tensor] = if src.is_float() && dtype.is_float() { &[self] } else { &[] };
-        Ok(Tensor::from_op(Storage::Cpu(out), self.shape().clone(), inputs, || Box::new(ToDTypeBack(src))))
+        Ok(Tensor::from_op(out, self.shape().clone(), inputs, || Box::new(ToDTypeBack(src))))
     }
 }

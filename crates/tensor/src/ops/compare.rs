@@ -77,9 +77,11 @@ fn compare_op<K: CmpKernel>(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
     let (shape, ll, rl) = crate::ops::binary::broadcast_pair(K::NAME, lhs, rhs)?;
     let (a, b) = (lhs.storage(), rhs.storage());
     let out = match (&*a, &*b) {
-        (Storage::Cpu(a), Storage::Cpu(b)) => compare_cpu::<K>(a, &ll, b, &rl),
+        (Storage::Cpu(a), Storage::Cpu(b)) => Storage::Cpu(CpuStorage::U8(compare_cpu::<K>(a, &ll, b, &rl))),
+        (Storage::Gpu(a), Storage::Gpu(b)) => Storage::Gpu(crate::gpu::compare(K::NAME, a, &ll, b, &rl)?),
+        _ => unreachable!("broadcast_pair checked the devices"),
     };
-    Ok(mask_tensor(out, shape))
+    Ok(Tensor::from_storage(out, shape))
 }
 
 /// How an integer tensor compares with a real scalar, exactly: `x < v` is `x < ceil(v)`,
@@ -110,6 +112,22 @@ fn int_scalar(op: CmpOp, v: f64) -> IntScalar {
 fn compare_scalar<K: CmpKernel>(t: &Tensor, value: f64) -> Result<Tensor> {
     if t.dtype().is_float() {
         return compare_op::<K>(t, &t.scalar_like(value)?);
+    }
+    if t.device().is_gpu() {
+        // The bound may not fit the dtype (u8 < 300): compare as i64, folding bounds beyond
+        // i64's range to constant answers.
+        return match int_scalar(K::OP, value) {
+            IntScalar::Const(c) => Tensor::full(c as u8 as f64, t.shape().clone(), DType::U8, &t.device()),
+            IntScalar::Bound(b) if b > i64::MAX as i128 || b < i64::MIN as i128 => {
+                // Every element lies on the same side of the bound.
+                let c = if b > 0 { K::cmp(0i128, 1) } else { K::cmp(1i128, 0) };
+                Tensor::full(c as u8 as f64, t.shape().clone(), DType::U8, &t.device())
+            }
+            IntScalar::Bound(b) => {
+                let wide = t.to_dtype(DType::I64)?;
+                compare_op::<K>(&wide, &Tensor::from_vec(vec![b as i64], (), &t.device())?)
+            }
+        };
     }
     let out = t.with_cpu(K::NAME, |s, l| {
         let (d, st, o) = (l.dims(), l.strides(), l.offset());
@@ -188,7 +206,16 @@ impl Tensor {
         let fl = on_false.layout().broadcast_as(OP, &shape)?;
         let out = {
             let (m, t, f) = (mask.storage(), on_true.storage(), on_false.storage());
-            let (Storage::Cpu(m), Storage::Cpu(t), Storage::Cpu(f)) = (&*m, &*t, &*f);
+            let (m, t, f) = match (&*m, &*t, &*f) {
+                (Storage::Cpu(m), Storage::Cpu(t), Storage::Cpu(f)) => (m, t, f),
+                (Storage::Gpu(m), Storage::Gpu(t), Storage::Gpu(f)) => {
+                    let out = crate::gpu::where_cond((m, &ml), (t, &tl), (f, &fl))?;
+                    return Ok(Tensor::from_op(Storage::Gpu(out), shape, &[&mask, on_true, on_false], || {
+                        Box::new(WhereBack)
+                    }));
+                }
+                _ => unreachable!("where_cond: devices checked above"),
+            };
             let CpuStorage::U8(m) = m else { unreachable!("where_cond: the mask was converted to u8") };
             let d = shape.dims();
             let ms = (m.as_slice(), ml.strides(), ml.offset());

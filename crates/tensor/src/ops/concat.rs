@@ -50,6 +50,19 @@ impl Tensor {
         let mut dims = first.dims().to_vec();
         dims[d] = total;
         let out_layout = Layout::contiguous(dims.clone());
+        let refs: Vec<&Tensor> = tensors.iter().map(|t| t.as_ref()).collect();
+        if first.device().is_gpu() {
+            let dev = crate::gpu::gpu_device("cat", first.device())?;
+            let out = crate::gpu::GpuStorage::alloc("cat", &dev, first.dtype(), out_layout.elem_count())?;
+            let mut start = 0;
+            for t in &refs {
+                let len = t.dims()[d];
+                let dst = out_layout.narrow(d, start, len);
+                t.with_gpu("cat", |s, l| crate::gpu::copy_into("cat", s, l, &out, &dst))?;
+                start += len;
+            }
+            return Ok(Tensor::from_op(Storage::Gpu(out), dims, &refs, || Box::new(CatBack { dim: d })));
+        }
         let mut out = CpuStorage::zeros(first.dtype(), out_layout.elem_count());
         let mut start = 0;
         for t in tensors {
@@ -62,7 +75,6 @@ impl Tensor {
             })?;
             start += len;
         }
-        let refs: Vec<&Tensor> = tensors.iter().map(|t| t.as_ref()).collect();
         Ok(Tensor::from_op(Storage::Cpu(out), dims, &refs, || Box::new(CatBack { dim: d })))
     }
 

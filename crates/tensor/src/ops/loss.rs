@@ -191,7 +191,7 @@ impl GradFn for CrossEntropyBack {
         let op = "cross_entropy backward";
         let dx = x.with_cpu(op, |xs, _| {
             let ls = self.lse.storage();
-            let Storage::Cpu(ls) = &*ls;
+            let Storage::Cpu(ls) = &*ls else { return Err(x.device().unavailable(op)) };
             let bad =
                 || Error::invalid(op, "saved tensors are not contiguous or have unexpected dtypes (internal error)");
             let (t, s) = (&self.targets[..], self.opts.label_smoothing);

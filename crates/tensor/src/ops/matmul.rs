@@ -124,6 +124,23 @@ impl Plan {
 /// ~2^17 multiply-adds in all (~15 us of work), and win 1.4-2x from ~2^19 on.
 const BATCH_PAR_THRESHOLD: usize = 1 << 18;
 
+/// Matrix multiply of GPU operands. The emulator's memory is host memory, so it runs the CPU
+/// gemm over the emulated buffers (GUIDE.md §1); a GPU runs cuBLAS, one gemm per batch entry
+/// of the plan (the plan's batch offsets need not be evenly strided).
+fn matmul_gpu(plan: &Plan, x: &crate::gpu::GpuStorage, y: &crate::gpu::GpuStorage) -> Result<crate::gpu::GpuStorage> {
+    const OP: &str = "matmul";
+    match x.gpu().backend() {
+        attune_cuda::Backend::Emu => {
+            let out = matmul_cpu(plan, &x.download(OP)?, &y.download(OP)?)?;
+            crate::gpu::GpuStorage::upload(OP, x.gpu(), &out)
+        }
+        attune_cuda::Backend::Cuda(_) => {
+            let batches: Vec<(usize, usize)> = plan.offsets.clone();
+            crate::gpu::gemm(OP, (plan.m, plan.n, plan.k), x, plan.a, y, plan.b, &batches)
+        }
+    }
+}
+
 /// Runs the planned products on CPU buffers of one float dtype.
 fn matmul_cpu(plan: &Plan, x: &CpuStorage, y: &CpuStorage) -> Result<CpuStorage> {
     Ok(match (x, y) {
@@ -197,10 +214,13 @@ fn matmul_nd(a: &Tensor, b: &Tensor, lhs: &Shape, rhs: &Shape) -> Result<Tensor>
         let ga = ac.storage();
         // One read guard when both operands share a buffer (x @ x.t()).
         let gb = (!ac.same_storage(&bc)).then(|| bc.storage());
-        let (Storage::Cpu(x), Storage::Cpu(y)) = (&*ga, gb.as_deref().unwrap_or(&*ga));
-        matmul_cpu(&plan, x, y)?
+        match (&*ga, gb.as_deref().unwrap_or(&*ga)) {
+            (Storage::Cpu(x), Storage::Cpu(y)) => Storage::Cpu(matmul_cpu(&plan, x, y)?),
+            (Storage::Gpu(x), Storage::Gpu(y)) => Storage::Gpu(matmul_gpu(&plan, x, y)?),
+            _ => unreachable!("matmul: devices checked by the caller"),
+        }
     };
-    Ok(Tensor::from_op(Storage::Cpu(out), full(m, n), &[a, b], || Box::new(MatmulBack)))
+    Ok(Tensor::from_op(out, full(m, n), &[a, b], || Box::new(MatmulBack)))
 }
 
 /// A view of `t` with all dims but the last merged into one, or a contiguous copy reshaped so

@@ -357,13 +357,19 @@ impl NormBack {
         let (xs, gs, rs) = (x.storage(), g.storage(), self.rstd.storage());
         let ws = w.map(|w| w.storage());
         let ms = self.mean.as_ref().map(|m| m.storage());
-        let (Storage::Cpu(xs), Storage::Cpu(gs), Storage::Cpu(rs)) = (&*xs, &*gs, &*rs);
+        let (Storage::Cpu(xs), Storage::Cpu(gs), Storage::Cpu(rs)) = (&*xs, &*gs, &*rs) else {
+            return Err(x.device().unavailable(op));
+        };
         let ws = ws.as_ref().map(|s| match &**s {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Gpu(_) => Err(x.device().unavailable(op)),
         });
+        let ws = ws.transpose()?;
         let ms = ms.as_ref().map(|s| match &**s {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Gpu(_) => Err(x.device().unavailable(op)),
         });
+        let ms = ms.transpose()?;
         let rows = x.elem_count().checked_div(d).unwrap_or(0);
         let bad = || Error::invalid(op, "saved tensors are not contiguous or have unexpected dtypes (internal error)");
         macro_rules! run {
@@ -438,13 +444,17 @@ fn norm_op(x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64, rms: bo
         let xs = x.storage();
         let ws = w.as_ref().map(|w| w.storage());
         let bs = b.as_ref().map(|b| b.storage());
-        let Storage::Cpu(xc) = &*xs;
+        let Storage::Cpu(xc) = &*xs else { return Err(x.device().unavailable(op)) };
         let wc = ws.as_ref().map(|s| match &**s {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Gpu(_) => Err(x.device().unavailable(op)),
         });
+        let wc = wc.transpose()?;
         let bc = bs.as_ref().map(|s| match &**s {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => Ok(s),
+            Storage::Gpu(_) => Err(x.device().unavailable(op)),
         });
+        let bc = bc.transpose()?;
         let bad = || Error::invalid(op, "operands are not contiguous or have mismatched dtypes (internal error)");
         macro_rules! run {
             ($t:ty) => {{

@@ -75,8 +75,40 @@ pub(crate) fn unary_op_with(
     f64: impl Fn(f64) -> f64 + Sync,
     grad_fn: impl FnOnce() -> Box<dyn GradFn>,
 ) -> Result<Tensor> {
-    let out = t.with_cpu(op, |s, l| unary_cpu_with(op, s, l, f32, f64))?;
-    Ok(Tensor::from_op(Storage::Cpu(out), t.shape().clone(), &[t], grad_fn))
+    unary_op_params(t, op, [0.0; 2], f32, f64, grad_fn)
+}
+
+/// Runs a float map on any device: the closures on the CPU, the GPU kernel named `op` with
+/// scalar parameters `params` (the closures' captured values) on Cuda and Emu.
+fn unary_dispatch(
+    t: &Tensor,
+    op: &'static str,
+    params: [f64; 2],
+    f32: impl Fn(f32) -> f32 + Sync,
+    f64: impl Fn(f64) -> f64 + Sync,
+) -> Result<Storage> {
+    match &*t.storage() {
+        Storage::Cpu(s) => Ok(Storage::Cpu(unary_cpu_with(op, s, t.layout(), f32, f64)?)),
+        Storage::Gpu(g) => {
+            if !g.dtype().is_float() {
+                return Err(float_only(op, g.dtype()));
+            }
+            Ok(Storage::Gpu(crate::gpu::unary(op, op, params, g, t.layout())?))
+        }
+    }
+}
+
+/// [`unary_op_with`] for ops whose closures capture scalars: `params` carries them to the GPU.
+pub(crate) fn unary_op_params(
+    t: &Tensor,
+    op: &'static str,
+    params: [f64; 2],
+    f32: impl Fn(f32) -> f32 + Sync,
+    f64: impl Fn(f64) -> f64 + Sync,
+    grad_fn: impl FnOnce() -> Box<dyn GradFn>,
+) -> Result<Tensor> {
+    let out = unary_dispatch(t, op, params, f32, f64)?;
+    Ok(Tensor::from_op(out, t.shape().clone(), &[t], grad_fn))
 }
 
 /// Like [`unary_op_with`], also accepting integer dtypes through `int` (integer results carry
@@ -84,16 +116,22 @@ pub(crate) fn unary_op_with(
 fn unary_op_any(
     t: &Tensor,
     op: &'static str,
+    params: [f64; 2],
     f32: impl Fn(f32) -> f32 + Sync,
     f64: impl Fn(f64) -> f64 + Sync,
     int: impl Fn(i64) -> i64 + Sync,
     grad_fn: impl FnOnce() -> Box<dyn GradFn>,
 ) -> Result<Tensor> {
     if t.dtype().is_int() {
-        let out = t.with_cpu(op, |s, l| unary_int_cpu(s, l, int).ok_or_else(|| float_only(op, s.dtype())))?;
-        return Ok(Tensor::from_storage(Storage::Cpu(out), t.shape().clone()));
+        let out = match &*t.storage() {
+            Storage::Cpu(s) => {
+                Storage::Cpu(unary_int_cpu(s, t.layout(), int).ok_or_else(|| float_only(op, s.dtype()))?)
+            }
+            Storage::Gpu(g) => Storage::Gpu(crate::gpu::unary(op, op, params, g, t.layout())?),
+        };
+        return Ok(Tensor::from_storage(out, t.shape().clone()));
     }
-    unary_op_with(t, op, f32, f64, grad_fn)
+    unary_op_params(t, op, params, f32, f64, grad_fn)
 }
 
 /// A graph-free float map: derivative kernels used by backward passes (which run without
@@ -104,8 +142,19 @@ pub(crate) fn pointwise(
     f32: impl Fn(f32) -> f32 + Sync,
     f64: impl Fn(f64) -> f64 + Sync,
 ) -> Result<Tensor> {
-    let out = t.with_cpu(op, |s, l| unary_cpu_with(op, s, l, f32, f64))?;
-    Ok(Tensor::from_storage(Storage::Cpu(out), t.shape().clone()))
+    pointwise_params(t, op, [0.0; 2], f32, f64)
+}
+
+/// [`pointwise`] with scalar parameters for the GPU kernel.
+pub(crate) fn pointwise_params(
+    t: &Tensor,
+    op: &'static str,
+    params: [f64; 2],
+    f32: impl Fn(f32) -> f32 + Sync,
+    f64: impl Fn(f64) -> f64 + Sync,
+) -> Result<Tensor> {
+    let out = unary_dispatch(t, op, params, f32, f64)?;
+    Ok(Tensor::from_storage(out, t.shape().clone()))
 }
 
 /// Backward `grad_in = grad_out * deriv(input, output)` for a one-input op.
@@ -205,6 +254,13 @@ fn clip<T: PartialOrd>(x: T, lo: T, hi: T) -> T {
     }
 }
 
+/// Integer clamp bounds as f64 for the GPU kernel, kept inside the range where the kernel's
+/// f64 -> i64 conversion is exact and defined (±(2^63 - 1024)).
+fn int_bounds(lo: i64, hi: i64) -> [f64; 2] {
+    const LIMIT: i64 = i64::MAX - 1023;
+    [lo.clamp(-LIMIT, LIMIT) as f64, hi.clamp(-LIMIT, LIMIT) as f64]
+}
+
 /// Rejects NaN bounds and `min > max` for clamp.
 fn check_clamp_bounds(min: f64, max: f64) -> Result<()> {
     if min.is_nan() || max.is_nan() || min > max {
@@ -237,11 +293,11 @@ impl Tensor {
     }
     /// Absolute value (also for integers; `i64::MIN` wraps to itself). The gradient at 0 is 0.
     pub fn abs(&self) -> Result<Tensor> {
-        unary_op_any(self, "abs", f32::abs, f64::abs, i64::wrapping_abs, || deriv_back("abs", |x, _y| deriv::<Sign>(x)))
+        unary_op_any(self, "abs", [0.0; 2], f32::abs, f64::abs, i64::wrapping_abs, || deriv_back("abs", |x, _y| deriv::<Sign>(x)))
     }
     /// -1, 0 or 1 by sign (±0 and NaN map to themselves; also for integers). Its gradient is 0.
     pub fn sign(&self) -> Result<Tensor> {
-        unary_op_any(self, "sign", Sign::f32, Sign::f64, i64::signum, || deriv_back("sign", |x, _y| x.zeros_like()))
+        unary_op_any(self, "sign", [0.0; 2], Sign::f32, Sign::f64, i64::signum, || deriv_back("sign", |x, _y| x.zeros_like()))
     }
     /// Square root.
     pub fn sqrt(&self) -> Result<Tensor> {
@@ -291,15 +347,15 @@ impl Tensor {
                     return x.zeros_like();
                 }
                 let (q, pf) = ((p - 1.0) as f32, p as f32);
-                pointwise(x, "powf_backward", move |x| pf * x.powf(q), move |x| p * x.powf(p - 1.0))
+                pointwise_params(x, "powf_backward", [p, 0.0], move |x| pf * x.powf(q), move |x| p * x.powf(p - 1.0))
             })
         };
         if p == 2.0 {
             // The common case (variances, squared errors) avoids the libm call.
-            return unary_op_with(self, "powf", |x| x * x, |x| x * x, back);
+            return unary_op_params(self, "powf", [2.0, 0.0], |x| x * x, |x| x * x, back);
         }
         let pf = p as f32;
-        unary_op_with(self, "powf", move |x| x.powf(pf), move |x| x.powf(p), back)
+        unary_op_params(self, "powf", [p, 0.0], move |x| x.powf(pf), move |x| x.powf(p), back)
     }
     /// Limits every element to `[min, max]` (NaN stays NaN). Integer tensors clamp to the
     /// integers inside the bounds (`ceil(min)`, `floor(max)`), saturating to the dtype's range.
@@ -313,13 +369,14 @@ impl Tensor {
         unary_op_any(
             self,
             "clamp",
+            if self.dtype().is_int() { int_bounds(lo_i, hi_i) } else { [min, max] },
             move |x| clip(x, lo32, hi32),
             move |x| clip(x, min, max),
             move |x| x.max(lo_i).min(hi_i),
             move || {
                 deriv_back("clamp", move |x, _y| {
                     let step = |x: f64| if x >= min && x <= max { 1.0 } else { 0.0 };
-                    pointwise(x, "clamp_backward", move |x| step(x as f64) as f32, step)
+                    pointwise_params(x, "clamp_backward", [min, max], move |x| step(x as f64) as f32, step)
                 })
             },
         )

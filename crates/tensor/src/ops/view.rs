@@ -329,6 +329,7 @@ impl Tensor {
     fn storage_len(&self) -> usize {
         match &*self.storage() {
             crate::storage::Storage::Cpu(s) => s.len(),
+            crate::storage::Storage::Gpu(g) => g.len(),
         }
     }
 }

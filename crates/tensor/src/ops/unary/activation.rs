@@ -115,6 +115,7 @@ impl Tensor {
         unary_op_any(
             self,
             "relu",
+            [0.0; 2],
             Relu::f32,
             Relu::f64,
             |x| x.max(0),

@@ -1,0 +1,166 @@
+//! The GPU backend of attune-tensor: `Device::Cuda` and `Device::Emu` storage and the launch
+//! plans of every op (GUIDE.md §1). Each op builds an [`attune_cuda::LaunchPlan`] from plain
+//! Rust and hands it to the device; the same plan runs on a GPU (NVRTC + driver) or on the
+//! emulator, so the emulator parity tests cover the GPU code path. Kernels live in
+//! kernels/tensor/.
+
+mod blas;
+mod elementwise;
+mod meta;
+
+pub(crate) use blas::gemm;
+pub(crate) use elementwise::*;
+pub(crate) use meta::StridedMeta;
+
+use crate::storage::CpuStorage;
+use crate::{DType, Device, Error, Result};
+use attune_cuda::{Backend, GpuBuffer, GpuDevice, KernelArg, LaunchPlan, ModuleSpec};
+
+/// Threads per block of the element-wise and row kernels.
+pub(crate) const THREADS: u32 = 256;
+/// Upper bound on blocks of grid-stride kernels (enough to fill any current GPU).
+pub(crate) const MAX_BLOCKS: usize = 4096;
+
+/// A buffer on a GPU or the emulator holding `len` elements of `dtype`.
+#[derive(Debug)]
+pub struct GpuStorage {
+    pub(crate) buf: GpuBuffer,
+    pub(crate) dtype: DType,
+    pub(crate) len: usize,
+}
+
+/// The attune-cuda backend of a tensor device.
+pub(crate) fn backend_of(device: Device) -> Option<Backend> {
+    match device {
+        Device::Cpu => None,
+        Device::Cuda(i) => Some(Backend::Cuda(i)),
+        Device::Emu => Some(Backend::Emu),
+    }
+}
+
+/// The tensor device of a backend.
+pub(crate) fn device_of(backend: Backend) -> Device {
+    match backend {
+        Backend::Cuda(i) => Device::Cuda(i),
+        Backend::Emu => Device::Emu,
+    }
+}
+
+/// Converts a runtime error into the tensor error of `op`.
+pub(crate) fn gpu_err(op: &'static str) -> impl FnOnce(attune_cuda::Error) -> Error {
+    move |source| Error::Gpu { op, source: Box::new(source) }
+}
+
+/// The runtime device behind a tensor device.
+pub(crate) fn gpu_device(op: &'static str, device: Device) -> Result<GpuDevice> {
+    let backend = backend_of(device).ok_or_else(|| Error::invalid(op, "the CPU is not a GPU device".to_string()))?;
+    GpuDevice::get(backend).map_err(gpu_err(op))
+}
+
+impl GpuStorage {
+    /// The tensor device holding the buffer.
+    pub fn device(&self) -> Device {
+        device_of(self.buf.device().backend())
+    }
+
+    /// The element dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The runtime device.
+    pub(crate) fn gpu(&self) -> &GpuDevice {
+        self.buf.device()
+    }
+
+    /// Uninitialised storage for `len` elements.
+    pub(crate) fn alloc(op: &'static str, dev: &GpuDevice, dtype: DType, len: usize) -> Result<GpuStorage> {
+        let buf = dev.alloc(len * dtype.size_in_bytes()).map_err(gpu_err(op))?;
+        Ok(GpuStorage { buf, dtype, len })
+    }
+
+    /// Zeroed storage for `len` elements.
+    pub(crate) fn zeros(op: &'static str, dev: &GpuDevice, dtype: DType, len: usize) -> Result<GpuStorage> {
+        let buf = dev.alloc_zeroed(len * dtype.size_in_bytes()).map_err(gpu_err(op))?;
+        Ok(GpuStorage { buf, dtype, len })
+    }
+
+    /// Copies a host buffer to the device.
+    pub(crate) fn upload(op: &'static str, dev: &GpuDevice, cpu: &CpuStorage) -> Result<GpuStorage> {
+        let bytes: &[u8] = crate::cpu_storage_apply!(cpu, v => bytemuck::cast_slice(v.as_slice()));
+        let buf = dev.htod(bytes).map_err(gpu_err(op))?;
+        Ok(GpuStorage { buf, dtype: cpu.dtype(), len: cpu.len() })
+    }
+
+    /// Copies the whole buffer to the host.
+    pub(crate) fn download(&self, op: &'static str) -> Result<CpuStorage> {
+        let mut host = CpuStorage::zeros(self.dtype, self.len);
+        {
+            let bytes: &mut [u8] = match &mut host {
+                CpuStorage::U8(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                CpuStorage::U32(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                CpuStorage::I64(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                CpuStorage::F16(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                CpuStorage::BF16(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                CpuStorage::F32(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+                CpuStorage::F64(v) => bytemuck::cast_slice_mut(v.as_mut_slice()),
+            };
+            self.buf.read(0, bytes).map_err(gpu_err(op))?;
+        }
+        Ok(host)
+    }
+
+    /// The kernel argument for element `elem` of this buffer.
+    pub(crate) fn arg(&self, elem: usize) -> KernelArg {
+        KernelArg::Ptr(self.buf.device_ptr(elem * self.dtype.size_in_bytes()))
+    }
+}
+
+/// The short dtype name used in kernel entry points (`unary_f32`).
+pub(crate) fn dtype_suffix(dtype: DType) -> &'static str {
+    match dtype {
+        DType::U8 => "u8",
+        DType::U32 => "u32",
+        DType::I64 => "i64",
+        DType::F16 => "f16",
+        DType::BF16 => "bf16",
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+    }
+}
+
+/// A module of kernels/tensor/ with no defines.
+pub(crate) fn module(file: &str) -> ModuleSpec {
+    ModuleSpec::new(format!("tensor/{file}"), [])
+}
+
+/// A grid-stride plan over `n` items.
+pub(crate) fn grid_plan(module: ModuleSpec, entry: String, n: usize, args: Vec<KernelArg>) -> LaunchPlan {
+    let blocks = n.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32;
+    LaunchPlan::new(module, entry, attune_cuda::Dim3::x(blocks), attune_cuda::Dim3::x(THREADS), args)
+}
+
+/// Runs a plan on `dev`, naming `op` in errors.
+pub(crate) fn launch(op: &'static str, dev: &GpuDevice, plan: &LaunchPlan) -> Result<()> {
+    dev.launch(plan).map_err(gpu_err(op))
+}
+
+/// Every kernel module the tensor ops can launch, with their entry points and block sizes
+/// (for `cargo xtask build-kernels`).
+pub fn kernel_variants() -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
+    let mut out = Vec::new();
+    for (file, entries) in [("elementwise.cu", elementwise::entries())] {
+        out.push((module(file), entries.into_iter().map(|e| (e, THREADS)).collect()));
+    }
+    out
+}
