@@ -7,6 +7,8 @@
 mod blas;
 mod elementwise;
 mod meta;
+pub mod parity;
+mod parity_more;
 
 pub(crate) use blas::gemm;
 pub(crate) use elementwise::*;
