@@ -24,7 +24,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", kernels.display());
     let mut files = Vec::new();
     collect(&kernels, &kernels, &mut files);
-    let mut code = String::from("/// Every kernel source file: (path relative to kernels/, contents).\npub static KERNEL_FILES: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Every kernel source file: (path relative to kernels/, contents).\npub static KERNEL_FILES: &[(&str, &str)] = &[\n",
+    );
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let rel = f.strip_prefix(&kernels).expect("inside kernels/").to_string_lossy().replace('\\', "/");
