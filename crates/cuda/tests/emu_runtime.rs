@@ -132,9 +132,9 @@ fn exited_threads_count_as_arrived_at_barriers() {
         let got: Vec<f32> = download(&out);
         for b in 0..blocks as usize {
             let row = &got[b * threads as usize..(b + 1) * threads as usize];
-            for t in 0..live as usize {
+            for (t, &got) in row.iter().enumerate().take(live as usize) {
                 assert_eq!(
-                    row[t],
+                    got,
                     ((t + 1) % live as usize) as f32,
                     "block {b} thread {t} ({threads} threads, {live} live)"
                 );

@@ -195,10 +195,10 @@ pub(crate) fn scan_entries(text: &str) -> Vec<String> {
         if !before_ok || !after_ok || !preceded_by_extern_c(&text[..pos]) {
             continue;
         }
-        if let Some(name) = declared_name(&text[from..]) {
-            if !names.contains(&name) {
-                names.push(name);
-            }
+        if let Some(name) = declared_name(&text[from..])
+            && !names.contains(&name)
+        {
+            names.push(name);
         }
     }
     names

@@ -137,7 +137,7 @@ pub(crate) fn validate(plan: &LaunchPlan) -> Result<()> {
     if threads == 0 || threads > 1024 {
         return Err(bad(format!("a block has {threads} threads; it must have 1 to 1024")));
     }
-    if threads % 32 != 0 {
+    if !threads.is_multiple_of(32) {
         return Err(bad(format!("a block has {threads} threads, not a multiple of 32 (whole warps, GUIDE.md §5)")));
     }
     if plan.block.z > 64 {
