@@ -19,6 +19,7 @@
 #include "fmath.h"
 #include "warp.h"
 #include "atomics.h"
+#include "mma.h"
 #include "launch.h"
 
 // Qualifiers. `__global__` stays a token while the Rust side scans the preprocessed source for

@@ -100,6 +100,7 @@ inline thread_local Block* g_block = nullptr;
 inline thread_local Fiber* g_fiber = nullptr;
 
 inline void fail(const char* fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+inline void cp_async_retire(Fiber* f);  // mma.h
 inline void resume(Fiber* from_fiber, Context* from, Fiber* to);
 
 // Switches from the running fiber to the next ready one, or to the scheduler when none is
@@ -207,6 +208,7 @@ inline void warp_collective(const char* name, CollectiveFn fn, const Deposit& d)
 inline void fiber_exit() {
     Block* b = g_block;
     Fiber* f = g_fiber;
+    cp_async_retire(f);
     f->state = DONE;
     b->live--;
     Warp& w = b->warps[f->warp];
@@ -370,6 +372,7 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
         describe_deadlock(&b);
         rc = 1;
     }
+    for (uint32_t i = 0; i < n; i++) cp_async_retire(&fibers[i]);
     g_block = saved_block;
     g_fiber = saved_fiber;
     free(owned_smem);
