@@ -23,8 +23,11 @@
 #endif
 
 #if ATTUNE_EMU_SANITIZE
+#include <unistd.h>
 extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, size_t size);
 extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old, size_t* size_old);
+extern "C" void __asan_set_error_report_callback(void (*callback)(const char*));
+extern "C" void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 #endif
 
 namespace attune_emu {
@@ -254,6 +257,39 @@ inline void fail(const char* fmt, ...) {
     __builtin_trap();
 }
 
+#if ATTUNE_EMU_SANITIZE
+// ASan calls this with its report just before it ends the process: name the kernel, the block
+// and the thread the error happened in (the fiber running on this OS thread).
+inline void asan_report(const char* report) {
+    char kind[80] = "error";
+    const char* k = strstr(report, "AddressSanitizer: ");
+    if (k) {
+        k += strlen("AddressSanitizer: ");
+        size_t n = 0;
+        while (k[n] && k[n] != ' ' && k[n] != '\n' && n + 1 < sizeof kind) n++;
+        memcpy(kind, k, n);
+        kind[n] = 0;
+    }
+    char line[512];
+    Block* b = g_block;
+    Fiber* f = g_fiber;
+    int len;
+    if (b && f)
+        len = snprintf(line, sizeof line,
+                       "attune-emu sanitizer: %s in kernel %s, block (%u,%u,%u), thread (%u,%u,%u)\n", kind,
+                       b->kernel, b->bid.x, b->bid.y, b->bid.z, f->tid.x, f->tid.y, f->tid.z);
+    else if (b)
+        len = snprintf(line, sizeof line, "attune-emu sanitizer: %s in kernel %s, block (%u,%u,%u), scheduler\n",
+                       kind, b->kernel, b->bid.x, b->bid.y, b->bid.z);
+    else
+        len = snprintf(line, sizeof line, "attune-emu sanitizer: %s outside any kernel\n", kind);
+    if (len > 0) {
+        ssize_t w = write(2, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+        (void)w;
+    }
+}
+#endif
+
 // Appends a description of who waits where, for the deadlock message.
 inline void describe_deadlock(Block* b) {
     size_t len = (size_t)snprintf(b->err, b->err_cap,
@@ -345,6 +381,10 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
     }
     b.qhead = 0;
     b.qlen = n;
+#if ATTUNE_EMU_SANITIZE
+    // Blocks run one at a time, so the module running now owns the (process-wide) callback.
+    __asan_set_error_report_callback(&asan_report);
+#endif
     Block* saved_block = g_block;
     Fiber* saved_fiber = g_fiber;
     g_block = &b;
@@ -373,6 +413,12 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
         rc = 1;
     }
     for (uint32_t i = 0; i < n; i++) cp_async_retire(&fibers[i]);
+#if ATTUNE_EMU_SANITIZE
+    // Fibers abandoned mid-kernel (deadlock, __trap) leave their frames' redzones poisoned on
+    // stacks the next block reuses.
+    if (rc)
+        for (uint32_t i = 0; i < n; i++) __asan_unpoison_memory_region(fibers[i].stack_lo, fibers[i].stack_size);
+#endif
     g_block = saved_block;
     g_fiber = saved_fiber;
     free(owned_smem);
