@@ -127,7 +127,7 @@ struct CpAsyncQueue {
 };
 
 inline CpAsyncQueue* cp_queue() {
-    Fiber* f = g_fiber;
+    Fiber* f = cur_fiber();
     if (!f->cp_async) f->cp_async = calloc(1, sizeof(CpAsyncQueue));
     return static_cast<CpAsyncQueue*>(f->cp_async);
 }
