@@ -19,6 +19,7 @@
 #include "fmath.h"
 #include "warp.h"
 #include "atomics.h"
+#include "mma.h"
 #include "launch.h"
 
 // Qualifiers. `__global__` stays a token while the Rust side scans the preprocessed source for
@@ -45,13 +46,13 @@
 #endif
 
 // Dynamic shared memory (`extern __shared__ T name[]` under NVRTC), at function scope.
-#define ATTUNE_DYNAMIC_SHARED(T, name) T* const name = reinterpret_cast<T*>(::attune_emu::g_block->dyn_smem)
+#define ATTUNE_DYNAMIC_SHARED(T, name) T* const name = reinterpret_cast<T*>(::attune_emu::cur_block()->dyn_smem)
 
 // Per-fiber built-ins.
-#define threadIdx (::attune_emu::g_fiber->tid)
-#define blockIdx (::attune_emu::g_block->bid)
-#define blockDim (::attune_emu::g_block->bdim)
-#define gridDim (::attune_emu::g_block->gdim)
+#define threadIdx (::attune_emu::cur_fiber()->tid)
+#define blockIdx (::attune_emu::cur_block()->bid)
+#define blockDim (::attune_emu::cur_block()->bdim)
+#define gridDim (::attune_emu::cur_block()->gdim)
 static constexpr int warpSize = 32;
 
 // __trap() and assert() fail the launch with a message instead of aborting the process.

@@ -64,5 +64,5 @@ struct AttuneEmuEntry {
     {#NAME, &attune_emu_thunk_##NAME, attune_emu::Signature<decltype(&NAME)>::count,              \
      attune_emu::Signature<decltype(&NAME)>::sizes}
 
-extern "C" __attribute__((visibility("default"), used)) inline unsigned attune_emu_abi_version() { return 1; }
+extern "C" __attribute__((visibility("default"), used)) inline unsigned attune_emu_abi_version() { return 2; }
 extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_sanitized() { return ATTUNE_EMU_SANITIZE; }

@@ -23,8 +23,11 @@
 #endif
 
 #if ATTUNE_EMU_SANITIZE
+#include <unistd.h>
 extern "C" void __sanitizer_start_switch_fiber(void** fake_stack_save, const void* bottom, size_t size);
 extern "C" void __sanitizer_finish_switch_fiber(void* fake_stack_save, const void** bottom_old, size_t* size_old);
+extern "C" void __asan_set_error_report_callback(void (*callback)(const char*));
+extern "C" void __asan_unpoison_memory_region(void const volatile* addr, size_t size);
 #endif
 
 namespace attune_emu {
@@ -55,8 +58,11 @@ struct Warp {
     Deposit lane[32];
 };
 
+struct Block;
+
 struct Fiber {
     Context ctx;
+    Block* block;
     uint3 tid;
     uint32_t index;
     uint32_t warp;
@@ -95,18 +101,36 @@ struct Block {
 #endif
 };
 
-// The block and fiber running on this OS thread (fibers of one block never leave it).
-inline thread_local Block* g_block = nullptr;
-inline thread_local Fiber* g_fiber = nullptr;
+// Finding the running fiber. Thread-locals of a dlopen()ed library cost a __tls_get_addr call
+// per access, and kernels read threadIdx all the time, so the fiber is found from the stack
+// pointer instead: every stack slot is a power-of-two size, aligned to it, and holds a pointer
+// to its fiber in its top 64 bytes (below them the fiber's stack starts). `g_slot_mask` is
+// slot size - 1, the same for every block this module runs.
+inline uintptr_t g_slot_mask = 0;
+
+inline Fiber* cur_fiber() {
+    uintptr_t sp;
+#if defined(__x86_64__)
+    __asm__("movq %%rsp, %0" : "=r"(sp));
+#else
+    sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+#endif
+    return *reinterpret_cast<Fiber**>((sp | __atomic_load_n(&g_slot_mask, __ATOMIC_RELAXED)) - 63);
+}
+inline Block* cur_block() { return cur_fiber()->block; }
+
+// The block this OS thread is running, for the sanitizer's report callback only.
+inline thread_local Block* t_block = nullptr;
 
 inline void fail(const char* fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+inline void cp_async_retire(Fiber* f);  // mma.h
 inline void resume(Fiber* from_fiber, Context* from, Fiber* to);
 
 // Switches from the running fiber to the next ready one, or to the scheduler when none is
 // ready. Returns when this fiber is resumed.
 inline void yield_current() {
-    Block* b = g_block;
-    Fiber* self = g_fiber;
+    Fiber* self = cur_fiber();
+    Block* b = self->block;
     if (b->qlen > 0) {
         Fiber* next = &b->fibers[b->queue[b->qhead]];
         b->qhead = (b->qhead + 1) % b->n;
@@ -127,8 +151,7 @@ inline void make_ready(Block* b, Fiber* f) {
 
 // Switches contexts; `to` null means the scheduler. Tells ASan about the stack change.
 inline void resume(Fiber* from_fiber, Context* from, Fiber* to) {
-    Block* b = g_block;
-    g_fiber = to;
+    Block* b = from_fiber->block;
 #if ATTUNE_EMU_SANITIZE
     void* fake = nullptr;
     if (to)
@@ -140,8 +163,6 @@ inline void resume(Fiber* from_fiber, Context* from, Fiber* to) {
 #else
     switch_context(from, to ? &to->ctx : &b->sched);
 #endif
-    g_fiber = from_fiber;
-    (void)b;
 }
 
 inline void release_block(Block* b) {
@@ -165,8 +186,8 @@ inline void complete_warp(Block* b, Warp& w, uint32_t warp_index) {
 
 // __syncthreads and its counting variants: `pred` is added to the block's count.
 inline uint32_t block_barrier(uint32_t pred) {
-    Block* b = g_block;
-    Fiber* f = g_fiber;
+    Fiber* f = cur_fiber();
+    Block* b = f->block;
     b->bar_count += pred;
     if (++b->bar_arrived == b->live) {
         release_block(b);
@@ -181,8 +202,8 @@ inline uint32_t block_barrier(uint32_t pred) {
 // Enters a warp collective with this lane's deposit. Returns once every live lane of the warp
 // has arrived and the collective has written this lane's results.
 inline void warp_collective(const char* name, CollectiveFn fn, const Deposit& d) {
-    Block* b = g_block;
-    Fiber* f = g_fiber;
+    Fiber* f = cur_fiber();
+    Block* b = f->block;
     Warp& w = b->warps[f->warp];
     if (w.arrived == 0) {
         w.fn = fn;
@@ -205,8 +226,9 @@ inline void warp_collective(const char* name, CollectiveFn fn, const Deposit& d)
 
 // A thread returns from the kernel: it counts as arrived at every barrier from now on.
 inline void fiber_exit() {
-    Block* b = g_block;
-    Fiber* f = g_fiber;
+    Fiber* f = cur_fiber();
+    Block* b = f->block;
+    cp_async_retire(f);
     f->state = DONE;
     b->live--;
     Warp& w = b->warps[f->warp];
@@ -219,8 +241,7 @@ inline void fiber_exit() {
 }
 
 inline void fiber_main(void* arg) {
-    (void)arg;
-    Block* b = g_block;
+    Block* b = static_cast<Fiber*>(arg)->block;
 #if ATTUNE_EMU_SANITIZE
     // First run on this stack: the context we came from is the scheduler's only for the
     // first fiber, which is the one that records the scheduler's stack for the way back.
@@ -238,8 +259,8 @@ inline void fiber_main(void* arg) {
 
 // Records the first failure of the block and returns to the scheduler for good.
 inline void fail(const char* fmt, ...) {
-    Block* b = g_block;
-    Fiber* self = g_fiber;
+    Fiber* self = cur_fiber();
+    Block* b = self->block;
     if (!b->failed) {
         int len = snprintf(b->err, b->err_cap, "thread (%u,%u,%u): ", self->tid.x, self->tid.y, self->tid.z);
         va_list ap;
@@ -251,6 +272,46 @@ inline void fail(const char* fmt, ...) {
     resume(self, &self->ctx, nullptr);
     __builtin_trap();
 }
+
+#if ATTUNE_EMU_SANITIZE
+// ASan calls this with its report just before it ends the process: name the kernel, the block
+// and the thread the error happened in (the fiber running on this OS thread).
+inline void asan_report(const char* report) {
+    char kind[80] = "error";
+    const char* k = strstr(report, "AddressSanitizer: ");
+    if (k) {
+        k += strlen("AddressSanitizer: ");
+        size_t n = 0;
+        while (k[n] && k[n] != ' ' && k[n] != '\n' && n + 1 < sizeof kind) n++;
+        memcpy(kind, k, n);
+        kind[n] = 0;
+    }
+    char line[512];
+    // The fiber only when the stack pointer lies in one of the block's fiber stacks.
+    Block* b = t_block;
+    Fiber* f = nullptr;
+    if (b) {
+        uintptr_t sp = reinterpret_cast<uintptr_t>(__builtin_frame_address(0));
+        uintptr_t lo = reinterpret_cast<uintptr_t>(b->fibers[0].stack_lo);
+        uintptr_t hi = reinterpret_cast<uintptr_t>(b->fibers[b->n - 1].stack_lo) + b->fibers[b->n - 1].stack_size;
+        if (sp >= lo && sp < hi) f = cur_fiber();
+    }
+    int len;
+    if (b && f)
+        len = snprintf(line, sizeof line,
+                       "attune-emu sanitizer: %s in kernel %s, block (%u,%u,%u), thread (%u,%u,%u)\n", kind,
+                       b->kernel, b->bid.x, b->bid.y, b->bid.z, f->tid.x, f->tid.y, f->tid.z);
+    else if (b)
+        len = snprintf(line, sizeof line, "attune-emu sanitizer: %s in kernel %s, block (%u,%u,%u), scheduler\n",
+                       kind, b->kernel, b->bid.x, b->bid.y, b->bid.z);
+    else
+        len = snprintf(line, sizeof line, "attune-emu sanitizer: %s outside any kernel\n", kind);
+    if (len > 0) {
+        ssize_t w = write(2, line, (size_t)len < sizeof line ? (size_t)len : sizeof line - 1);
+        (void)w;
+    }
+}
+#endif
 
 // Appends a description of who waits where, for the deadlock message.
 inline void describe_deadlock(Block* b) {
@@ -288,7 +349,7 @@ struct AttuneEmuBlockLaunch {
     uint32_t block_idx[3];
     uint32_t dyn_smem_bytes;
     void* dyn_smem;         // null: the runtime allocates it (sanitizer mode)
-    char* stacks;           // stack i spans [stacks + i * stack_stride, + stack_size)
+    char* stacks;           // stack i spans [stacks + i * stack_stride, + stack_size); see cur_fiber()
     size_t stack_stride;
     size_t stack_size;
     char* err;
@@ -328,24 +389,34 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
     b.err = L->err;
     b.err_cap = L->err_cap;
     for (uint32_t w = 0; w < nwarps; w++) warps[w].live = n - w * 32 < 32 ? n - w * 32 : 32;
+    // Slots are stack_stride bytes, a power of two, aligned to it (crates/cuda/src/emu/run.rs);
+    // the top 64 bytes of each hold the fiber pointer that cur_fiber() reads.
+    __atomic_store_n(&g_slot_mask, (uintptr_t)(L->stack_stride - 1), __ATOMIC_RELAXED);
     for (uint32_t i = 0; i < n; i++) {
         Fiber& f = fibers[i];
         memset(&f, 0, sizeof f);
+        f.block = &b;
         f.index = i;
         f.tid = make_uint3(i % L->block[0], (i / L->block[0]) % L->block[1], i / (L->block[0] * L->block[1]));
         f.warp = i / 32;
         f.lane = i % 32;
         f.state = READY;
         f.stack_lo = L->stacks + i * L->stack_stride;
-        f.stack_size = L->stack_size;
-        make_context(&f.ctx, f.stack_lo, f.stack_size, &fiber_main, &f);
+        f.stack_size = L->stack_size - 64;
+        *reinterpret_cast<Fiber**>(f.stack_lo + f.stack_size) = &f;
+        // Stacks sit a whole number of pages apart, so their tops would all fall in the same
+        // L1 sets; shifting each by a different number of cache lines keeps them apart.
+        make_context(&f.ctx, f.stack_lo, f.stack_size - (i % 64) * 64, &fiber_main, &f);
         queue[i] = i;
     }
     b.qhead = 0;
     b.qlen = n;
-    Block* saved_block = g_block;
-    Fiber* saved_fiber = g_fiber;
-    g_block = &b;
+#if ATTUNE_EMU_SANITIZE
+    // Blocks run one at a time, so the module running now owns the (process-wide) callback.
+    __asan_set_error_report_callback(&asan_report);
+#endif
+    Block* saved_block = t_block;
+    t_block = &b;
     // Run: the first ready fiber starts; fibers hand over to each other and come back here
     // only when none is ready (all done, deadlock) or on failure.
     Fiber* first = &fibers[queue[0]];
@@ -355,12 +426,10 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
     {
         void* fake = nullptr;
         __sanitizer_start_switch_fiber(&fake, first->stack_lo, first->stack_size);
-        g_fiber = first;
         switch_context(&b.sched, &first->ctx);
         __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
     }
 #else
-    g_fiber = first;
     switch_context(&b.sched, &first->ctx);
 #endif
     int rc = 0;
@@ -370,8 +439,14 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
         describe_deadlock(&b);
         rc = 1;
     }
-    g_block = saved_block;
-    g_fiber = saved_fiber;
+    for (uint32_t i = 0; i < n; i++) cp_async_retire(&fibers[i]);
+#if ATTUNE_EMU_SANITIZE
+    // Fibers abandoned mid-kernel (deadlock, __trap) leave their frames' redzones poisoned on
+    // stacks the next block reuses.
+    if (rc)
+        for (uint32_t i = 0; i < n; i++) __asan_unpoison_memory_region(fibers[i].stack_lo, fibers[i].stack_size);
+#endif
+    t_block = saved_block;
     free(owned_smem);
     free(queue);
     free(warps);

@@ -31,7 +31,7 @@ inline void complete_ballot(Warp& w) {
 
 inline void complete_nothing(Warp&) {}
 
-inline uint32_t lane_id() { return g_fiber->lane; }
+inline uint32_t lane_id() { return cur_fiber()->lane; }
 
 // PTX shfl.sync semantics (shfl modes up/down/bfly/idx) with CUDA's width argument: the warp is
 // split into segments of `width` lanes; a source outside the allowed range yields the lane's own
@@ -89,7 +89,7 @@ inline uint32_t ballot(const char* name, int pred) {
 static inline void __syncthreads() { attune_emu::block_barrier(0); }
 static inline int __syncthreads_count(int pred) { return (int)attune_emu::block_barrier(pred != 0); }
 static inline int __syncthreads_and(int pred) {
-    return attune_emu::block_barrier(pred != 0) == attune_emu::g_block->live;
+    return attune_emu::block_barrier(pred != 0) == attune_emu::cur_block()->live;
 }
 static inline int __syncthreads_or(int pred) { return attune_emu::block_barrier(pred != 0) != 0; }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
@@ -130,18 +130,18 @@ static inline int __any_sync(unsigned mask, int pred) {
 static inline int __all_sync(unsigned mask, int pred) {
     (void)mask;
     // Lanes that exited are not asked: all() is over the lanes that take part.
-    unsigned live = ~attune_emu::g_block->warps[attune_emu::g_fiber->warp].exited;
+    unsigned live = ~attune_emu::cur_block()->warps[attune_emu::cur_fiber()->warp].exited;
     unsigned votes = attune_emu::ballot("__all_sync", pred);
-    unsigned lanes = attune_emu::g_block->n - attune_emu::g_fiber->warp * 32 >= 32
+    unsigned lanes = attune_emu::cur_block()->n - attune_emu::cur_fiber()->warp * 32 >= 32
                          ? 0xffffffffu
-                         : (1u << (attune_emu::g_block->n - attune_emu::g_fiber->warp * 32)) - 1;
+                         : (1u << (attune_emu::cur_block()->n - attune_emu::cur_fiber()->warp * 32)) - 1;
     return (votes & live & lanes) == (live & lanes);
 }
 // Not a collective on the GPU either: the lanes of this warp that have not exited.
 static inline unsigned __activemask() {
-    unsigned n = attune_emu::g_block->n - attune_emu::g_fiber->warp * 32;
+    unsigned n = attune_emu::cur_block()->n - attune_emu::cur_fiber()->warp * 32;
     unsigned lanes = n >= 32 ? 0xffffffffu : (1u << n) - 1;
-    return lanes & ~attune_emu::g_block->warps[attune_emu::g_fiber->warp].exited;
+    return lanes & ~attune_emu::cur_block()->warps[attune_emu::cur_fiber()->warp].exited;
 }
 static inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 static inline void __threadfence_block() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

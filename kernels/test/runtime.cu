@@ -172,3 +172,14 @@ extern "C" __global__ void traps(int* out) {
     if (threadIdx.x == 37) __trap();
     out[threadIdx.x] = 1;
 }
+
+// 128 KiB of locals per thread (attention kernels keep large register arrays; on the emulator
+// they live on the fiber's stack, ATTUNE_EMU_STACK, 256 KiB by default), across a barrier.
+extern "C" __global__ void big_locals(float* out) {
+    float regs[32768];
+    for (int i = 0; i < 32768; i++) regs[i] = (float)((i + threadIdx.x) % 7);
+    __syncthreads();
+    float s = 0.0f;
+    for (int i = 0; i < 32768; i += 97) s += regs[i];
+    out[blockIdx.x * blockDim.x + threadIdx.x] = s;
+}

@@ -282,6 +282,20 @@ fn results_do_not_depend_on_the_number_of_host_threads() {
 }
 
 #[test]
+fn large_per_thread_locals_fit_the_default_stack() {
+    let d = dev();
+    let (blocks, threads) = (2u32, 64u32);
+    let out = zeros::<f32>(&d, (blocks * threads) as usize);
+    d.launch(&plan(&m(), "big_locals", Dim3::x(blocks), Dim3::x(threads), vec![ptr(&out)])).unwrap();
+    let got: Vec<f32> = download(&out);
+    for (g, &v) in got.iter().enumerate() {
+        let t = g % threads as usize;
+        let want: f32 = (0..32768).step_by(97).map(|i| ((i + t) % 7) as f32).sum();
+        assert_eq!(v, want, "thread {g}");
+    }
+}
+
+#[test]
 fn describe_names_the_emulator() {
     let s = dev().describe();
     assert!(s.starts_with("CUDA emulator"), "{s}");

@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 /// Bumped whenever the trailer, the flags or the ABI between Rust and the runtime headers
 /// change, so stale cache entries are never loaded.
-const EMU_BUILD_VERSION: &str = "attune-emu-build-1";
+const EMU_BUILD_VERSION: &str = "attune-emu-build-2";
 
 /// The host C++ compiler: `CXX` (program plus optional leading arguments) or `c++`.
 #[derive(Debug, Clone)]

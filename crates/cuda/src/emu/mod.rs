@@ -9,7 +9,7 @@
 //!   run in parallel on rayon's pool. Results do not depend on the number of threads except
 //!   through the order of floating-point atomics.
 //! - Sanitizer mode (`ATTUNE_EMU_SANITIZE=1` or [`EmuOptions::sanitize`]) compiles with
-//!   AddressSanitizer and runs blocks serially; see [`sanitizer_preload`].
+//!   AddressSanitizer and runs blocks serially; see [`sanitizer_env`].
 
 mod compile;
 mod module;
@@ -18,7 +18,9 @@ mod sanitize;
 
 pub use module::EmuStats;
 pub use run::stack_size;
-pub use sanitize::{sanitize_from_env, sanitizer_preload};
+pub use sanitize::{
+    sanitize_requested, sanitizer_env, sanitizer_preload, sanitizer_runtime_loaded, set_sanitize_default,
+};
 
 use crate::cache::DiskCache;
 use crate::{Allocation, Backend, Error, Executor, LaunchPlan, Result};
@@ -37,9 +39,9 @@ pub struct EmuOptions {
 }
 
 impl EmuOptions {
-    /// The defaults, with `sanitize` taken from `ATTUNE_EMU_SANITIZE`.
+    /// The defaults, with `sanitize` from [`sanitize_requested`] (`ATTUNE_EMU_SANITIZE`).
     pub fn from_env() -> EmuOptions {
-        EmuOptions { cache_dir: None, sanitize: sanitize_from_env() }
+        EmuOptions { cache_dir: None, sanitize: sanitize_requested() }
     }
 }
 

@@ -9,7 +9,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::OnceLock;
 
 /// Must equal `attune_emu_abi_version()` of kernels/emu/launch.h.
-pub(crate) const ABI_VERSION: u32 = 1;
+pub(crate) const ABI_VERSION: u32 = 2;
 
 /// `AttuneEmuBlockLaunch` of kernels/emu/runtime.h.
 #[repr(C)]
@@ -57,23 +57,25 @@ fn page_size() -> usize {
     if p > 0 { p as usize } else { 4096 }
 }
 
-/// One OS thread's fiber stacks: `count` slots of a guard page followed by `size` bytes, mapped
-/// once and reused by every block this thread runs (only touched pages cost memory).
+/// One OS thread's fiber stacks, mapped once and reused by every block this thread runs (only
+/// touched pages cost memory): `count` slots of `stride` bytes, a power of two at least
+/// `size` + one page, each aligned to `stride` (the runtime finds a fiber's record from its
+/// stack pointer, kernels/emu/runtime.h) and starting with a guard page.
 struct Stacks {
-    base: *mut u8,
+    map: *mut u8,
     len: usize,
+    slots: *mut u8,
     count: usize,
     size: usize,
+    stride: usize,
 }
 
 impl Stacks {
-    fn stride(&self) -> usize {
-        self.size + page_size()
-    }
-
     fn map(count: usize, size: usize) -> std::result::Result<Stacks, String> {
         let page = page_size();
-        let len = count * (size + page);
+        let stride = (size + page).next_power_of_two();
+        // One extra slot's worth so the first slot can be aligned to the stride.
+        let len = (count + 1) * stride;
         // SAFETY: an anonymous private mapping; the result is checked.
         let base = unsafe {
             libc::mmap(
@@ -88,19 +90,22 @@ impl Stacks {
         if base == libc::MAP_FAILED {
             return Err(format!("mmap of {len} bytes of fiber stacks failed: {}", std::io::Error::last_os_error()));
         }
-        let base = base as *mut u8;
+        let map = base as *mut u8;
+        let offset = (map as usize).next_multiple_of(stride) - map as usize;
+        // SAFETY: `offset` < stride, so all `count` slots lie inside the mapping.
+        let slots = unsafe { map.add(offset) };
         for i in 0..count {
             // SAFETY: the page lies inside the mapping just made.
-            unsafe { libc::mprotect(base.add(i * (size + page)) as *mut c_void, page, libc::PROT_NONE) };
+            unsafe { libc::mprotect(slots.add(i * stride) as *mut c_void, page, libc::PROT_NONE) };
         }
-        Ok(Stacks { base, len, count, size })
+        Ok(Stacks { map, len, slots, count, size, stride })
     }
 }
 
 impl Drop for Stacks {
     fn drop(&mut self) {
         // SAFETY: unmaps exactly the mapping made in `map`; no fiber runs on it any more.
-        unsafe { libc::munmap(self.base as *mut c_void, self.len) };
+        unsafe { libc::munmap(self.map as *mut c_void, self.len) };
     }
 }
 
@@ -232,9 +237,10 @@ fn run_block(
             dyn_smem_bytes: plan.shared_mem_bytes,
             dyn_smem,
             // The usable part of slot i starts after its guard page.
-            stacks: unsafe { stacks.base.add(page_size()) },
-            stack_stride: stacks.stride(),
-            stack_size: stacks.size,
+            // SAFETY: inside the first slot.
+            stacks: unsafe { stacks.slots.add(page_size()) },
+            stack_stride: stacks.stride,
+            stack_size: stacks.stride - page_size(),
             err: err.as_mut_ptr(),
             err_cap: err.len(),
         };
