@@ -31,6 +31,28 @@ pub struct Node {
     state: Mutex<Option<NodeState>>,
 }
 
+impl Drop for Node {
+    /// Dismantles the graph below this node iteratively: the default recursive drop of a long
+    /// chain (20k ops never followed by `backward`, or an op that failed midway) would
+    /// overflow the thread's stack.
+    fn drop(&mut self) {
+        let take = |state: &mut Mutex<Option<NodeState>>| {
+            state.get_mut().unwrap_or_else(|p| p.into_inner()).take().map(|(inputs, _)| inputs).unwrap_or_default()
+        };
+        let mut pending: Vec<Tensor> = take(&mut self.state);
+        while let Some(t) = pending.pop() {
+            // Only a handle we hold the last reference to can be taken apart here; a shared
+            // one is dropped (cheaply) by decrementing its count.
+            if let Ok(inner) = Arc::try_unwrap(t.0)
+                && let GradLink::Node(node) = inner.grad
+                && let Ok(mut node) = Arc::try_unwrap(node)
+            {
+                pending.extend(take(&mut node.state));
+            }
+        }
+    }
+}
+
 /// How a tensor takes part in autograd.
 #[derive(Clone)]
 pub(crate) enum GradLink {

@@ -91,6 +91,19 @@ fn a_deep_chain_does_not_overflow_the_stack() -> Result<()> {
 }
 
 #[test]
+fn a_deep_graph_dropped_without_backward_does_not_overflow_the_stack() -> Result<()> {
+    // Dropping a graph is recursive by default; 100k nodes would exhaust a 2 MiB test stack.
+    let x = Var::from_tensor(&t(&[1.0], &[1]))?;
+    let mut y = x.as_tensor().clone();
+    for _ in 0..100_000 {
+        y = y.add_scalar(1.0)?;
+    }
+    assert_eq!(y.to_vec::<f64>()?, vec![100_001.0]);
+    drop(y);
+    Ok(())
+}
+
+#[test]
 fn core_ops_pass_finite_difference_checks() -> Result<()> {
     let a = t(&[0.3, -1.2, 0.7, 2.0, -0.4, 1.1], &[2, 3]);
     let b = t(&[0.9, 1.5, -0.6], &[3]);
