@@ -11,6 +11,8 @@
 //!   benches/peers/torch_sdpa.py.
 //! - `bench-train [--threads T] [--rounds R] [--json OUT]`: a training step of Attune against
 //!   the same model in PyTorch (benches/peers/torch_train.py), alternating, with the ratios.
+//! - `parity --backend emu|cuda`: every tensor op family on that backend against the CPU.
+//! - `test-devices`: attune-tensor's op test suite on the emulator (and a GPU when present).
 
 mod bench;
 mod bench_attn;
@@ -18,6 +20,7 @@ mod bench_train;
 mod grid;
 mod op_parity;
 mod parity;
+mod test_devices;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -43,6 +46,8 @@ enum Command {
     BenchAttn(bench_attn::BenchAttnArgs),
     /// Time a training step against the PyTorch peer, alternating, and print the ratios.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Run attune-tensor's op tests on the emulator (and on a GPU when present).
+    TestDevices(test_devices::TestDevicesArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::run(&args),
         Command::BenchAttn(args) => bench_attn::run(&args),
         Command::BenchTrain(args) => bench_train::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::TestDevices(args) => test_devices::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");
