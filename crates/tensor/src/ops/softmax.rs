@@ -438,8 +438,11 @@ impl GradFn for LogSoftmaxBack {
 impl Tensor {
     fn softmax_op(&self, op: &'static str, dim: impl Dim, log: bool) -> Result<Tensor> {
         let d = dim.to_index(self.shape(), op)?;
-        let out = self.with_cpu(op, |s, l| softmax_cpu(s, l, d, log, op))?;
-        Ok(Tensor::from_op(Storage::Cpu(out), self.shape().clone(), &[self], || {
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(softmax_cpu(s, self.layout(), d, log, op)?),
+            Storage::Gpu(g) => Storage::Gpu(crate::gpu::softmax(op, g, self.layout(), d, log)?),
+        };
+        Ok(Tensor::from_op(out, self.shape().clone(), &[self], || {
             if log { Box::new(LogSoftmaxBack(d)) } else { Box::new(SoftmaxBack(d)) }
         }))
     }
