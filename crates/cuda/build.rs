@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+#[allow(clippy::only_used_in_recursion)]
 fn collect(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
@@ -24,7 +25,9 @@ fn main() {
     println!("cargo:rerun-if-changed={}", kernels.display());
     let mut files = Vec::new();
     collect(&kernels, &kernels, &mut files);
-    let mut code = String::from("/// Every kernel source file: (path relative to kernels/, contents).\npub static KERNEL_FILES: &[(&str, &str)] = &[\n");
+    let mut code = String::from(
+        "/// Every kernel source file: (path relative to kernels/, contents).\npub static KERNEL_FILES: &[(&str, &str)] = &[\n",
+    );
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let rel = f.strip_prefix(&kernels).expect("inside kernels/").to_string_lossy().replace('\\', "/");

@@ -16,6 +16,7 @@ mod bench;
 mod bench_attn;
 mod bench_train;
 mod grid;
+mod op_parity;
 mod parity;
 
 use clap::{Parser, Subcommand};

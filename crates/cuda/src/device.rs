@@ -44,8 +44,14 @@ pub trait Executor: Send + Sync {
     /// Copies `out.len()` bytes from `src` at `offset` to the host.
     fn dtoh(&self, src: &dyn Allocation, offset: usize, out: &mut [u8]) -> Result<()>;
     /// Copies `len` bytes between two allocations of this device.
-    fn dtod(&self, src: &dyn Allocation, src_offset: usize, dst: &dyn Allocation, dst_offset: usize, len: usize)
-    -> Result<()>;
+    fn dtod(
+        &self,
+        src: &dyn Allocation,
+        src_offset: usize,
+        dst: &dyn Allocation,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()>;
     /// Runs one kernel (compiling and caching its module on first use).
     fn launch(&self, plan: &LaunchPlan) -> Result<()>;
     /// Waits for all queued work.

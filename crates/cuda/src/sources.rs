@@ -40,10 +40,8 @@ impl SourceSet {
         let mut todo = vec![(file.to_string(), source)];
         while let Some((path, text)) = todo.pop() {
             for inc in quoted_includes(text) {
-                let resolved = resolve(&path, inc).ok_or_else(|| Error::MissingInclude {
-                    file: path.clone(),
-                    include: inc.to_string(),
-                })?;
+                let resolved = resolve(&path, inc)
+                    .ok_or_else(|| Error::MissingInclude { file: path.clone(), include: inc.to_string() })?;
                 if !headers.contains_key(&resolved.0) {
                     headers.insert(resolved.0.clone(), resolved.1);
                     todo.push(resolved);

@@ -80,9 +80,8 @@ pub fn resolve_device(name: &str) -> Result<Device> {
     Ok(match name {
         "auto" => Device::best(),
         "cpu" => Device::Cpu,
-        "emu" => bail!(
-            "device emu (the CUDA emulator) is not part of this build yet; use --device cpu (the CUDA runtime lands with attune-cuda)"
-        ),
+        // The CUDA emulator: the GPU kernels run on the host (slow; for testing GPU code paths).
+        "emu" => Device::Emu,
         n if n == "cuda" || n.starts_with("cuda:") => {
             if !Device::cuda_is_available() {
                 bail!("device {n} requested but no CUDA GPU is available on this machine; use --device cpu or auto");

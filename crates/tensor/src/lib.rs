@@ -23,6 +23,7 @@ mod layout;
 pub mod ops;
 mod shape;
 pub mod storage;
+pub mod testing;
 mod tensor;
 
 pub use autograd::{GradFn, GradStore, NoGradGuard, Var, is_grad_enabled, no_grad, with_no_grad};

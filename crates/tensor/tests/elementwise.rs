@@ -1,14 +1,14 @@
 //! Element-wise ops (unary, binary, comparisons, where_cond) against naive f64 references:
 //! every dtype, broadcasting, non-contiguous views, zero-size dims, gradients and errors.
 
+use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
-use attune_tensor::{DType, Device, Result, Tensor, Var};
+use attune_tensor::{DType, Result, Tensor, Var};
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
 
-const CPU: Device = Device::Cpu;
 
 fn t64(v: &[f64], shape: &[usize]) -> Tensor {
-    Tensor::from_slice(v, shape, &CPU).unwrap()
+    Tensor::from_slice(v, shape, &test_device()).unwrap()
 }
 
 /// Deterministic values in [lo, hi).
@@ -182,7 +182,7 @@ fn unary_ops_read_strided_views_and_zero_size_tensors() -> Result<()> {
             let want: Vec<f64> = v.to_f64_vec()?.iter().map(|&x| reference(x)).collect();
             assert_close(&op(v)?.to_f64_vec()?, &want, DType::F64, name);
         }
-        let out = op(&Tensor::zeros([2, 0, 3], DType::F32, &CPU)?)?;
+        let out = op(&Tensor::zeros([2, 0, 3], DType::F32, &test_device())?)?;
         assert_eq!(out.dims(), &[2, 0, 3], "{name}");
     }
     Ok(())
@@ -209,7 +209,7 @@ fn erf_is_accurate_in_f64_and_gelu_erf_keeps_relative_accuracy_in_the_tail() -> 
     }
     // f32 rounds the f64 result once.
     let x32: Vec<f32> = values(100, 12, -5.0, 5.0).iter().map(|&v| v as f32).collect();
-    let got = Tensor::from_slice(&x32, 100, &CPU)?.erf()?.to_vec::<f32>()?;
+    let got = Tensor::from_slice(&x32, 100, &test_device())?.erf()?.to_vec::<f32>()?;
     for (&x, &g) in x32.iter().zip(&got) {
         let r = erf_ref(x as f64);
         assert!((g as f64 - r).abs() <= 0.5 * f32::EPSILON as f64 * r.abs() * 1.01, "erf_f32({x}) = {g}, ref {r}");
@@ -396,7 +396,7 @@ fn binary_gradients_pass_finite_difference_checks_with_broadcasting() -> Result<
 #[test]
 fn integer_ops_compute_exactly() -> Result<()> {
     let x: Vec<i64> = vec![-7, -1, 0, 3, 250, 9, i64::MAX, -300];
-    let t = Tensor::from_slice(&x, 8, &CPU)?;
+    let t = Tensor::from_slice(&x, 8, &test_device())?;
     let i = |t: Tensor| t.to_vec::<i64>().unwrap();
     assert_eq!(i(t.abs()?), x.iter().map(|v| v.abs()).collect::<Vec<_>>());
     assert_eq!(i(t.neg()?), x.iter().map(|v| -v).collect::<Vec<_>>());
@@ -404,12 +404,12 @@ fn integer_ops_compute_exactly() -> Result<()> {
     assert_eq!(i(t.relu()?), x.iter().map(|&v| v.max(0)).collect::<Vec<_>>());
     // Fractional bounds clamp to the integers inside them.
     assert_eq!(i(t.clamp(-2.5, 8.9)?), x.iter().map(|&v| v.clamp(-2, 8)).collect::<Vec<_>>());
-    let u = Tensor::from_slice(&[0u8, 3, 200, 255], 4, &CPU)?;
+    let u = Tensor::from_slice(&[0u8, 3, 200, 255], 4, &test_device())?;
     assert_eq!(u.clamp(-10.0, 100.0)?.to_vec::<u8>()?, [0, 3, 100, 100]);
     assert_eq!(u.clamp(-10.0, -5.0)?.to_vec::<u8>()?, [0, 0, 0, 0]); // saturates to the u8 range
     assert_eq!(u.abs()?.to_vec::<u8>()?, [0, 3, 200, 255]);
-    let w = Tensor::from_slice(&[5u32, 1, 4_000_000_000], [3, 1], &CPU)?;
-    let v = Tensor::from_slice(&[2u32, 7], 2, &CPU)?;
+    let w = Tensor::from_slice(&[5u32, 1, 4_000_000_000], [3, 1], &test_device())?;
+    let v = Tensor::from_slice(&[2u32, 7], 2, &test_device())?;
     assert_eq!(w.maximum(&v)?.to_vec2::<u32>()?, [[5, 7], [2, 7], [4_000_000_000, 4_000_000_000]]);
     assert_eq!(w.minimum(&v)?.to_vec2::<u32>()?, [[2, 5], [1, 1], [2, 7]]);
     assert_eq!(i(t.maximum_scalar(-3.0)?), x.iter().map(|&v| v.max(-3)).collect::<Vec<_>>());
@@ -488,7 +488,7 @@ fn scalar_comparisons_convert_for_floats_and_are_exact_for_integers() -> Result<
             let xr = t.to_f64_vec()?;
             for &s in &scalars {
                 // Floats compare with the scalar rounded to their dtype; integers with the real value.
-                let sv = if dt.is_float() { Tensor::full(s, (), dt, &CPU)?.to_f64_vec()?[0] } else { s };
+                let sv = if dt.is_float() { Tensor::full(s, (), dt, &test_device())?.to_f64_vec()?[0] } else { s };
                 let want = mask(xr.iter().map(|&x| reference(x, sv)).collect());
                 let out = op(&t, s)?;
                 assert_eq!((out.dtype(), out.to_vec::<u8>()?), (DType::U8, want), "{name}_scalar({s}) on {dt}");
@@ -498,7 +498,7 @@ fn scalar_comparisons_convert_for_floats_and_are_exact_for_integers() -> Result<
     // 0.1 rounded to f16 equals an f16 made from 0.1; an integer never equals 2.5.
     let h = t64(&[0.1], &[1]).to_dtype(DType::F16)?;
     assert_eq!(h.eq_scalar(0.1)?.to_vec::<u8>()?, [1]);
-    let big = Tensor::from_slice(&[i64::MAX, i64::MIN, 2], 3, &CPU)?;
+    let big = Tensor::from_slice(&[i64::MAX, i64::MIN, 2], 3, &test_device())?;
     // 2^63 as f64: i64::MAX is below it, though `i64::MAX as f64` rounds up to it.
     assert_eq!(big.lt_scalar(9_223_372_036_854_775_808.0)?.to_vec::<u8>()?, [1, 1, 1]);
     assert_eq!(big.ge_scalar(9.2e18)?.to_vec::<u8>()?, [1, 0, 0]);
@@ -544,9 +544,9 @@ fn where_cond_broadcasts_three_ways_for_every_mask_and_value_dtype() -> Result<(
     // Strided and zero-size operands.
     let mt = t64(&m, &[2, 3]).gt_scalar(0.5)?.t()?;
     let tt = t64(&t, &[2, 2]).narrow(0, 1, 1)?.broadcast_as([3, 2])?;
-    let got = mt.where_cond(&tt, &Tensor::zeros((), DType::F64, &CPU)?)?.to_vec2::<f64>()?;
+    let got = mt.where_cond(&tt, &Tensor::zeros((), DType::F64, &test_device())?)?.to_vec2::<f64>()?;
     assert_eq!(got, [[t[2], 0.0], [0.0, 0.0], [t[2], 0.0]]);
-    let empty = Tensor::zeros([0, 3], DType::U8, &CPU)?.where_cond(&t64(&f, &[3]), &t64(&[0.0], &[]))?;
+    let empty = Tensor::zeros([0, 3], DType::U8, &test_device())?.where_cond(&t64(&f, &[3]), &t64(&[0.0], &[]))?;
     assert_eq!(empty.dims(), &[0, 3]);
     Ok(())
 }
@@ -587,10 +587,10 @@ fn err(r: Result<Tensor>) -> String {
 
 #[test]
 fn mistakes_return_errors_that_name_the_problem() -> Result<()> {
-    let f32v = Tensor::zeros([2, 3], DType::F32, &CPU)?;
-    let f64v = Tensor::zeros([2, 3], DType::F64, &CPU)?;
-    let i64v = Tensor::zeros([2, 3], DType::I64, &CPU)?;
-    let short = Tensor::zeros([4], DType::F32, &CPU)?;
+    let f32v = Tensor::zeros([2, 3], DType::F32, &test_device())?;
+    let f64v = Tensor::zeros([2, 3], DType::F64, &test_device())?;
+    let i64v = Tensor::zeros([2, 3], DType::I64, &test_device())?;
+    let short = Tensor::zeros([4], DType::F32, &test_device())?;
     for (name, op, _) in binary_cases() {
         let e = err(op(&f32v, &f64v));
         assert!(e.contains(name) && e.contains("f32") && e.contains("f64") && e.contains("to_dtype"), "{e}");

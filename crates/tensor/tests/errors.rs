@@ -1,10 +1,11 @@
 //! Every class of user mistake is an error value whose message names the problem and the fix.
 
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Device, Error, Infer, Tensor};
 
 fn f32s(shape: &[usize]) -> Tensor {
     let n = shape.iter().product();
-    Tensor::from_vec((0..n).map(|i| i as f32).collect::<Vec<_>>(), shape, &Device::Cpu).unwrap()
+    Tensor::from_vec((0..n).map(|i| i as f32).collect::<Vec<_>>(), shape, &test_device()).unwrap()
 }
 
 fn msg<T: std::fmt::Debug>(r: attune_tensor::Result<T>) -> (Error, String) {
@@ -15,7 +16,7 @@ fn msg<T: std::fmt::Debug>(r: attune_tensor::Result<T>) -> (Error, String) {
 
 #[test]
 fn shape_mismatch_in_from_vec_names_counts_and_shape() {
-    let (e, s) = msg(Tensor::from_vec(vec![1f32; 5], [2, 3], &Device::Cpu));
+    let (e, s) = msg(Tensor::from_vec(vec![1f32; 5], [2, 3], &test_device()));
     assert!(matches!(e, Error::ElementCount { .. }));
     assert!(s.contains("from_vec") && s.contains('5') && s.contains("[2, 3]") && s.contains('6'), "{s}");
 }
@@ -37,7 +38,7 @@ fn dtype_mismatch_suggests_to_dtype() {
 
 #[test]
 fn float_only_ops_reject_integers() {
-    let i = Tensor::from_vec(vec![1i64, 2], [2], &Device::Cpu).unwrap();
+    let i = Tensor::from_vec(vec![1i64, 2], [2], &test_device()).unwrap();
     let (e, s) = msg(i.exp());
     assert!(matches!(e, Error::UnsupportedDType { .. }));
     assert!(s.contains("exp") && s.contains("i64"), "{s}");

@@ -3,10 +3,10 @@
 //! parallel cases, determinism across thread counts), their gradients, errors, and
 //! stack / chunk / split.
 
+use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
-use attune_tensor::{DType, Device, Error, Result, Tensor, Var};
+use attune_tensor::{DType, Error, Result, Tensor, Var};
 
-const CPU: Device = Device::Cpu;
 
 /// Row-major multi-index of flat position `i` in `dims`.
 fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {
@@ -29,11 +29,11 @@ fn ramp(dims: &[usize]) -> Vec<f64> {
 }
 
 fn t64(v: &[f64], dims: &[usize]) -> Tensor {
-    Tensor::from_slice(v, dims, &CPU).unwrap()
+    Tensor::from_slice(v, dims, &test_device()).unwrap()
 }
 
 fn ids(v: &[i64]) -> Tensor {
-    Tensor::from_slice(v, v.len(), &CPU).unwrap()
+    Tensor::from_slice(v, v.len(), &test_device()).unwrap()
 }
 
 /// A non-contiguous view with logical shape `dims` and values `vals` (row-major): the data is
@@ -112,7 +112,7 @@ fn index_select_matches_naive_for_every_dim_dtype_and_layout() -> Result<()> {
             let sources = [t64(&x, &dims).to_dtype(dtype)?, strided(&x, &dims, dtype)?];
             for (k, src) in sources.iter().enumerate() {
                 let a = src.index_select(dim, &ids(&i64s))?;
-                let b = src.index_select(dim as isize - 3, &Tensor::from_slice(&u32s, idx.len(), &CPU)?)?;
+                let b = src.index_select(dim as isize - 3, &Tensor::from_slice(&u32s, idx.len(), &test_device())?)?;
                 assert_eq!(a.dtype(), dtype);
                 assert_eq!(a.to_f64_vec()?, want, "{dtype} dim {dim} source {k}");
                 assert_eq!(b.to_f64_vec()?, want, "{dtype} dim {dim} source {k} (u32, negative dim)");
@@ -120,7 +120,7 @@ fn index_select_matches_naive_for_every_dim_dtype_and_layout() -> Result<()> {
         }
     }
     // A rank-0 index keeps the dim with size 1; no indices give an empty dim.
-    let s = t64(&x, &dims).index_select(1usize, &Tensor::scalar(4i64, &CPU)?)?;
+    let s = t64(&x, &dims).index_select(1usize, &Tensor::scalar(4i64, &test_device())?)?;
     assert_eq!((s.dims(), s.to_f64_vec()?), (&[4, 1, 3][..], naive_index_select(&x, &dims, 1, &[4])));
     assert_eq!(t64(&x, &dims).index_select(2usize, &ids(&[]))?.dims(), &[4, 5, 0]);
     Ok(())
@@ -131,9 +131,9 @@ fn embedding_lookup_is_fast_path_correct_at_scale() -> Result<()> {
     // Large enough for the parallel row copy (5000 x 64 outputs).
     let (vocab, d) = (1000, 64);
     let w: Vec<f32> = (0..vocab * d).map(|i| (i as f32) * 0.25).collect();
-    let weight = Tensor::from_slice(&w, [vocab, d], &CPU)?;
+    let weight = Tensor::from_slice(&w, [vocab, d], &test_device())?;
     let tok: Vec<u32> = rand_idx(5000, vocab, 1).iter().map(|&i| i as u32).collect();
-    let tokens = Tensor::from_slice(&tok, [50, 100], &CPU)?;
+    let tokens = Tensor::from_slice(&tok, [50, 100], &test_device())?;
     let e = weight.embedding(&tokens)?;
     assert_eq!(e.dims(), &[50, 100, d]);
     let got = e.to_vec::<f32>()?;
@@ -180,8 +180,8 @@ fn index_add_accumulates_repeated_indices_deterministically() -> Result<()> {
     }
     let run = |threads| {
         rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| -> Result<Vec<f32>> {
-            let zeros = Tensor::zeros([rows, d], DType::F32, &CPU)?;
-            zeros.index_add(0usize, &ids(&idx), &Tensor::from_slice(&src, [n, d], &CPU)?)?.to_vec::<f32>()
+            let zeros = Tensor::zeros([rows, d], DType::F32, &test_device())?;
+            zeros.index_add(0usize, &ids(&idx), &Tensor::from_slice(&src, [n, d], &test_device())?)?.to_vec::<f32>()
         })
     };
     assert_eq!(run(1)?, want);
@@ -199,7 +199,7 @@ fn gather_matches_naive_for_every_dim_dtype_and_layout() -> Result<()> {
         idims[dim] = 6;
         let idx = rand_idx(idims.iter().product(), dims[dim], dim);
         let want = naive_gather(&x, &dims, dim, &idx, &idims);
-        let index = Tensor::from_slice(&idx, idims, &CPU)?;
+        let index = Tensor::from_slice(&idx, idims, &test_device())?;
         let index_u32 = index.to_dtype(DType::U32)?;
         for dtype in DType::ALL {
             for src in [t64(&x, &dims).to_dtype(dtype)?, strided(&x, &dims, dtype)?] {
@@ -215,9 +215,9 @@ fn gather_matches_naive_for_every_dim_dtype_and_layout() -> Result<()> {
     let (b, c) = (20_000, 50);
     let x: Vec<f64> = (0..b * c).map(|i| i as f64).collect();
     let idx = rand_idx(b * 2, c, 7);
-    let got = t64(&x, &[b, c]).gather(1usize, &Tensor::from_slice(&idx, [b, 2], &CPU)?)?.to_vec::<f64>()?;
+    let got = t64(&x, &[b, c]).gather(1usize, &Tensor::from_slice(&idx, [b, 2], &test_device())?)?.to_vec::<f64>()?;
     assert_eq!(got, naive_gather(&x, &[b, c], 1, &idx, &[b, 2]));
-    assert_eq!(t64(&x, &[b, c]).gather(0usize, &Tensor::zeros([0, 3], DType::I64, &CPU)?)?.dims(), &[0, 3]);
+    assert_eq!(t64(&x, &[b, c]).gather(0usize, &Tensor::zeros([0, 3], DType::I64, &test_device())?)?.dims(), &[0, 3]);
     Ok(())
 }
 
@@ -232,7 +232,7 @@ fn scatter_add_matches_naive_including_partial_src() -> Result<()> {
         let idx = rand_idx(idims.iter().product(), dims[dim], dim + 5);
         let src = ramp(&sdims);
         let want = naive_scatter_add(&x, &dims, dim, &idx, &idims, &src, &sdims);
-        let index = Tensor::from_slice(&idx, idims, &CPU)?;
+        let index = Tensor::from_slice(&idx, idims, &test_device())?;
         for dtype in DType::ALL {
             if dtype == DType::BF16 {
                 continue; // sums above 256 are not exact in bf16 (checked with small values below)
@@ -271,9 +271,9 @@ fn scatter_add_at_scale_is_the_sequential_sum_for_any_thread_count() -> Result<(
         for threads in [1, 2] {
             let got = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(
                 || -> Result<Vec<f32>> {
-                    let zeros = Tensor::zeros([r, c], DType::F32, &CPU)?;
-                    let index = Tensor::from_slice(&idx, [r, c], &CPU)?;
-                    zeros.scatter_add(dim, &index, &Tensor::from_slice(&src, [r, c], &CPU)?)?.to_vec::<f32>()
+                    let zeros = Tensor::zeros([r, c], DType::F32, &test_device())?;
+                    let index = Tensor::from_slice(&idx, [r, c], &test_device())?;
+                    zeros.scatter_add(dim, &index, &Tensor::from_slice(&src, [r, c], &test_device())?)?.to_vec::<f32>()
                 },
             )?;
             assert_eq!(got, want, "dim {dim}, {threads} threads");
@@ -286,14 +286,14 @@ fn scatter_add_at_scale_is_the_sequential_sum_for_any_thread_count() -> Result<(
 fn one_hot_matches_naive() -> Result<()> {
     let labels = [2i64, 0, 4, 4, 1, 3];
     for dtype in DType::ALL {
-        let got = Tensor::from_slice(&labels, [2, 3], &CPU)?.one_hot(5, dtype)?;
+        let got = Tensor::from_slice(&labels, [2, 3], &test_device())?.one_hot(5, dtype)?;
         assert_eq!(got.dims(), &[2, 3, 5]);
         let want: Vec<f64> = (0..30).map(|i| if labels[i / 5] as usize == i % 5 { 1.0 } else { 0.0 }).collect();
         assert_eq!(got.to_f64_vec()?, want, "{dtype}");
     }
-    let u = Tensor::from_slice(&[1u32, 0], 2, &CPU)?.one_hot(2, DType::F32)?;
+    let u = Tensor::from_slice(&[1u32, 0], 2, &test_device())?.one_hot(2, DType::F32)?;
     assert_eq!(u.to_vec2::<f32>()?, vec![vec![0.0, 1.0], vec![1.0, 0.0]]);
-    let e = Tensor::from_slice(&labels, 6, &CPU)?.one_hot(4, DType::F32).unwrap_err();
+    let e = Tensor::from_slice(&labels, 6, &test_device())?.one_hot(4, DType::F32).unwrap_err();
     assert!(matches!(e, Error::IndexOutOfRange { op: "one_hot", index: 4, size: 4, .. }), "{e}");
     Ok(())
 }
@@ -309,9 +309,9 @@ fn index_ops_pass_gradient_checks_with_repeated_indices() -> Result<()> {
     }
     let src = t64(&(0..40).map(|i| (i as f64 * 0.11).cos()).collect::<Vec<_>>(), &[2, 5, 4]);
     assert_grad("index_add", |t| t[0].index_add(1usize, &rep, &t[1]), &[x.clone(), src.clone()], 1e-6)?;
-    let gi = Tensor::from_slice(&[2i64, 2, 0, 1, 2, 2, 1, 1, 0, 0, 2, 0], [2, 2, 3], &CPU)?;
+    let gi = Tensor::from_slice(&[2i64, 2, 0, 1, 2, 2, 1, 1, 0, 0, 2, 0], [2, 2, 3], &test_device())?;
     assert_grad("gather dim 1", |t| t[0].gather(1usize, &gi), std::slice::from_ref(&x), 1e-6)?;
-    let gl = Tensor::from_slice(&[3i64, 3, 3, 0, 1, 3], [1, 2, 3], &CPU)?;
+    let gl = Tensor::from_slice(&[3i64, 3, 3, 0, 1, 3], [1, 2, 3], &test_device())?;
     assert_grad("gather dim -1", |t| t[0].gather(-1isize, &gl), std::slice::from_ref(&x), 1e-6)?;
     // Index smaller than src: the unused src elements get zero gradient.
     let big_src = t64(&(0..36).map(|i| (i as f64 * 0.23).sin()).collect::<Vec<_>>(), &[2, 3, 6]);
@@ -325,7 +325,7 @@ fn index_ops_pass_gradient_checks_with_repeated_indices() -> Result<()> {
         assert_eq!(*g, if used { 1.0 } else { 0.0 }, "src element {p:?}");
     }
     let w = t64(&(0..15).map(|i| i as f64 * 0.1).collect::<Vec<_>>(), &[5, 3]);
-    let toks = Tensor::from_slice(&[4i64, 1, 4, 4, 0, 2], [2, 3], &CPU)?;
+    let toks = Tensor::from_slice(&[4i64, 1, 4, 4, 0, 2], [2, 3], &test_device())?;
     assert_grad("embedding", |t| t[0].embedding(&toks), std::slice::from_ref(&w), 1e-6)?;
     // Through a non-contiguous source the gradient keeps the source's shape.
     assert_grad("index_select of a view", |t| t[0].t()?.index_select(0usize, &ids(&[1, 1, 0])), &[w], 1e-6)?;
@@ -345,17 +345,17 @@ fn index_errors_name_the_problem() -> Result<()> {
         matches!(e, Error::UnsupportedDType { dtype: DType::F64, .. }) && e.to_string().contains("u32 or i64"),
         "{e}"
     );
-    let e = x.index_select(0usize, &Tensor::from_slice(&[0i64, 1], [1, 2], &CPU)?).unwrap_err().to_string();
+    let e = x.index_select(0usize, &Tensor::from_slice(&[0i64, 1], [1, 2], &test_device())?).unwrap_err().to_string();
     assert!(e.contains("rank 0 or 1") && e.contains("[1, 2]"), "{e}");
     let e = x.index_select(2usize, &ids(&[0])).unwrap_err();
     assert!(matches!(e, Error::DimOutOfRange { .. }), "{e}");
     let e = x.gather(0usize, &ids(&[0])).unwrap_err().to_string();
     assert!(e.contains("gather") && e.contains("same rank"), "{e}");
-    let e = x.gather(0usize, &Tensor::zeros([2, 5], DType::I64, &CPU)?).unwrap_err().to_string();
+    let e = x.gather(0usize, &Tensor::zeros([2, 5], DType::I64, &test_device())?).unwrap_err().to_string();
     assert!(e.contains("gather") && e.contains("dim 1"), "{e}");
-    let e = x.gather(1usize, &Tensor::full(7.0, [2, 2], DType::U32, &CPU)?).unwrap_err();
+    let e = x.gather(1usize, &Tensor::full(7.0, [2, 2], DType::U32, &test_device())?).unwrap_err();
     assert!(matches!(e, Error::IndexOutOfRange { op: "gather", index: 7, dim: 1, size: 4 }), "{e}");
-    let idx = Tensor::zeros([2, 2], DType::I64, &CPU)?;
+    let idx = Tensor::zeros([2, 2], DType::I64, &test_device())?;
     let e = x.scatter_add(0usize, &idx, &x.to_dtype(DType::F32)?).unwrap_err();
     assert!(matches!(e, Error::DTypeMismatch { op: "scatter_add", .. }), "{e}");
     let e = x.scatter_add(0usize, &idx, &t64(&[1.0; 2], &[2, 1])).unwrap_err().to_string();
@@ -397,7 +397,7 @@ fn stack_chunk_and_split_follow_pytorch() -> Result<()> {
         assert!(parts.iter().all(|p| p.same_storage(&x)), "chunks are views");
     }
     assert_eq!(t64(&ramp(&[6]), &[6]).chunk(4, 0usize)?.len(), 3); // PyTorch: sizes 2, 2, 2
-    let empty = Tensor::zeros([0, 2], DType::F32, &CPU)?;
+    let empty = Tensor::zeros([0, 2], DType::F32, &test_device())?;
     assert_eq!(empty.chunk(3, 0usize)?.len(), 3);
     assert_eq!(empty.split_size(2, 0usize)?.len(), 1);
     let cols = x.split_size(1, -1isize)?;

@@ -3,8 +3,9 @@
 //! dims, products large enough for the parallel paths, finite-difference gradients and the
 //! error messages.
 
+use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
-use attune_tensor::{DType, Device, Error, Result, Tensor};
+use attune_tensor::{DType, Error, Result, Tensor};
 
 /// Deterministic values in [-1, 1).
 fn values(n: usize, seed: u64) -> Vec<f64> {
@@ -19,7 +20,7 @@ fn values(n: usize, seed: u64) -> Vec<f64> {
 
 fn rand(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     let n = shape.iter().product();
-    Tensor::from_vec(values(n, seed), shape, &Device::Cpu).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_vec(values(n, seed), shape, &test_device()).unwrap().to_dtype(dtype).unwrap()
 }
 
 /// Row-major strides of `dims`.
@@ -269,7 +270,7 @@ fn errors_name_the_shapes_and_the_fix() {
     assert!(e.contains("(3)") && e.contains("only dim of rhs (4)"), "{e}");
     let e = f(&[2, 3, 4]).matmul(&f(&[3, 4, 5])).unwrap_err().to_string();
     assert!(e.contains("batch dims") && e.contains("[2]") && e.contains("[3]") && e.contains("broadcastable"), "{e}");
-    let s = Tensor::scalar(1f32, &Device::Cpu).unwrap();
+    let s = Tensor::scalar(1f32, &test_device()).unwrap();
     for e in [s.matmul(&f(&[3])).unwrap_err(), f(&[3]).matmul(&s).unwrap_err()] {
         assert!(e.to_string().contains("matmul") && e.to_string().contains("rank >= 1"), "{e}");
     }

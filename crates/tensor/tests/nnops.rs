@@ -1,11 +1,11 @@
 //! Fused neural-network ops (layer_norm, rms_norm, cross_entropy) against naive f64
 //! references, their gradients (finite differences and composed primitives), and Display.
 
+use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
 use attune_tensor::ops::loss::{CrossEntropyOpts, Reduction};
-use attune_tensor::{DType, Device, Error, Result, Tensor, Var};
+use attune_tensor::{DType, Error, Result, Tensor, Var};
 
-const CPU: Device = Device::Cpu;
 
 /// Deterministic values in [lo, hi).
 fn rand(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
@@ -19,7 +19,7 @@ fn rand(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
 }
 
 fn tensor(v: &[f64], shape: &[usize], dtype: DType) -> Tensor {
-    Tensor::from_slice(v, shape, &CPU).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_slice(v, shape, &test_device()).unwrap().to_dtype(dtype).unwrap()
 }
 
 /// `|got - want| <= atol + rtol * |want|` element-wise, NaN only where expected.
@@ -100,7 +100,7 @@ fn norms_accept_views_and_zero_size_inputs() -> Result<()> {
     let want = naive_norm(&xt.to_f64_vec()?, d, Some(&w.to_f64_vec()?), None, 1e-5, false);
     assert_close(&xt.layer_norm(Some(&w), None, 1e-5)?.to_f64_vec()?, &want, 2e-5, 2e-5, "transposed");
     // A weight broadcast from one value (stride 0).
-    let wb = Tensor::full(1.5, 1, DType::F32, &CPU)?.broadcast_as([d])?;
+    let wb = Tensor::full(1.5, 1, DType::F32, &test_device())?.broadcast_as([d])?;
     let want = naive_norm(&xt.to_f64_vec()?, d, Some(&[1.5; 6]), None, 1e-6, true);
     assert_close(&xt.rms_norm(Some(&wb), 1e-6)?.to_f64_vec()?, &want, 2e-5, 2e-5, "broadcast weight");
     // A broadcast input normalises every (identical) row the same way.
@@ -110,7 +110,7 @@ fn norms_accept_views_and_zero_size_inputs() -> Result<()> {
     assert!(y.iter().all(|r| r == &y[0]));
     assert_close(&y[0], &want, 1e-12, 1e-12, "broadcast");
     for shape in [[0usize, 4], [3, 0]] {
-        let x = Tensor::zeros(shape, DType::F32, &CPU)?;
+        let x = Tensor::zeros(shape, DType::F32, &test_device())?;
         assert_eq!(x.layer_norm(None, None, 1e-5)?.dims(), &shape);
         assert_eq!(x.rms_norm(None, 1e-5)?.dims(), &shape);
     }
@@ -130,14 +130,14 @@ fn layer_norm_statistics_are_stable_for_large_offsets() -> Result<()> {
 #[test]
 fn norm_errors_name_the_problem() {
     let x = tensor(&[1.0, 2.0, 3.0, 4.0], &[2, 2], DType::F32);
-    let e = Tensor::from_slice(&[1i64, 2], 2, &CPU).unwrap().layer_norm(None, None, 1e-5).unwrap_err();
+    let e = Tensor::from_slice(&[1i64, 2], 2, &test_device()).unwrap().layer_norm(None, None, 1e-5).unwrap_err();
     assert!(matches!(e, Error::UnsupportedDType { .. }) && e.to_string().contains("layer_norm"), "{e}");
     let w3 = tensor(&[1.0; 3], &[3], DType::F32);
     let e = x.layer_norm(Some(&w3), None, 1e-5).unwrap_err();
     assert!(matches!(e, Error::ShapeMismatch { .. }) && e.to_string().contains("shape [2]"), "{e}");
     let e = x.rms_norm(Some(&w3.narrow(0usize, 0, 2).unwrap().to_dtype(DType::F64).unwrap()), 1e-5).unwrap_err();
     assert!(matches!(e, Error::DTypeMismatch { .. }) && e.to_string().contains("rms_norm"), "{e}");
-    let e = Tensor::scalar(1f32, &CPU).unwrap().rms_norm(None, 1e-5).unwrap_err().to_string();
+    let e = Tensor::scalar(1f32, &test_device()).unwrap().rms_norm(None, 1e-5).unwrap_err().to_string();
     assert!(e.contains("rms_norm") && e.contains("scalar"), "{e}");
     let e = x.layer_norm(None, None, -1.0).unwrap_err().to_string();
     assert!(e.contains("eps") && e.contains("-1"), "{e}");
@@ -267,7 +267,7 @@ fn cross_entropy_matches_naive_reference() -> Result<()> {
             let xv = x.to_f64_vec()?;
             for (ignore_every, smoothing) in [(0, 0.0), (3, 0.0), (0, 0.1), (3, 0.25)] {
                 let t = targets(n, c, 70 + k as u64, ignore_every);
-                let ti64 = Tensor::from_slice(&t, lead, &CPU)?;
+                let ti64 = Tensor::from_slice(&t, lead, &test_device())?;
                 let rows = naive_ce(&xv, c, &t, Some(-100), smoothing);
                 for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
                     let opts = CrossEntropyOpts { label_smoothing: smoothing, reduction, ..Default::default() };
@@ -284,7 +284,7 @@ fn cross_entropy_matches_naive_reference() -> Result<()> {
                 let rows = naive_ce(&xv, c, &tu.iter().map(|&v| v as i64).collect::<Vec<_>>(), Some(0), smoothing);
                 let opts =
                     CrossEntropyOpts { ignore_index: Some(0), label_smoothing: smoothing, reduction: Reduction::Mean };
-                let loss = x.cross_entropy(&Tensor::from_slice(&tu, lead, &CPU)?, opts)?;
+                let loss = x.cross_entropy(&Tensor::from_slice(&tu, lead, &test_device())?, opts)?;
                 assert_close(&loss.to_f64_vec()?, &reduce(&rows, Reduction::Mean), atol, rtol, "u32 targets");
             }
         }
@@ -298,27 +298,27 @@ fn cross_entropy_is_stable_and_handles_edge_cases() -> Result<()> {
     let xv: Vec<f64> = rand(4 * 6, 90, -1.0, 1.0).iter().map(|v| v * 1000.0).collect();
     let x = tensor(&xv, &[4, 6], DType::F32);
     let t = [0i64, 5, 2, 3];
-    let loss = x.cross_entropy(&Tensor::from_slice(&t, 4, &CPU)?, Default::default())?;
+    let loss = x.cross_entropy(&Tensor::from_slice(&t, 4, &test_device())?, Default::default())?;
     let want = reduce(&naive_ce(&x.to_f64_vec()?, 6, &t, None, 0.0), Reduction::Mean);
     assert_close(&loss.to_f64_vec()?, &want, 1e-3, 1e-6, "large logits");
     // Non-contiguous logits give the same loss as their contiguous copy.
     let xt = tensor(&xv, &[6, 4], DType::F64).t()?;
-    let tt = Tensor::from_slice(&t, 4, &CPU)?;
+    let tt = Tensor::from_slice(&t, 4, &test_device())?;
     let a = xt.cross_entropy(&tt, Default::default())?.to_scalar::<f64>()?;
     let b = xt.contiguous()?.cross_entropy(&tt, Default::default())?.to_scalar::<f64>()?;
     assert_eq!(a, b);
     // Unbatched logits [C] with a scalar target.
-    let l = tensor(&xv[..6], &[6], DType::F64).cross_entropy(&Tensor::scalar(2i64, &CPU)?, Default::default())?;
+    let l = tensor(&xv[..6], &[6], DType::F64).cross_entropy(&Tensor::scalar(2i64, &test_device())?, Default::default())?;
     assert_close(&[l.to_scalar::<f64>()?], &[naive_ce(&xv[..6], 6, &[2], None, 0.0)[0].unwrap()], 1e-12, 1e-12, "[C]");
     // Every target ignored: mean is 0 (PyTorch: NaN) and the gradient is zero.
     let x = Var::from_tensor(&tensor(&xv, &[4, 6], DType::F64))?;
-    let all_ignored = Tensor::from_slice(&[-100i64; 4], 4, &CPU)?;
+    let all_ignored = Tensor::from_slice(&[-100i64; 4], 4, &test_device())?;
     let loss = x.cross_entropy(&all_ignored, Default::default())?;
     assert_eq!(loss.to_scalar::<f64>()?, 0.0);
     assert!(loss.backward()?.get(&x).unwrap().to_f64_vec()?.iter().all(|&g| g == 0.0));
     // No rows at all.
-    let empty = Tensor::zeros([0, 5], DType::F32, &CPU)?;
-    let none = Tensor::zeros(0, DType::I64, &CPU)?;
+    let empty = Tensor::zeros([0, 5], DType::F32, &test_device())?;
+    let none = Tensor::zeros(0, DType::I64, &test_device())?;
     assert_eq!(empty.cross_entropy(&none, Default::default())?.to_scalar::<f32>()?, 0.0);
     let opts = CrossEntropyOpts { reduction: Reduction::None, ..Default::default() };
     assert_eq!(empty.cross_entropy(&none, opts)?.dims(), &[0]);
@@ -329,17 +329,17 @@ fn cross_entropy_is_stable_and_handles_edge_cases() -> Result<()> {
 fn cross_entropy_errors_name_the_problem() {
     let x = tensor(&rand(10, 1, -1.0, 1.0), &[2, 5], DType::F32);
     let ce = |t: Tensor| x.cross_entropy(&t, Default::default()).unwrap_err();
-    let e = ce(Tensor::from_slice(&[1i64, 5], 2, &CPU).unwrap());
+    let e = ce(Tensor::from_slice(&[1i64, 5], 2, &test_device()).unwrap());
     assert!(matches!(e, Error::IndexOutOfRange { index: 5, size: 5, .. }), "{e}");
     assert!(e.to_string().contains("cross_entropy"), "{e}");
-    let e = ce(Tensor::from_slice(&[-1i64, 0], 2, &CPU).unwrap());
+    let e = ce(Tensor::from_slice(&[-1i64, 0], 2, &test_device()).unwrap());
     assert!(matches!(e, Error::IndexOutOfRange { index: -1, .. }), "{e}");
-    let e = ce(Tensor::from_slice(&[1u32, 2, 3], 3, &CPU).unwrap());
+    let e = ce(Tensor::from_slice(&[1u32, 2, 3], 3, &test_device()).unwrap());
     assert!(matches!(e, Error::ShapeMismatch { .. }) && e.to_string().contains("[2]"), "{e}");
-    let e = ce(Tensor::from_slice(&[1f32, 2.0], 2, &CPU).unwrap());
+    let e = ce(Tensor::from_slice(&[1f32, 2.0], 2, &test_device()).unwrap());
     assert!(matches!(e, Error::UnsupportedDType { dtype: DType::F32, .. }) && e.to_string().contains("integer"), "{e}");
-    let t = Tensor::from_slice(&[1i64, 2], 2, &CPU).unwrap();
-    let e = Tensor::zeros([2, 5], DType::I64, &CPU).unwrap().cross_entropy(&t, Default::default()).unwrap_err();
+    let t = Tensor::from_slice(&[1i64, 2], 2, &test_device()).unwrap();
+    let e = Tensor::zeros([2, 5], DType::I64, &test_device()).unwrap().cross_entropy(&t, Default::default()).unwrap_err();
     assert!(matches!(e, Error::UnsupportedDType { dtype: DType::I64, .. }), "{e}");
     let opts = CrossEntropyOpts { label_smoothing: 1.5, ..Default::default() };
     let e = x.cross_entropy(&t, opts).unwrap_err().to_string();
@@ -349,7 +349,7 @@ fn cross_entropy_errors_name_the_problem() {
 #[test]
 fn cross_entropy_gradients_pass_finite_difference_checks() -> Result<()> {
     let x = tensor(&rand(4 * 2 * 5, 100, -2.0, 2.0), &[4, 2, 5], DType::F64);
-    let t = Tensor::from_slice(&[0i64, 4, -100, 2, 1, 3, 3, -100], [4, 2], &CPU)?;
+    let t = Tensor::from_slice(&[0i64, 4, -100, 2, 1, 3, 3, -100], [4, 2], &test_device())?;
     for reduction in [Reduction::Mean, Reduction::Sum, Reduction::None] {
         for s in [0.0, 0.2] {
             let opts = CrossEntropyOpts { label_smoothing: s, reduction, ..Default::default() };
@@ -383,7 +383,7 @@ fn fused_cross_entropy_equals_composed_primitives() -> Result<()> {
     for s in [0.0, 0.3] {
         let x = Var::from_tensor(&tensor(&xv, &[n, c], DType::F64))?;
         let opts = CrossEntropyOpts { label_smoothing: s, ..Default::default() };
-        let fused = x.cross_entropy(&Tensor::from_slice(&t, n, &CPU)?, opts)?;
+        let fused = x.cross_entropy(&Tensor::from_slice(&t, n, &test_device())?, opts)?;
         let logp = x.sub(&x.exp()?.sum(-1isize, true)?.log()?)?;
         let nll = logp.mul(&onehot)?.sum(-1isize, false)?.neg()?;
         let smooth = logp.mean(-1isize, false)?.neg()?;
@@ -404,7 +404,7 @@ fn cross_entropy_parallel_gradient_matches_naive_softmax() -> Result<()> {
     let xv = rand(n * c, 120, -4.0, 4.0);
     let t = targets(n, c, 121, 4);
     let x = Var::from_tensor(&tensor(&xv, &[n, c], DType::F32))?;
-    let g = x.cross_entropy(&Tensor::from_slice(&t, n, &CPU)?, Default::default())?.backward()?;
+    let g = x.cross_entropy(&Tensor::from_slice(&t, n, &test_device())?, Default::default())?.backward()?;
     let count = t.iter().filter(|&&v| v != -100).count() as f64;
     let mut want = vec![0.0; n * c];
     for (i, row) in xv.chunks(c).enumerate() {
@@ -429,13 +429,13 @@ fn display_aligns_columns_like_pytorch() -> Result<()> {
     let x = tensor(&[1.0, -2.5, 3.0, 4.0], &[2, 2], DType::F32);
     assert_eq!(x.to_string(), "tensor([[ 1.0000, -2.5000],\n        [ 3.0000,  4.0000]], dtype=f32, device=cpu)");
     assert_eq!(format!("{x:.2}"), "tensor([[ 1.00, -2.50],\n        [ 3.00,  4.00]], dtype=f32, device=cpu)");
-    let i = Tensor::from_slice(&[1i64, -20, 300, 4], [2, 2], &CPU)?;
+    let i = Tensor::from_slice(&[1i64, -20, 300, 4], [2, 2], &test_device())?;
     assert_eq!(i.to_string(), "tensor([[  1, -20],\n        [300,   4]], dtype=i64, device=cpu)");
-    let u = Tensor::from_slice(&[7u8, 255], 2, &CPU)?;
+    let u = Tensor::from_slice(&[7u8, 255], 2, &test_device())?;
     assert_eq!(u.to_string(), "tensor([  7, 255], dtype=u8, device=cpu)");
     // The transposed view prints its own (logical) order.
     assert_eq!(i.t()?.to_string(), "tensor([[  1, 300],\n        [-20,   4]], dtype=i64, device=cpu)");
-    let cube = Tensor::from_slice(&[0u32, 1, 2, 3, 4, 5, 6, 7], [2, 2, 2], &CPU)?;
+    let cube = Tensor::from_slice(&[0u32, 1, 2, 3, 4, 5, 6, 7], [2, 2, 2], &test_device())?;
     assert_eq!(
         cube.to_string(),
         "tensor([[[0, 1],\n         [2, 3]],\n\n        [[4, 5],\n         [6, 7]]], dtype=u32, device=cpu)"
@@ -445,11 +445,11 @@ fn display_aligns_columns_like_pytorch() -> Result<()> {
 
 #[test]
 fn display_scalars_empty_and_special_values() -> Result<()> {
-    assert_eq!(Tensor::scalar(3.5f64, &CPU)?.to_string(), "tensor(3.5000, dtype=f64, device=cpu)");
-    assert_eq!(Tensor::scalar(-7i64, &CPU)?.to_string(), "tensor(-7, dtype=i64, device=cpu)");
-    assert_eq!(Tensor::zeros(0, DType::F32, &CPU)?.to_string(), "tensor([], dtype=f32, device=cpu)");
+    assert_eq!(Tensor::scalar(3.5f64, &test_device())?.to_string(), "tensor(3.5000, dtype=f64, device=cpu)");
+    assert_eq!(Tensor::scalar(-7i64, &test_device())?.to_string(), "tensor(-7, dtype=i64, device=cpu)");
+    assert_eq!(Tensor::zeros(0, DType::F32, &test_device())?.to_string(), "tensor([], dtype=f32, device=cpu)");
     assert_eq!(
-        Tensor::zeros([0, 3], DType::BF16, &CPU)?.to_string(),
+        Tensor::zeros([0, 3], DType::BF16, &test_device())?.to_string(),
         "tensor([], shape=[0, 3], dtype=bf16, device=cpu)"
     );
     let s = tensor(&[f64::NAN, f64::INFINITY, -1.5, f64::NEG_INFINITY], &[4], DType::F16);
@@ -463,22 +463,22 @@ fn display_scalars_empty_and_special_values() -> Result<()> {
 #[test]
 fn display_elides_large_tensors_and_wraps_long_rows() -> Result<()> {
     let v: Vec<i64> = (0..2000).collect();
-    let x = Tensor::from_slice(&v, [2, 1000], &CPU)?;
+    let x = Tensor::from_slice(&v, [2, 1000], &test_device())?;
     assert_eq!(
         x.to_string(),
         "tensor([[   0,    1,    2,  ...,  997,  998,  999],\n        [1000, 1001, 1002,  ..., 1997, 1998, 1999]], dtype=i64, device=cpu)"
     );
-    let y = Tensor::from_slice(&v, [100, 20], &CPU)?.to_string();
+    let y = Tensor::from_slice(&v, [100, 20], &test_device())?.to_string();
     let lines: Vec<&str> = y.lines().collect();
     assert_eq!(lines.len(), 7, "{y}");
     assert_eq!(lines[0], "tensor([[   0,    1,    2,  ...,   17,   18,   19],");
     assert_eq!(lines[3], "        ...,");
     assert!(lines[6].starts_with("        [1980, 1981, 1982,  ..., 1997, 1998, 1999]]"), "{y}");
     // Exactly 1000 elements are shown in full; rows longer than 80 columns wrap.
-    let f = Tensor::from_slice(&(0..1000).map(|i| i as f32).collect::<Vec<_>>(), 1000, &CPU)?.to_string();
+    let f = Tensor::from_slice(&(0..1000).map(|i| i as f32).collect::<Vec<_>>(), 1000, &test_device())?.to_string();
     assert!(!f.contains("...") && f.contains("999.0000"), "{f}");
     assert!(f.lines().all(|l| l.len() <= 80), "{f}");
-    let w = Tensor::from_slice(&(0..30).map(|i| i as f32).collect::<Vec<_>>(), 30, &CPU)?.to_string();
+    let w = Tensor::from_slice(&(0..30).map(|i| i as f32).collect::<Vec<_>>(), 30, &test_device())?.to_string();
     let lines: Vec<&str> = w.lines().collect();
     assert_eq!(lines.len(), 5, "{w}");
     assert_eq!(lines[1], "         8.0000,  9.0000, 10.0000, 11.0000, 12.0000, 13.0000, 14.0000, 15.0000,");

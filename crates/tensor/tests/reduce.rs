@@ -3,10 +3,10 @@
 //! with negative and non-adjacent dims, keepdim, non-contiguous views, zero-size dims, sizes
 //! that take the parallel paths, special values, finite-difference gradients and errors.
 
+use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
-use attune_tensor::{AllDims, DType, Device, Error, Result, Tensor};
+use attune_tensor::{AllDims, DType, Error, Result, Tensor};
 
-const CPU: Device = Device::Cpu;
 
 /// Deterministic values, multiples of 1/64 in [-3, 3): exact in every float dtype, with ties.
 fn data(n: usize, seed: u64) -> Vec<f64> {
@@ -25,7 +25,7 @@ fn distinct(n: usize) -> Vec<f64> {
 }
 
 fn tensor(v: &[f64], shape: &[usize], dtype: DType) -> Tensor {
-    Tensor::from_slice(v, shape, &CPU).unwrap().to_dtype(dtype).unwrap()
+    Tensor::from_slice(v, shape, &test_device()).unwrap().to_dtype(dtype).unwrap()
 }
 
 /// Resolves (possibly negative) dims to sorted indices, like the library must.
@@ -246,7 +246,7 @@ fn integer_dtypes_support_sum_max_min_and_arg_reductions() {
         }
     }
     // Integer sums wrap in their dtype.
-    let t = Tensor::from_vec(vec![200u8, 100], 2, &CPU).unwrap();
+    let t = Tensor::from_vec(vec![200u8, 100], 2, &test_device()).unwrap();
     assert_eq!(t.sum_all().unwrap().to_scalar::<u8>().unwrap(), 200u8.wrapping_add(100));
 }
 
@@ -292,7 +292,7 @@ fn ties_and_nan_follow_the_documented_rules() {
 #[test]
 fn zero_size_dims_give_identities_or_errors_naming_the_op() {
     for dtype in DType::FLOATS {
-        let t = Tensor::zeros([3, 0, 4], dtype, &CPU).unwrap();
+        let t = Tensor::zeros([3, 0, 4], dtype, &test_device()).unwrap();
         let s = t.sum(1, false).unwrap();
         assert_eq!(s.dims(), &[3, 4]);
         assert!(s.to_f64_vec().unwrap().iter().all(|&v| v == 0.0));
@@ -372,7 +372,7 @@ fn large_inputs_take_the_parallel_paths_and_stay_exact() {
 fn f16_means_do_not_overflow_through_the_sum() {
     // The sum (80000) is beyond f16's range (65504); the mean (2) is not.
     for dtype in [DType::F16, DType::BF16] {
-        let t = Tensor::full(2.0, [40_000, 2], dtype, &CPU).unwrap();
+        let t = Tensor::full(2.0, [40_000, 2], dtype, &test_device()).unwrap();
         assert_eq!(t.mean_all().unwrap().to_f64_vec().unwrap(), vec![2.0], "{dtype}");
         assert_eq!(t.mean(0, false).unwrap().to_f64_vec().unwrap(), vec![2.0, 2.0], "{dtype}");
     }
@@ -383,7 +383,7 @@ fn f32_sums_of_many_elements_keep_f64_accuracy() {
     // 1 + many tiny values: naive f32 accumulation would drop every tiny term.
     let mut v = vec![1e-8f32; 1 << 20];
     v[0] = 1.0;
-    let t = Tensor::from_vec(v.clone(), [1 << 10, 1 << 10], &CPU).unwrap();
+    let t = Tensor::from_vec(v.clone(), [1 << 10, 1 << 10], &test_device()).unwrap();
     let want = 1.0 + 1e-8f32 as f64 * ((1 << 20) - 1) as f64;
     let got = t.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64;
     assert!((got - want).abs() <= 1e-7 * want, "{got} vs {want}");
@@ -551,7 +551,7 @@ fn grad_of(x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Vec<f64> {
     let v = x.to_var().unwrap();
     let y = f(&v).unwrap();
     let w: Vec<f64> = (0..y.elem_count()).map(|i| 1.0 + i as f64).collect();
-    let w = Tensor::from_vec(w, y.shape().clone(), &CPU).unwrap().to_dtype(y.dtype()).unwrap();
+    let w = Tensor::from_vec(w, y.shape().clone(), &test_device()).unwrap().to_dtype(y.dtype()).unwrap();
     let g = y.mul(&w).unwrap().sum_all().unwrap().backward().unwrap();
     g.get(&v).unwrap().to_f64_vec().unwrap()
 }
@@ -606,10 +606,10 @@ fn user_mistakes_return_errors_naming_the_problem() {
     assert!(e.starts_with("softmax") && e.contains("out of range"), "{e}");
     let e = msg(t.log_softmax(-4).unwrap_err());
     assert!(e.starts_with("log_softmax") && e.contains("-4"), "{e}");
-    let e = msg(Tensor::scalar(1.0f32, &CPU).unwrap().softmax(0).unwrap_err());
+    let e = msg(Tensor::scalar(1.0f32, &test_device()).unwrap().softmax(0).unwrap_err());
     assert!(e.contains("rank 0"), "{e}");
     // Scalars reduce over AllDims (no dims) to themselves.
-    let s = Tensor::scalar(4.0f64, &CPU).unwrap();
+    let s = Tensor::scalar(4.0f64, &test_device()).unwrap();
     assert_eq!(s.max_all().unwrap().to_scalar::<f64>().unwrap(), 4.0);
     assert_eq!(s.argmax_all().unwrap().to_scalar::<i64>().unwrap(), 0);
 }

@@ -1,11 +1,12 @@
 //! Views share storage and copy nothing; `contiguous()` copies only when needed; every view
 //! reads the right elements for every dtype.
 
-use attune_tensor::{DType, Device, Infer, Result, Tensor};
+use attune_tensor::testing::test_device;
+use attune_tensor::{DType, Infer, Result, Tensor};
 
 fn iota(shape: &[usize], dtype: DType) -> Tensor {
     let n: usize = shape.iter().product();
-    Tensor::from_vec((0..n).map(|i| i as f64).collect::<Vec<_>>(), shape, &Device::Cpu)
+    Tensor::from_vec((0..n).map(|i| i as f64).collect::<Vec<_>>(), shape, &test_device())
         .unwrap()
         .to_dtype(dtype)
         .unwrap()
@@ -79,7 +80,7 @@ fn broadcast_expand_squeeze_unsqueeze() -> Result<()> {
 
 #[test]
 fn zero_size_dims_work_through_views_and_ops() -> Result<()> {
-    let t = Tensor::zeros([2, 0, 3], DType::F32, &Device::Cpu)?;
+    let t = Tensor::zeros([2, 0, 3], DType::F32, &test_device())?;
     assert_eq!(t.elem_count(), 0);
     assert_eq!(t.transpose(0usize, 2usize)?.contiguous()?.dims(), &[3, 0, 2]);
     assert_eq!(t.sum(1usize, false)?.to_vec::<f32>()?, vec![0.0; 6]);
@@ -102,7 +103,7 @@ fn ops_on_non_contiguous_views_match_contiguous_copies() -> Result<()> {
 
 #[test]
 fn low_precision_dtypes_are_stored_as_such() -> Result<()> {
-    let t = Tensor::from_vec(vec![1.0f32, 1.0 + 1.0 / 1024.0, 1.0 / 3.0], [3], &Device::Cpu)?;
+    let t = Tensor::from_vec(vec![1.0f32, 1.0 + 1.0 / 1024.0, 1.0 / 3.0], [3], &test_device())?;
     let h = t.to_dtype(DType::F16)?;
     let b = t.to_dtype(DType::BF16)?;
     assert_eq!(h.to_vec::<half::f16>()?[1].to_f32(), 1.0 + 1.0 / 1024.0);

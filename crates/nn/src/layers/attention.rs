@@ -198,7 +198,10 @@ impl MultiHeadAttention {
             k = rope.apply(&k, 0)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
-        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left {
+        // GPU devices (CUDA and the emulator) take the materialised path, composed of tensor
+        // ops that have GPU kernels, until the fused attention kernels serve them.
+        let on_gpu = x.device().is_gpu();
+        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || on_gpu {
             let spec = MaskSpec {
                 seq_q: sq,
                 seq_k: sk,

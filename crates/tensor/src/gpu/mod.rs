@@ -10,6 +10,8 @@ mod index;
 mod loss;
 mod meta;
 mod norm;
+pub mod parity;
+mod parity_more;
 mod random;
 mod reduce;
 mod softmax;
