@@ -24,17 +24,17 @@ __device__ __forceinline__ S block_merge(S v, S* sh) {
 }
 
 struct SumOp {
-    template <typename A> __device__ __forceinline__ static A merge(A a, A b) { return a + b; }
+    template <typename A> static __device__ __forceinline__ A merge(A a, A b) { return a + b; }
 };
 
 // Max where NaN wins (a NaN anywhere makes the result NaN).
 struct NanMaxOp {
-    template <typename A> __device__ __forceinline__ static A merge(A a, A b) { return (b > a || b != b) ? b : a; }
+    template <typename A> static __device__ __forceinline__ A merge(A a, A b) { return (b > a || b != b) ? b : a; }
 };
 
 template <typename A> __device__ __forceinline__ A block_sum(A v, A* sh) { return block_merge<SumOp>(v, sh); }
 template <typename A> __device__ __forceinline__ A block_nanmax(A v, A* sh) { return block_merge<NanMaxOp>(v, sh); }
 
-// Negative and positive infinity in float and double without relying on library macros.
-template <typename A> __device__ __forceinline__ A neg_inf() { return -(A)1.0 / (A)0.0; }
-template <typename A> __device__ __forceinline__ A pos_inf() { return (A)1.0 / (A)0.0; }
+// Negative and positive infinity in float and double (INFINITY is a float: the casts widen it).
+template <typename A> __device__ __forceinline__ A neg_inf() { return -(A)INFINITY; }
+template <typename A> __device__ __forceinline__ A pos_inf() { return (A)INFINITY; }

@@ -9,7 +9,7 @@
 // The max of the row ignoring NaN (num_traits' Float::max, as the CPU); NaN still reaches the
 // loss through the sum of exponentials.
 struct FiniteMaxOp {
-    template <typename A> __device__ __forceinline__ static A merge(A a, A b) { return b > a ? b : a; }
+    template <typename A> static __device__ __forceinline__ A merge(A a, A b) { return b > a ? b : a; }
 };
 
 template <typename A> __device__ __forceinline__ bool is_finite(A v) {

@@ -15,7 +15,11 @@ const DTYPES: [DType; 7] = [DType::U8, DType::U32, DType::I64, DType::F16, DType
 fn index_suffix(op: &'static str, dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::U32 | DType::I64 => Ok(dtype_suffix(dtype)),
-        dtype => Err(Error::UnsupportedDType { op, dtype, hint: "indices must be u32 or i64; convert with to_dtype(DType::I64)" }),
+        dtype => Err(Error::UnsupportedDType {
+            op,
+            dtype,
+            hint: "indices must be u32 or i64; convert with to_dtype(DType::I64)",
+        }),
     }
 }
 
@@ -79,15 +83,20 @@ pub(crate) fn gather(
         return Ok(out);
     }
     let meta = StridedMeta::new(op, &[&Layout::contiguous(dims.clone()), &without_dim(l, &dims, dim), il])?;
-    let args =
-        vec![KernelArg::pod(&meta), KernelArg::I64(l.strides()[dim] as i64), idx.arg(0), x.arg(0), out.arg(0)];
+    let args = vec![KernelArg::pod(&meta), KernelArg::I64(l.strides()[dim] as i64), idx.arg(0), x.arg(0), out.arg(0)];
     let entry = format!("gather_{}_{}", dtype_suffix(x.dtype), index_suffix(op, idx.dtype)?);
     launch(op, &dev, &grid_plan(module(FILE), entry, n, args))?;
     Ok(out)
 }
 
 /// One-hot rows of `classes` entries in `dtype` for the (checked) labels `idx`.
-pub(crate) fn one_hot(op: &'static str, idx: &GpuStorage, il: &Layout, classes: usize, dtype: DType) -> Result<GpuStorage> {
+pub(crate) fn one_hot(
+    op: &'static str,
+    idx: &GpuStorage,
+    il: &Layout,
+    classes: usize,
+    dtype: DType,
+) -> Result<GpuStorage> {
     let n = il.elem_count();
     let dev = idx.gpu().clone();
     let out = GpuStorage::zeros(op, &dev, dtype, n * classes)?;
@@ -184,14 +193,8 @@ pub(crate) fn scatter_add(
     let order = GpuStorage::upload(op, &dev, &CpuStorage::I64(order))?;
     let src_view = Layout::new(Shape::from(idims.to_vec()), sl.strides().to_vec(), sl.offset());
     let meta = StridedMeta::new(op, &[&Layout::contiguous(idims.to_vec()), &src_view])?;
-    let args = vec![
-        KernelArg::pod(&meta),
-        KernelArg::I64(n_out as i64),
-        start.arg(0),
-        order.arg(0),
-        src.arg(0),
-        out.arg(0),
-    ];
+    let args =
+        vec![KernelArg::pod(&meta), KernelArg::I64(n_out as i64), start.arg(0), order.arg(0), src.arg(0), out.arg(0)];
     launch(op, &dev, &grid_plan(module(FILE), format!("scatter_add_{}", dtype_suffix(out.dtype)), n_out, args))
 }
 

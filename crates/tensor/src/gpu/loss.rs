@@ -45,7 +45,8 @@ pub(crate) fn cross_entropy(
     }
     let dev = x.0.gpu().clone();
     let s = dtype_suffix(dtype);
-    let (loss, lse) = (GpuStorage::alloc(op, &dev, acc_dtype(dtype), rows)?, GpuStorage::alloc(op, &dev, acc_dtype(dtype), rows)?);
+    let (loss, lse) =
+        (GpuStorage::alloc(op, &dev, acc_dtype(dtype), rows)?, GpuStorage::alloc(op, &dev, acc_dtype(dtype), rows)?);
     if rows > 0 {
         let (mode, threads, blocks) = row_schedule(rows, c, 1);
         let args = vec![
@@ -58,7 +59,11 @@ pub(crate) fn cross_entropy(
             loss.arg(0),
             lse.arg(0),
         ];
-        launch(op, &dev, &LaunchPlan::new(module(FILE), format!("ce_fwd_{s}"), Dim3::x(blocks), Dim3::x(threads), args))?;
+        launch(
+            op,
+            &dev,
+            &LaunchPlan::new(module(FILE), format!("ce_fwd_{s}"), Dim3::x(blocks), Dim3::x(threads), args),
+        )?;
     }
     let out = match reduction {
         CeReduction::None => super::cast(op, &loss, &crate::Layout::contiguous(rows), dtype)?,

@@ -56,9 +56,8 @@ impl ReduceMeta {
     /// The descriptor of `l` reduced over the sorted, distinct dims `rdims`.
     pub(crate) fn new(op: &'static str, l: &Layout, rdims: &[usize]) -> Result<ReduceMeta> {
         let (dims, strides) = (l.dims(), l.strides());
-        let pairs = |keep: bool| {
-            (0..dims.len()).filter(move |d| rdims.contains(d) != keep).map(|d| (dims[d], strides[d]))
-        };
+        let pairs =
+            |keep: bool| (0..dims.len()).filter(move |d| rdims.contains(d) != keep).map(|d| (dims[d], strides[d]));
         let (kept, red) = (merge_dims(pairs(true)), merge_dims(pairs(false)));
         if kept.len() > RED_RANK || red.len() > RED_RANK {
             return Err(Error::invalid(
@@ -172,8 +171,10 @@ pub(crate) fn backward_helper(
 
 /// Every entry point of reduce.cu (for build-kernels).
 pub(crate) fn entries() -> Vec<String> {
-    let mut out: Vec<String> =
-        [DType::F16, DType::BF16, DType::F32, DType::F64].iter().map(|&d| format!("reduce_bwd_{}", dtype_suffix(d))).collect();
+    let mut out: Vec<String> = [DType::F16, DType::BF16, DType::F32, DType::F64]
+        .iter()
+        .map(|&d| format!("reduce_bwd_{}", dtype_suffix(d)))
+        .collect();
     for d in [DType::U8, DType::U32, DType::I64, DType::F16, DType::BF16, DType::F32, DType::F64] {
         let names: &[&str] = if d.is_float() { &FLOAT_OPS } else { &INT_OPS };
         out.extend(names.iter().map(|n| format!("reduce_{n}_{}", dtype_suffix(d))));

@@ -67,9 +67,8 @@ impl Tensor {
         if self.device().is_gpu() {
             // The same stream and threshold on the device: the mask is the CPU's bit for bit.
             let stream = rng.take_stream(self.elem_count());
-            let (out, mask) = self.with_gpu(OP, |g, l| {
-                crate::gpu::dropout(OP, g, l, stream, threshold_24(p), 1.0 / (1.0 - p))
-            })?;
+            let (out, mask) =
+                self.with_gpu(OP, |g, l| crate::gpu::dropout(OP, g, l, stream, threshold_24(p), 1.0 / (1.0 - p)))?;
             let shape = self.shape().clone();
             let mask = Tensor::from_storage(Storage::Gpu(mask), shape.clone());
             return Ok(Tensor::from_op(Storage::Gpu(out), shape, &[self], || Box::new(DropoutBack { mask })));

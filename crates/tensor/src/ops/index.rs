@@ -4,6 +4,9 @@
 //! Indices are `u32` or `i64` tensors; every value is checked (negative or too large values
 //! give [`Error::IndexOutOfRange`]). Accumulating ops are deterministic: each destination
 //! element sums its contributions in row-major order of the index, whatever the thread count.
+//! On a GPU device the indices are still read and checked on the host; the kernels
+//! (kernels/tensor/index.cu) read the device index tensor, and the accumulating ones get the
+//! contributions grouped by destination, so they too sum in that order, without atomics.
 
 use crate::autograd::GradFn;
 use crate::cpu::strided::{Runs, fill_vec};
@@ -354,9 +357,7 @@ impl Tensor {
             with_pair!(OP, &mut out, &src_c, |o, s| add_rows(o, s, parts, &idx));
             Storage::Cpu(out)
         };
-        Ok(Tensor::from_op(out, self.shape().clone(), &[self, indices, src], || {
-            Box::new(IndexAddBack(d))
-        }))
+        Ok(Tensor::from_op(out, self.shape().clone(), &[self, indices, src], || Box::new(IndexAddBack(d))))
     }
 
     /// PyTorch `gather`: `out[p] = self[p with p[dim] = index[p]]`, with the shape of `index`
@@ -404,9 +405,7 @@ impl Tensor {
             })?;
             Storage::Cpu(out)
         };
-        Ok(Tensor::from_op(out, self.shape().clone(), &[self, index, src], || {
-            Box::new(ScatterAddBack(d))
-        }))
+        Ok(Tensor::from_op(out, self.shape().clone(), &[self, index, src], || Box::new(ScatterAddBack(d))))
     }
 
     /// One-hot encoding of integer labels (`self`, u32 or i64): shape `self.shape + [num_classes]`

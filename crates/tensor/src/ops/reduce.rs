@@ -9,6 +9,10 @@
 //!   between all tied elements (like `torch.amax`);
 //! - empty sets: sum is 0, mean and var are NaN, logsumexp is -inf, and max, min, argmax and
 //!   argmin return an error naming the op.
+//!
+//! On a GPU device (and the emulator) every reduction is one kernel of kernels/tensor/reduce.cu
+//! with the same conventions (f64 accumulation, NaN and tie rules); only the summation order
+//! differs, so float results agree to rounding and extrema and indices agree exactly.
 
 use crate::autograd::GradFn;
 use crate::cpu::reduce::{CmpElem, Fold, reduce};
@@ -97,9 +101,7 @@ fn helper<K: BinaryKernel>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
     // The GPU kernels of these helpers live with the reductions (reduce.cu).
     let (shape, al, bl) = broadcast_pair(K::NAME, a, b)?;
     let (sa, sb) = (a.storage(), b.storage());
-    let (Storage::Gpu(ga), Storage::Gpu(gb)) = (&*sa, &*sb) else {
-        unreachable!("broadcast_pair checked the devices")
-    };
+    let (Storage::Gpu(ga), Storage::Gpu(gb)) = (&*sa, &*sb) else { unreachable!("broadcast_pair checked the devices") };
     let out = crate::gpu::reduce_backward_helper(K::NAME, ga, &al, gb, &bl)?;
     Ok(Tensor::from_storage(Storage::Gpu(out), shape))
 }
@@ -414,9 +416,14 @@ impl Tensor {
     pub fn sum(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         let rdims = dims.to_indexes(self.shape(), "sum")?;
         let rd = rdims.clone();
-        self.reduce_op("sum", &rd, keepdim, |s, l| Ok(sum_cpu(s, l, &rd)), ("sum", 0.0), || {
-            Box::new(SumBack { rdims, keepdim })
-        })
+        self.reduce_op(
+            "sum",
+            &rd,
+            keepdim,
+            |s, l| Ok(sum_cpu(s, l, &rd)),
+            ("sum", 0.0),
+            || Box::new(SumBack { rdims, keepdim }),
+        )
     }
 
     /// Sum of all elements (rank 0).

@@ -16,6 +16,9 @@
 //! -inf everywhere, never NaN (PyTorch gives NaN); masked (-inf) entries of other rows give
 //! exactly 0 (softmax) / -inf (log-softmax). A row holding NaN or +inf gives NaN, as in
 //! PyTorch. Sums of exponentials add 128 terms in f32 (16 per lane) before moving to f64.
+//!
+//! On a GPU device (and the emulator) one kernel (kernels/tensor/softmax.cu) does the same per
+//! row, with the same special rows; the backward is composed of tensor ops on every device.
 
 use crate::autograd::GradFn;
 use crate::cpu::math::exp_f32;
