@@ -6,13 +6,25 @@
 
 mod blas;
 mod elementwise;
+mod index;
+mod loss;
 mod meta;
+mod norm;
 pub mod parity;
 mod parity_more;
+mod random;
+mod reduce;
+mod softmax;
 
 pub(crate) use blas::gemm;
 pub(crate) use elementwise::*;
+pub(crate) use index::{gather, index_add, index_select, one_hot, scatter_add};
+pub(crate) use loss::{CeReduction, cross_entropy, cross_entropy_backward};
 pub(crate) use meta::StridedMeta;
+pub(crate) use norm::{norm_backward, norm_forward};
+pub(crate) use random::{bernoulli, dropout, rand};
+pub(crate) use reduce::{backward_helper as reduce_backward_helper, reduce};
+pub(crate) use softmax::softmax;
 
 use crate::storage::CpuStorage;
 use crate::{DType, Device, Error, Result};
@@ -161,7 +173,16 @@ pub(crate) fn launch(op: &'static str, dev: &GpuDevice, plan: &LaunchPlan) -> Re
 /// (for `cargo xtask build-kernels`).
 pub fn kernel_variants() -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
     let mut out = Vec::new();
-    for (file, entries) in [("elementwise.cu", elementwise::entries())] {
+    let families = [
+        ("elementwise.cu", elementwise::entries()),
+        ("reduce.cu", reduce::entries()),
+        ("softmax.cu", softmax::entries()),
+        ("norm.cu", norm::entries()),
+        ("index.cu", index::entries()),
+        ("random.cu", random::entries()),
+        ("loss.cu", loss::entries()),
+    ];
+    for (file, entries) in families {
         out.push((module(file), entries.into_iter().map(|e| (e, THREADS)).collect()));
     }
     out

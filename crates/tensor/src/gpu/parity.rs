@@ -76,17 +76,17 @@ pub fn run_case(case: &OpCase, device: Device) -> Result<OpOutcome> {
     Ok(out)
 }
 
-fn seeded(seed: u64, dims: &[usize], dtype: DType, dev: &Device) -> Result<Tensor> {
+pub(super) fn seeded(seed: u64, dims: &[usize], dtype: DType, dev: &Device) -> Result<Tensor> {
     Rng::new(seed).randn(dims.to_vec(), DType::F64, &Device::Cpu)?.to_dtype(dtype)?.to_device(dev)
 }
 
-fn leaf(seed: u64, dims: &[usize], dtype: DType, dev: &Device) -> Result<Var> {
+pub(super) fn leaf(seed: u64, dims: &[usize], dtype: DType, dev: &Device) -> Result<Var> {
     Var::from_tensor(&seeded(seed, dims, dtype, dev)?)
 }
 
 /// `[y, dL/dx for each x]` with `L = sum(y * w)` for a fixed random `w`, so every gradient
 /// element is exercised with a distinct weight.
-fn with_grads(y: Tensor, xs: &[&Var]) -> Result<Vec<Tensor>> {
+pub(super) fn with_grads(y: Tensor, xs: &[&Var]) -> Result<Vec<Tensor>> {
     let w = seeded(99, y.dims(), y.dtype(), &y.device())?;
     let grads = y.mul(&w)?.sum_all()?.backward()?;
     let mut out = vec![y];
@@ -96,7 +96,7 @@ fn with_grads(y: Tensor, xs: &[&Var]) -> Result<Vec<Tensor>> {
     Ok(out)
 }
 
-type Build = fn(&Device, DType) -> Result<Vec<Tensor>>;
+pub(super) type Build = fn(&Device, DType) -> Result<Vec<Tensor>>;
 
 /// Every op family in every float dtype (integer families in the integer dtypes).
 pub fn op_cases() -> Vec<OpCase> {

@@ -1,8 +1,11 @@
 //! Creation ops: ranges (`arange`, `linspace`) and random tensors from the Philox generator
-//! [`Rng`], which follows the stream convention of [`crate::cpu::philox`].
+//! [`Rng`], which follows the stream convention of [`crate::cpu::philox`]. On a GPU device,
+//! `rand` and `bernoulli` run the Philox kernel there (exact, so the values are the CPU's);
+//! `uniform` and `normal` (whose f64 arithmetic a GPU may round differently) are generated on
+//! the host and uploaded, which is the CPU stream by definition.
 
 use crate::cpu::philox::{self, blocks_for, generate, threshold_24};
-use crate::storage::CpuStorage;
+use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Device, Error, Result, Shape, Tensor, WithDType};
 use half::{bf16, f16};
 
@@ -258,8 +261,22 @@ impl Rng {
     }
 
     /// Uniform values in `[0, 1)` (24 random bits for f32/f64, 11 for f16, 8 for bf16).
+    /// On a GPU device they are generated there (the same stream, bit for bit).
     pub fn rand(&mut self, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
-        self.float_stream("rand", shape.into(), dtype, device, |w, bits| w.map(|x| grid_uniform(x, bits)), None)
+        let shape = shape.into();
+        if device.is_gpu() && dtype.is_float() {
+            let bits = match dtype {
+                DType::F16 => 11,
+                DType::BF16 => 8,
+                _ => 24,
+            };
+            check_device(device, "rand")?;
+            let dev = crate::gpu::gpu_device("rand", *device)?;
+            let stream = self.take_stream(shape.elem_count());
+            let out = crate::gpu::rand("rand", &dev, shape.elem_count(), stream, bits, dtype)?;
+            return Ok(Tensor::from_storage(Storage::Gpu(out), shape));
+        }
+        self.float_stream("rand", shape, dtype, device, |w, bits| w.map(|x| grid_uniform(x, bits)), None)
     }
 
     /// Uniform values in `[lo, hi)`: `lo + (hi - lo) * u` with `u` as in [`Rng::rand`], computed
@@ -317,6 +334,12 @@ impl Rng {
         check_device(device, "bernoulli")?;
         let shape = shape.into();
         let n = shape.elem_count();
+        if device.is_gpu() {
+            // Generated on the device: the same stream and integer comparison, bit for bit.
+            let dev = crate::gpu::gpu_device("bernoulli", *device)?;
+            let out = crate::gpu::bernoulli("bernoulli", &dev, n, self.take_stream(n), threshold_24(p), dtype)?;
+            return Ok(Tensor::from_storage(Storage::Gpu(out), shape));
+        }
         let (t, s) = (threshold_24(p), self.take_stream(n));
         let storage = match dtype {
             DType::U8 => gen_t::<u8>(n, s, t),

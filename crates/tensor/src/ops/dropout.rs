@@ -64,6 +64,15 @@ impl Tensor {
         if !train || p == 0.0 {
             return Ok(self.clone());
         }
+        if self.device().is_gpu() {
+            // The same stream and threshold on the device: the mask is the CPU's bit for bit.
+            let stream = rng.take_stream(self.elem_count());
+            let (out, mask) =
+                self.with_gpu(OP, |g, l| crate::gpu::dropout(OP, g, l, stream, threshold_24(p), 1.0 / (1.0 - p)))?;
+            let shape = self.shape().clone();
+            let mask = Tensor::from_storage(Storage::Gpu(mask), shape.clone());
+            return Ok(Tensor::from_op(Storage::Gpu(out), shape, &[self], || Box::new(DropoutBack { mask })));
+        }
         let (out, mask) = self.with_cpu(OP, |s, l| {
             // Contiguous inputs are read in place; others are copied to row-major order first.
             let copied;

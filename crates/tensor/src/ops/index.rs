@@ -4,6 +4,9 @@
 //! Indices are `u32` or `i64` tensors; every value is checked (negative or too large values
 //! give [`Error::IndexOutOfRange`]). Accumulating ops are deterministic: each destination
 //! element sums its contributions in row-major order of the index, whatever the thread count.
+//! On a GPU device the indices are still read and checked on the host; the kernels
+//! (kernels/tensor/index.cu) read the device index tensor, and the accumulating ones get the
+//! contributions grouped by destination, so they too sum in that order, without atomics.
 
 use crate::autograd::GradFn;
 use crate::cpu::strided::{Runs, fill_vec};
@@ -298,15 +301,20 @@ impl Tensor {
         }
         let idx = read_indices(OP, indices, d, self.dims()[d], self.device())?;
         let parts = split_dims(self.dims(), d);
-        let out = self.with_cpu(OP, |s, l| {
-            Ok(match l.contiguous_range() {
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(match self.layout().contiguous_range() {
                 Some((a, b)) => crate::cpu_storage_map!(s, v => select_rows(&v[a..b], parts, &idx)),
-                None => crate::cpu_storage_map!(&s.copy_strided(l), v => select_rows(v, parts, &idx)),
-            })
-        })?;
+                None => crate::cpu_storage_map!(&s.copy_strided(self.layout()), v => select_rows(v, parts, &idx)),
+            }),
+            Storage::Gpu(g) => {
+                let is = indices.storage();
+                let Storage::Gpu(ig) = &*is else { unreachable!("read_indices checked the device") };
+                Storage::Gpu(crate::gpu::index_select(OP, g, self.layout(), d, ig, indices.layout())?)
+            }
+        };
         let mut dims = self.dims().to_vec();
         dims[d] = idx.len();
-        Ok(Tensor::from_op(Storage::Cpu(out), dims, &[self, indices], || Box::new(IndexSelectBack(d))))
+        Ok(Tensor::from_op(out, dims, &[self, indices], || Box::new(IndexSelectBack(d))))
     }
 
     /// Out-of-place `index_add`: a copy of `self` where entry `indices[j]` of `dim` gets entry
@@ -337,13 +345,19 @@ impl Tensor {
                 ),
             });
         }
-        let parts = split_dims(self.dims(), d);
-        let mut out = self.to_cpu_storage()?;
-        let src_c = src.to_cpu_storage()?;
-        with_pair!(OP, &mut out, &src_c, |o, s| add_rows(o, s, parts, &idx));
-        Ok(Tensor::from_op(Storage::Cpu(out), self.shape().clone(), &[self, indices, src], || {
-            Box::new(IndexAddBack(d))
-        }))
+        let out = if self.device().is_gpu() {
+            let out = self.with_gpu(OP, |g, l| crate::gpu::contiguous(OP, g, l))?;
+            let src = src.contiguous()?;
+            src.with_gpu(OP, |sg, sl| crate::gpu::index_add(OP, &out, self.dims(), d, (sg, sl.offset()), &idx))?;
+            Storage::Gpu(out)
+        } else {
+            let parts = split_dims(self.dims(), d);
+            let mut out = self.to_cpu_storage()?;
+            let src_c = src.to_cpu_storage()?;
+            with_pair!(OP, &mut out, &src_c, |o, s| add_rows(o, s, parts, &idx));
+            Storage::Cpu(out)
+        };
+        Ok(Tensor::from_op(out, self.shape().clone(), &[self, indices, src], || Box::new(IndexAddBack(d))))
     }
 
     /// PyTorch `gather`: `out[p] = self[p with p[dim] = index[p]]`, with the shape of `index`
@@ -354,8 +368,18 @@ impl Tensor {
         check_index_shape(OP, self.shape(), index.shape(), d, None)?;
         let idx = read_indices(OP, index, d, self.dims()[d], self.device())?;
         let idims = index.dims().to_vec();
-        let out = self.with_cpu(OP, |s, l| Ok(crate::cpu_storage_map!(s, v => gather_t(v, l, d, &idims, &idx))))?;
-        Ok(Tensor::from_op(Storage::Cpu(out), idims, &[self, index], || Box::new(GatherBack(d))))
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => {
+                let l = self.layout();
+                Storage::Cpu(crate::cpu_storage_map!(s, v => gather_t(v, l, d, &idims, &idx)))
+            }
+            Storage::Gpu(g) => {
+                let is = index.storage();
+                let Storage::Gpu(ig) = &*is else { unreachable!("read_indices checked the device") };
+                Storage::Gpu(crate::gpu::gather(OP, g, self.layout(), d, ig, index.layout())?)
+            }
+        };
+        Ok(Tensor::from_op(out, idims, &[self, index], || Box::new(GatherBack(d))))
     }
 
     /// Out-of-place PyTorch `scatter_add`: a copy of `self` where, for every position `p` of
@@ -369,14 +393,19 @@ impl Tensor {
         self.same_dtype_device(src, OP)?;
         check_index_shape(OP, self.shape(), index.shape(), d, Some(src.shape()))?;
         let idx = read_indices(OP, index, d, self.dims()[d], self.device())?;
-        let mut out = self.to_cpu_storage()?;
-        src.with_cpu(OP, |s, l| {
-            with_pair!(OP, &mut out, s, |o, sv| scatter_add_t(o, self.dims(), d, sv, l, index.dims(), &idx));
-            Ok(())
-        })?;
-        Ok(Tensor::from_op(Storage::Cpu(out), self.shape().clone(), &[self, index, src], || {
-            Box::new(ScatterAddBack(d))
-        }))
+        let out = if self.device().is_gpu() {
+            let out = self.with_gpu(OP, |g, l| crate::gpu::contiguous(OP, g, l))?;
+            src.with_gpu(OP, |sg, sl| crate::gpu::scatter_add(OP, &out, self.dims(), d, (sg, sl), index.dims(), &idx))?;
+            Storage::Gpu(out)
+        } else {
+            let mut out = self.to_cpu_storage()?;
+            src.with_cpu(OP, |s, l| {
+                with_pair!(OP, &mut out, s, |o, sv| scatter_add_t(o, self.dims(), d, sv, l, index.dims(), &idx));
+                Ok(())
+            })?;
+            Storage::Cpu(out)
+        };
+        Ok(Tensor::from_op(out, self.shape().clone(), &[self, index, src], || Box::new(ScatterAddBack(d))))
     }
 
     /// One-hot encoding of integer labels (`self`, u32 or i64): shape `self.shape + [num_classes]`
@@ -390,6 +419,12 @@ impl Tensor {
             T::into_storage(v)
         }
         let idx = read_indices("one_hot", self, self.rank(), num_classes, self.device())?;
+        let mut dims = self.dims().to_vec();
+        dims.push(num_classes);
+        if self.device().is_gpu() {
+            let out = self.with_gpu("one_hot", |g, l| crate::gpu::one_hot("one_hot", g, l, num_classes, dtype))?;
+            return Ok(Tensor::from_storage(Storage::Gpu(out), dims));
+        }
         let s = match dtype {
             DType::U8 => build::<u8>(&idx, num_classes),
             DType::U32 => build::<u32>(&idx, num_classes),
@@ -399,8 +434,6 @@ impl Tensor {
             DType::F32 => build::<f32>(&idx, num_classes),
             DType::F64 => build::<f64>(&idx, num_classes),
         };
-        let mut dims = self.dims().to_vec();
-        dims.push(num_classes);
         Tensor::from_cpu_storage(s, dims, &self.device())
     }
 

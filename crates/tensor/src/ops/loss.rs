@@ -7,9 +7,9 @@
 //! log-sum-exp is saved for the backward, which is one fused kernel as well:
 //! `dlogits = scale * (softmax - target distribution)`.
 //!
-//! The backward is a CPU kernel: written with tensor ops it would need a one-hot or scatter
-//! of the targets, which this crate does not have yet; on other devices it returns the
-//! typed `DeviceNotAvailable` error.
+//! On a GPU device (and the emulator) the same steps run as kernels (kernels/tensor/loss.cu):
+//! a row kernel for the losses and the saved log-sum-exp, a one-block f64 reduction for mean
+//! and sum, and an element-wise backward. Targets are checked on the host either way.
 
 use crate::autograd::GradFn;
 use crate::ops::norm::{AccElem, cast, contiguous_slice, lane_sum, parallel_rows, rows_per_task};
@@ -53,21 +53,20 @@ impl Default for CrossEntropyOpts {
 
 const OP: &str = "cross_entropy";
 
-/// Reads integer class indices as i64 (row-major).
+/// Reads integer class indices as i64 (row-major; downloaded from a GPU device, since every
+/// target is checked against the class count before anything runs).
 fn class_indices(targets: &Tensor) -> Result<Vec<i64>> {
-    targets.with_cpu(OP, |s, l| {
-        Ok(match s.copy_strided(l) {
-            CpuStorage::I64(v) => v,
-            CpuStorage::U32(v) => v.into_iter().map(i64::from).collect(),
-            CpuStorage::U8(v) => v.into_iter().map(i64::from).collect(),
-            other => {
-                return Err(Error::UnsupportedDType {
-                    op: OP,
-                    dtype: other.dtype(),
-                    hint: "targets must be integer class indices (i64, u32 or u8); probability targets are not supported",
-                });
-            }
-        })
+    Ok(match targets.to_cpu_storage()? {
+        CpuStorage::I64(v) => v,
+        CpuStorage::U32(v) => v.into_iter().map(i64::from).collect(),
+        CpuStorage::U8(v) => v.into_iter().map(i64::from).collect(),
+        other => {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype: other.dtype(),
+                hint: "targets must be integer class indices (i64, u32 or u8); probability targets are not supported",
+            });
+        }
     })
 }
 
@@ -166,6 +165,8 @@ fn ce_backward<T: AccElem>(
 /// The recorded backward of cross entropy; its one input is the contiguous [N, C] logits.
 struct CrossEntropyBack {
     targets: Arc<Vec<Option<usize>>>,
+    /// On a GPU device: the targets as i64 there, -1 where ignored.
+    targets_dev: Option<Tensor>,
     /// Per-row log-sum-exp, [N] in the accumulator dtype.
     lse: Tensor,
     opts: CrossEntropyOpts,
@@ -180,6 +181,9 @@ impl GradFn for CrossEntropyBack {
     fn backward(&self, inputs: &[Tensor], _out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let x = &inputs[0];
         let c = x.dims().last().copied().unwrap_or(0);
+        if let Some(t) = &self.targets_dev {
+            return Ok(vec![Some(self.backward_gpu(x, &g.contiguous()?, t, c)?)]);
+        }
         let gv = g.to_f64_vec()?;
         let count = self.count.max(1) as f64;
         let g0 = gv.first().copied().unwrap_or(0.0);
@@ -214,6 +218,74 @@ impl GradFn for CrossEntropyBack {
     }
 }
 
+/// The kernel code of a reduction.
+fn gpu_reduction(r: Reduction) -> crate::gpu::CeReduction {
+    match r {
+        Reduction::Mean => crate::gpu::CeReduction::Mean,
+        Reduction::Sum => crate::gpu::CeReduction::Sum,
+        Reduction::None => crate::gpu::CeReduction::None,
+    }
+}
+
+impl CrossEntropyBack {
+    /// The fused GPU backward (kernels/tensor/loss.cu).
+    fn backward_gpu(&self, x: &Tensor, g: &Tensor, targets: &Tensor, c: usize) -> Result<Tensor> {
+        let op = "cross_entropy backward";
+        let rows = self.targets.len();
+        let dx = x.with_gpu(op, |xs, xl| {
+            g.with_gpu(op, |gs, gl| {
+                targets.with_gpu(op, |ts, _| {
+                    self.lse.with_gpu(op, |ls, _| {
+                        crate::gpu::cross_entropy_backward(
+                            op,
+                            (xs, xl),
+                            (gs, gl),
+                            ts,
+                            ls,
+                            (rows, c),
+                            self.opts.label_smoothing,
+                            gpu_reduction(self.opts.reduction),
+                            self.count,
+                        )
+                    })
+                })
+            })
+        })?;
+        Ok(Tensor::from_storage(Storage::Gpu(dx), x.shape().clone()))
+    }
+}
+
+/// The forward of [`Tensor::cross_entropy`] on a GPU device, `x` being the contiguous
+/// `[rows, c]` logits and `lead` the targets' shape.
+fn cross_entropy_gpu(
+    x: &Tensor,
+    targets: Vec<Option<usize>>,
+    opts: CrossEntropyOpts,
+    count: usize,
+    lead: &[usize],
+) -> Result<Tensor> {
+    let rows = targets.len();
+    let c = x.dims()[1];
+    let dev_targets: Vec<i64> = targets.iter().map(|t| t.map_or(-1, |v| v as i64)).collect();
+    let t = Tensor::from_cpu_storage(CpuStorage::I64(dev_targets), rows, &x.device())?;
+    let reduction = gpu_reduction(opts.reduction);
+    let (loss, lse) = x.with_gpu(OP, |xs, xl| {
+        t.with_gpu(OP, |ts, _| {
+            crate::gpu::cross_entropy(OP, (xs, xl), ts, (rows, c), opts.label_smoothing, reduction, count)
+        })
+    })?;
+    let shape: Shape = if opts.reduction == Reduction::None { lead.into() } else { ().into() };
+    Ok(Tensor::from_op(Storage::Gpu(loss), shape, &[x], || {
+        Box::new(CrossEntropyBack {
+            targets: Arc::new(targets),
+            targets_dev: Some(t),
+            lse: Tensor::from_storage(Storage::Gpu(lse), rows),
+            opts,
+            count,
+        })
+    }))
+}
+
 impl Tensor {
     /// Cross-entropy loss between `self`, logits of shape `[..., C]` (classes in the last
     /// dim, any leading dims), and `targets`, integer class indices (i64, u32 or u8) shaped
@@ -242,9 +314,6 @@ impl Tensor {
         if self.device() != targets.device() {
             return Err(Error::DeviceMismatch { op: OP, lhs: self.device(), rhs: targets.device() });
         }
-        if !self.device().is_cpu() {
-            return Err(self.device().unavailable(OP));
-        }
         let Some((&c, lead)) = self.dims().split_last() else {
             return Err(Error::invalid(OP, "logits must have a class dim, got a scalar (shape [])"));
         };
@@ -272,6 +341,9 @@ impl Tensor {
         let count = targets.iter().filter(|t| t.is_some()).count();
         let rows = targets.len();
         let x = self.reshape([rows, c])?.contiguous()?;
+        if x.device().is_gpu() {
+            return cross_entropy_gpu(&x, targets, opts, count, lead);
+        }
         let (loss, lse) = x.with_cpu(OP, |xs, _| {
             let bad = || Error::invalid(OP, "logits are not contiguous (internal error)");
             macro_rules! run {
@@ -304,6 +376,7 @@ impl Tensor {
         Ok(Tensor::from_op(Storage::Cpu(out), shape, &[&x], || {
             Box::new(CrossEntropyBack {
                 targets: Arc::new(targets),
+                targets_dev: None,
                 lse: Tensor::from_storage(Storage::Cpu(lse), rows),
                 opts,
                 count,

@@ -5,11 +5,11 @@
 //! the per-row mean and reciprocal standard deviation for the backward.
 //!
 //! Backward design: on the CPU the backward is a fused kernel too (two passes over each row
-//! in cache, producing dx and per-task partial sums of dweight/dbias). The same closed form
-//! written with tensor ops takes about a dozen full-size passes and temporaries, i.e. several
-//! times the memory traffic, so it is kept only as the path for devices without a fused
-//! kernel: [`NormBack`] dispatches on the device, and the tensor-op form is tested against
-//! the kernel on the CPU so that other backends inherit a checked implementation.
+//! in cache, producing dx and per-task partial sums of dweight/dbias); on a GPU (and the
+//! emulator) it is the fused kernel of kernels/tensor/norm.cu, with dweight/dbias summed over
+//! row chunks and then over the chunks in order (deterministic, no atomics). The same closed
+//! form written with tensor ops takes about a dozen full-size passes and temporaries, so it is
+//! kept only as the test reference of the CPU kernel.
 
 use crate::autograd::GradFn;
 use crate::cpu::strided::PAR_THRESHOLD;
@@ -280,9 +280,11 @@ fn norm_backward<T: AccElem>(
     (dx, dw, db)
 }
 
-/// The closed-form backward written with tensor ops, for devices without a fused kernel.
+/// The closed-form backward written with tensor ops: the reference the fused kernels (CPU and
+/// GPU) are tested against.
 /// `x` and `g` are [rows, d]; `mean` and `rstd` are [rows, 1] in the accumulator dtype.
 /// Returns dx and, when asked for (`need`), dw and db, in `x`'s dtype.
+#[cfg(test)]
 pub(crate) fn norm_backward_ops(
     x: &Tensor,
     g: &Tensor,
@@ -335,10 +337,7 @@ impl GradFn for NormBack {
             let (dx, dw, db) = self.backward_cpu(x, &g.contiguous()?, w, d)?;
             (dx, Some(dw), Some(db))
         } else {
-            let (x2, g2) = (x.reshape([rows, d])?, g.reshape([rows, d])?);
-            let need = (self.has_w, self.has_b);
-            let (dx, dw, db) = norm_backward_ops(&x2, &g2, w, self.mean.as_ref(), &self.rstd, need)?;
-            (dx.reshape(x.shape())?, dw, db)
+            self.backward_gpu(x, &g.contiguous()?, w, (rows, d))?
         };
         let mut out = vec![Some(dx)];
         if self.has_w {
@@ -352,6 +351,40 @@ impl GradFn for NormBack {
 }
 
 impl NormBack {
+    /// The fused GPU backward (kernels/tensor/norm.cu); dw/db only when there are w/b.
+    fn backward_gpu(
+        &self,
+        x: &Tensor,
+        g: &Tensor,
+        w: Option<&Tensor>,
+        shape: (usize, usize),
+    ) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+        let op = if self.rms { "rms_norm backward" } else { "layer_norm backward" };
+        let (xs, gs, rs) = (x.storage(), g.storage(), self.rstd.storage());
+        let ws = w.map(|w| w.storage());
+        let ms = self.mean.as_ref().map(|m| m.storage());
+        let wo = match (&ws, w) {
+            (Some(s), Some(t)) => Some((gpu_of(op, s)?, t.layout())),
+            _ => None,
+        };
+        let mo = match (&ms, &self.mean) {
+            (Some(s), Some(t)) => Some((gpu_of(op, s)?, t.layout())),
+            _ => None,
+        };
+        let (dx, dw, db) = crate::gpu::norm_backward(
+            op,
+            (gpu_of(op, &xs)?, x.layout()),
+            (gpu_of(op, &gs)?, g.layout()),
+            wo,
+            mo,
+            (gpu_of(op, &rs)?, self.rstd.layout()),
+            shape,
+            (self.has_w, self.has_b),
+        )?;
+        let wrap = |s: crate::gpu::GpuStorage, shape: crate::Shape| Tensor::from_storage(Storage::Gpu(s), shape);
+        Ok((wrap(dx, x.shape().clone()), dw.map(|s| wrap(s, shape.1.into())), db.map(|s| wrap(s, shape.1.into()))))
+    }
+
     fn backward_cpu(&self, x: &Tensor, g: &Tensor, w: Option<&Tensor>, d: usize) -> Result<(Tensor, Tensor, Tensor)> {
         let op = if self.rms { "rms_norm backward" } else { "layer_norm backward" };
         let (xs, gs, rs) = (x.storage(), g.storage(), self.rstd.storage());
@@ -433,13 +466,13 @@ fn norm_op(x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64, rms: bo
     if !(eps.is_finite() && eps >= 0.0) {
         return Err(Error::invalid(op, format!("eps must be finite and >= 0, got {eps}")));
     }
-    if !x.device().is_cpu() {
-        return Err(x.device().unavailable(op));
-    }
     let w = check_param(op, "weight", x, w, d)?;
     let b = check_param(op, "bias", x, b, d)?;
     let x = x.contiguous()?;
     let rows = x.elem_count().checked_div(d).unwrap_or(0);
+    if x.device().is_gpu() {
+        return norm_op_gpu(op, &x, w.as_ref(), b.as_ref(), (rows, d), eps, rms);
+    }
     let (y, mean, rstd) = {
         let xs = x.storage();
         let ws = w.as_ref().map(|w| w.storage());
@@ -485,6 +518,46 @@ fn norm_op(x: &Tensor, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64, rms: bo
             mean: (!rms).then(|| stat(mean)),
             rstd: stat(rstd),
         })
+    }))
+}
+
+/// The GPU storage behind a tensor of a GPU op (an internal error otherwise).
+fn gpu_of<'a>(op: &'static str, s: &'a Storage) -> Result<&'a crate::gpu::GpuStorage> {
+    match s {
+        Storage::Gpu(g) => Ok(g),
+        Storage::Cpu(_) => Err(Error::invalid(op, "expected GPU storage for every operand (internal error)")),
+    }
+}
+
+/// The forward of [`norm_op`] on a GPU: the fused kernel of kernels/tensor/norm.cu.
+fn norm_op_gpu(
+    op: &'static str,
+    x: &Tensor,
+    w: Option<&Tensor>,
+    b: Option<&Tensor>,
+    (rows, d): (usize, usize),
+    eps: f64,
+    rms: bool,
+) -> Result<Tensor> {
+    let (y, mean, rstd) = {
+        let (xs, ws, bs) = (x.storage(), w.map(|t| t.storage()), b.map(|t| t.storage()));
+        let wo = match (&ws, w) {
+            (Some(s), Some(t)) => Some((gpu_of(op, s)?, t.layout())),
+            _ => None,
+        };
+        let bo = match (&bs, b) {
+            (Some(s), Some(t)) => Some((gpu_of(op, s)?, t.layout())),
+            _ => None,
+        };
+        crate::gpu::norm_forward(op, (gpu_of(op, &xs)?, x.layout()), wo, bo, (rows, d), eps, rms)?
+    };
+    let mut inputs = vec![x];
+    inputs.extend(w);
+    inputs.extend(b);
+    let stat = |s: crate::gpu::GpuStorage| Tensor::from_storage(Storage::Gpu(s), [rows, 1]);
+    let (has_w, has_b) = (w.is_some(), b.is_some());
+    Ok(Tensor::from_op(Storage::Gpu(y), x.shape().clone(), &inputs, || {
+        Box::new(NormBack { rms, has_w, has_b, mean: mean.map(stat), rstd: stat(rstd) })
     }))
 }
 

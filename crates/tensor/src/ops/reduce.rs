@@ -9,10 +9,14 @@
 //!   between all tied elements (like `torch.amax`);
 //! - empty sets: sum is 0, mean and var are NaN, logsumexp is -inf, and max, min, argmax and
 //!   argmin return an error naming the op.
+//!
+//! On a GPU device (and the emulator) every reduction is one kernel of kernels/tensor/reduce.cu
+//! with the same conventions (f64 accumulation, NaN and tie rules); only the summation order
+//! differs, so float results agree to rounding and extrema and indices agree exactly.
 
 use crate::autograd::GradFn;
 use crate::cpu::reduce::{CmpElem, Fold, reduce};
-use crate::ops::binary::{BinaryKernel, binary_op};
+use crate::ops::binary::{BinaryKernel, binary_op, broadcast_pair};
 use crate::storage::{CpuStorage, Storage};
 use crate::{Dims, Error, Layout, Result, Shape, Tensor, WithDType};
 
@@ -91,7 +95,15 @@ helper_kernel!(ExpSubMasked, "logsumexp_backward", |x, l| if l.is_infinite() && 
 helper_kernel!(SafeDiv, "std_backward", |a, b| if b == 0.0 { 0.0 } else { a / b });
 
 fn helper<K: BinaryKernel>(a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    binary_op::<K>(a, b, || Box::new(NoBack(K::NAME)))
+    if a.device().is_cpu() {
+        return binary_op::<K>(a, b, || Box::new(NoBack(K::NAME)));
+    }
+    // The GPU kernels of these helpers live with the reductions (reduce.cu).
+    let (shape, al, bl) = broadcast_pair(K::NAME, a, b)?;
+    let (sa, sb) = (a.storage(), b.storage());
+    let (Storage::Gpu(ga), Storage::Gpu(gb)) = (&*sa, &*sb) else { unreachable!("broadcast_pair checked the devices") };
+    let out = crate::gpu::reduce_backward_helper(K::NAME, ga, &al, gb, &bl)?;
+    Ok(Tensor::from_storage(Storage::Gpu(out), shape))
 }
 
 // ----- CPU paths ------------------------------------------------------------------------------
@@ -379,18 +391,24 @@ impl GradFn for MomentBack {
 
 impl Tensor {
     /// Runs a CPU reduction and wraps its result (of the keepdim-aware output shape).
+    /// Runs a reduction (the CPU fold `f`, or the GPU kernel `gpu = (name, param)`) and wraps
+    /// its result (of the keepdim-aware output shape).
     fn reduce_op(
         &self,
         op: &'static str,
         rdims: &[usize],
         keepdim: bool,
         f: impl FnOnce(&CpuStorage, &Layout) -> Result<CpuStorage>,
+        gpu: (&str, f64),
         grad_fn: impl FnOnce() -> Box<dyn GradFn>,
     ) -> Result<Tensor> {
-        let out = self.with_cpu(op, f)?;
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(f(s, self.layout())?),
+            Storage::Gpu(g) => Storage::Gpu(crate::gpu::reduce(op, gpu.0, gpu.1, g, self.layout(), rdims)?),
+        };
         let shape = reduced_shape(self.shape(), rdims, keepdim);
         let inputs: &[&Tensor] = if out.dtype().is_float() { &[self] } else { &[] };
-        Ok(Tensor::from_op(Storage::Cpu(out), shape, inputs, grad_fn))
+        Ok(Tensor::from_op(out, shape, inputs, grad_fn))
     }
 
     /// Sum over `dims`; `keepdim` keeps them as size 1. Floats accumulate in f64; integers
@@ -398,7 +416,14 @@ impl Tensor {
     pub fn sum(&self, dims: impl Dims, keepdim: bool) -> Result<Tensor> {
         let rdims = dims.to_indexes(self.shape(), "sum")?;
         let rd = rdims.clone();
-        self.reduce_op("sum", &rd, keepdim, |s, l| Ok(sum_cpu(s, l, &rd)), || Box::new(SumBack { rdims, keepdim }))
+        self.reduce_op(
+            "sum",
+            &rd,
+            keepdim,
+            |s, l| Ok(sum_cpu(s, l, &rd)),
+            ("sum", 0.0),
+            || Box::new(SumBack { rdims, keepdim }),
+        )
     }
 
     /// Sum of all elements (rank 0).
@@ -417,6 +442,7 @@ impl Tensor {
             &rd,
             keepdim,
             |s, l| Ok(float_dispatch!("mean", s, |v| mean_float(v, l, &rd, count))),
+            ("mean", 0.0),
             || Box::new(MeanBack { rdims, keepdim }),
         )
     }
@@ -435,6 +461,7 @@ impl Tensor {
             &rd,
             keepdim,
             |s, l| Ok(cmp_dispatch!(s, extremum, MAX, l, &rd, same_variant)),
+            (if MAX { "max" } else { "min" }, 0.0),
             || Box::new(ExtremumBack { name: op, rdims, keepdim }),
         )
     }
@@ -474,8 +501,14 @@ impl Tensor {
             ));
         }
         check_nonempty(op, self.shape(), &rdims)?;
-        let out = self.with_cpu(op, |s, l| Ok(cmp_dispatch!(s, arg_extremum, MAX, l, &rdims, as_i64)))?;
-        Ok(Tensor::from_storage(Storage::Cpu(out), reduced_shape(self.shape(), &rdims, keepdim)))
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(cmp_dispatch!(s, arg_extremum, MAX, self.layout(), &rdims, as_i64)),
+            Storage::Gpu(g) => {
+                let name = if MAX { "argmax" } else { "argmin" };
+                Storage::Gpu(crate::gpu::reduce(op, name, 0.0, g, self.layout(), &rdims)?)
+            }
+        };
+        Ok(Tensor::from_storage(out, reduced_shape(self.shape(), &rdims, keepdim)))
     }
 
     /// Index of the maximum along one dim, as i64 (not differentiable). Ties give the first
@@ -510,6 +543,7 @@ impl Tensor {
             &rd,
             keepdim,
             |s, l| Ok(float_dispatch!("logsumexp", s, |v| lse_cpu(v, l, &rd))),
+            ("logsumexp", 0.0),
             || Box::new(LogSumExpBack { rdims, keepdim }),
         )
     }
@@ -534,6 +568,7 @@ impl Tensor {
             &rd,
             keepdim,
             |s, l| Ok(float_dispatch!(op, s, |v| moments_float(v, l, &rd, correction, std))),
+            (if std { "std" } else { "var" }, correction as f64),
             || Box::new(MomentBack { rdims, keepdim, correction, std }),
         )
     }

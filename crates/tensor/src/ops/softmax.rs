@@ -16,6 +16,9 @@
 //! -inf everywhere, never NaN (PyTorch gives NaN); masked (-inf) entries of other rows give
 //! exactly 0 (softmax) / -inf (log-softmax). A row holding NaN or +inf gives NaN, as in
 //! PyTorch. Sums of exponentials add 128 terms in f32 (16 per lane) before moving to f64.
+//!
+//! On a GPU device (and the emulator) one kernel (kernels/tensor/softmax.cu) does the same per
+//! row, with the same special rows; the backward is composed of tensor ops on every device.
 
 use crate::autograd::GradFn;
 use crate::cpu::math::exp_f32;
@@ -438,8 +441,11 @@ impl GradFn for LogSoftmaxBack {
 impl Tensor {
     fn softmax_op(&self, op: &'static str, dim: impl Dim, log: bool) -> Result<Tensor> {
         let d = dim.to_index(self.shape(), op)?;
-        let out = self.with_cpu(op, |s, l| softmax_cpu(s, l, d, log, op))?;
-        Ok(Tensor::from_op(Storage::Cpu(out), self.shape().clone(), &[self], || {
+        let out = match &*self.storage() {
+            Storage::Cpu(s) => Storage::Cpu(softmax_cpu(s, self.layout(), d, log, op)?),
+            Storage::Gpu(g) => Storage::Gpu(crate::gpu::softmax(op, g, self.layout(), d, log)?),
+        };
+        Ok(Tensor::from_op(out, self.shape().clone(), &[self], || {
             if log { Box::new(LogSoftmaxBack(d)) } else { Box::new(SoftmaxBack(d)) }
         }))
     }
