@@ -11,12 +11,20 @@
 //!   benches/peers/torch_sdpa.py.
 //! - `bench-train [--threads T] [--rounds R] [--json OUT]`: a training step of Attune against
 //!   the same model in PyTorch (benches/peers/torch_train.py), alternating, with the ratios.
+//! - `cuda-tools [--cublas]`: installs the pinned CUDA 12.9 wheels (NVRTC, headers, ptxas)
+//!   into `<target dir>/cuda-tools` and prints the toolchain found.
+//! - `build-kernels [--arch sm_80,sm_90] [--files F] [--json FILE]`: every kernel variant
+//!   through NVRTC and ptxas: registers, spills, shared memory, theoretical occupancy.
 
 mod bench;
 mod bench_attn;
 mod bench_train;
+mod build_kernels;
+mod cuda_tools;
 mod grid;
+mod occupancy;
 mod parity;
+mod ptxas;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -42,6 +50,10 @@ enum Command {
     BenchAttn(bench_attn::BenchAttnArgs),
     /// Time a training step against the PyTorch peer, alternating, and print the ratios.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Install the pinned CUDA wheels (NVRTC, headers, ptxas) and print the toolchain found.
+    CudaTools(cuda_tools::CudaToolsArgs),
+    /// Compile every kernel variant (NVRTC + ptxas) and print resources and occupancy.
+    BuildKernels(build_kernels::BuildKernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +62,8 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::run(&args),
         Command::BenchAttn(args) => bench_attn::run(&args),
         Command::BenchTrain(args) => bench_train::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::CudaTools(args) => cuda_tools::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::BuildKernels(args) => build_kernels::run(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -81,7 +81,8 @@ impl DiskCache {
 
     /// Stores `bytes` as entry `key.ext` atomically and returns its path.
     pub fn put(&self, key: &str, ext: &str, bytes: &[u8]) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating the kernel cache directory", &self.dir, e))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("creating the kernel cache directory", &self.dir, e))?;
         let path = self.path(key, ext);
         write_atomic(&path, bytes)?;
         write_atomic(&sidecar(&path), digest_hex(bytes).as_bytes())?;
@@ -96,7 +97,8 @@ impl DiskCache {
 
     /// A fresh temporary path inside the cache directory (same filesystem, so rename is atomic).
     pub fn temp_path(&self, ext: &str) -> Result<PathBuf> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| Error::io("creating the kernel cache directory", &self.dir, e))?;
+        std::fs::create_dir_all(&self.dir)
+            .map_err(|e| Error::io("creating the kernel cache directory", &self.dir, e))?;
         Ok(self.dir.join(format!(".tmp-{}-{}.{ext}", std::process::id(), next_serial())))
     }
 }

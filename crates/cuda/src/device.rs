@@ -44,14 +44,25 @@ pub trait Executor: Send + Sync {
     /// Copies `out.len()` bytes from `src` at `offset` to the host.
     fn dtoh(&self, src: &dyn Allocation, offset: usize, out: &mut [u8]) -> Result<()>;
     /// Copies `len` bytes between two allocations of this device.
-    fn dtod(&self, src: &dyn Allocation, src_offset: usize, dst: &dyn Allocation, dst_offset: usize, len: usize)
-    -> Result<()>;
+    fn dtod(
+        &self,
+        src: &dyn Allocation,
+        src_offset: usize,
+        dst: &dyn Allocation,
+        dst_offset: usize,
+        len: usize,
+    ) -> Result<()>;
     /// Runs one kernel (compiling and caching its module on first use).
     fn launch(&self, plan: &LaunchPlan) -> Result<()>;
     /// Waits for all queued work.
     fn synchronize(&self) -> Result<()>;
     /// A short description ("NVIDIA H100 (sm_90)", "emulator, 2 threads").
     fn describe(&self) -> String;
+    /// The CUDA executor behind this trait object, for what only a real GPU has (cuBLAS needs
+    /// its context and stream). `None` for every other executor.
+    fn as_cuda(&self) -> Option<&crate::cuda::CudaExecutor> {
+        None
+    }
 }
 
 /// A handle to a GPU or the emulator. Cheap to clone.
@@ -101,6 +112,12 @@ impl GpuDevice {
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The CUDA executor when this is a [`Backend::Cuda`] device (for cuBLAS, which needs its
+    /// context and stream).
+    pub fn cuda_executor(&self) -> Option<&crate::cuda::CudaExecutor> {
+        self.exec.as_cuda()
     }
 
     /// A description of the device.

@@ -9,7 +9,9 @@ pub enum Error {
     NoGpu { why: String },
 
     /// NVRTC, the CUDA headers or ptxas were not found.
-    #[error("cuda toolchain: {what} not found (looked in: {looked}); run `cargo xtask cuda-tools` to install it from PyPI, or set {env}")]
+    #[error(
+        "cuda toolchain: {what} not found (looked in: {looked}); run `cargo xtask cuda-tools` to install it from PyPI, or set {env}"
+    )]
     ToolchainMissing { what: &'static str, looked: String, env: &'static str },
 
     /// A kernel file name that is not under kernels/.
@@ -29,11 +31,15 @@ pub enum Error {
     EmuCompile { file: String, defines: String, compiler: String, log: String },
 
     /// A compiled module has no such entry point.
-    #[error("{backend}: kernel '{entry}' is not defined in {file} (defines [{defines}]); check the entry name and that it is `extern \"C\" __global__`")]
+    #[error(
+        "{backend}: kernel '{entry}' is not defined in {file} (defines [{defines}]); check the entry name and that it is `extern \"C\" __global__`"
+    )]
     MissingEntry { backend: &'static str, entry: String, file: String, defines: String },
 
     /// Launch geometry the device cannot run.
-    #[error("{backend}: launch of '{entry}' with grid {grid:?}, block {block:?}, {shared} B dynamic shared memory is invalid: {why}")]
+    #[error(
+        "{backend}: launch of '{entry}' with grid {grid:?}, block {block:?}, {shared} B dynamic shared memory is invalid: {why}"
+    )]
     BadLaunch { backend: &'static str, entry: String, grid: [u32; 3], block: [u32; 3], shared: u32, why: String },
 
     /// A CUDA driver or library call failed.

@@ -40,10 +40,8 @@ impl SourceSet {
         let mut todo = vec![(file.to_string(), source)];
         while let Some((path, text)) = todo.pop() {
             for inc in quoted_includes(text) {
-                let resolved = resolve(&path, inc).ok_or_else(|| Error::MissingInclude {
-                    file: path.clone(),
-                    include: inc.to_string(),
-                })?;
+                let resolved = resolve(&path, inc)
+                    .ok_or_else(|| Error::MissingInclude { file: path.clone(), include: inc.to_string() })?;
                 if !headers.contains_key(&resolved.0) {
                     headers.insert(resolved.0.clone(), resolved.1);
                     todo.push(resolved);
@@ -71,6 +69,23 @@ impl SourceSet {
             h.update(part.as_bytes());
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Every `#include "..."` as written in the file and its headers, with the embedded path it
+    /// resolves to. NVRTC matches named headers by the text written in the include, not by a
+    /// resolved path, so it needs each header under each name it is included by.
+    pub fn include_names(&self) -> Vec<(String, String)> {
+        let files = std::iter::once((self.file.as_str(), self.source))
+            .chain(self.headers.iter().map(|(p, t)| (p.as_str(), *t)));
+        let mut out = Vec::new();
+        for (path, text) in files {
+            for inc in quoted_includes(text) {
+                if let Some((resolved, _)) = resolve(path, inc) {
+                    out.push((inc.to_string(), resolved));
+                }
+            }
+        }
+        out
     }
 }
 
