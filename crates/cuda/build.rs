@@ -5,14 +5,13 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-#[allow(clippy::only_used_in_recursion)]
-fn collect(dir: &Path, root: &Path, out: &mut Vec<PathBuf>) {
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
     entries.sort();
     for path in entries {
         if path.is_dir() {
-            collect(&path, root, out);
+            collect(&path, out);
         } else if matches!(path.extension().and_then(|e| e.to_str()), Some("cu" | "cuh" | "h")) {
             out.push(path);
         }
@@ -24,7 +23,7 @@ fn main() {
     let kernels = manifest.join("../../kernels").canonicalize().expect("the workspace has a kernels/ directory");
     println!("cargo:rerun-if-changed={}", kernels.display());
     let mut files = Vec::new();
-    collect(&kernels, &kernels, &mut files);
+    collect(&kernels, &mut files);
     let mut code = String::from(
         "/// Every kernel source file: (path relative to kernels/, contents).\npub static KERNEL_FILES: &[(&str, &str)] = &[\n",
     );

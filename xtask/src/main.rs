@@ -13,13 +13,21 @@
 //!   the same model in PyTorch (benches/peers/torch_train.py), alternating, with the ratios.
 //! - `parity --backend emu|cuda`: every tensor op family on that backend against the CPU.
 //! - `test-devices`: attune-tensor's op test suite on the emulator (and a GPU when present).
+//! - `cuda-tools [--cublas]`: installs the pinned CUDA 12.9 wheels (NVRTC, headers, ptxas)
+//!   into `<target dir>/cuda-tools` and prints the toolchain found.
+//! - `build-kernels [--arch sm_80,sm_90] [--files F] [--json FILE]`: every kernel variant
+//!   through NVRTC and ptxas: registers, spills, shared memory, theoretical occupancy.
 
 mod bench;
 mod bench_attn;
 mod bench_train;
+mod build_kernels;
+mod cuda_tools;
 mod grid;
+mod occupancy;
 mod op_parity;
 mod parity;
+mod ptxas;
 mod test_devices;
 
 use clap::{Parser, Subcommand};
@@ -48,6 +56,10 @@ enum Command {
     BenchTrain(bench_train::BenchTrainArgs),
     /// Run attune-tensor's op tests on the emulator (and on a GPU when present).
     TestDevices(test_devices::TestDevicesArgs),
+    /// Install the pinned CUDA wheels (NVRTC, headers, ptxas) and print the toolchain found.
+    CudaTools(cuda_tools::CudaToolsArgs),
+    /// Compile every kernel variant (NVRTC + ptxas) and print resources and occupancy.
+    BuildKernels(build_kernels::BuildKernelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +69,8 @@ fn main() -> ExitCode {
         Command::BenchAttn(args) => bench_attn::run(&args),
         Command::BenchTrain(args) => bench_train::run(&args).map(|()| ExitCode::SUCCESS),
         Command::TestDevices(args) => test_devices::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::CudaTools(args) => cuda_tools::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::BuildKernels(args) => build_kernels::run(&args),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

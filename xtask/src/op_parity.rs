@@ -38,7 +38,9 @@ pub fn run(device: Device, keep: &dyn Fn(&str) -> bool, out: &mut impl Write) ->
 
 /// The whole `--backend cuda` run when no GPU is present: says so and succeeds.
 pub fn no_gpu() -> ExitCode {
-    println!("parity --backend cuda: skipped, no CUDA driver or GPU on this machine (Device::cuda_is_available() is false)");
+    println!(
+        "parity --backend cuda: skipped, no CUDA driver or GPU on this machine (Device::cuda_is_available() is false)"
+    );
     println!("0 passed, 0 failed");
     ExitCode::SUCCESS
 }

@@ -58,6 +58,11 @@ pub trait Executor: Send + Sync {
     fn synchronize(&self) -> Result<()>;
     /// A short description ("NVIDIA H100 (sm_90)", "emulator, 2 threads").
     fn describe(&self) -> String;
+    /// The CUDA executor behind this trait object, for what only a real GPU has (cuBLAS needs
+    /// its context and stream). `None` for every other executor.
+    fn as_cuda(&self) -> Option<&crate::cuda::CudaExecutor> {
+        None
+    }
 }
 
 /// A handle to a GPU or the emulator. Cheap to clone.
@@ -107,6 +112,12 @@ impl GpuDevice {
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The CUDA executor when this is a [`Backend::Cuda`] device (for cuBLAS, which needs its
+    /// context and stream).
+    pub fn cuda_executor(&self) -> Option<&crate::cuda::CudaExecutor> {
+        self.exec.as_cuda()
     }
 
     /// A description of the device.

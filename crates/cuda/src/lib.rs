@@ -9,11 +9,13 @@
 //! - Compiled modules are cached on disk ([`cache`]) keyed by the hash of the source, its
 //!   includes, the defines, the target and the compiler version.
 
+pub mod blas;
 pub mod cache;
 pub mod cuda;
 mod device;
 pub mod emu;
 mod error;
+pub mod nvrtc;
 mod plan;
 pub mod sources;
 pub mod toolchain;

@@ -70,6 +70,23 @@ impl SourceSet {
         }
         h.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
+
+    /// Every `#include "..."` as written in the file and its headers, with the embedded path it
+    /// resolves to. NVRTC matches named headers by the text written in the include, not by a
+    /// resolved path, so it needs each header under each name it is included by.
+    pub fn include_names(&self) -> Vec<(String, String)> {
+        let files = std::iter::once((self.file.as_str(), self.source))
+            .chain(self.headers.iter().map(|(p, t)| (p.as_str(), *t)));
+        let mut out = Vec::new();
+        for (path, text) in files {
+            for inc in quoted_includes(text) {
+                if let Some((resolved, _)) = resolve(path, inc) {
+                    out.push((inc.to_string(), resolved));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The names inside `#include "..."` lines (angle-bracket includes are left to the compiler).

@@ -52,7 +52,10 @@ impl Device {
             why: match self {
                 Device::Cpu => "the CPU backend is always available; this is a bug".into(),
                 Device::Cuda(_) => "this op has no CUDA kernel yet; move the tensor to Device::Cpu".into(),
-                Device::Emu => "this op has no CUDA kernel yet (so the emulator cannot run it); move the tensor to Device::Cpu".into(),
+                Device::Emu => {
+                    "this op has no CUDA kernel yet (so the emulator cannot run it); move the tensor to Device::Cpu"
+                        .into()
+                }
             },
         }
     }

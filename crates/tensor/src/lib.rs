@@ -23,8 +23,8 @@ mod layout;
 pub mod ops;
 mod shape;
 pub mod storage;
-pub mod testing;
 mod tensor;
+pub mod testing;
 
 pub use autograd::{GradFn, GradStore, NoGradGuard, Var, is_grad_enabled, no_grad, with_no_grad};
 pub use custom_op::CustomOp;

@@ -1,8 +1,8 @@
 //! Autograd mechanics: accumulation over several uses, skipping constants, no-grad scopes,
 //! graph release, variables updated in place, and gradient checks of the core ops.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Error, Result, Tensor, Var};
 
 fn t(v: &[f64], shape: &[usize]) -> Tensor {

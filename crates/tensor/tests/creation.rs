@@ -2,12 +2,11 @@
 //! element by element, independence from the thread count, distribution statistics, generator
 //! state save/restore, dropout (mask, scale, gradient), arange and linspace against naive loops.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::cpu::philox::philox4x32_10;
 use attune_tensor::grad_check::assert_grad;
 use attune_tensor::ops::creation::Rng;
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Device, Error, Result, Tensor, Var};
-
 
 /// The words of element `i` of stream `(seed, offset)`, straight from the documented convention.
 fn word(seed: u64, offset: u64, i: usize) -> (u32, [u32; 4]) {
@@ -297,7 +296,10 @@ fn arange_matches_a_naive_loop() -> Result<()> {
         }
     }
     assert_eq!(Tensor::arange(2.0, 7.0, 2.0, DType::I64, &test_device())?.to_vec::<i64>()?, vec![2, 4, 6]);
-    assert_eq!(Tensor::arange(250.0, 256.0, 1.0, DType::U8, &test_device())?.to_vec::<u8>()?, vec![250, 251, 252, 253, 254, 255]);
+    assert_eq!(
+        Tensor::arange(250.0, 256.0, 1.0, DType::U8, &test_device())?.to_vec::<u8>()?,
+        vec![250, 251, 252, 253, 254, 255]
+    );
     assert_eq!(Tensor::arange_n(4, DType::U32, &test_device())?.to_vec::<u32>()?, vec![0, 1, 2, 3]);
     assert_eq!(Tensor::arange(0.0, 3.0, 1.0, DType::F16, &test_device())?.to_f64_vec()?, vec![0.0, 1.0, 2.0]);
     Ok(())

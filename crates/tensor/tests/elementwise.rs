@@ -1,11 +1,10 @@
 //! Element-wise ops (unary, binary, comparisons, where_cond) against naive f64 references:
 //! every dtype, broadcasting, non-contiguous views, zero-size dims, gradients and errors.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Result, Tensor, Var};
 use std::f64::consts::{FRAC_1_SQRT_2, PI};
-
 
 fn t64(v: &[f64], shape: &[usize]) -> Tensor {
     Tensor::from_slice(v, shape, &test_device()).unwrap()

@@ -109,7 +109,16 @@ fn comparisons_and_where() {
             let mask = a.gt(&b)?;
             let y = mask.where_cond(&a, &b)?;
             let g = y.sum_all()?.backward()?;
-            Ok(vec![a.eq(&b)?, a.ne(&b)?, a.lt(&b)?, a.le(&b)?, mask, a.ge_scalar(0.25)?, y, g.get(&a).unwrap().clone()])
+            Ok(vec![
+                a.eq(&b)?,
+                a.ne(&b)?,
+                a.lt(&b)?,
+                a.le(&b)?,
+                mask,
+                a.ge_scalar(0.25)?,
+                y,
+                g.get(&a).unwrap().clone(),
+            ])
         });
     }
 }

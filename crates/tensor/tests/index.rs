@@ -3,10 +3,9 @@
 //! parallel cases, determinism across thread counts), their gradients, errors, and
 //! stack / chunk / split.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Error, Result, Tensor, Var};
-
 
 /// Row-major multi-index of flat position `i` in `dims`.
 fn unravel(mut i: usize, dims: &[usize]) -> Vec<usize> {

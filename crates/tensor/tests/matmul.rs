@@ -3,8 +3,8 @@
 //! dims, products large enough for the parallel paths, finite-difference gradients and the
 //! error messages.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Error, Result, Tensor};
 
 /// Deterministic values in [-1, 1).

@@ -1,11 +1,10 @@
 //! Fused neural-network ops (layer_norm, rms_norm, cross_entropy) against naive f64
 //! references, their gradients (finite differences and composed primitives), and Display.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
 use attune_tensor::ops::loss::{CrossEntropyOpts, Reduction};
+use attune_tensor::testing::test_device;
 use attune_tensor::{DType, Error, Result, Tensor, Var};
-
 
 /// Deterministic values in [lo, hi).
 fn rand(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
@@ -308,7 +307,8 @@ fn cross_entropy_is_stable_and_handles_edge_cases() -> Result<()> {
     let b = xt.contiguous()?.cross_entropy(&tt, Default::default())?.to_scalar::<f64>()?;
     assert_eq!(a, b);
     // Unbatched logits [C] with a scalar target.
-    let l = tensor(&xv[..6], &[6], DType::F64).cross_entropy(&Tensor::scalar(2i64, &test_device())?, Default::default())?;
+    let l =
+        tensor(&xv[..6], &[6], DType::F64).cross_entropy(&Tensor::scalar(2i64, &test_device())?, Default::default())?;
     assert_close(&[l.to_scalar::<f64>()?], &[naive_ce(&xv[..6], 6, &[2], None, 0.0)[0].unwrap()], 1e-12, 1e-12, "[C]");
     // Every target ignored: mean is 0 (PyTorch: NaN) and the gradient is zero.
     let x = Var::from_tensor(&tensor(&xv, &[4, 6], DType::F64))?;
@@ -339,7 +339,8 @@ fn cross_entropy_errors_name_the_problem() {
     let e = ce(Tensor::from_slice(&[1f32, 2.0], 2, &test_device()).unwrap());
     assert!(matches!(e, Error::UnsupportedDType { dtype: DType::F32, .. }) && e.to_string().contains("integer"), "{e}");
     let t = Tensor::from_slice(&[1i64, 2], 2, &test_device()).unwrap();
-    let e = Tensor::zeros([2, 5], DType::I64, &test_device()).unwrap().cross_entropy(&t, Default::default()).unwrap_err();
+    let e =
+        Tensor::zeros([2, 5], DType::I64, &test_device()).unwrap().cross_entropy(&t, Default::default()).unwrap_err();
     assert!(matches!(e, Error::UnsupportedDType { dtype: DType::I64, .. }), "{e}");
     let opts = CrossEntropyOpts { label_smoothing: 1.5, ..Default::default() };
     let e = x.cross_entropy(&t, opts).unwrap_err().to_string();

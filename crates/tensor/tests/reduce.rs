@@ -3,10 +3,9 @@
 //! with negative and non-adjacent dims, keepdim, non-contiguous views, zero-size dims, sizes
 //! that take the parallel paths, special values, finite-difference gradients and errors.
 
-use attune_tensor::testing::test_device;
 use attune_tensor::grad_check::assert_grad;
+use attune_tensor::testing::test_device;
 use attune_tensor::{AllDims, DType, Error, Result, Tensor};
-
 
 /// Deterministic values, multiples of 1/64 in [-3, 3): exact in every float dtype, with ties.
 fn data(n: usize, seed: u64) -> Vec<f64> {

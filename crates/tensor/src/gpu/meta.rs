@@ -107,9 +107,8 @@ mod tests {
         // A transposed input against a contiguous output: nothing merges across the swap.
         let a = Layout::new(Shape::from(vec![2, 3, 4]), vec![1, 8, 2], 5);
         let m = StridedMeta::contiguous_out("test", &[&a]).unwrap();
-        let expect: Vec<i64> = (0..2)
-            .flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| 5 + i + 8 * j + 2 * k)))
-            .collect();
+        let expect: Vec<i64> =
+            (0..2).flat_map(|i| (0..3).flat_map(move |j| (0..4).map(move |k| 5 + i + 8 * j + 2 * k))).collect();
         assert_eq!(offsets(&m, 1), expect);
         assert_eq!(offsets(&m, 0), (0..24).collect::<Vec<_>>());
         // Fully contiguous operands collapse to one dim.

@@ -293,11 +293,15 @@ impl Tensor {
     }
     /// Absolute value (also for integers; `i64::MIN` wraps to itself). The gradient at 0 is 0.
     pub fn abs(&self) -> Result<Tensor> {
-        unary_op_any(self, "abs", [0.0; 2], f32::abs, f64::abs, i64::wrapping_abs, || deriv_back("abs", |x, _y| deriv::<Sign>(x)))
+        unary_op_any(self, "abs", [0.0; 2], f32::abs, f64::abs, i64::wrapping_abs, || {
+            deriv_back("abs", |x, _y| deriv::<Sign>(x))
+        })
     }
     /// -1, 0 or 1 by sign (±0 and NaN map to themselves; also for integers). Its gradient is 0.
     pub fn sign(&self) -> Result<Tensor> {
-        unary_op_any(self, "sign", [0.0; 2], Sign::f32, Sign::f64, i64::signum, || deriv_back("sign", |x, _y| x.zeros_like()))
+        unary_op_any(self, "sign", [0.0; 2], Sign::f32, Sign::f64, i64::signum, || {
+            deriv_back("sign", |x, _y| x.zeros_like())
+        })
     }
     /// Square root.
     pub fn sqrt(&self) -> Result<Tensor> {
