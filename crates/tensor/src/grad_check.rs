@@ -1,7 +1,7 @@
 //! Finite-difference gradient checking in f64, shared by every differentiable op's tests
 //! (and by other crates' fused ops).
 
-use crate::{DType, Device, Result, Tensor, Var};
+use crate::{DType, Result, Tensor, Var};
 
 /// Outcome of a gradient check.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub fn grad_check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], ep
     let vars: Vec<Var> = inputs.iter().map(|t| t.to_dtype(DType::F64)?.to_var()).collect::<Result<_>>()?;
     let tensors: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
     let out = f(&tensors)?;
-    let w = Tensor::from_vec(weights(out.elem_count()), out.shape().clone(), &Device::Cpu)?;
+    let w = Tensor::from_vec(weights(out.elem_count()), out.shape().clone(), &out.device())?;
     let loss = |ts: &[Tensor]| -> Result<Tensor> { f(ts)?.to_dtype(DType::F64)?.mul(&w)?.sum_all() };
     let grads = loss(&tensors)?.backward()?;
     let mut report = GradCheckReport { max_abs_err: 0.0, max_rel_err: 0.0, checked: 0 };
@@ -48,7 +48,7 @@ pub fn grad_check(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], ep
                 let mut x = base.clone();
                 x[i] += delta;
                 let mut ts = tensors.clone();
-                ts[k] = Tensor::from_vec(x, v.shape().clone(), &Device::Cpu)?;
+                ts[k] = Tensor::from_vec(x, v.shape().clone(), &v.device())?;
                 crate::with_no_grad(|| loss(&ts))?.to_scalar::<f64>()
             };
             let numeric = (eval(eps)? - eval(-eps)?) / (2.0 * eps);

@@ -68,7 +68,14 @@ pub(crate) fn gpu_err(op: &'static str) -> impl FnOnce(attune_cuda::Error) -> Er
 /// The runtime device behind a tensor device.
 pub(crate) fn gpu_device(op: &'static str, device: Device) -> Result<GpuDevice> {
     let backend = backend_of(device).ok_or_else(|| Error::invalid(op, "the CPU is not a GPU device".to_string()))?;
-    GpuDevice::get(backend).map_err(gpu_err(op))
+    GpuDevice::get(backend).map_err(|e| match e {
+        attune_cuda::Error::NoGpu { why } => Error::DeviceNotAvailable {
+            op,
+            device,
+            why: format!("{why}; use Device::Cpu, or Device::Emu to run the GPU kernels on the CPU"),
+        },
+        other => Error::Gpu { op, source: Box::new(other) },
+    })
 }
 
 impl GpuStorage {
