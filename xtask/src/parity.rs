@@ -82,6 +82,10 @@ pub struct ParityArgs {
     /// Rayon threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
+    /// With --backend emu, skip the AddressSanitizer run of the emulated kernels (on by default:
+    /// the command re-executes itself with the ASan runtime preloaded).
+    #[arg(long)]
+    no_sanitize: bool,
 }
 
 /// Pass/fail counts.
@@ -243,11 +247,27 @@ pub fn run(args: &ParityArgs) -> Result<ExitCode> {
 /// `--backend emu|cuda`: the tensor-op table, then the attention kernels once that backend has
 /// them (the fused attention kernels are issue 5; until then the row says so).
 fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCode> {
+    if device == attune_tensor::Device::Emu && !args.no_sanitize && !attune_cuda::emu::sanitizer_runtime_loaded() {
+        // ASan must be the first library loaded, so run this command again with it preloaded;
+        // the emulator then builds every kernel with -fsanitize=address and reports
+        // out-of-bounds global/shared accesses with the kernel's name.
+        let env = attune_cuda::emu::sanitizer_env().context("setting up the emulator's sanitizer")?;
+        let exe = std::env::current_exe().context("finding the xtask binary")?;
+        let status = std::process::Command::new(exe).args(std::env::args_os().skip(1)).envs(env).status()?;
+        return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8));
+    }
     let keep = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
     let start = Instant::now();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    writeln!(out, "parity: backend {} vs the CPU, {} host threads", args.backend.name(), rayon::current_num_threads())?;
+    let sanitized = attune_cuda::emu::sanitize_requested() && device == attune_tensor::Device::Emu;
+    writeln!(
+        out,
+        "parity: backend {} vs the CPU, {} host threads{}",
+        args.backend.name(),
+        rayon::current_num_threads(),
+        if sanitized { ", kernels under AddressSanitizer" } else { "" }
+    )?;
     let (passed, failed) = crate::op_parity::run(device, &keep, &mut out)?;
     if !args.cases.is_empty() || !args.no_grid {
         writeln!(out, "

@@ -31,8 +31,14 @@ impl Device {
     }
 
     /// The best device present: a GPU when one is usable, else the CPU.
+    /// A GPU counts only when the NVRTC toolchain is found too, so that `auto` never picks a
+    /// device whose kernels cannot be compiled.
     pub fn best() -> Device {
-        if Device::cuda_is_available() { Device::Cuda(0) } else { Device::Cpu }
+        if Device::cuda_is_available() && attune_cuda::toolchain::find().is_ok() {
+            Device::Cuda(0)
+        } else {
+            Device::Cpu
+        }
     }
 
     /// Whether a CUDA driver and at least one GPU are usable (libcuda is looked up at run time).

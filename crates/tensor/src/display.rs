@@ -168,7 +168,16 @@ impl fmt::Display for Tensor {
         }
         let shown = shown_indices(self.dims(), self.elem_count() > THRESHOLD);
         let offsets = shown_offsets(self.layout(), &shown);
-        let Ok(vals) = self.with_cpu("display", |s, _| Ok(gather(s, &offsets))) else {
+        // GPU tensors are shown from a host copy of their buffer (like PyTorch's cuda tensors).
+        let host = match &*self.storage() {
+            crate::storage::Storage::Gpu(g) => g.download("display").ok(),
+            crate::storage::Storage::Cpu(_) => None,
+        };
+        let vals = match &host {
+            Some(h) => Ok(gather(h, &offsets)),
+            None => self.with_cpu("display", |s, _| Ok(gather(s, &offsets))),
+        };
+        let Ok(vals) = vals else {
             out.push_str(&format!("<data on {}>", self.device()));
             suffixes.insert(0, format!("shape={:?}", self.dims()));
             push_suffixes(&mut out, &suffixes);

@@ -178,6 +178,8 @@ fn transfers_round_trip_and_report_the_device() {
     assert_eq!(e.to_vec::<f32>().unwrap(), x.to_vec::<f32>().unwrap());
     // A strided view downloads in logical order.
     assert_eq!(e.t().unwrap().to_vec::<f32>().unwrap(), x.t().unwrap().to_vec::<f32>().unwrap());
+    let s = Tensor::from_vec(vec![1.5f32, -2.0], [2], &Device::Emu).unwrap().to_string();
+    assert_eq!(s, "tensor([ 1.5000, -2.0000], dtype=f32, device=emu)");
     let back = e.to_device(&Device::Cpu).unwrap();
     assert_eq!(back.device(), Device::Cpu);
     // Mixing devices is an error that names both.

@@ -4,7 +4,7 @@
 use attune_tensor::grad_check::assert_grad;
 use attune_tensor::ops::loss::{CrossEntropyOpts, Reduction};
 use attune_tensor::testing::test_device;
-use attune_tensor::{DType, Error, Result, Tensor, Var};
+use attune_tensor::{DType, Device, Error, Result, Tensor, Var};
 
 /// Deterministic values in [lo, hi).
 fn rand(n: usize, seed: u64, lo: f64, hi: f64) -> Vec<f64> {
@@ -426,17 +426,19 @@ fn cross_entropy_parallel_gradient_matches_naive_softmax() -> Result<()> {
 // ----- Display --------------------------------------------------------------------------
 
 #[test]
+// Formatting is device-independent (GPU tensors are shown from a host copy; see
+// gpu_elementwise.rs), so these build on the CPU under every ATTUNE_TEST_DEVICE.
 fn display_aligns_columns_like_pytorch() -> Result<()> {
     let x = tensor(&[1.0, -2.5, 3.0, 4.0], &[2, 2], DType::F32);
     assert_eq!(x.to_string(), "tensor([[ 1.0000, -2.5000],\n        [ 3.0000,  4.0000]], dtype=f32, device=cpu)");
     assert_eq!(format!("{x:.2}"), "tensor([[ 1.00, -2.50],\n        [ 3.00,  4.00]], dtype=f32, device=cpu)");
-    let i = Tensor::from_slice(&[1i64, -20, 300, 4], [2, 2], &test_device())?;
+    let i = Tensor::from_slice(&[1i64, -20, 300, 4], [2, 2], &Device::Cpu)?;
     assert_eq!(i.to_string(), "tensor([[  1, -20],\n        [300,   4]], dtype=i64, device=cpu)");
-    let u = Tensor::from_slice(&[7u8, 255], 2, &test_device())?;
+    let u = Tensor::from_slice(&[7u8, 255], 2, &Device::Cpu)?;
     assert_eq!(u.to_string(), "tensor([  7, 255], dtype=u8, device=cpu)");
     // The transposed view prints its own (logical) order.
     assert_eq!(i.t()?.to_string(), "tensor([[  1, 300],\n        [-20,   4]], dtype=i64, device=cpu)");
-    let cube = Tensor::from_slice(&[0u32, 1, 2, 3, 4, 5, 6, 7], [2, 2, 2], &test_device())?;
+    let cube = Tensor::from_slice(&[0u32, 1, 2, 3, 4, 5, 6, 7], [2, 2, 2], &Device::Cpu)?;
     assert_eq!(
         cube.to_string(),
         "tensor([[[0, 1],\n         [2, 3]],\n\n        [[4, 5],\n         [6, 7]]], dtype=u32, device=cpu)"
@@ -446,11 +448,11 @@ fn display_aligns_columns_like_pytorch() -> Result<()> {
 
 #[test]
 fn display_scalars_empty_and_special_values() -> Result<()> {
-    assert_eq!(Tensor::scalar(3.5f64, &test_device())?.to_string(), "tensor(3.5000, dtype=f64, device=cpu)");
-    assert_eq!(Tensor::scalar(-7i64, &test_device())?.to_string(), "tensor(-7, dtype=i64, device=cpu)");
-    assert_eq!(Tensor::zeros(0, DType::F32, &test_device())?.to_string(), "tensor([], dtype=f32, device=cpu)");
+    assert_eq!(Tensor::scalar(3.5f64, &Device::Cpu)?.to_string(), "tensor(3.5000, dtype=f64, device=cpu)");
+    assert_eq!(Tensor::scalar(-7i64, &Device::Cpu)?.to_string(), "tensor(-7, dtype=i64, device=cpu)");
+    assert_eq!(Tensor::zeros(0, DType::F32, &Device::Cpu)?.to_string(), "tensor([], dtype=f32, device=cpu)");
     assert_eq!(
-        Tensor::zeros([0, 3], DType::BF16, &test_device())?.to_string(),
+        Tensor::zeros([0, 3], DType::BF16, &Device::Cpu)?.to_string(),
         "tensor([], shape=[0, 3], dtype=bf16, device=cpu)"
     );
     let s = tensor(&[f64::NAN, f64::INFINITY, -1.5, f64::NEG_INFINITY], &[4], DType::F16);
@@ -464,22 +466,22 @@ fn display_scalars_empty_and_special_values() -> Result<()> {
 #[test]
 fn display_elides_large_tensors_and_wraps_long_rows() -> Result<()> {
     let v: Vec<i64> = (0..2000).collect();
-    let x = Tensor::from_slice(&v, [2, 1000], &test_device())?;
+    let x = Tensor::from_slice(&v, [2, 1000], &Device::Cpu)?;
     assert_eq!(
         x.to_string(),
         "tensor([[   0,    1,    2,  ...,  997,  998,  999],\n        [1000, 1001, 1002,  ..., 1997, 1998, 1999]], dtype=i64, device=cpu)"
     );
-    let y = Tensor::from_slice(&v, [100, 20], &test_device())?.to_string();
+    let y = Tensor::from_slice(&v, [100, 20], &Device::Cpu)?.to_string();
     let lines: Vec<&str> = y.lines().collect();
     assert_eq!(lines.len(), 7, "{y}");
     assert_eq!(lines[0], "tensor([[   0,    1,    2,  ...,   17,   18,   19],");
     assert_eq!(lines[3], "        ...,");
     assert!(lines[6].starts_with("        [1980, 1981, 1982,  ..., 1997, 1998, 1999]]"), "{y}");
     // Exactly 1000 elements are shown in full; rows longer than 80 columns wrap.
-    let f = Tensor::from_slice(&(0..1000).map(|i| i as f32).collect::<Vec<_>>(), 1000, &test_device())?.to_string();
+    let f = Tensor::from_slice(&(0..1000).map(|i| i as f32).collect::<Vec<_>>(), 1000, &Device::Cpu)?.to_string();
     assert!(!f.contains("...") && f.contains("999.0000"), "{f}");
     assert!(f.lines().all(|l| l.len() <= 80), "{f}");
-    let w = Tensor::from_slice(&(0..30).map(|i| i as f32).collect::<Vec<_>>(), 30, &test_device())?.to_string();
+    let w = Tensor::from_slice(&(0..30).map(|i| i as f32).collect::<Vec<_>>(), 30, &Device::Cpu)?.to_string();
     let lines: Vec<&str> = w.lines().collect();
     assert_eq!(lines.len(), 5, "{w}");
     assert_eq!(lines[1], "         8.0000,  9.0000, 10.0000, 11.0000, 12.0000, 13.0000, 14.0000, 15.0000,");

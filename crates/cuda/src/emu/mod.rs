@@ -92,7 +92,6 @@ impl EmuExecutor {
 #[derive(Debug)]
 struct EmuAllocation {
     ptr: *mut u8,
-    layout: Layout,
 }
 
 // SAFETY: the allocation is plain memory owned by this value; kernels and copies synchronise
@@ -111,8 +110,8 @@ impl Allocation for EmuAllocation {
 
 impl Drop for EmuAllocation {
     fn drop(&mut self) {
-        // SAFETY: allocated in `alloc` with this layout.
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+        // SAFETY: allocated in `alloc` by posix_memalign.
+        unsafe { libc::free(self.ptr.cast()) };
     }
 }
 
@@ -133,8 +132,17 @@ impl Executor for EmuExecutor {
             end: bytes,
             len: isize::MAX as usize,
         })?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { if zeroed { std::alloc::alloc_zeroed(layout) } else { std::alloc::alloc(layout) } };
+        // Straight from libc, not the program's global allocator (xtask uses mimalloc): under
+        // the sanitizer, ASan intercepts malloc-family calls, so device buffers get redzones
+        // and a kernel's out-of-bounds global access is reported.
+        let mut raw: *mut libc::c_void = std::ptr::null_mut();
+        // SAFETY: posix_memalign writes a pointer to `raw` on success; the size is non-zero.
+        let rc = unsafe { libc::posix_memalign(&mut raw, layout.align(), layout.size()) };
+        let ptr = if rc == 0 { raw.cast::<u8>() } else { std::ptr::null_mut() };
+        if zeroed && !ptr.is_null() {
+            // SAFETY: `ptr` is valid for `layout.size()` bytes.
+            unsafe { std::ptr::write_bytes(ptr, 0, layout.size()) };
+        }
         if ptr.is_null() {
             return Err(Error::Io {
                 what: "emu: allocating device memory",
@@ -146,7 +154,7 @@ impl Executor for EmuExecutor {
             // SAFETY: `ptr` is valid for `layout.size()` bytes.
             unsafe { std::ptr::write_bytes(ptr, 0xff, layout.size()) };
         }
-        Ok(Box::new(EmuAllocation { ptr, layout }))
+        Ok(Box::new(EmuAllocation { ptr }))
     }
 
     fn htod(&self, src: &[u8], dst: &dyn Allocation, offset: usize) -> Result<()> {

@@ -4,6 +4,9 @@
 
 use crate::{DType, Device, Result, Rng, Tensor, Var};
 
+/// Builds a case's inputs on a device, runs the op and returns the tensors to compare.
+pub type CaseFn = Box<dyn Fn(&Device) -> Result<Vec<Tensor>> + Send + Sync>;
+
 /// One op case: a name, a tolerance multiplier and the computation, run once per device.
 pub struct OpCase {
     /// `family dtype`, e.g. `softmax bf16`.
@@ -11,7 +14,7 @@ pub struct OpCase {
     /// Multiplies the dtype's tolerances (for ops whose CPU and GPU formulas round differently).
     pub scale: f64,
     /// Builds inputs on `device`, runs the op, returns the tensors to compare.
-    pub run: Box<dyn Fn(&Device) -> Result<Vec<Tensor>> + Send + Sync>,
+    pub run: CaseFn,
 }
 
 /// The comparison of one case on one device.
@@ -67,7 +70,9 @@ pub fn run_case(case: &OpCase, device: Device) -> Result<OpOutcome> {
             }
             let err = (a - b).abs();
             out.max_abs_err = out.max_abs_err.max(if err.is_nan() { f64::INFINITY } else { err });
-            if !(err <= atol + rtol * b.abs()) {
+            // NaN errors (one side NaN, the other not) fail too.
+            let within = err <= atol + rtol * b.abs();
+            if !within {
                 out.passed = false;
                 out.detail.get_or_insert(format!("output {k} element {i}: {a} vs {b} on the CPU"));
             }
