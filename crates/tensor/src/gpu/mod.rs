@@ -147,17 +147,9 @@ impl GpuStorage {
     }
 }
 
-/// The short dtype name used in kernel entry points (`unary_f32`).
+/// The short dtype name used in kernel entry points (`unary_f32`): the dtype's own name.
 pub(crate) fn dtype_suffix(dtype: DType) -> &'static str {
-    match dtype {
-        DType::U8 => "u8",
-        DType::U32 => "u32",
-        DType::I64 => "i64",
-        DType::F16 => "f16",
-        DType::BF16 => "bf16",
-        DType::F32 => "f32",
-        DType::F64 => "f64",
-    }
+    dtype.as_str()
 }
 
 /// A module of kernels/tensor/ with no defines.

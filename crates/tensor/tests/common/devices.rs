@@ -18,17 +18,9 @@ pub fn gpu_devices() -> Vec<Device> {
     out
 }
 
-/// Tolerances by dtype: f32 `atol 2e-5, rtol 2e-4` (GUIDE.md §3) unless a case widens them;
-/// halves are compared after both sides round to the same dtype, so one ulp of the dtype.
-pub fn tolerance(dtype: DType) -> (f64, f64) {
-    match dtype {
-        DType::F64 => (1e-10, 1e-9),
-        DType::F32 => (2e-5, 2e-4),
-        DType::F16 => (1e-3, 2e-3),
-        DType::BF16 => (8e-3, 1.6e-2),
-        _ => (0.0, 0.0),
-    }
-}
+/// Tolerances by dtype, the ones `cargo xtask parity` uses (GUIDE.md §3 for f32; about one
+/// ulp for halves, which both sides round to the same dtype).
+pub use attune_tensor::gpu::parity::tolerance;
 
 /// Compares two tensors element-wise (shape, dtype and values).
 pub fn assert_close(case: &str, what: usize, dev: Device, got: &Tensor, want: &Tensor, scale: f64) {
