@@ -425,11 +425,16 @@ fn cross_entropy_parallel_gradient_matches_naive_softmax() -> Result<()> {
 
 // ----- Display --------------------------------------------------------------------------
 
+/// [`tensor`] moved to the CPU, for the formatting tests (their expected strings say cpu).
+fn tensor_on_cpu(v: &[f64], shape: &[usize], dtype: DType) -> Tensor {
+    tensor(v, shape, dtype).to_device(&Device::Cpu).expect("to the CPU")
+}
+
 #[test]
 // Formatting is device-independent (GPU tensors are shown from a host copy; see
 // gpu_elementwise.rs), so these build on the CPU under every ATTUNE_TEST_DEVICE.
 fn display_aligns_columns_like_pytorch() -> Result<()> {
-    let x = tensor(&[1.0, -2.5, 3.0, 4.0], &[2, 2], DType::F32);
+    let x = tensor_on_cpu(&[1.0, -2.5, 3.0, 4.0], &[2, 2], DType::F32);
     assert_eq!(x.to_string(), "tensor([[ 1.0000, -2.5000],\n        [ 3.0000,  4.0000]], dtype=f32, device=cpu)");
     assert_eq!(format!("{x:.2}"), "tensor([[ 1.00, -2.50],\n        [ 3.00,  4.00]], dtype=f32, device=cpu)");
     let i = Tensor::from_slice(&[1i64, -20, 300, 4], [2, 2], &Device::Cpu)?;
@@ -455,10 +460,10 @@ fn display_scalars_empty_and_special_values() -> Result<()> {
         Tensor::zeros([0, 3], DType::BF16, &Device::Cpu)?.to_string(),
         "tensor([], shape=[0, 3], dtype=bf16, device=cpu)"
     );
-    let s = tensor(&[f64::NAN, f64::INFINITY, -1.5, f64::NEG_INFINITY], &[4], DType::F16);
+    let s = tensor_on_cpu(&[f64::NAN, f64::INFINITY, -1.5, f64::NEG_INFINITY], &[4], DType::F16);
     assert_eq!(s.to_string(), "tensor([    nan,     inf, -1.5000,    -inf], dtype=f16, device=cpu)");
     // A wide range switches to scientific notation, as in PyTorch.
-    let s = tensor(&[1e-5, 1.0, -250.0], &[3], DType::F64);
+    let s = tensor_on_cpu(&[1e-5, 1.0, -250.0], &[3], DType::F64);
     assert_eq!(s.to_string(), "tensor([ 1.0000e-05,  1.0000e+00, -2.5000e+02], dtype=f64, device=cpu)");
     Ok(())
 }
