@@ -52,22 +52,11 @@ pub(crate) fn bernoulli(
     op: &'static str,
     dev: &GpuDevice,
     n: usize,
-    (seed, offset): (u64, u64),
+    stream: (u64, u64),
     threshold: u32,
     dtype: DType,
 ) -> Result<GpuStorage> {
-    let out = GpuStorage::alloc(op, dev, dtype, n)?;
-    if n > 0 {
-        let args = vec![
-            KernelArg::I64(n as i64),
-            KernelArg::U64(seed),
-            KernelArg::U64(offset),
-            KernelArg::U32(threshold),
-            out.arg(0),
-        ];
-        launch(op, dev, &stream_plan(format!("bernoulli_{}", dtype_suffix(dtype)), n, args))?;
-    }
-    Ok(out)
+    generate(op, dev, n, stream, "bernoulli", KernelArg::U32(threshold), dtype)
 }
 
 /// `n` uniforms in `[0, 1)` on the grid of `bits` significand bits, in float `dtype`.
@@ -75,20 +64,27 @@ pub(crate) fn rand(
     op: &'static str,
     dev: &GpuDevice,
     n: usize,
-    (seed, offset): (u64, u64),
+    stream: (u64, u64),
     bits: u32,
+    dtype: DType,
+) -> Result<GpuStorage> {
+    generate(op, dev, n, stream, "rand", KernelArg::I32(bits as i32), dtype)
+}
+
+/// Runs the `{family}_{dtype}` stream kernel: `(n, seed, offset, param, out)`.
+fn generate(
+    op: &'static str,
+    dev: &GpuDevice,
+    n: usize,
+    (seed, offset): (u64, u64),
+    family: &str,
+    param: KernelArg,
     dtype: DType,
 ) -> Result<GpuStorage> {
     let out = GpuStorage::alloc(op, dev, dtype, n)?;
     if n > 0 {
-        let args = vec![
-            KernelArg::I64(n as i64),
-            KernelArg::U64(seed),
-            KernelArg::U64(offset),
-            KernelArg::I32(bits as i32),
-            out.arg(0),
-        ];
-        launch(op, dev, &stream_plan(format!("rand_{}", dtype_suffix(dtype)), n, args))?;
+        let args = vec![KernelArg::I64(n as i64), KernelArg::U64(seed), KernelArg::U64(offset), param, out.arg(0)];
+        launch(op, dev, &stream_plan(format!("{family}_{}", dtype_suffix(dtype)), n, args))?;
     }
     Ok(out)
 }
