@@ -4,40 +4,7 @@
 // computes one block and writes its (up to) four elements, so the results are the CPU's bit
 // for bit: dropout masks, Bernoulli draws and uniforms compare integers or scale exactly.
 #include "tensor_common.cuh"
-
-struct Words {
-    u32 w[4];
-};
-
-#define PHILOX_M0 0xD2511F53u
-#define PHILOX_M1 0xCD9E8D57u
-#define PHILOX_W0 0x9E3779B9u
-#define PHILOX_W1 0xBB67AE85u
-
-__device__ __forceinline__ Words philox_block(unsigned long long seed, unsigned long long block) {
-    u32 c0 = (u32)block, c1 = (u32)(block >> 32), c2 = 0u, c3 = 0u;
-    u32 k0 = (u32)seed, k1 = (u32)(seed >> 32);
-    for (int r = 0; r < 10; ++r) {
-        if (r > 0) {
-            k0 += PHILOX_W0;
-            k1 += PHILOX_W1;
-        }
-        // 32x32 -> 64-bit products (the high halves are __umulhi on a GPU).
-        const unsigned long long p0 = (unsigned long long)PHILOX_M0 * c0;
-        const unsigned long long p1 = (unsigned long long)PHILOX_M1 * c2;
-        const u32 hi0 = (u32)(p0 >> 32), lo0 = (u32)p0, hi1 = (u32)(p1 >> 32), lo1 = (u32)p1;
-        c0 = hi1 ^ c1 ^ k0;
-        c1 = lo1;
-        c2 = hi0 ^ c3 ^ k1;
-        c3 = lo0;
-    }
-    Words out;
-    out.w[0] = c0;
-    out.w[1] = c1;
-    out.w[2] = c2;
-    out.w[3] = c3;
-    return out;
-}
+#include "../philox.cuh"
 
 // Loops over the blocks of an n-element stream; `b` is the block, `i` the first element.
 #define STREAM_BLOCKS(b, n) GRID_STRIDE(b, ((n) + 3) / 4)

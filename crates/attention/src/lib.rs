@@ -10,6 +10,7 @@
 pub mod cases;
 pub mod error;
 pub mod flash;
+pub mod gpu;
 mod op;
 pub mod oracle;
 pub mod params;

@@ -27,7 +27,7 @@ pub(crate) use reduce::{backward_helper as reduce_backward_helper, reduce};
 pub(crate) use softmax::softmax;
 
 use crate::storage::CpuStorage;
-use crate::{DType, Device, Error, Result};
+use crate::{DType, Device, Error, Result, Tensor};
 use attune_cuda::{Backend, GpuBuffer, GpuDevice, KernelArg, LaunchPlan, ModuleSpec};
 
 /// Threads per block of the element-wise and row kernels.
@@ -185,4 +185,29 @@ pub fn kernel_variants() -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
         out.push((module(file), entries.into_iter().map(|e| (e, THREADS)).collect()));
     }
     out
+}
+
+/// The runtime device of a GPU tensor device (`Cuda` or `Emu`), for crates that launch their
+/// own kernels (attune-attention). Errors on the CPU, or when the device is unavailable.
+pub fn runtime_device(op: &'static str, device: Device) -> Result<GpuDevice> {
+    gpu_device(op, device)
+}
+
+impl Tensor {
+    /// The runtime device and the device address of this tensor's first element (its layout
+    /// offset applied), for crates that launch their own kernels. The address stays valid while
+    /// the tensor (or any view of its storage) is alive. Errors on CPU tensors.
+    pub fn gpu_address(&self, op: &'static str) -> Result<(GpuDevice, u64)> {
+        let elem = self.layout().offset();
+        self.with_gpu(op, |g, _| Ok((g.gpu().clone(), g.buf.device_ptr(elem * g.dtype.size_in_bytes()))))
+    }
+
+    /// A contiguous tensor of `shape` on a GPU device whose elements are not initialised: the
+    /// output buffer of a custom kernel that writes every element. No graph.
+    pub fn uninit_on_gpu(op: &'static str, shape: impl Into<crate::Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+        let shape = shape.into();
+        let dev = gpu_device(op, device)?;
+        let storage = GpuStorage::alloc(op, &dev, dtype, shape.elem_count())?;
+        Ok(Tensor::from_storage(crate::storage::Storage::Gpu(storage), shape))
+    }
 }
