@@ -3,9 +3,11 @@
 //
 // Defines: ATTN_DTYPE (1 f16, 2 bf16), HD (head_dim: a multiple of 8 in 8..256), BM (query rows
 // per block), BN (keys per tile, a multiple of 16), WARPS (BM = 16 * WARPS: each warp owns 16
-// query rows). Optional Q_IN_REGS (default HD <= 128): keep Q's fragments in registers for the
-// whole key loop; without it they are re-read with ldmatrix at every k-step, which is what keeps
-// HD = 256 free of spills (its O accumulator alone is 128 registers per thread).
+// query rows). Optional Q_IN_REGS: keep Q's fragments (HD / 4 registers) for the whole key loop
+// instead of re-reading them with ldmatrix at every k-step. The default keeps them while
+// O (HD / 2 f32 registers) + S (BN / 2) + Q stays within 112 registers, the budget that ptxas
+// (CUDA 12.9) fits without spills on sm_80 and sm_90 for every HD/BN of the host's table; HD = 256
+// (128 registers of O alone) therefore re-reads Q.
 //
 // Launch: grid (ceil(max_q_len / BM), heads_q, num_segments), block WARPS * 32 threads, dynamic
 // shared memory (BM + 4 * BN) * LDS * sizeof(attn_t) bytes (the host's MmaTiles::smem_bytes):
@@ -46,7 +48,7 @@
 #error "HD must be a multiple of 8 in 8..256"
 #endif
 #ifndef Q_IN_REGS
-#define Q_IN_REGS (HD <= 128)
+#define Q_IN_REGS (HD / 2 + BN / 2 + HD / 4 <= 112)
 #endif
 
 #define HDK ((HD + 15) / 16 * 16)  // k-dim of Q K^T, padded with zeros
@@ -55,6 +57,7 @@
 #define NT_O (HD / 8)              // n8 tiles of a warp's O (16 x HD)
 #define KS_QK (HDK / 16)           // k16 steps of Q K^T
 #define KS_PV (BN / 16)            // k16 steps of P V
+#define NKEEP ((NT_S * 4 + 31) / 32)  // 32-bit words of dropout keep bits per lane
 #define THREADS (WARPS * 32)
 #define FULL_MASK 0xffffffffu
 
@@ -243,13 +246,29 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnPar
             }
         }
         if (dropout) {
-            const int gi0 = seg.q_start + r_local[0];
+            // The keep bits of this lane's NT_S * 4 elements, from a rolled loop (Philox is ~40
+            // instructions: unrolled over every element it would crowd out the accumulators),
+            // then applied to the unrolled registers.
+            unsigned keep[NKEEP];
+#pragma unroll
+            for (int w = 0; w < NKEEP; ++w) {
+                unsigned bits = 0u;
+                const int count = min(32, NT_S * 4 - 32 * w);
+#pragma unroll 1
+                for (int n = 0; n < count; ++n) {
+                    const int el = 32 * w + n, e = el & 3;
+                    const int gi = seg.q_start + r_local[0] + 8 * (e >> 1);
+                    const int gj = seg.k_start + n0 + (el >> 2) * 8 + 2 * t + (e & 1);
+                    bits |= (dropout_mult(p, seg.batch, h, gi, gj) != 0.f ? 1u : 0u) << n;
+                }
+                keep[w] = bits;
+            }
 #pragma unroll
             for (int j = 0; j < NT_S; ++j) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    const int gj = seg.k_start + n0 + j * 8 + 2 * t + (e & 1);
-                    s[j][e] *= dropout_mult(p, seg.batch, h, gi0 + 8 * (e >> 1), gj);
+                    const int el = 4 * j + e;
+                    s[j][e] *= (keep[el / 32] >> (el % 32)) & 1u ? p.drop_keep_scale : 0.f;
                 }
             }
         }

@@ -55,9 +55,10 @@ impl MmaTiles {
 /// | 72..128  | BN 32        | BN 64   | sm_80's 164 KiB (sm_86/89: 99 KiB) fits 3 blocks of 52 KiB; sm_90's 227 KiB fits 2 of 87 KiB |
 /// | 136..256 | BN 32        | BN 32   | the f32 O accumulator is `head_dim / 2` registers per thread (128 at 256): S stays at 16; 99 KiB at 256 fits every sm_8x |
 ///
-/// Q's fragments stay in registers up to head_dim 128 and are re-read from shared memory per
-/// k-step above (kernel define `Q_IN_REGS`), which keeps every entry free of spills on sm_80
-/// and sm_90 (checked by the ignored test `ptxas_reports_no_spills` in tests/gpu_fwd_mma.rs).
+/// Q's fragments stay in registers while `3 * head_dim / 4 + bn / 2 <= 112` (the kernel's
+/// `Q_IN_REGS`: head_dim <= 128 at BN 32, <= 104 at BN 64) and are re-read from shared memory
+/// per k-step otherwise, which keeps every entry free of spills on sm_80 and sm_90 (checked by
+/// the ignored test `ptxas_reports_no_spills` in tests/gpu_fwd_mma.rs).
 pub fn mma_tiles(head_dim: usize, arch: u32) -> MmaTiles {
     let bn = match head_dim {
         0..=64 => 64,
@@ -77,7 +78,7 @@ fn check(call: &GpuCall) -> Result<()> {
         )));
     }
     let d = call.problem.head_dim;
-    if d == 0 || d % 8 != 0 || d > MAX_HEAD_DIM {
+    if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM {
         return Err(AttentionError::Shape(format!(
             "the tensor-core forward (fwd_mma) needs head_dim a multiple of 8 in 8..={MAX_HEAD_DIM}, got {d}; pad head_dim or use the SIMT kernel"
         )));
@@ -114,7 +115,7 @@ pub fn launch_fwd_mma(call: &GpuCall, out: &Tensor, lse: &Tensor) -> Result<()> 
 /// tries others). `tiles.bm` must be `16 * tiles.warps` and `tiles.bn` a multiple of 16.
 pub fn launch_fwd_mma_tiles(call: &GpuCall, out: &Tensor, lse: &Tensor, tiles: MmaTiles) -> Result<()> {
     check(call)?;
-    if tiles.warps == 0 || tiles.bm != 16 * tiles.warps || tiles.bn == 0 || tiles.bn % 16 != 0 {
+    if tiles.warps == 0 || tiles.bm != 16 * tiles.warps || tiles.bn == 0 || !tiles.bn.is_multiple_of(16) {
         return Err(AttentionError::Param(format!(
             "fwd_mma tiles {tiles:?}: bm must be 16 * warps (warps >= 1) and bn a positive multiple of 16"
         )));
@@ -151,7 +152,7 @@ pub fn launch_fwd_mma_tiles(call: &GpuCall, out: &Tensor, lse: &Tensor, tiles: M
 /// `cargo xtask build-kernels`). Archs that share a tile shape share the module.
 pub fn mma_variants(head_dims: &[usize], archs: &[u32]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
     let mut out: Vec<(ModuleSpec, Vec<(String, u32)>)> = Vec::new();
-    for &d in head_dims.iter().filter(|&&d| d > 0 && d % 8 == 0 && d <= MAX_HEAD_DIM) {
+    for &d in head_dims.iter().filter(|&&d| d > 0 && d.is_multiple_of(8) && d <= MAX_HEAD_DIM) {
         for &arch in archs.iter().filter(|&&a| a >= 80) {
             let t = mma_tiles(d, arch);
             for dtype in [DType::F16, DType::BF16] {
