@@ -22,6 +22,10 @@
 //   cp_async_16(void* smem, const void* gmem), cp_async_commit(), cp_async_wait<N>(),
 //   cp_async_wait_all()
 #pragma once
+// Include guard as well: NVRTC gets each header under every name it is included by
+// ("common.cuh", "../common.cuh"), and `#pragma once` there is per name.
+#ifndef ATTUNE_COMMON_CUH
+#define ATTUNE_COMMON_CUH
 
 #ifdef __CUDACC_RTC__
 
@@ -125,3 +129,5 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 #include "emu/emu.h"
 
 #endif
+
+#endif  // ATTUNE_COMMON_CUH

@@ -120,7 +120,10 @@ __device__ __forceinline__ float dropout_mult(const AttnParams& p, int b, int h,
     const unsigned long long idx =
         (((unsigned long long)b * p.heads_q + h) * p.seq_q + i) * (unsigned long long)p.seq_k + j;
     const Words w = philox_block(p.drop_seed, p.drop_offset + idx / 4);
-    return (w.w[idx % 4] >> 8) >= p.drop_threshold ? p.drop_keep_scale : 0.f;
+    // Selects rather than indexes: a runtime index into w.w would put the words in local memory.
+    const unsigned r = (unsigned)(idx % 4);
+    const unsigned word = r == 0 ? w.w[0] : r == 1 ? w.w[1] : r == 2 ? w.w[2] : w.w[3];
+    return (word >> 8) >= p.drop_threshold ? p.drop_keep_scale : 0.f;
 }
 
 // Element loads and stores of the kernel dtype (f32, __half or __nv_bfloat16) as f32.

@@ -9,6 +9,7 @@
 //! - `bwd.cu`: the backward (pre-pass, dK/dV kernel, dQ by atomics or deterministic).
 
 pub mod abi;
+pub mod bwd;
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
@@ -73,11 +74,11 @@ impl GpuCall {
         [params.k_batch_stride, params.k_head_stride, params.k_row_stride] = strides3(&k);
         [params.v_batch_stride, params.v_head_stride, params.v_row_stride] = strides3(&v);
         let esize = q.dtype().size_in_bytes() as i64;
-        let aligned = |addr: u64, s: [i64; 3]| addr % 16 == 0 && s.iter().all(|x| (x * esize) % 16 == 0);
+        let aligned = |addr: u64, s: [i64; 3]| addr.is_multiple_of(16) && s.iter().all(|x| (x * esize) % 16 == 0);
         let aligned16 = aligned(qa, strides3(&q))
             && aligned(ka, strides3(&k))
             && aligned(va, strides3(&v))
-            && (pb.head_dim * q.dtype().size_in_bytes()) % 16 == 0;
+            && (pb.head_dim * q.dtype().size_in_bytes()).is_multiple_of(16);
         Ok(GpuCall {
             dev,
             params,
