@@ -9,6 +9,7 @@
 //! - `bwd.cu`: the backward (pre-pass, dK/dV kernel, dQ by atomics or deterministic).
 
 pub mod abi;
+pub mod bwd;
 pub mod fwd_mma;
 
 use crate::error::{AttentionError, Result};

@@ -1,0 +1,125 @@
+//! Which attention kernel runs a call on a GPU device, by dtype, arch and shape.
+//!
+//! Forward:
+//! - few query rows against many keys (decoding: every segment's `q_len <= 16`, keys >= 512):
+//!   the split-KV kernel when [`fwd_split::choose_splits`] finds it worth it;
+//! - f16/bf16 on sm_80+ with 16-byte aligned rows: the tensor-core kernel (`fwd_mma.cu`);
+//! - otherwise (f32, older GPUs, unaligned views): the SIMT kernel, in full f32 accuracy.
+//!
+//! Backward: `bwd.cu` for every dtype, dQ by f32 atomics or, with
+//! `AttentionParams::deterministic`, by a separate atomic-free dQ kernel.
+//!
+//! `ATTUNE_ATTN_KERNEL=simt|mma|split` forces a forward kernel (tests, benchmarks); a forced
+//! kernel that cannot take the call is an error rather than a silent fallback.
+
+use super::{GpuCall, bwd, fwd_mma, fwd_simt, fwd_split};
+use crate::error::{AttentionError, Result};
+use crate::flash::{AttentionGrads, AttentionOutput};
+use crate::params::{AttentionParams, Problem, validate};
+use attune_tensor::{DType, Tensor};
+
+/// A forward kernel family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FwdKernel {
+    /// `fwd_simt.cu`.
+    Simt,
+    /// `fwd_mma.cu`.
+    Mma,
+    /// `fwd_split.cu` with this many key splits.
+    Split(usize),
+}
+
+impl FwdKernel {
+    /// Short name for tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            FwdKernel::Simt => "simt",
+            FwdKernel::Mma => "mma",
+            FwdKernel::Split(_) => "split",
+        }
+    }
+}
+
+/// Streaming multiprocessors assumed when sizing split-KV on the emulator (an A100's 108;
+/// the emulator runs whatever grid it gets, so this only has to be realistic).
+const EMU_SMS: usize = 108;
+
+fn forced() -> Result<Option<&'static str>> {
+    match std::env::var("ATTUNE_ATTN_KERNEL").ok().as_deref() {
+        None | Some("") | Some("auto") => Ok(None),
+        Some("simt") => Ok(Some("simt")),
+        Some("mma") => Ok(Some("mma")),
+        Some("split") => Ok(Some("split")),
+        Some(other) => Err(AttentionError::Param(format!(
+            "ATTUNE_ATTN_KERNEL={other} is not a forward kernel; use simt, mma, split or auto"
+        ))),
+    }
+}
+
+fn mma_fits(call: &GpuCall) -> bool {
+    matches!(call.dtype, DType::F16 | DType::BF16) && call.arch() >= 80 && call.aligned16
+}
+
+/// The forward kernel `choose_forward` picks for a call.
+pub fn choose_forward(call: &GpuCall) -> Result<FwdKernel> {
+    let sms = call.dev.cuda_executor().map_or(EMU_SMS, |c| c.sm_count().max(1));
+    let splits = fwd_split::choose_splits(&call.problem, sms);
+    Ok(match forced()? {
+        Some("simt") => FwdKernel::Simt,
+        Some("mma") => FwdKernel::Mma,
+        Some(_) => FwdKernel::Split(splits.max(2)),
+        None if splits > 1 => FwdKernel::Split(splits),
+        None if mma_fits(call) => FwdKernel::Mma,
+        None => FwdKernel::Simt,
+    })
+}
+
+/// Runs one forward kernel family on a prepared call.
+pub fn forward_with(call: &GpuCall, kernel: FwdKernel) -> Result<AttentionOutput> {
+    let (out, lse) = call.alloc_forward_outputs()?;
+    if call.problem.segments.iter().any(|s| s.q_len > 0) {
+        match kernel {
+            FwdKernel::Simt => fwd_simt::launch_fwd_simt(call, &out, &lse)?,
+            FwdKernel::Mma => fwd_mma::launch_fwd_mma(call, &out, &lse)?,
+            FwdKernel::Split(n) => fwd_split::launch_fwd_split(call, &out, &lse, n)?,
+        }
+    }
+    Ok(AttentionOutput { out, lse })
+}
+
+/// Fused attention forward on the inputs' GPU device (`Cuda` or `Emu`), choosing the kernel.
+/// Not differentiable by itself: [`crate::attention`] wraps it with autograd.
+pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
+    let pb = validate(q, k, v, params)?;
+    let call = GpuCall::new(q, k, v, &pb)?;
+    let kernel = choose_forward(&call)?;
+    forward_with(&call, kernel)
+}
+
+/// The gradients of q, k and v on the inputs' GPU device, from the forward's `out` and `lse`.
+pub fn backward(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    params: &AttentionParams,
+) -> Result<AttentionGrads> {
+    let pb: Problem = validate(q, k, v, params)?;
+    if dout.dims() != q.dims() || dout.dtype() != q.dtype() || dout.device() != q.device() {
+        return Err(AttentionError::Shape(format!(
+            "dout is {:?} {} on {} but q is {:?} {} on {}; the output gradient must match q",
+            dout.dims(),
+            dout.dtype(),
+            dout.device(),
+            q.dims(),
+            q.dtype(),
+            q.device()
+        )));
+    }
+    let call = GpuCall::new(q, k, v, &pb)?;
+    let (out, lse) = (out.contiguous()?, lse.contiguous()?);
+    let (dq, dk, dv) = bwd::backward(&call, &out, &lse, dout, params.deterministic)?;
+    Ok(AttentionGrads { dq, dk, dv })
+}
