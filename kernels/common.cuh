@@ -22,6 +22,11 @@
 //   cp_async_16(void* smem, const void* gmem), cp_async_commit(), cp_async_wait<N>(),
 //   cp_async_wait_all()
 #pragma once
+// A classic guard as well: NVRTC gets headers in memory under the name each include spells
+// ("common.cuh" from philox.cuh, "../common.cuh" elsewhere), and `#pragma once` treats those
+// as two files.
+#ifndef ATTUNE_COMMON_CUH
+#define ATTUNE_COMMON_CUH
 
 #ifdef __CUDACC_RTC__
 
@@ -125,3 +130,5 @@ __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wai
 #include "emu/emu.h"
 
 #endif
+
+#endif  // ATTUNE_COMMON_CUH

@@ -100,7 +100,13 @@ __device__ __forceinline__ void key_range(const AttnParams& p, const Segment& se
 
 // The score of a raw dot product q.k (softcap applied).
 __device__ __forceinline__ float attn_score(const AttnParams& p, float dot) {
-    if (p.softcap > 0.f) return p.softcap * tanhf(dot * p.scale / p.softcap);
+    if (p.softcap > 0.f) {
+        // __fdividef (2 ulp) on the params, which loops hoist: an IEEE divide is a slow-path call
+        // on the GPU and the call costs register spills. Past 1e37 (where __fdividef would give
+        // 0) the cap changes nothing at f32 precision.
+        if (p.softcap > 1e37f) return dot * p.scale;
+        return p.softcap * tanhf(dot * __fdividef(p.scale, p.softcap));
+    }
     return dot * p.scale;
 }
 
@@ -120,7 +126,9 @@ __device__ __forceinline__ float dropout_mult(const AttnParams& p, int b, int h,
     const unsigned long long idx =
         (((unsigned long long)b * p.heads_q + h) * p.seq_q + i) * (unsigned long long)p.seq_k + j;
     const Words w = philox_block(p.drop_seed, p.drop_offset + idx / 4);
-    return (w.w[idx % 4] >> 8) >= p.drop_threshold ? p.drop_keep_scale : 0.f;
+    // A select, not w.w[idx % 4]: a dynamically indexed array would live in local memory.
+    const unsigned r = idx % 4, word = r == 0 ? w.w[0] : r == 1 ? w.w[1] : r == 2 ? w.w[2] : w.w[3];
+    return (word >> 8) >= p.drop_threshold ? p.drop_keep_scale : 0.f;
 }
 
 // Element loads and stores of the kernel dtype (f32, __half or __nv_bfloat16) as f32.

@@ -441,10 +441,11 @@ extern "C" __attribute__((visibility("default"), used)) inline int attune_emu_ru
     }
     for (uint32_t i = 0; i < n; i++) cp_async_retire(&fibers[i]);
 #if ATTUNE_EMU_SANITIZE
-    // Fibers abandoned mid-kernel (deadlock, __trap) leave their frames' redzones poisoned on
-    // stacks the next block reuses.
-    if (rc)
-        for (uint32_t i = 0; i < n; i++) __asan_unpoison_memory_region(fibers[i].stack_lo, fibers[i].stack_size);
+    // Frames that never return leave their redzones poisoned on stacks the next block reuses:
+    // those of fibers abandoned mid-kernel (deadlock, __trap), and fiber_exit's in every
+    // finished fiber, which a deeper frame of the next block (a large by-value kernel argument,
+    // such as attention's AttnParams) then overlaps. So every block unpoisons its stacks.
+    for (uint32_t i = 0; i < n; i++) __asan_unpoison_memory_region(fibers[i].stack_lo, fibers[i].stack_size);
 #endif
     t_block = saved_block;
     free(owned_smem);

@@ -9,6 +9,8 @@
 //! - `bwd.cu`: the backward (pre-pass, dK/dV kernel, dQ by atomics or deterministic).
 
 pub mod abi;
+pub mod fwd_simt;
+pub mod fwd_split;
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
