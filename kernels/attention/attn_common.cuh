@@ -100,7 +100,13 @@ __device__ __forceinline__ void key_range(const AttnParams& p, const Segment& se
 
 // The score of a raw dot product q.k (softcap applied).
 __device__ __forceinline__ float attn_score(const AttnParams& p, float dot) {
-    if (p.softcap > 0.f) return p.softcap * tanhf(dot * p.scale / p.softcap);
+    if (p.softcap > 0.f) {
+        // __fdividef (2 ulp) on the params, which loops hoist: an IEEE divide is a slow-path call
+        // on the GPU and the call costs register spills. Past 1e37 (where __fdividef would give
+        // 0) the cap changes nothing at f32 precision.
+        if (p.softcap > 1e37f) return dot * p.scale;
+        return p.softcap * tanhf(dot * __fdividef(p.scale, p.softcap));
+    }
     return dot * p.scale;
 }
 

@@ -11,6 +11,8 @@
 pub mod abi;
 pub mod bwd;
 pub mod fwd_mma;
+pub mod fwd_simt;
+pub mod fwd_split;
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
