@@ -19,31 +19,31 @@ pub struct BenchAttnArgs {
     backend: BackendArg,
     /// Query shape `B,H,S,D` (batch, query heads, query length, head dim).
     #[arg(long, value_parser = parse_shape)]
-    shape: [usize; 4],
+    pub(crate) shape: [usize; 4],
     /// Key length (default: the query length).
     #[arg(long)]
-    seq_k: Option<usize>,
+    pub(crate) seq_k: Option<usize>,
     /// Key/value heads (default: the query heads; fewer is GQA/MQA).
     #[arg(long)]
-    heads_kv: Option<usize>,
+    pub(crate) heads_kv: Option<usize>,
     /// Causal mask (bottom-right aligned).
     #[arg(long)]
-    causal: bool,
+    pub(crate) causal: bool,
     /// Input dtype: f32, f16 or bf16.
     #[arg(long, default_value = "f32")]
-    dtype: String,
+    pub(crate) dtype: String,
     /// Also time forward + backward.
     #[arg(long)]
-    bwd: bool,
+    pub(crate) bwd: bool,
     /// Rayon threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     /// Timed runs (at least 10, GUIDE.md §4); the median is reported.
     #[arg(long, default_value_t = 10)]
-    iters: usize,
+    pub(crate) iters: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -168,6 +168,9 @@ pub fn to_json(args: &BenchAttnArgs, r: &BenchResult) -> serde_json::Value {
 
 /// `cargo xtask bench-attn`.
 pub fn run(args: &BenchAttnArgs) -> Result<ExitCode> {
+    if args.backend == BackendArg::Cuda {
+        return crate::bench_attn_gpu::run(args);
+    }
     let Some(backend) = args.backend.backend() else {
         return Ok(not_built(args.backend));
     };

@@ -93,7 +93,13 @@ fn unfused(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Option<&Tensor>
 }
 
 /// Times `f` on the GPU: warm-up, then per repeat an L2 flush and a CUDA-event-timed run.
-fn gpu_time(exec: &attune_cuda::cuda::CudaExecutor, flush: &attune_cuda::GpuBuffer, warmup: usize, iters: usize, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+fn gpu_time(
+    exec: &attune_cuda::cuda::CudaExecutor,
+    flush: &attune_cuda::GpuBuffer,
+    warmup: usize,
+    iters: usize,
+    f: &mut dyn FnMut() -> Result<()>,
+) -> Result<f64> {
     for _ in 0..warmup {
         f()?;
     }
@@ -132,9 +138,8 @@ fn timed(args: &BenchAttnArgs, dtype: DType) -> Result<ExitCode> {
     let dout = rng.randn([b, hq, sq, d], dtype, &Device::Cpu)?.to_device(&dev)?;
     let mask = if args.causal {
         // Additive bottom-right causal mask for the baseline.
-        let m: Vec<f32> = (0..sq * sk)
-            .map(|x| if x % sk <= x / sk + sk - sq.min(sk) { 0.0 } else { f32::NEG_INFINITY })
-            .collect();
+        let m: Vec<f32> =
+            (0..sq * sk).map(|x| if x % sk <= x / sk + sk - sq.min(sk) { 0.0 } else { f32::NEG_INFINITY }).collect();
         Some(Tensor::from_vec(m, [sq, sk], &Device::Cpu)?.to_dtype(dtype)?.to_device(&dev)?)
     } else {
         None

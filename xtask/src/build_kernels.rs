@@ -26,7 +26,15 @@ pub struct BuildKernelsArgs {
     /// Also write the table as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// Attention kernels for every head_dim they support (8..=256 step 8) instead of the
+    /// parity grid's head dims.
+    #[arg(long)]
+    all_head_dims: bool,
 }
+
+/// A module variant: its entries' launch sizes, and the one arch it is for (tile tables that
+/// differ per arch), or `None` for every arch.
+pub type Variant = (ModuleSpec, Vec<EntryLaunch>, Option<u32>);
 
 /// One entry of a module variant and the block size it is launched with.
 #[derive(Debug, Clone)]
@@ -46,7 +54,6 @@ impl EntryLaunch {
     }
 
     /// With `bytes` of dynamic shared memory.
-    #[allow(dead_code)] // used as variants() grows
     pub fn with_dynamic_smem(mut self, bytes: u32) -> EntryLaunch {
         self.dynamic_smem = bytes;
         self
@@ -61,37 +68,45 @@ const DEFAULT_BLOCK: u32 = 256;
 // and the block size each entry is launched with. A module listed with no entries reports
 // every entry ptxas finds, at DEFAULT_BLOCK threads (marked `*` in the table).
 // ---------------------------------------------------------------------------------------------
-/// Every kernel module variant to build, with its entries' launch sizes.
-pub fn variants() -> Vec<(ModuleSpec, Vec<EntryLaunch>)> {
+/// Every kernel module variant to build for `archs`, with its entries' launch sizes; the
+/// attention kernels for `head_dims`.
+pub fn variants(archs: &[u32], head_dims: &[usize]) -> Vec<Variant> {
     // The tensor ops' modules with every entry the dispatcher can launch and its block size.
-    let mut out: Vec<(ModuleSpec, Vec<EntryLaunch>)> = attune_tensor::gpu::kernel_variants()
+    let mut out: Vec<Variant> = attune_tensor::gpu::kernel_variants()
         .into_iter()
-        .map(|(spec, entries)| (spec, entries.iter().map(|(e, threads)| EntryLaunch::new(e, *threads)).collect()))
+        .map(|(spec, entries)| (spec, entries.iter().map(|(e, threads)| EntryLaunch::new(e, *threads)).collect(), None))
         .collect();
-    // Any other family under kernels/ (none yet) is built with no defines, every entry reported.
+    // The attention kernels the dispatcher can launch, per head dim (and per arch for the
+    // tensor-core tile table).
+    for (spec, entries, arch) in attune_attention::gpu::kernel_variants(head_dims, archs) {
+        let launches =
+            entries.iter().map(|(e, threads, smem)| EntryLaunch::new(e, *threads).with_dynamic_smem(*smem)).collect();
+        out.push((spec, launches, arch));
+    }
+    // Any other family under kernels/ is built with no defines, every entry reported.
     for f in attune_cuda::sources::kernel_families() {
-        if !f.starts_with("test/") && !out.iter().any(|(spec, _)| spec.file == f) {
-            out.push((ModuleSpec::new(f, []), Vec::new()));
+        if !f.starts_with("test/") && !out.iter().any(|(spec, _, _)| spec.file == f) {
+            out.push((ModuleSpec::new(f, []), Vec::new(), None));
         }
     }
     out
 }
 
 /// Variants of the test kernels under kernels/test/, built only when `--files` names them.
-fn test_variants() -> Vec<(ModuleSpec, Vec<EntryLaunch>)> {
+fn test_variants() -> Vec<Variant> {
     let smoke = |defines: &[(&str, &str)]| {
         ModuleSpec::new("test/nvrtc_smoke.cu", defines.iter().map(|(k, v)| (k.to_string(), v.to_string())))
     };
     vec![
         // smoke_block_sum runs SMOKE_BLOCK (default 128) threads per block.
-        (smoke(&[]), vec![EntryLaunch::new("smoke_axpy", 256), EntryLaunch::new("smoke_block_sum", 128)]),
-        (smoke(&[("SMOKE_BLOCK", "1024")]), vec![EntryLaunch::new("smoke_block_sum", 1024)]),
+        (smoke(&[]), vec![EntryLaunch::new("smoke_axpy", 256), EntryLaunch::new("smoke_block_sum", 128)], None),
+        (smoke(&[("SMOKE_BLOCK", "1024")]), vec![EntryLaunch::new("smoke_block_sum", 1024)], None),
     ]
 }
 
 /// One table row.
 #[derive(Debug, Clone)]
-struct Row {
+pub struct Row {
     file: String,
     defines: String,
     entry: String,
@@ -135,16 +150,18 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--arch {a}: expected sm_XX"))
         })
         .collect::<Result<_>>()?;
-    let mut variants = variants();
+    let head_dims: Vec<usize> =
+        if args.all_head_dims { (8..=256).step_by(8).collect() } else { crate::gpu_grid::HEAD_DIMS.to_vec() };
+    let mut variants = variants(&archs, &head_dims);
     if !args.files.is_empty() {
         variants.extend(test_variants());
         for f in &args.files {
-            if !variants.iter().any(|(m, _)| &m.file == f) {
+            if !variants.iter().any(|(m, _, _)| &m.file == f) {
                 attune_cuda::sources::kernel_file(f)?;
-                variants.push((ModuleSpec::new(f.clone(), []), Vec::new()));
+                variants.push((ModuleSpec::new(f.clone(), []), Vec::new(), None));
             }
         }
-        variants.retain(|(m, _)| args.files.contains(&m.file));
+        variants.retain(|(m, _, _)| args.files.contains(&m.file));
     }
     let work = std::env::temp_dir().join(format!("attune-build-kernels-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
@@ -154,8 +171,11 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
     // Progress on a terminal only (GUIDE.md §6); the table is the output.
     let progress = std::io::stderr().is_terminal();
     let total = variants.len() * archs.len();
-    for (vi, (spec, launches)) in variants.iter().enumerate() {
+    for (vi, (spec, launches, only)) in variants.iter().enumerate() {
         for (ai, &sm) in archs.iter().enumerate() {
+            if only.is_some_and(|a| a != sm) {
+                continue;
+            }
             if progress {
                 eprint!(
                     "\r\x1b[K[{}/{total}] {} [{}] sm_{sm}",
@@ -164,70 +184,7 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
                     spec.defines_string()
                 );
             }
-            let ptx = match nvrtc::compile(spec, Target::Compute(sm)) {
-                Ok(c) => c.image,
-                Err(e) => {
-                    failures.push(format!("{e}"));
-                    continue;
-                }
-            };
-            let stem = nvrtc::dump_name(spec, Target::Compute(sm)).trim_end_matches(".ptx").to_string();
-            let report = match run_ptxas(&ptxas, &ptx, sm, &work, &stem) {
-                Ok(r) => ptxas::parse(&r),
-                Err(e) => {
-                    failures.push(format!("{e:#}"));
-                    continue;
-                }
-            };
-            for f in report.iter().filter(|f| !f.entry && (f.spill_stores > 0 || f.spill_loads > 0)) {
-                failures.push(format!(
-                    "{} [{}] sm_{sm}: device function {} spills {} B stores / {} B loads",
-                    spec.file,
-                    spec.defines_string(),
-                    f.name,
-                    f.spill_stores,
-                    f.spill_loads
-                ));
-            }
-            let wanted: Vec<(EntryLaunch, bool)> = if launches.is_empty() {
-                report
-                    .iter()
-                    .filter(|f| f.entry)
-                    .map(|f| {
-                        (EntryLaunch { entry: f.name.clone(), block_threads: DEFAULT_BLOCK, dynamic_smem: 0 }, true)
-                    })
-                    .collect()
-            } else {
-                launches.iter().map(|l| (l.clone(), false)).collect()
-            };
-            for (launch, assumed) in wanted {
-                let Some(res) = report.iter().find(|f| f.entry && f.name == launch.entry) else {
-                    failures.push(format!(
-                        "{} [{}] sm_{sm}: ptxas reported no entry {}",
-                        spec.file,
-                        spec.defines_string(),
-                        launch.entry
-                    ));
-                    continue;
-                };
-                let occ = ArchLimits::of(sm).map(|l| {
-                    occupancy(&l, res.registers, res.smem + launch.dynamic_smem, launch.block_threads).fraction
-                });
-                if res.spill_stores > 0 || res.spill_loads > 0 {
-                    failures.push(format!("{} [{}] sm_{sm}: {} spills", spec.file, spec.defines_string(), res.name));
-                }
-                rows.push(Row {
-                    file: spec.file.clone(),
-                    defines: spec.defines_string(),
-                    entry: launch.entry.clone(),
-                    arch: format!("sm_{sm}"),
-                    block: launch.block_threads,
-                    block_assumed: assumed,
-                    res: res.clone(),
-                    dynamic_smem: launch.dynamic_smem,
-                    occupancy: occ,
-                });
-            }
+            analyse(spec, launches, sm, &ptxas, &work, &mut rows, &mut failures);
         }
     }
     let _ = std::fs::remove_dir_all(&work);
@@ -247,7 +204,8 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn print_table(rows: &[Row]) {
+/// Prints the resource table of `rows`.
+pub fn print_table(rows: &[Row]) {
     let header =
         ["kernel file", "defines", "entry", "arch", "block", "regs", "spill st/ld B", "smem B", "cmem B", "occupancy"];
     let cells: Vec<[String; 10]> = rows

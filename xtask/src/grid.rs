@@ -41,6 +41,8 @@ pub struct GridCase {
     pub bshd: bool,
     /// Check the backward pass too.
     pub backward: bool,
+    /// Deterministic backward (GPU backends: dQ without atomics).
+    pub deterministic: bool,
 }
 
 impl GridCase {
@@ -63,6 +65,7 @@ impl GridCase {
             outliers: false,
             bshd: false,
             backward: true,
+            deterministic: false,
         }
     }
     pub(crate) fn dtype(mut self, dt: DType) -> Self {
@@ -101,6 +104,10 @@ impl GridCase {
         self.bshd = true;
         self
     }
+    pub(crate) fn deterministic(mut self) -> Self {
+        self.deterministic = true;
+        self
+    }
     pub(crate) fn fwd_only(mut self) -> Self {
         self.backward = false;
         self
@@ -137,6 +144,9 @@ impl GridCase {
         if self.bshd {
             n += "_bshd";
         }
+        if self.deterministic {
+            n += "_det";
+        }
         if !self.backward {
             n += "_fwd";
         }
@@ -149,6 +159,7 @@ impl GridCase {
         p.softcap = self.softcap;
         p.seqlens_k = self.seqlens_k.clone();
         p.cu_seqlens = self.varlen.clone();
+        p.deterministic = self.deterministic;
         if let Some(dp) = self.dropout {
             p = p.dropout(dp, seed ^ 0xD50F, 7);
         }

@@ -20,9 +20,11 @@
 
 mod bench;
 mod bench_attn;
+mod bench_attn_gpu;
 mod bench_train;
 mod build_kernels;
 mod cuda_tools;
+mod gpu_grid;
 mod grid;
 mod occupancy;
 mod op_parity;

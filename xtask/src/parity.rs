@@ -34,7 +34,8 @@ impl BackendArg {
         match self {
             BackendArg::Cpu => Some(Backend::Flash),
             BackendArg::Oracle => Some(Backend::Oracle),
-            BackendArg::Emu | BackendArg::Cuda => None,
+            BackendArg::Emu => Some(Backend::Emu),
+            BackendArg::Cuda => Some(Backend::Cuda),
         }
     }
 
@@ -244,8 +245,8 @@ pub fn run(args: &ParityArgs) -> Result<ExitCode> {
     })
 }
 
-/// `--backend emu|cuda`: the tensor-op table, then the attention kernels once that backend has
-/// them (the fused attention kernels are issue 5; until then the row says so).
+/// `--backend emu|cuda`: the tensor-op table, then the attention kernels over the GPU grid
+/// ([`crate::gpu_grid`]) and the `--cases` files.
 fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCode> {
     if device == attune_tensor::Device::Emu && !args.no_sanitize && !attune_cuda::emu::sanitizer_runtime_loaded() {
         // ASan must be the first library loaded, so run this command again with it preloaded;
@@ -268,10 +269,36 @@ fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCo
         rayon::current_num_threads(),
         if sanitized { ", kernels under AddressSanitizer" } else { "" }
     )?;
-    let (passed, failed) = crate::op_parity::run(device, &keep, &mut out)?;
-    if !args.cases.is_empty() || !args.no_grid {
-        writeln!(out, "
-attention on {device}: no fused attention kernel on this backend yet (the CUDA attention kernels issue); the attention grid and --cases run with --backend cpu")?;
+    let (mut passed, mut failed) = crate::op_parity::run(device, &keep, &mut out)?;
+    let backend = if device == attune_tensor::Device::Emu { Backend::Emu } else { Backend::Cuda };
+    let mut files = Vec::new();
+    for file in &args.cases {
+        let cases = load_cases(file).with_context(|| format!("loading {}", file.display()))?;
+        files.push((file, cases.into_iter().filter(|c| keep(&c.name)).collect::<Vec<Case>>()));
+    }
+    writeln!(out, "\nattention kernels on {device} vs the f64 oracle\n{LEGEND}")?;
+    let mut add = |s: Summary| {
+        passed += s.passed;
+        failed += s.failed;
+    };
+    if !args.no_grid {
+        let grid: Vec<GridCase> =
+            if args.full { crate::gpu_grid::gpu_full_grid() } else { crate::gpu_grid::gpu_grid() }
+                .into_iter()
+                .filter(|g| keep(&g.name()))
+                .collect();
+        writeln!(
+            out,
+            "\n{} attention grid: {} cases\n{}",
+            if args.full { "full" } else { "default" },
+            grid.len(),
+            header()
+        )?;
+        add(run_grid(&grid, backend, &mut out)?);
+    }
+    for (file, cases) in files {
+        writeln!(out, "\n{}: {} cases\n{}", file.display(), cases.len(), header())?;
+        add(run_cases(cases.into_iter().map(|c| (c.name.clone(), Ok(c))), backend, &mut out)?);
     }
     writeln!(out, "\n({:.1} s)", start.elapsed().as_secs_f64())?;
     writeln!(out, "{passed} passed, {failed} failed")?;

@@ -3,6 +3,7 @@
 
 use crate::error::{AttentionError, Result};
 use crate::flash::{self, AttentionOutput};
+use crate::gpu;
 use crate::oracle;
 use crate::params::{AttentionParams, validate};
 use attune_tensor::{CustomOp, DType, Tensor};
@@ -10,6 +11,15 @@ use std::sync::Arc;
 
 struct AttentionOp {
     params: AttentionParams,
+}
+
+impl AttentionOp {
+    /// The CUDA kernels (on a GPU or the emulator): the dispatcher picks one by dtype, arch
+    /// and shape.
+    fn gpu_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
+        let o = gpu::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
+        Ok(vec![o.out, o.lse])
+    }
 }
 
 impl CustomOp for AttentionOp {
@@ -26,6 +36,14 @@ impl CustomOp for AttentionOp {
         }
         let o = flash::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
         Ok(vec![o.out, o.lse])
+    }
+
+    fn cuda_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
+        self.gpu_fwd(inputs)
+    }
+
+    fn emu_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
+        self.gpu_fwd(inputs)
     }
 
     fn backward(
@@ -49,7 +67,11 @@ impl CustomOp for AttentionOp {
             let g = oracle::backward(q, k, v, dout, &self.params)?;
             return Ok(vec![Some(g.dq), Some(g.dk), Some(g.dv)]);
         }
-        let g = flash::backward(q, k, v, &outputs[0], &outputs[1], dout, &self.params)?;
+        let g = if q.device().is_cpu() {
+            flash::backward(q, k, v, &outputs[0], &outputs[1], dout, &self.params)?
+        } else {
+            gpu::backward(q, k, v, &outputs[0], &outputs[1], dout, &self.params)?
+        };
         Ok(vec![Some(g.dq), Some(g.dk), Some(g.dv)])
     }
 }
@@ -57,7 +79,8 @@ impl CustomOp for AttentionOp {
 /// Fused attention on the inputs' device (GUIDE.md §2 semantics), differentiable with
 /// respect to q, k and v. Returns `out` (input dtype) and `lse` (f32; not differentiable).
 /// On the CPU, f32/f16/bf16 run the flash kernels and f64 runs the exact f64 oracle (the
-/// dtype of references and finite-difference checks).
+/// dtype of references and finite-difference checks). On `Cuda` and `Emu` the CUDA kernels run
+/// (f32/f16/bf16; see [`crate::gpu`]).
 ///
 /// q is `(batch, heads_q, seq_q, head_dim)`, k and v `(batch, heads_kv, seq_k, head_dim)`,
 /// any strides with a unit stride on head_dim.

@@ -33,6 +33,9 @@ pub struct AttentionParams {
     /// Packed variable-length sequences: with batch 1, queries `cu_seqlens_q[s]..cu_seqlens_q[s+1]`
     /// attend to keys `cu_seqlens_k[s]..cu_seqlens_k[s+1]`.
     pub cu_seqlens: Option<(Vec<usize>, Vec<usize>)>,
+    /// Deterministic backward on GPU devices: dQ without atomics, so two runs give bitwise-equal
+    /// gradients (a little slower). The CPU backward is always deterministic.
+    pub deterministic: bool,
 }
 
 impl AttentionParams {
@@ -68,6 +71,11 @@ impl AttentionParams {
     /// Sets key padding lengths, one per batch entry.
     pub fn seqlens_k(mut self, lens: Vec<usize>) -> Self {
         self.seqlens_k = Some(lens);
+        self
+    }
+    /// Asks for a deterministic backward (GPU devices; the CPU always is).
+    pub fn deterministic(mut self, on: bool) -> Self {
+        self.deterministic = on;
         self
     }
     /// Sets packed variable-length sequences.

@@ -10,8 +10,17 @@ fn attn_params_layout_matches_the_c_struct() {
     let dev = GpuDevice::emu().expect("the emulator needs a host C++ compiler");
     let out = dev.alloc_zeroed(12 * 8).unwrap();
     let p = AttnParams { seq_k: 513, heads_kv: 7, ..Default::default() };
-    let spec = ModuleSpec::new("test/attn_abi.cu", [("HD".to_string(), "8".to_string()), ("ATTN_DTYPE".to_string(), "0".to_string())]);
-    let plan = LaunchPlan::new(spec, "attn_abi_probe", Dim3::x(1), Dim3::x(32), vec![KernelArg::pod(&p), KernelArg::Ptr(out.device_ptr(0))]);
+    let spec = ModuleSpec::new(
+        "test/attn_abi.cu",
+        [("HD".to_string(), "8".to_string()), ("ATTN_DTYPE".to_string(), "0".to_string())],
+    );
+    let plan = LaunchPlan::new(
+        spec,
+        "attn_abi_probe",
+        Dim3::x(1),
+        Dim3::x(32),
+        vec![KernelArg::pod(&p), KernelArg::Ptr(out.device_ptr(0))],
+    );
     dev.launch(&plan).unwrap();
     let bytes = out.to_host().unwrap();
     let got: Vec<i64> = bytes.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();

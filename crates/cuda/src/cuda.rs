@@ -84,6 +84,7 @@ pub struct CudaExecutor {
     sm: u32,
     max_shared_optin: u32,
     max_threads_per_block: u32,
+    sm_count: u32,
     modules: ArcSwap<HashMap<ModuleSpec, Arc<Module>>>,
     /// Serialises writers of `modules` and of each module's `functions`.
     writer: Mutex<()>,
@@ -105,6 +106,7 @@ impl CudaExecutor {
         let minor = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR)?;
         let max_shared_optin = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?;
         let max_threads = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_THREADS_PER_BLOCK)?;
+        let sm_count = attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
         let name = ctx.name().unwrap_or_else(|_| "unnamed GPU".into());
         Ok(CudaExecutor {
             ordinal,
@@ -114,6 +116,7 @@ impl CudaExecutor {
             sm: (major * 10 + minor) as u32,
             max_shared_optin: max_shared_optin.max(0) as u32,
             max_threads_per_block: max_threads.max(0) as u32,
+            sm_count: sm_count.max(1) as u32,
             modules: ArcSwap::from_pointee(HashMap::new()),
             writer: Mutex::new(()),
             blas: Mutex::new(None),
@@ -133,6 +136,26 @@ impl CudaExecutor {
     /// Compute capability as `major * 10 + minor` (90 for an H100).
     pub fn compute_capability(&self) -> u32 {
         self.sm
+    }
+
+    /// GPU time of the work `f` queues on this executor's stream, in milliseconds, measured
+    /// with CUDA events recorded before and after it (not host wall time).
+    pub fn time_ms(&self, f: &mut dyn FnMut() -> Result<()>) -> Result<f64> {
+        let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(timing).map_err(driver("cuEventRecord"))?;
+        f()?;
+        let end = self.stream.record_event(timing).map_err(driver("cuEventRecord"))?;
+        Ok(start.elapsed_ms(&end).map_err(driver("cuEventElapsedTime"))? as f64)
+    }
+
+    /// The device name the driver reports (e.g. "NVIDIA H100 80GB HBM3").
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Streaming multiprocessors (sizing split-KV grids).
+    pub fn sm_count(&self) -> usize {
+        self.sm_count as usize
     }
 
     /// The ordinal.

@@ -16,7 +16,7 @@ use crate::flash;
 use crate::oracle;
 use crate::params::AttentionParams;
 use crate::{AttentionGrads, AttentionOutput};
-use attune_tensor::{DType, Tensor};
+use attune_tensor::{DType, Device, Tensor};
 
 /// Default absolute tolerance of f32 results.
 pub const DEFAULT_ATOL: f64 = 2e-5;
@@ -25,9 +25,9 @@ pub const DEFAULT_RTOL: f64 = 2e-4;
 /// Slack added to twice the naive low-precision error.
 pub const LOWP_SLACK: f64 = 1e-5;
 
-/// An attention implementation that cases run on. Variants for the CUDA emulator and the GPU
-/// join here when they exist: each maps onto forward/backward calls with the same signatures,
-/// moving inputs to its device first.
+/// An attention implementation that cases run on. Each maps onto forward/backward calls with
+/// the same signatures; the GPU backends move the inputs to their device first and the results
+/// back to the CPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Backend {
@@ -35,6 +35,10 @@ pub enum Backend {
     Oracle,
     /// The CPU flash implementation, [`crate::flash`].
     Flash,
+    /// The CUDA kernels on the emulator ([`crate::gpu`] on `Device::Emu`).
+    Emu,
+    /// The CUDA kernels on GPU 0.
+    Cuda,
 }
 
 impl Backend {
@@ -43,6 +47,17 @@ impl Backend {
         match self {
             Backend::Oracle => "oracle",
             Backend::Flash => "flash",
+            Backend::Emu => "emu",
+            Backend::Cuda => "cuda",
+        }
+    }
+
+    /// The tensor device of a GPU backend.
+    fn gpu_device(self) -> Option<Device> {
+        match self {
+            Backend::Emu => Some(Device::Emu),
+            Backend::Cuda => Some(Device::Cuda(0)),
+            _ => None,
         }
     }
 
@@ -54,6 +69,11 @@ impl Backend {
                 Ok(AttentionOutput { out: f.out, lse: f.lse })
             }
             Backend::Flash => flash::forward(q, k, v, p),
+            Backend::Emu | Backend::Cuda => {
+                let dev = self.gpu_device().unwrap_or(Device::Emu);
+                let o = crate::gpu::forward(&q.to_device(&dev)?, &k.to_device(&dev)?, &v.to_device(&dev)?, p)?;
+                Ok(AttentionOutput { out: o.out.to_device(&Device::Cpu)?, lse: o.lse.to_device(&Device::Cpu)? })
+            }
         }
     }
 
@@ -75,6 +95,13 @@ impl Backend {
                 Ok(AttentionGrads { dq: g.dq, dk: g.dk, dv: g.dv })
             }
             Backend::Flash => flash::backward(q, k, v, out, lse, dout, p),
+            Backend::Emu | Backend::Cuda => {
+                let dev = self.gpu_device().unwrap_or(Device::Emu);
+                let on = |t: &Tensor| t.to_device(&dev);
+                let g = crate::gpu::backward(&on(q)?, &on(k)?, &on(v)?, &on(out)?, &on(lse)?, &on(dout)?, p)?;
+                let cpu = |t: Tensor| t.to_device(&Device::Cpu);
+                Ok(AttentionGrads { dq: cpu(g.dq)?, dk: cpu(g.dk)?, dv: cpu(g.dv)? })
+            }
         }
     }
 }
@@ -91,7 +118,9 @@ impl std::str::FromStr for Backend {
         match s {
             "oracle" => Ok(Backend::Oracle),
             "flash" | "cpu" => Ok(Backend::Flash),
-            other => Err(format!("unknown backend '{other}'; expected oracle or flash (cpu)")),
+            "emu" => Ok(Backend::Emu),
+            "cuda" => Ok(Backend::Cuda),
+            other => Err(format!("unknown backend '{other}'; expected oracle, flash (cpu), emu or cuda")),
         }
     }
 }

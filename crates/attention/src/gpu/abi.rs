@@ -95,10 +95,7 @@ impl AttnParams {
 
     /// The segment table of `pb`, flattened for upload.
     pub fn segment_table(pb: &Problem) -> Vec<i32> {
-        pb.segments
-            .iter()
-            .flat_map(|s| [s.batch, s.q_start, s.q_len, s.k_start, s.k_len].map(|x| x as i32))
-            .collect()
+        pb.segments.iter().flat_map(|s| [s.batch, s.q_start, s.q_len, s.k_start, s.k_len].map(|x| x as i32)).collect()
     }
 }
 

@@ -10,9 +10,12 @@
 
 pub mod abi;
 pub mod bwd;
+mod dispatch;
 pub mod fwd_mma;
 pub mod fwd_simt;
 pub mod fwd_split;
+
+pub use dispatch::{FwdKernel, backward, choose_forward, forward, forward_with};
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
@@ -107,7 +110,8 @@ impl GpuCall {
     /// seq_q)`, f32) on the call's device, for a forward kernel that writes every row.
     pub fn alloc_forward_outputs(&self) -> Result<(Tensor, Tensor)> {
         let pb = &self.problem;
-        let out = Tensor::uninit_on_gpu("attention", [pb.batch, pb.heads_q, pb.seq_q, pb.head_dim], self.dtype, self.device)?;
+        let out =
+            Tensor::uninit_on_gpu("attention", [pb.batch, pb.heads_q, pb.seq_q, pb.head_dim], self.dtype, self.device)?;
         let lse = Tensor::uninit_on_gpu("attention", [pb.batch, pb.heads_q, pb.seq_q], DType::F32, self.device)?;
         Ok((out, lse))
     }
@@ -142,10 +146,8 @@ pub fn dtype_code(dtype: DType) -> Result<u32> {
 
 /// The module of an attention kernel family for one dtype and head_dim, with extra defines.
 pub fn module(file: &str, dtype: DType, head_dim: usize, extra: &[(&str, u32)]) -> Result<ModuleSpec> {
-    let mut defines = vec![
-        ("ATTN_DTYPE".to_string(), dtype_code(dtype)?.to_string()),
-        ("HD".to_string(), head_dim.to_string()),
-    ];
+    let mut defines =
+        vec![("ATTN_DTYPE".to_string(), dtype_code(dtype)?.to_string()), ("HD".to_string(), head_dim.to_string())];
     defines.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     Ok(ModuleSpec::new(format!("attention/{file}"), defines))
 }
@@ -153,4 +155,105 @@ pub fn module(file: &str, dtype: DType, head_dim: usize, extra: &[(&str, u32)]) 
 /// Converts a runtime error into the attention error.
 pub fn gpu_err(e: attune_cuda::Error) -> AttentionError {
     AttentionError::Tensor(attune_tensor::Error::Gpu { op: "attention", source: Box::new(e) })
+}
+
+/// A module variant with its entries' `(name, block threads, dynamic shared bytes)`.
+pub type Variant = (ModuleSpec, Vec<(String, u32, u32)>);
+
+fn define(spec: &ModuleSpec, name: &str) -> usize {
+    spec.defines.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
+}
+
+/// Adds each entry's dynamic shared memory, as its launcher sizes it, to a family's variants.
+fn with_smem(family: &str, variants: Vec<(ModuleSpec, Vec<(String, u32)>)>) -> Vec<Variant> {
+    variants
+        .into_iter()
+        .map(|(spec, entries)| {
+            let hd = define(&spec, "HD");
+            let smem = |entry: &str| -> u32 {
+                match (family, entry) {
+                    ("simt", _) => fwd_simt::SimtConfig::forward(hd).shared_bytes() as u32,
+                    ("split", "attn_fwd_split") => fwd_simt::SimtConfig::split(hd).shared_bytes() as u32,
+                    ("mma", _) => {
+                        let t = fwd_mma::MmaTiles {
+                            bm: define(&spec, "BM"),
+                            bn: define(&spec, "BN"),
+                            warps: define(&spec, "WARPS"),
+                        };
+                        t.smem_bytes(hd) as u32
+                    }
+                    ("bwd", "attn_bwd_dkdv" | "attn_bwd_dq") => bwd::Tiles::for_head_dim(hd).shared_bytes(hd),
+                    _ => 0,
+                }
+            };
+            let entries = entries.into_iter().map(|(e, t)| (e.clone(), t, smem(&e))).collect();
+            (spec, entries)
+        })
+        .collect()
+}
+
+/// Every attention module variant the dispatcher can launch for `head_dims` on `archs`, each
+/// with the one arch it is for (`None`: the same module on every arch), for `cargo xtask
+/// build-kernels`.
+pub fn kernel_variants(head_dims: &[usize], archs: &[u32]) -> Vec<(ModuleSpec, Vec<(String, u32, u32)>, Option<u32>)> {
+    let all = [DType::F32, DType::F16, DType::BF16];
+    let mut out: Vec<(ModuleSpec, Vec<(String, u32, u32)>, Option<u32>)> = Vec::new();
+    for v in [
+        with_smem("simt", fwd_simt::simt_variants(&all, head_dims)),
+        with_smem("split", fwd_split::split_variants(&all, head_dims)),
+        with_smem("bwd", bwd::bwd_variants(&all, head_dims)),
+    ] {
+        out.extend(v.into_iter().map(|(s, e)| (s, e, None)));
+    }
+    for &arch in archs {
+        for (s, e) in with_smem("mma", fwd_mma::mma_variants(head_dims, &[arch])) {
+            out.push((s, e, Some(arch)));
+        }
+    }
+    out
+}
+
+/// The kernels a call of geometry `pb` in `dtype` would launch on an `arch` GPU with `sms`
+/// multiprocessors (16-byte aligned inputs assumed), labelled `forward: simt|mma|split` or
+/// `backward`: what `cargo xtask bench-attn --backend cuda` reports statically without a GPU.
+pub fn planned_variants(
+    pb: &Problem,
+    dtype: DType,
+    arch: u32,
+    sms: usize,
+    with_backward: bool,
+    deterministic: bool,
+) -> Result<Vec<(String, ModuleSpec, Vec<(String, u32, u32)>)>> {
+    let code = dtype_code(dtype)?.to_string();
+    let d = [pb.head_dim];
+    let splits = fwd_split::choose_splits(pb, sms);
+    let (kind, fwd) = if splits > 1 {
+        ("split", with_smem("split", fwd_split::split_variants(&[dtype], &d)))
+    } else if dtype != DType::F32 && arch >= 80 {
+        ("mma", with_smem("mma", fwd_mma::mma_variants(&d, &[arch])))
+    } else {
+        ("simt", with_smem("simt", fwd_simt::simt_variants(&[dtype], &d)))
+    };
+    let of_dtype = |s: &ModuleSpec| s.defines.iter().any(|(k, v)| k == "ATTN_DTYPE" && *v == code);
+    let mut out: Vec<_> =
+        fwd.into_iter().filter(|(s, _)| of_dtype(s)).map(|(s, e)| (format!("forward: {kind}"), s, e)).collect();
+    if with_backward {
+        for (s, mut e) in with_smem("bwd", bwd::bwd_variants(&[dtype], &d)).into_iter().filter(|(s, _)| of_dtype(s)) {
+            // The deterministic dQ kernel runs only in deterministic mode; the dQ conversion
+            // only in atomic mode for 16-bit dtypes.
+            e.retain(|(name, _, _)| match name.as_str() {
+                "attn_bwd_dq" => deterministic,
+                "attn_bwd_dq_convert" => !deterministic && dtype != DType::F32,
+                _ => true,
+            });
+            out.push(("backward".to_string(), s, e));
+        }
+    }
+    if out.is_empty() {
+        return Err(AttentionError::Shape(format!(
+            "no attention kernel for head_dim {} in {dtype}; head_dim must be a multiple of 8 from 8 to 256",
+            pb.head_dim
+        )));
+    }
+    Ok(out)
 }

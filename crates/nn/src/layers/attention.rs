@@ -198,10 +198,10 @@ impl MultiHeadAttention {
             k = rope.apply(&k, 0)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
-        // GPU devices (CUDA and the emulator) take the materialised path, composed of tensor
-        // ops that have GPU kernels, until the fused attention kernels serve them.
-        let on_gpu = x.device().is_gpu();
-        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || on_gpu {
+        // The fused kernels take f32/f16/bf16 on GPU devices (CUDA and the emulator); f64 there
+        // is composed of tensor ops.
+        let f64_on_gpu = x.device().is_gpu() && x.dtype() == attune_tensor::DType::F64;
+        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || f64_on_gpu {
             let spec = MaskSpec {
                 seq_q: sq,
                 seq_k: sk,

@@ -204,7 +204,12 @@ impl Tensor {
 
     /// A contiguous tensor of `shape` on a GPU device whose elements are not initialised: the
     /// output buffer of a custom kernel that writes every element. No graph.
-    pub fn uninit_on_gpu(op: &'static str, shape: impl Into<crate::Shape>, dtype: DType, device: Device) -> Result<Tensor> {
+    pub fn uninit_on_gpu(
+        op: &'static str,
+        shape: impl Into<crate::Shape>,
+        dtype: DType,
+        device: Device,
+    ) -> Result<Tensor> {
         let shape = shape.into();
         let dev = gpu_device(op, device)?;
         let storage = GpuStorage::alloc(op, &dev, dtype, shape.elem_count())?;
