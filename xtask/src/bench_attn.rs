@@ -46,7 +46,7 @@ pub struct BenchAttnArgs {
     pub(crate) iters: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 fn parse_shape(s: &str) -> std::result::Result<[usize; 4], String> {

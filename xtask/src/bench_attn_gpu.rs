@@ -6,7 +6,7 @@
 //! sm_80 and sm_90, from NVRTC + ptxas (labelled static: nothing is timed).
 
 use crate::bench_attn::{BenchAttnArgs, fwd_flops, median};
-use crate::build_kernels::{EntryLaunch, analyse, print_table};
+use crate::build_kernels::{EntryLaunch, analyse, json, print_table};
 use anyhow::{Context, Result, bail};
 use attune_attention::{AttentionParams, validate};
 use attune_cuda::toolchain;
@@ -46,11 +46,14 @@ fn problem(args: &BenchAttnArgs, dtype: DType) -> Result<(AttentionParams, attun
 /// The static report: what would run, and its ptxas resources.
 fn static_report(args: &BenchAttnArgs, dtype: DType, why: &str) -> Result<ExitCode> {
     let (_, pb) = problem(args, dtype)?;
-    println!("no GPU ({why}): static report, no timings.");
-    println!(
-        "kernels the dispatcher would launch for this shape{} on sm_80 (108 SMs) and sm_90 (132 SMs), from NVRTC + ptxas:",
-        if args.bwd { " (forward and backward)" } else { "" }
-    );
+    let text = !args.json;
+    if text {
+        println!("no GPU ({why}): static report, no timings.");
+        println!(
+            "kernels the dispatcher would launch for this shape{} on sm_80 (108 SMs) and sm_90 (132 SMs), from NVRTC + ptxas:",
+            if args.bwd { " (forward and backward)" } else { "" }
+        );
+    }
     let nv = toolchain::nvrtc().context("NVRTC is needed for the static report (run `cargo xtask cuda-tools`)")?;
     let ptxas = nv.toolchain.ptxas().context("ptxas is needed")?.to_path_buf();
     let work = std::env::temp_dir().join(format!("attune-bench-attn-{}", std::process::id()));
@@ -59,14 +62,23 @@ fn static_report(args: &BenchAttnArgs, dtype: DType, why: &str) -> Result<ExitCo
     for (sm, sms) in [(80u32, 108usize), (90, 132)] {
         let planned = attune_attention::gpu::planned_variants(&pb, dtype, sm, sms, args.bwd, false)?;
         for (kind, spec, entries) in planned {
-            println!("  sm_{sm}: {kind}: {} [{}]", spec.file, spec.defines_string());
+            if text {
+                println!("  sm_{sm}: {kind}: {} [{}]", spec.file, spec.defines_string());
+            }
             let launches: Vec<EntryLaunch> =
                 entries.iter().map(|(e, t, smem)| EntryLaunch::new(e, *t).with_dynamic_smem(*smem)).collect();
             analyse(&spec, &launches, sm, &ptxas, &work, &mut rows, &mut failures);
         }
     }
     let _ = std::fs::remove_dir_all(&work);
-    print_table(&rows);
+    if text {
+        print_table(&rows);
+    } else {
+        println!(
+            "{}",
+            serde_json::json!({ "impl": "attune", "backend": "cuda", "static": true, "no_gpu": why, "kernels": json(&rows) })
+        );
+    }
     for f in &failures {
         eprintln!("error: {f}");
     }
@@ -85,11 +97,11 @@ fn unfused(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64, mask: Option<&Tensor>
         Ok(t.unsqueeze(2)?.broadcast_as([b, h, hq / h, s, d])?.reshape([b, hq, s, d])?)
     };
     let (k, v) = (rep(k)?, rep(v)?);
-    let mut s = q.matmul(&k.transpose(2, 3)?)?.affine(scale, 0.0)?;
+    let mut s = q.matmul(&k.transpose(2usize, 3usize)?)?.mul_scalar(scale)?;
     if let Some(m) = mask {
-        s = s.broadcast_add(m)?;
+        s = s.add(m)?;
     }
-    Ok(s.softmax(3)?.matmul(&v)?)
+    Ok(s.softmax(3usize)?.matmul(&v)?)
 }
 
 /// Times `f` on the GPU: warm-up, then per repeat an L2 flush and a CUDA-event-timed run.
@@ -156,6 +168,30 @@ fn timed(args: &BenchAttnArgs, dtype: DType) -> Result<ExitCode> {
     })?;
     let peak = peak_tflops(exec.name(), exec.compute_capability(), dtype);
     let tf = |ms: f64, mult: f64| mult * flops / (ms * 1e9);
+    let fb = if args.bwd {
+        Some(gpu_time(exec, &flush, w, n, &mut || {
+            let o = attune_attention::gpu::forward(&q, &k, &v, &p)?;
+            attune_attention::gpu::backward(&q, &k, &v, &o.out, &o.lse, &dout, &p)?;
+            Ok(())
+        })?)
+    } else {
+        None
+    };
+    if args.json {
+        let mut j = serde_json::json!({
+            "impl": "attune", "backend": "cuda", "device": exec.name(), "sm": exec.compute_capability(),
+            "batch": b, "heads_q": hq, "heads_kv": hkv, "seq_q": sq, "seq_k": sk, "head_dim": d,
+            "causal": args.causal, "dtype": args.dtype, "iters": n, "timer": "cuda_events_l2_flushed",
+            "fwd_ms": fused, "fwd_tflops": tf(fused, 1.0), "unfused_fwd_ms": base,
+            "unfused_fwd_tflops": tf(base, 1.0), "peak_tflops": peak,
+        });
+        if let Some(t) = fb {
+            j["fwdbwd_ms"] = t.into();
+            j["fwdbwd_tflops"] = tf(t, 3.5).into();
+        }
+        println!("{j}");
+        return Ok(ExitCode::SUCCESS);
+    }
     let share = |t: f64| peak.map_or("peak n/a".to_string(), |pk| format!("{:.1}% of {pk} peak", 100.0 * t / pk));
     println!(
         "attune cuda attention {}: b {b} hq {hq} hkv {hkv} sq {sq} sk {sk} d {d}{} on {} (sm_{}), CUDA events, L2 flushed, median of {n}",
@@ -166,12 +202,7 @@ fn timed(args: &BenchAttnArgs, dtype: DType) -> Result<ExitCode> {
     );
     println!("  fused forward    {fused:>9.3} ms {:>7.1} TFLOP/s ({})", tf(fused, 1.0), share(tf(fused, 1.0)));
     println!("  unfused forward  {base:>9.3} ms {:>7.1} TFLOP/s; fused is {:.2}x faster", tf(base, 1.0), base / fused);
-    if args.bwd {
-        let fb = gpu_time(exec, &flush, w, n, &mut || {
-            let o = attune_attention::gpu::forward(&q, &k, &v, &p)?;
-            attune_attention::gpu::backward(&q, &k, &v, &o.out, &o.lse, &dout, &p)?;
-            Ok(())
-        })?;
+    if let Some(fb) = fb {
         println!("  fused fwd+bwd    {fb:>9.3} ms {:>7.1} TFLOP/s ({})", tf(fb, 3.5), share(tf(fb, 3.5)));
     }
     Ok(ExitCode::SUCCESS)

@@ -204,6 +204,80 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
     Ok(if failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
+/// Compiles one module variant for `sm` with NVRTC, runs ptxas on it, and adds a row per
+/// entry (or a failure: compile errors, missing entries, spills).
+pub fn analyse(
+    spec: &ModuleSpec,
+    launches: &[EntryLaunch],
+    sm: u32,
+    ptxas: &Path,
+    work: &Path,
+    rows: &mut Vec<Row>,
+    failures: &mut Vec<String>,
+) {
+    let ptx = match nvrtc::compile(spec, Target::Compute(sm)) {
+        Ok(c) => c.image,
+        Err(e) => {
+            failures.push(format!("{e}"));
+            return;
+        }
+    };
+    let stem = nvrtc::dump_name(spec, Target::Compute(sm)).trim_end_matches(".ptx").to_string();
+    let report = match run_ptxas(ptxas, &ptx, sm, work, &stem) {
+        Ok(r) => ptxas::parse(&r),
+        Err(e) => {
+            failures.push(format!("{e:#}"));
+            return;
+        }
+    };
+    for f in report.iter().filter(|f| !f.entry && (f.spill_stores > 0 || f.spill_loads > 0)) {
+        failures.push(format!(
+            "{} [{}] sm_{sm}: device function {} spills {} B stores / {} B loads",
+            spec.file,
+            spec.defines_string(),
+            f.name,
+            f.spill_stores,
+            f.spill_loads
+        ));
+    }
+    let wanted: Vec<(EntryLaunch, bool)> = if launches.is_empty() {
+        report
+            .iter()
+            .filter(|f| f.entry)
+            .map(|f| (EntryLaunch { entry: f.name.clone(), block_threads: DEFAULT_BLOCK, dynamic_smem: 0 }, true))
+            .collect()
+    } else {
+        launches.iter().map(|l| (l.clone(), false)).collect()
+    };
+    for (launch, assumed) in wanted {
+        let Some(res) = report.iter().find(|f| f.entry && f.name == launch.entry) else {
+            failures.push(format!(
+                "{} [{}] sm_{sm}: ptxas reported no entry {}",
+                spec.file,
+                spec.defines_string(),
+                launch.entry
+            ));
+            continue;
+        };
+        let occ = ArchLimits::of(sm)
+            .map(|l| occupancy(&l, res.registers, res.smem + launch.dynamic_smem, launch.block_threads).fraction);
+        if res.spill_stores > 0 || res.spill_loads > 0 {
+            failures.push(format!("{} [{}] sm_{sm}: {} spills", spec.file, spec.defines_string(), res.name));
+        }
+        rows.push(Row {
+            file: spec.file.clone(),
+            defines: spec.defines_string(),
+            entry: launch.entry.clone(),
+            arch: format!("sm_{sm}"),
+            block: launch.block_threads,
+            block_assumed: assumed,
+            res: res.clone(),
+            dynamic_smem: launch.dynamic_smem,
+            occupancy: occ,
+        });
+    }
+}
+
 /// Prints the resource table of `rows`.
 pub fn print_table(rows: &[Row]) {
     let header =
@@ -245,7 +319,8 @@ pub fn print_table(rows: &[Row]) {
     println!("(static figures from ptxas: theoretical occupancy, no GPU timing)");
 }
 
-fn json(rows: &[Row]) -> serde_json::Value {
+/// The rows as a JSON array (the `--json` output).
+pub fn json(rows: &[Row]) -> serde_json::Value {
     serde_json::Value::Array(
         rows.iter()
             .map(|r| {

@@ -22,10 +22,9 @@ fn suite_targets() -> Result<Vec<String>> {
         let path = entry?.path();
         if let (Some(stem), Some("rs")) =
             (path.file_stem().and_then(|s| s.to_str()), path.extension().and_then(|e| e.to_str()))
+            && !stem.starts_with("gpu_")
         {
-            if !stem.starts_with("gpu_") {
-                names.push(stem.to_string());
-            }
+            names.push(stem.to_string());
         }
     }
     names.sort();

@@ -79,3 +79,16 @@ fn deterministic_backward_is_bitwise_repeatable_and_the_dispatcher_picks_by_dtyp
     assert_eq!(kernel(DType::F32, 64, 64), FwdKernel::Simt);
     assert!(matches!(kernel(DType::BF16, 1, 4096), FwdKernel::Split(n) if n > 1));
 }
+
+#[test]
+fn window_bounds_beyond_i32_behave_as_unbounded() {
+    let inputs = [
+        randn([1, 2, 9, 16], 7, DType::F32),
+        randn([1, 2, 12, 16], 8, DType::F32),
+        randn([1, 2, 12, 16], 9, DType::F32),
+        randn([1, 2, 9, 16], 10, DType::F32),
+    ];
+    let huge = AttentionParams::new().window(1 << 40, 1 << 40);
+    let (a, b) = (run(&inputs, &huge, Device::Emu), run(&inputs, &AttentionParams::new(), Device::Emu));
+    assert_eq!(a, b, "a window wider than both sequences must equal full attention");
+}

@@ -70,6 +70,7 @@ impl AttnParams {
             }
             None => (0, 1.0, 0, 0),
         };
+        let bound_cap = (pb.seq_q + pb.seq_k).min(i32::MAX as usize / 4);
         AttnParams {
             batch: pb.batch as i32,
             heads_q: pb.heads_q as i32,
@@ -78,8 +79,10 @@ impl AttnParams {
             seq_k: pb.seq_k as i32,
             num_segments: pb.segments.len() as i32,
             head_dim: pb.head_dim as i32,
-            window_left: pb.left.map_or(-1, |l| l.min(i32::MAX as usize) as i32),
-            window_right: pb.right.map_or(-1, |r| r.min(i32::MAX as usize) as i32),
+            // A bound of seq_q + seq_k already reaches every key; clamping there keeps the
+            // kernels' `diag + bound + 1` in i32 range.
+            window_left: pb.left.map_or(-1, |l| l.min(bound_cap) as i32),
+            window_right: pb.right.map_or(-1, |r| r.min(bound_cap) as i32),
             scale: pb.scale as f32,
             softcap: pb.softcap.unwrap_or(0.0) as f32,
             drop_keep_scale: keep,

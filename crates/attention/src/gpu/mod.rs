@@ -157,8 +157,14 @@ pub fn gpu_err(e: attune_cuda::Error) -> AttentionError {
     AttentionError::Tensor(attune_tensor::Error::Gpu { op: "attention", source: Box::new(e) })
 }
 
-/// A module variant with its entries' `(name, block threads, dynamic shared bytes)`.
-pub type Variant = (ModuleSpec, Vec<(String, u32, u32)>);
+/// An entry of a module: `(name, block threads, dynamic shared bytes)`.
+pub type EntryLaunch = (String, u32, u32);
+/// A module variant with its entries.
+pub type Variant = (ModuleSpec, Vec<EntryLaunch>);
+/// A module variant and the one arch it is for (`None`: every arch).
+pub type ArchVariant = (ModuleSpec, Vec<EntryLaunch>, Option<u32>);
+/// A planned launch: a label (`forward: mma`, `backward`), the module and its entries.
+pub type PlannedVariant = (String, ModuleSpec, Vec<EntryLaunch>);
 
 fn define(spec: &ModuleSpec, name: &str) -> usize {
     spec.defines.iter().find(|(k, _)| k == name).and_then(|(_, v)| v.parse().ok()).unwrap_or(0)
@@ -195,9 +201,9 @@ fn with_smem(family: &str, variants: Vec<(ModuleSpec, Vec<(String, u32)>)>) -> V
 /// Every attention module variant the dispatcher can launch for `head_dims` on `archs`, each
 /// with the one arch it is for (`None`: the same module on every arch), for `cargo xtask
 /// build-kernels`.
-pub fn kernel_variants(head_dims: &[usize], archs: &[u32]) -> Vec<(ModuleSpec, Vec<(String, u32, u32)>, Option<u32>)> {
+pub fn kernel_variants(head_dims: &[usize], archs: &[u32]) -> Vec<ArchVariant> {
     let all = [DType::F32, DType::F16, DType::BF16];
-    let mut out: Vec<(ModuleSpec, Vec<(String, u32, u32)>, Option<u32>)> = Vec::new();
+    let mut out: Vec<ArchVariant> = Vec::new();
     for v in [
         with_smem("simt", fwd_simt::simt_variants(&all, head_dims)),
         with_smem("split", fwd_split::split_variants(&all, head_dims)),
@@ -223,7 +229,7 @@ pub fn planned_variants(
     sms: usize,
     with_backward: bool,
     deterministic: bool,
-) -> Result<Vec<(String, ModuleSpec, Vec<(String, u32, u32)>)>> {
+) -> Result<Vec<PlannedVariant>> {
     let code = dtype_code(dtype)?.to_string();
     let d = [pb.head_dim];
     let splits = fwd_split::choose_splits(pb, sms);
