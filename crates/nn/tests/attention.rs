@@ -240,3 +240,41 @@ fn alibi_slopes_follow_press_et_al() {
     // Six heads: the four slopes of H = 4, then every other slope of H = 8 (2^-1, 2^-3).
     assert_eq!(alibi_slopes(6), vec![p(2), p(4), p(6), p(8), p(1), p(3)]);
 }
+
+/// f32 parameters and inputs on `device`, forward and the gradient of x through `sum(out * w)`.
+fn mha_f32_on(cfg: &AttentionConfig, device: Device, lens: Option<&[usize]>) -> (Vec<f64>, Vec<f64>) {
+    let d = cfg.d_model;
+    let store = ParamStore::new();
+    let pb = ParamBuilder::new(&store, 21, DType::F32, &device);
+    let m = MultiHeadAttention::new(&pb.sub("attn"), cfg.clone()).unwrap();
+    let x = attune_tensor::Rng::new(5).randn([2, 9, d], DType::F32, &Device::Cpu).unwrap();
+    let x = x.to_device(&device).unwrap().to_var().unwrap();
+    let w = attune_tensor::Rng::new(6).randn([2, 9, d], DType::F32, &Device::Cpu).unwrap();
+    let out = m.forward(&x, lens, &mut Ctx::eval()).unwrap();
+    let g = out.mul(&w.to_device(&device).unwrap()).unwrap().sum_all().unwrap().backward().unwrap();
+    (out.to_f64_vec().unwrap(), g.get(&x).unwrap().to_f64_vec().unwrap())
+}
+
+#[test]
+fn the_fused_cuda_kernels_serve_mha_on_the_emulator() {
+    // On Device::Emu the fused path runs kernels/attention/ (SIMT in f32) for head dims that
+    // are multiples of 8; others (head_dim 4 here) are composed of tensor ops. Both must agree
+    // with the CPU flash path to f32 accuracy, masks, GQA and RoPE included.
+    let base = AttentionConfig::new(32, 4);
+    for (name, cfg) in [
+        (
+            "causal gqa rope",
+            AttentionConfig { causal: true, n_kv_heads: 2, positions: Positions::Rope, ..base.clone() },
+        ),
+        ("mqa window softcap", AttentionConfig { n_kv_heads: 1, window: Some((3, 1)), softcap: Some(2.0), ..base }),
+        ("head_dim 4 (unfused)", AttentionConfig { causal: true, ..AttentionConfig::new(16, 4) }),
+    ] {
+        for lens in [None, Some(&[9usize, 5][..])] {
+            let (cpu_out, cpu_dx) = mha_f32_on(&cfg, Device::Cpu, lens);
+            let (emu_out, emu_dx) = mha_f32_on(&cfg, Device::Emu, lens);
+            let diff = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+            assert!(diff(&cpu_out, &emu_out) < 1e-5, "{name} {lens:?}: out differs by {}", diff(&cpu_out, &emu_out));
+            assert!(diff(&cpu_dx, &emu_dx) < 1e-4, "{name} {lens:?}: dx differs by {}", diff(&cpu_dx, &emu_dx));
+        }
+    }
+}

@@ -198,10 +198,11 @@ impl MultiHeadAttention {
             k = rope.apply(&k, 0)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
-        // The fused kernels take f32/f16/bf16 on GPU devices (CUDA and the emulator); f64 there
-        // is composed of tensor ops.
-        let f64_on_gpu = x.device().is_gpu() && x.dtype() == attune_tensor::DType::F64;
-        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || f64_on_gpu {
+        // The fused kernels on GPU devices (CUDA and the emulator) take f32/f16/bf16 and head
+        // dims that are multiples of 8 up to 256; anything else there is composed of tensor ops.
+        let unfused_on_gpu =
+            x.device().is_gpu() && (x.dtype() == attune_tensor::DType::F64 || !hd.is_multiple_of(8) || hd > 256);
+        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || unfused_on_gpu {
             let spec = MaskSpec {
                 seq_q: sq,
                 seq_k: sk,
