@@ -236,6 +236,23 @@ __device__ __forceinline__ void query_span(const AttnParams& p, const Segment& s
     *lo = (int)a;
     *hi = (int)max(a, b);
 }
+
+// dQ += dS K over the tile's first `nrows` keys, for this thread's query rows ty + TR * i and
+// columns tx + TC * j (both the atomic mode of attn_bwd_dkdv and attn_bwd_dq).
+__device__ __forceinline__ void accumulate_dq(const Smem& s, int nrows, int tx, int ty, float (&dq)[RQ][CN]) {
+    BWD_UNROLL2
+    for (int n = 0; n < nrows; ++n) {
+        float kv[CN];
+        BWD_UNROLL
+        for (int j = 0; j < CN; ++j) kv[j] = col_ok(tx + TC * j) ? s.k[n * LD + tx + TC * j] : 0.f;
+        BWD_UNROLL
+        for (int i = 0; i < RQ; ++i) {
+            const float dsv = s.ds[n * LDP + ty + TR * i];
+            BWD_UNROLL
+            for (int j = 0; j < CN; ++j) dq[i][j] += dsv * kv[j];
+        }
+    }
+}
 }  // namespace bwd
 
 using namespace bwd;
@@ -316,18 +333,7 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dkdv(const Attn
                 BWD_UNROLL
                 for (int j = 0; j < CN; ++j) dq[i][j] = 0.f;
             }
-            BWD_UNROLL2
-            for (int n = 0; n < nrows; ++n) {
-                float kv[CN];
-                BWD_UNROLL
-                for (int j = 0; j < CN; ++j) kv[j] = col_ok(tx + TC * j) ? s.k[n * LD + tx + TC * j] : 0.f;
-                BWD_UNROLL
-                for (int i = 0; i < RQ; ++i) {
-                    const float dsv = s.ds[n * LDP + ty + TR * i];
-                    BWD_UNROLL
-                    for (int j = 0; j < CN; ++j) dq[i][j] += dsv * kv[j];
-                }
-            }
+            accumulate_dq(s, nrows, tx, ty, dq);
             BWD_UNROLL
             for (int i = 0; i < RQ; ++i) {
                 const int m = ty + TR * i;
@@ -389,18 +395,7 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dq(const AttnPa
         __syncthreads();
         score_tile<false>(p, seg, h, m0, n0, s);
         __syncthreads();
-        BWD_UNROLL2
-        for (int n = 0; n < nrows; ++n) {
-            float kv[CN];
-            BWD_UNROLL
-            for (int j = 0; j < CN; ++j) kv[j] = col_ok(tx + TC * j) ? s.k[n * LD + tx + TC * j] : 0.f;
-            BWD_UNROLL
-            for (int i = 0; i < RQ; ++i) {
-                const float dsv = s.ds[n * LDP + ty + TR * i];
-                BWD_UNROLL
-                for (int j = 0; j < CN; ++j) dq[i][j] += dsv * kv[j];
-            }
-        }
+        accumulate_dq(s, nrows, tx, ty, dq);
     }
     BWD_UNROLL
     for (int i = 0; i < RQ; ++i) {

@@ -6,83 +6,17 @@
 
 use attune_attention::cases::{Bound, DEFAULT_ATOL, DEFAULT_RTOL, Metric, compare, lowp_backward};
 use attune_attention::gpu::{GpuCall, bwd};
-use attune_attention::{AttentionParams, flash, oracle, validate};
-use attune_tensor::{DType, Device, Rng, Tensor};
+use attune_attention::{flash, oracle, validate};
+use attune_tensor::{DType, Tensor};
 
-const CPU: Device = Device::Cpu;
-const EMU: Device = Device::Emu;
+mod common;
+use common::{BHSD, BSHD, CPU, Case, EMU, case, normals, on_emu, p, segment_and_dropout_cases};
 
-#[derive(Clone, Debug)]
-struct Case {
-    name: String,
-    b: usize,
-    hq: usize,
-    hkv: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    params: AttentionParams,
-    /// Every fifth query row x20 (rows of large logits).
-    outliers: bool,
-    /// q, k, v as `(batch, seq, heads, dim)` memory and dout as `(seq, batch, heads, dim)`
-    /// memory, all viewed as `(batch, heads, seq, dim)`.
-    strided: bool,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn case(name: &str, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, d: usize, params: AttentionParams) -> Case {
-    Case { name: name.into(), b, hq, hkv, sq, sk, d, params, outliers: false, strided: false }
-}
-
-impl Case {
-    fn outliers(mut self) -> Self {
-        self.outliers = true;
-        self
-    }
-    fn strided(mut self) -> Self {
-        self.strided = true;
-        self
-    }
-}
-
-fn p() -> AttentionParams {
-    AttentionParams::new()
-}
-
-/// Seeded normals `(b, h, s, d)` on the CPU in `dtype`, optionally with x20 outlier rows.
-fn normals(shape: [usize; 4], seed: u64, dtype: DType, outliers: bool) -> Tensor {
-    let [_, _, s, d] = shape;
-    let mut x = Rng::new(seed).randn(shape, DType::F32, &CPU).unwrap().to_vec::<f32>().unwrap();
-    if outliers {
-        for (row, chunk) in x.chunks_mut(d.max(1)).enumerate() {
-            if (row % s.max(1)) % 5 == 2 {
-                chunk.iter_mut().for_each(|v| *v *= 20.0);
-            }
-        }
-    }
-    Tensor::from_vec(x, shape, &CPU).unwrap().to_dtype(dtype).unwrap()
-}
-
-/// `t` (CPU, logical `(b, h, s, d)`) on the emulator, laid out in memory as `perm` of its dims
-/// and viewed back as `(b, h, s, d)`.
-fn on_emu(t: &Tensor, perm: [usize; 4]) -> Tensor {
-    let mut inv = [0; 4];
-    for (i, &x) in perm.iter().enumerate() {
-        inv[x] = i;
-    }
-    let mem = t.permute(perm).unwrap().contiguous().unwrap().to_device(&EMU).unwrap();
-    mem.permute(inv).unwrap()
-}
-
-/// The CPU inputs of a case: q, k, v, dout.
+/// The CPU inputs of a case: q, k, v (`Case::qkv`) and dout (seed + 3).
 fn inputs(c: &Case, dtype: DType) -> [Tensor; 4] {
-    let seed = c.name.bytes().fold(17u64, |h, x| h.wrapping_mul(31).wrapping_add(x as u64));
-    [
-        normals([c.b, c.hq, c.sq, c.d], seed, dtype, c.outliers),
-        normals([c.b, c.hkv, c.sk, c.d], seed + 1, dtype, false),
-        normals([c.b, c.hkv, c.sk, c.d], seed + 2, dtype, false),
-        normals([c.b, c.hq, c.sq, c.d], seed + 3, dtype, false),
-    ]
+    let [q, k, v] = c.qkv(dtype);
+    let dout = normals([c.b, c.hq, c.sq, c.d], c.seed() + 3, dtype, false);
+    [q, k, v, dout]
 }
 
 /// Runs the GPU backward of `c` on the emulator; out/lse from the CPU flash forward.
@@ -90,10 +24,10 @@ fn inputs(c: &Case, dtype: DType) -> [Tensor; 4] {
 fn gpu_grads(c: &Case, x: &[Tensor; 4], deterministic: bool) -> [Tensor; 3] {
     let [q, k, v, dout] = x;
     let f = flash::forward(q, k, v, &c.params).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-    let (qkv_perm, dout_perm) = if c.strided { ([0, 2, 1, 3], [2, 0, 1, 3]) } else { ([0, 1, 2, 3], [0, 1, 2, 3]) };
+    let (qkv_perm, dout_perm) = if c.bshd { (BSHD, [2, 0, 1, 3]) } else { (BHSD, BHSD) };
     let (qe, ke, ve) = (on_emu(q, qkv_perm), on_emu(k, qkv_perm), on_emu(v, qkv_perm));
     let de = on_emu(dout, dout_perm);
-    if c.strided && c.hq > 1 && c.sq > 1 {
+    if c.bshd && c.hq > 1 && c.sq > 1 {
         assert!(!qe.is_contiguous() && !de.is_contiguous(), "{}: the layout should be strided", c.name);
     }
     let pb = validate(&qe, &ke, &ve, &c.params).unwrap();
@@ -145,11 +79,11 @@ fn check_f32(c: &Case) {
 
 #[test]
 fn every_feature_matches_the_oracle_in_f32() {
-    let cases = [
+    let mut cases = vec![
         case("seq 1", 1, 2, 2, 1, 1, 64, p()),
         case("seq 17", 2, 3, 3, 17, 17, 64, p()),
         case("seq 128 causal", 1, 2, 2, 128, 128, 64, p().causal(true)).outliers(),
-        case("seq 255 window", 1, 2, 1, 255, 255, 64, p().window(40, 8)).strided(),
+        case("seq 255 window", 1, 2, 1, 255, 255, 64, p().window(40, 8)).bshd(),
         case("one query, many keys", 1, 2, 1, 1, 127, 64, p().causal(true)),
         case("many queries, one key", 1, 1, 1, 127, 1, 64, p()),
         case("scale", 1, 2, 2, 33, 70, 64, p().scale(0.3)).outliers(),
@@ -160,34 +94,10 @@ fn every_feature_matches_the_oracle_in_f32() {
         case("window empty rows", 1, 2, 2, 80, 30, 64, p().window(2, 0)),
         case("softcap", 1, 2, 2, 65, 129, 64, p().softcap(5.0)).outliers(),
         case("softcap causal", 1, 2, 1, 65, 65, 96, p().softcap(2.0).causal(true)).outliers(),
-        case("gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).strided(),
+        case("gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).bshd(),
         case("mqa", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
-        case("padding", 3, 2, 1, 50, 100, 64, p().seqlens_k(vec![0, 37, 100])),
-        case("padding causal", 2, 2, 2, 60, 80, 64, p().seqlens_k(vec![80, 21]).causal(true)),
-        case(
-            "varlen",
-            1,
-            4,
-            2,
-            199,
-            170,
-            64,
-            p().cu_seqlens(vec![0, 5, 5, 70, 199], vec![0, 30, 60, 60, 170]).causal(true),
-        ),
-        case("varlen window", 1, 2, 2, 150, 150, 48, p().cu_seqlens(vec![0, 64, 150], vec![0, 100, 150]).window(7, 3)),
-        case("dropout", 2, 2, 2, 70, 90, 64, p().dropout(0.2, 42, 7)),
-        case("dropout gqa causal", 1, 4, 2, 65, 65, 64, p().dropout(0.5, 3, u64::MAX - 2).causal(true)),
-        case(
-            "dropout varlen softcap",
-            1,
-            2,
-            1,
-            100,
-            80,
-            32,
-            p().cu_seqlens(vec![0, 40, 100], vec![0, 50, 80]).dropout(0.1, 9, 0).softcap(3.0),
-        ),
     ];
+    cases.extend(segment_and_dropout_cases());
     for c in &cases {
         check_f32(c);
     }
@@ -222,7 +132,7 @@ fn low_precision_within_twice_the_naive_error() {
                 64,
                 p().cu_seqlens(vec![0, 30, 90], vec![0, 50, 90]).dropout(0.25, 11, 3),
             )
-            .strided(),
+            .bshd(),
         ),
         (DType::BF16, case("lp d256", 1, 2, 1, 33, 47, 256, p().causal(true))),
         (DType::F16, case("lp d128 mqa", 1, 4, 1, 60, 70, 128, p().window(20, 5))),

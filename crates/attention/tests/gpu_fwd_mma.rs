@@ -10,69 +10,18 @@
 use attune_attention::cases::{Bound, compare, lowp_forward};
 use attune_attention::gpu::GpuCall;
 use attune_attention::gpu::fwd_mma::{MmaTiles, launch_fwd_mma, launch_fwd_mma_tiles, mma_tiles, mma_variants};
-use attune_attention::{AttentionParams, oracle, validate};
-use attune_tensor::{DType, Device, Rng, Tensor};
+use attune_attention::{oracle, validate};
+use attune_tensor::{DType, Tensor};
 
-const CPU: Device = Device::Cpu;
-const EMU: Device = Device::Emu;
+mod common;
+use common::{BHSD, BSHD, CPU, Case, case, max_abs_diff, normals, on_emu, p, segment_and_dropout_cases};
+
 const F16: DType = DType::F16;
 const BF16: DType = DType::BF16;
 
-#[derive(Clone, Debug)]
-struct Case {
-    name: String,
-    b: usize,
-    hq: usize,
-    hkv: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    params: AttentionParams,
-    outliers: bool,
-    /// `(batch, seq, heads, dim)` memory viewed as `(batch, heads, seq, dim)`.
-    bshd: bool,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn case(name: &str, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, d: usize, params: AttentionParams) -> Case {
-    Case { name: name.into(), b, hq, hkv, sq, sk, d, params, outliers: false, bshd: false }
-}
-
-impl Case {
-    fn outliers(mut self) -> Self {
-        self.outliers = true;
-        self
-    }
-    fn bshd(mut self) -> Self {
-        self.bshd = true;
-        self
-    }
-}
-
-fn p() -> AttentionParams {
-    AttentionParams::new()
-}
-
-/// A `(b, h, s, d)` tensor of seeded normals rounded to `dtype` on the CPU (every fifth row x20
-/// when `outliers`), and the same values on the emulator, laid out as bshd when asked.
-fn input(shape: [usize; 4], seed: u64, dtype: DType, outliers: bool, bshd: bool) -> (Tensor, Tensor) {
-    let [b, h, s, d] = shape;
-    let mut x = Rng::new(seed).randn([b, h, s, d], DType::F32, &CPU).unwrap().to_vec::<f32>().unwrap();
-    if outliers {
-        for (row, chunk) in x.chunks_mut(d).enumerate() {
-            if (row % s.max(1)) % 5 == 2 {
-                chunk.iter_mut().for_each(|v| *v *= 20.0);
-            }
-        }
-    }
-    let cpu = Tensor::from_vec(x, [b, h, s, d], &CPU).unwrap().to_dtype(dtype).unwrap();
-    let dev = if bshd {
-        let mem = cpu.permute([0, 2, 1, 3]).unwrap().contiguous().unwrap().to_device(&EMU).unwrap();
-        mem.permute([0, 2, 1, 3]).unwrap()
-    } else {
-        cpu.to_device(&EMU).unwrap()
-    };
-    (cpu, dev)
+/// `t` on the emulator, as bshd memory when asked.
+fn emu(t: &Tensor, bshd: bool) -> Tensor {
+    on_emu(t, if bshd { BSHD } else { BHSD })
 }
 
 /// Runs the kernel on the emulator (with `tiles`, or the launcher's table) and returns out and
@@ -96,10 +45,8 @@ fn run(
 
 /// One case in `dtype` against the oracle (on the f64 values of the rounded inputs).
 fn check(c: &Case, dtype: DType, tiles: Option<MmaTiles>) {
-    let seed = c.name.bytes().fold(17u64, |h, x| h.wrapping_mul(31).wrapping_add(x as u64));
-    let (q, qd) = input([c.b, c.hq, c.sq, c.d], seed, dtype, c.outliers, c.bshd);
-    let (k, kd) = input([c.b, c.hkv, c.sk, c.d], seed + 1, dtype, false, c.bshd);
-    let (v, vd) = input([c.b, c.hkv, c.sk, c.d], seed + 2, dtype, false, c.bshd);
+    let [q, k, v] = c.qkv(dtype);
+    let (qd, kd, vd) = (emu(&q, c.bshd), emu(&k, c.bshd), emu(&v, c.bshd));
     if c.bshd && c.hq > 1 && c.sq > 1 {
         assert!(!qd.is_contiguous(), "{}: the bshd view should be strided", c.name);
     }
@@ -129,12 +76,6 @@ fn check(c: &Case, dtype: DType, tiles: Option<MmaTiles>) {
             assert!(o[row * c.d..][..c.d].iter().all(|&x| x == 0.0), "{}: row {row} should be 0", c.name);
         }
     }
-}
-
-/// Largest finite `|a - b|`.
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
-    a.iter().zip(&b).filter(|(x, y)| x.is_finite() && y.is_finite()).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
 
 #[test]
@@ -179,37 +120,11 @@ fn masks_softcap_and_head_groups() {
 
 #[test]
 fn padding_varlen_and_dropout() {
-    let cases = [
-        case("padding", 3, 2, 1, 50, 100, 64, p().seqlens_k(vec![0, 37, 100])),
-        case("padding causal", 2, 2, 2, 60, 80, 64, p().seqlens_k(vec![80, 21]).causal(true)),
-        case(
-            "varlen",
-            1,
-            4,
-            2,
-            199,
-            170,
-            64,
-            p().cu_seqlens(vec![0, 5, 5, 70, 199], vec![0, 30, 60, 60, 170]).causal(true),
-        ),
-        case("varlen window", 1, 2, 2, 150, 150, 48, p().cu_seqlens(vec![0, 64, 150], vec![0, 100, 150]).window(7, 3)),
-        case("dropout", 2, 2, 2, 70, 90, 64, p().dropout(0.2, 42, 7)),
-        case("dropout gqa causal", 1, 4, 2, 65, 65, 64, p().dropout(0.5, 3, u64::MAX - 2).causal(true)),
-        case(
-            "dropout varlen softcap",
-            1,
-            2,
-            1,
-            100,
-            80,
-            32,
-            p().cu_seqlens(vec![0, 40, 100], vec![0, 50, 80]).dropout(0.1, 9, 0).softcap(3.0),
-        ),
-    ];
+    let cases = segment_and_dropout_cases();
     for c in &cases {
         check(c, F16, None);
     }
-    check(&cases[4], BF16, None);
+    check(cases.iter().find(|c| c.name == "dropout").unwrap(), BF16, None);
 }
 
 #[test]
@@ -229,20 +144,20 @@ fn unsupported_inputs_are_errors_naming_the_fix() {
     let c = case("errors", 1, 1, 1, 16, 16, 64, p());
     let err = |q: &Tensor, k: &Tensor, v: &Tensor| run(&c, q, k, v, None).unwrap_err().to_string();
     // f32 inputs.
-    let (_, x) = input([1, 1, 16, 64], 1, DType::F32, false, false);
+    let x = emu(&normals([1, 1, 16, 64], 1, DType::F32, false), false);
     let e = err(&x, &x, &x);
     assert!(e.contains("f16 or bf16") && e.contains("f32"), "{e}");
     // head_dim not a multiple of 8.
-    let (_, x) = input([1, 1, 16, 12], 2, F16, false, false);
+    let x = emu(&normals([1, 1, 16, 12], 2, F16, false), false);
     let e = err(&x, &x, &x);
     assert!(e.contains("head_dim") && e.contains("12"), "{e}");
     // Rows 136 bytes apart: not 16-byte aligned for cp.async.
-    let (_, wide) = input([1, 1, 16, 68], 3, F16, false, false);
+    let wide = emu(&normals([1, 1, 16, 68], 3, F16, false), false);
     let x = wide.narrow(3, 0, 64).unwrap();
     let e = err(&x, &x, &x);
     assert!(e.contains("16-byte aligned") && e.contains("68"), "{e}");
     // Bad explicit tiles.
-    let (_, x) = input([1, 1, 16, 64], 4, F16, false, false);
+    let x = emu(&normals([1, 1, 16, 64], 4, F16, false), false);
     let pb = validate(&x, &x, &x, &c.params).unwrap();
     let call = GpuCall::new(&x, &x, &x, &pb).unwrap();
     let (out, lse) = call.alloc_forward_outputs().unwrap();

@@ -10,11 +10,11 @@ use attune_attention::cases::{Bound, compare, lowp_forward};
 use attune_attention::gpu::GpuCall;
 use attune_attention::gpu::fwd_simt::{SimtConfig, launch_fwd_simt, simt_variants, supported_head_dims};
 use attune_attention::gpu::fwd_split::{launch_fwd_split, split_variants};
-use attune_attention::{AttentionParams, oracle, validate};
-use attune_tensor::{DType, Device, Rng, Tensor};
+use attune_attention::{oracle, validate};
+use attune_tensor::{DType, Tensor};
 
-const CPU: Device = Device::Cpu;
-const EMU: Device = Device::Emu;
+mod common;
+use common::{BSHD, CPU, Case, EMU, case, max_abs_diff, on_emu, p};
 
 /// Which kernel runs a case.
 #[derive(Clone, Copy, Debug)]
@@ -22,72 +22,6 @@ enum Path {
     Simt,
     /// Split-KV with this many splits.
     Split(usize),
-}
-
-#[derive(Clone, Debug)]
-struct Case {
-    name: &'static str,
-    b: usize,
-    hq: usize,
-    hkv: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    params: AttentionParams,
-    outliers: bool,
-    bshd: bool,
-    /// Rows stored `head_dim + 1` apart (a narrowed view): not 16-byte aligned, so the kernels
-    /// take their scalar load path.
-    padded: bool,
-    dtype: DType,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn case(
-    name: &'static str,
-    b: usize,
-    hq: usize,
-    hkv: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    params: AttentionParams,
-) -> Case {
-    Case { name, b, hq, hkv, sq, sk, d, params, outliers: false, bshd: false, padded: false, dtype: DType::F32 }
-}
-
-impl Case {
-    fn outliers(mut self) -> Self {
-        self.outliers = true;
-        self
-    }
-    fn bshd(mut self) -> Self {
-        self.bshd = true;
-        self
-    }
-    fn padded(mut self) -> Self {
-        self.padded = true;
-        self
-    }
-    fn dtype(mut self, dt: DType) -> Self {
-        self.dtype = dt;
-        self
-    }
-}
-
-/// A `(b, h, s, d)` tensor of seeded normals rounded to `dtype` (on the CPU), optionally with
-/// every fifth row scaled by 20 (x20 outlier logits when applied to q).
-fn input(shape: [usize; 4], seed: u64, dtype: DType, outliers: bool) -> Tensor {
-    let [b, h, s, d] = shape;
-    let mut x = Rng::new(seed).randn([b, h, s, d], DType::F32, &CPU).unwrap().to_vec::<f32>().unwrap();
-    if outliers {
-        for (row, chunk) in x.chunks_mut(d).enumerate() {
-            if (row % s.max(1)) % 5 == 2 {
-                chunk.iter_mut().for_each(|v| *v *= 20.0);
-            }
-        }
-    }
-    Tensor::from_vec(x, [b, h, s, d], &CPU).unwrap().to_dtype(dtype).unwrap()
 }
 
 /// The CPU tensor on the emulator; with `bshd`, stored as (batch, seq, heads, dim) memory and
@@ -105,18 +39,14 @@ fn to_emu(t: &Tensor, bshd: bool, padded: bool) -> Tensor {
     if !bshd {
         return t.to_device(&EMU).unwrap();
     }
-    let mem = t.permute([0, 2, 1, 3]).unwrap().contiguous().unwrap().to_device(&EMU).unwrap();
-    let view = mem.permute([0, 2, 1, 3]).unwrap();
+    let view = on_emu(t, BSHD);
     assert!(!view.is_contiguous() || t.dims()[1] == 1 || t.dims()[2] == 1);
     view
 }
 
 /// Runs `c` on `path` and checks out and lse against the oracle; returns the worst error.
 fn check(c: &Case, path: Path) -> f64 {
-    let seed = c.name.bytes().fold(17u64, |h, x| h.wrapping_mul(31).wrapping_add(x as u64));
-    let q = input([c.b, c.hq, c.sq, c.d], seed, c.dtype, c.outliers);
-    let k = input([c.b, c.hkv, c.sk, c.d], seed + 1, c.dtype, false);
-    let v = input([c.b, c.hkv, c.sk, c.d], seed + 2, c.dtype, false);
+    let [q, k, v] = c.qkv(c.dtype);
     let emu = |t: &Tensor| to_emu(t, c.bshd, c.padded);
     let (qe, ke, ve) = (emu(&q), emu(&k), emu(&v));
     let pb = validate(&qe, &ke, &ve, &c.params).unwrap();
@@ -131,15 +61,10 @@ fn check(c: &Case, path: Path) -> f64 {
     let (bo, bl) = if matches!(c.dtype, DType::F16 | DType::BF16) {
         // The low-precision criterion: twice the naive implementation's error, plus 1e-5.
         let naive = lowp_forward(&q, &k, &v, &c.params).unwrap();
-        let err = |a: &Tensor, b: &Tensor| {
-            let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
-            a.iter()
-                .zip(&b)
-                .filter(|(x, y)| x.is_finite() && y.is_finite())
-                .map(|(x, y)| (x - y).abs())
-                .fold(0.0, f64::max)
-        };
-        (Bound::MaxAbs(2.0 * err(&naive.out, &want.out) + 1e-5), Bound::MaxAbs(2.0 * err(&naive.lse, &want.lse) + 1e-5))
+        (
+            Bound::MaxAbs(2.0 * max_abs_diff(&naive.out, &want.out) + 1e-5),
+            Bound::MaxAbs(2.0 * max_abs_diff(&naive.lse, &want.lse) + 1e-5),
+        )
     } else {
         let b = Bound::Elementwise { atol: 2e-5, rtol: 2e-4 };
         (b, b)
@@ -149,10 +74,6 @@ fn check(c: &Case, path: Path) -> f64 {
     assert!(mo.pass, "{} {:?} {path:?}: out {mo:?}", c.name, c.dtype);
     assert!(ml.pass, "{} {:?} {path:?}: lse {ml:?}", c.name, c.dtype);
     mo.max_err.max(ml.max_err)
-}
-
-fn p() -> AttentionParams {
-    AttentionParams::new()
 }
 
 #[test]
