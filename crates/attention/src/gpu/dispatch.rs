@@ -106,20 +106,9 @@ pub fn backward(
     dout: &Tensor,
     params: &AttentionParams,
 ) -> Result<AttentionGrads> {
+    // bwd::backward checks out, lse and dout against q (shape, dtype, device).
     let pb: Problem = validate(q, k, v, params)?;
-    if dout.dims() != q.dims() || dout.dtype() != q.dtype() || dout.device() != q.device() {
-        return Err(AttentionError::Shape(format!(
-            "dout is {:?} {} on {} but q is {:?} {} on {}; the output gradient must match q",
-            dout.dims(),
-            dout.dtype(),
-            dout.device(),
-            q.dims(),
-            q.dtype(),
-            q.device()
-        )));
-    }
     let call = GpuCall::new(q, k, v, &pb)?;
-    let (out, lse) = (out.contiguous()?, lse.contiguous()?);
-    let (dq, dk, dv) = bwd::backward(&call, &out, &lse, dout, params.deterministic)?;
+    let (dq, dk, dv) = bwd::backward(&call, out, lse, dout, params.deterministic)?;
     Ok(AttentionGrads { dq, dk, dv })
 }
