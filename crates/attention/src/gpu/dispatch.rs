@@ -56,21 +56,28 @@ fn forced() -> Result<Option<&'static str>> {
     }
 }
 
-fn mma_fits(call: &GpuCall) -> bool {
-    matches!(call.dtype, DType::F16 | DType::BF16) && call.arch() >= 80 && call.aligned16
+/// The forward kernel for a geometry, dtype, compute capability and SM count, with 16-byte
+/// aligned rows or not (no `ATTUNE_ATTN_KERNEL` override): the one rule both the dispatcher
+/// and the static report of `bench-attn` follow.
+pub fn pick_forward(pb: &Problem, dtype: DType, arch: u32, aligned16: bool, sms: usize) -> FwdKernel {
+    let splits = fwd_split::choose_splits(pb, sms);
+    if splits > 1 {
+        FwdKernel::Split(splits)
+    } else if matches!(dtype, DType::F16 | DType::BF16) && arch >= 80 && aligned16 {
+        FwdKernel::Mma
+    } else {
+        FwdKernel::Simt
+    }
 }
 
-/// The forward kernel `choose_forward` picks for a call.
+/// The forward kernel a call runs: [`pick_forward`] for its device, or the forced one.
 pub fn choose_forward(call: &GpuCall) -> Result<FwdKernel> {
     let sms = call.dev.cuda_executor().map_or(EMU_SMS, |c| c.sm_count().max(1));
-    let splits = fwd_split::choose_splits(&call.problem, sms);
     Ok(match forced()? {
         Some("simt") => FwdKernel::Simt,
         Some("mma") => FwdKernel::Mma,
-        Some(_) => FwdKernel::Split(splits.max(2)),
-        None if splits > 1 => FwdKernel::Split(splits),
-        None if mma_fits(call) => FwdKernel::Mma,
-        None => FwdKernel::Simt,
+        Some(_) => FwdKernel::Split(fwd_split::choose_splits(&call.problem, sms).max(2)),
+        None => pick_forward(&call.problem, call.dtype, call.arch(), call.aligned16, sms),
     })
 }
 

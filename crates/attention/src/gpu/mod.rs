@@ -15,7 +15,7 @@ pub mod fwd_mma;
 pub mod fwd_simt;
 pub mod fwd_split;
 
-pub use dispatch::{FwdKernel, backward, choose_forward, forward, forward_with};
+pub use dispatch::{FwdKernel, backward, choose_forward, forward, forward_with, pick_forward};
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
@@ -232,14 +232,13 @@ pub fn planned_variants(
 ) -> Result<Vec<PlannedVariant>> {
     let code = dtype_code(dtype)?.to_string();
     let d = [pb.head_dim];
-    let splits = fwd_split::choose_splits(pb, sms);
-    let (kind, fwd) = if splits > 1 {
-        ("split", with_smem("split", fwd_split::split_variants(&[dtype], &d)))
-    } else if dtype != DType::F32 && arch >= 80 {
-        ("mma", with_smem("mma", fwd_mma::mma_variants(&d, &[arch])))
-    } else {
-        ("simt", with_smem("simt", fwd_simt::simt_variants(&[dtype], &d)))
+    let kernel = pick_forward(pb, dtype, arch, true, sms);
+    let fwd = match kernel {
+        FwdKernel::Split(_) => with_smem("split", fwd_split::split_variants(&[dtype], &d)),
+        FwdKernel::Mma => with_smem("mma", fwd_mma::mma_variants(&d, &[arch])),
+        FwdKernel::Simt => with_smem("simt", fwd_simt::simt_variants(&[dtype], &d)),
     };
+    let kind = kernel.name();
     let of_dtype = |s: &ModuleSpec| s.defines.iter().any(|(k, v)| k == "ATTN_DTYPE" && *v == code);
     let mut out: Vec<_> =
         fwd.into_iter().filter(|(s, _)| of_dtype(s)).map(|(s, e)| (format!("forward: {kind}"), s, e)).collect();
