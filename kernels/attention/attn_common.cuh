@@ -48,6 +48,8 @@ struct AttnParams {
     float* delta;         // backward: rowsum(dout * out), f32 like lse
     float* partial_out;   // split-KV: [num_splits][batch * heads_q * seq_q][HD] f32
     float* partial_lse;   // split-KV: [num_splits][batch * heads_q * seq_q] f32
+    float* out_f32;       // forward: when set, also the output in f32 (contiguous like out);
+                          // backward: when set, the pre-pass reads it instead of out
     // Strides in elements.
     long long q_batch_stride, q_head_stride, q_row_stride;
     long long k_batch_stride, k_head_stride, k_row_stride;

@@ -11,7 +11,9 @@
 // Entries (one module per dtype, HD and tile set; the host, crates/attention/src/gpu/bwd.rs,
 // picks the tiles and launches them in this order):
 // - attn_bwd_dot: delta[row] = sum_d dout * out for every (batch, head, query) row; one warp a
-//   row, any block size that is a multiple of 32, grid-stride.
+//   row, any block size that is a multiple of 32, grid-stride. It reads out_f32 when set: the
+//   forward's unrounded f16/bf16 output, so that delta matches sum_j P dP (an exact zero dS on
+//   rows with one visible key, for instance) instead of carrying the output's rounding.
 // - attn_bwd_dkdv: grid (ceil(max_k_len / BN), heads_kv, num_segments), BWD_NT threads. A block
 //   owns BN keys of one kv head: K and V in shared memory, dK and dV in registers. It walks the
 //   query heads of the group and the query tiles that can see its keys (causal and window
@@ -264,11 +266,16 @@ extern "C" __global__ void attn_bwd_dot(const AttnParams p) {
          row += (long long)gridDim.x * warps) {
         const long long i = row % p.seq_q, bh = row / p.seq_q;
         const long long h = bh % p.heads_q, b = bh / p.heads_q;
-        const attn_t* o = (const attn_t*)p.out + row * HD;
         const attn_t* g =
             (const attn_t*)p.dout + b * p.dout_batch_stride + h * p.dout_head_stride + i * p.dout_row_stride;
         float acc = 0.f;
-        for (int c = lane; c < HD; c += 32) acc += load_f32(o + c) * load_f32(g + c);
+        if (p.out_f32 != nullptr) {
+            const float* o = p.out_f32 + row * HD;
+            for (int c = lane; c < HD; c += 32) acc += o[c] * load_f32(g + c);
+        } else {
+            const attn_t* o = (const attn_t*)p.out + row * HD;
+            for (int c = lane; c < HD; c += 32) acc += load_f32(o + c) * load_f32(g + c);
+        }
         for (int w = 16; w > 0; w /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, w);
         if (lane == 0) p.delta[row] = acc;
     }

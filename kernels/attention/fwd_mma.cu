@@ -27,8 +27,8 @@
 // online softmax in registers in the log2 domain (scale folded into log2(e), exp2f; the row max
 // and sum combine the 4 lanes of a row with __shfl_xor_sync), P re-packed from the S accumulators
 // straight into A fragments, O += P V (B = V by ldmatrix_x4_trans, n8 tiles over HD). The row sum
-// l is of the undropped probabilities; dropout multiplies the probabilities fed to P V. O is
-// normalised once at the end; lse = m ln 2 + ln l (natural log, before dropout); a row with no
+// l is of the undropped probabilities; dropout zeroes the dropped probabilities fed to P V and
+// its keep scale joins the normalisation. O is normalised once at the end; lse = m ln 2 + ln l (natural log, before dropout); a row with no
 // visible key gets out 0 and lse -inf.
 #include "attn_common.cuh"
 
@@ -268,7 +268,12 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnPar
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     const int el = 4 * j + e;
-                    s[j][e] *= (keep[el / 32] >> (el % 32)) & 1u ? p.drop_keep_scale : 0.f;
+                    // Dropped elements are zeroed; the keep scale 1/(1-p) is applied once, in
+                    // f32, with the normalisation: multiplied into P here it would be rounded
+                    // to 16 bits with P, and the output would no longer be the sum_j P dP that
+                    // the backward's rowsum(dO * O) stands for (off by ~2^-9 in bf16 even when
+                    // P is exactly 1).
+                    if (!((keep[el / 32] >> (el % 32)) & 1u)) s[j][e] = 0.f;
                 }
             }
         }
@@ -312,11 +317,17 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnPar
         const int i = r_local[r];
         if (i >= seg.q_len) continue;
         const long long row = ((long long)seg.batch * p.heads_q + h) * p.seq_q + seg.q_start + i;
-        const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+        const float inv = l[r] > 0.f ? (dropout ? p.drop_keep_scale : 1.f) / l[r] : 0.f;
         attn_t* const orow = static_cast<attn_t*>(p.out) + row * HD + 2 * t;
 #pragma unroll
         for (int d = 0; d < NT_O; ++d)
             *reinterpret_cast<unsigned*>(orow + d * 8) = pack2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+        if (p.out_f32 != nullptr) {
+            float* const frow = p.out_f32 + row * HD + 2 * t;
+#pragma unroll
+            for (int d = 0; d < NT_O; ++d)
+                *reinterpret_cast<float2*>(frow + d * 8) = make_float2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+        }
         if (t == 0) p.lse[row] = l[r] > 0.f ? m[r] * 0.6931471805599453f + logf(l[r]) : -INFINITY;
     }
 }

@@ -310,6 +310,14 @@ __device__ void simt_attend(const AttnParams& p, const Segment& seg, int h, int 
                 const int d = lane + 32 * t;
                 if (HD % 32 == 0 || d < HD) store_f32(o + d, acc[r][t] * inv);
             }
+            if (ATTN_DTYPE != 0 && p.out_f32 != nullptr) {
+                float* f = p.out_f32 + row * HD;
+#pragma unroll
+                for (int t = 0; t < C::DPL; ++t) {
+                    const int d = lane + 32 * t;
+                    if (HD % 32 == 0 || d < HD) f[d] = acc[r][t] * inv;
+                }
+            }
             if (lane == 0) p.lse[row] = lse;
         }
     }

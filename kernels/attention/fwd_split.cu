@@ -45,8 +45,11 @@ extern "C" __global__ void attn_split_combine(const AttnParams p) {
     for (int s = lane; s < S; s += 32) mx = fmaxf(mx, p.partial_lse[s * rows + row]);
     mx = warp_max(mx);
     attn_t* o = static_cast<attn_t*>(p.out) + row * HD;
+    float* const f = ATTN_DTYPE != 0 && p.out_f32 != nullptr ? p.out_f32 + row * HD : nullptr;
     if (mx == -INFINITY) {
         for (int d = lane; d < HD; d += 32) store_f32(o + d, 0.f);
+        if (f != nullptr)
+            for (int d = lane; d < HD; d += 32) f[d] = 0.f;
         if (lane == 0) p.lse[row] = -INFINITY;
         return;
     }
@@ -71,7 +74,10 @@ extern "C" __global__ void attn_split_combine(const AttnParams p) {
 #pragma unroll
     for (int t = 0; t < (HD + 31) / 32; ++t) {
         const int d = lane + 32 * t;
-        if (HD % 32 == 0 || d < HD) store_f32(o + d, acc[t]);
+        if (HD % 32 == 0 || d < HD) {
+            store_f32(o + d, acc[t]);
+            if (f != nullptr) f[d] = acc[t];
+        }
     }
     if (lane == 0) p.lse[row] = lse;
 }

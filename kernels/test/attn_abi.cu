@@ -9,7 +9,7 @@ extern "C" __global__ void attn_abi_probe(const AttnParams p, long long* out) {
     AttnParams probe = p;
     out[0] = (long long)sizeof(AttnParams);
     out[1] = OFF(segments);
-    out[2] = OFF(partial_lse);
+    out[2] = OFF(out_f32);
     out[3] = OFF(q_batch_stride);
     out[4] = OFF(dout_row_stride);
     out[5] = OFF(drop_offset);

@@ -6,19 +6,35 @@ use crate::flash::{self, AttentionOutput};
 use crate::gpu;
 use crate::oracle;
 use crate::params::{AttentionParams, validate};
-use attune_tensor::{CustomOp, DType, Tensor};
+use attune_tensor::{CustomOp, DType, Tensor, is_grad_enabled};
 use std::sync::Arc;
 
 struct AttentionOp {
     params: AttentionParams,
+    /// Keep the unrounded f32 output of f16/bf16 inputs as a third output, for the backward's
+    /// `D = rowsum(dO * O)` (set when a gradient will be needed; see
+    /// [`AttentionOutput::out_f32`]).
+    f32_out: bool,
+}
+
+/// The op's outputs: out and lse, then the f32 output when one was kept.
+fn outputs(o: AttentionOutput) -> Vec<Tensor> {
+    let mut v = vec![o.out, o.lse];
+    v.extend(o.out_f32);
+    v
 }
 
 impl AttentionOp {
     /// The CUDA kernels (on a GPU or the emulator): the dispatcher picks one by dtype, arch
     /// and shape.
     fn gpu_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
-        let o = gpu::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
-        Ok(vec![o.out, o.lse])
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let o = if self.f32_out {
+            gpu::forward_f32_out(q, k, v, &self.params)?
+        } else {
+            gpu::forward(q, k, v, &self.params)?
+        };
+        Ok(outputs(o))
     }
 }
 
@@ -34,8 +50,13 @@ impl CustomOp for AttentionOp {
             let o = oracle::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
             return Ok(vec![o.out, o.lse.to_dtype(DType::F32)?]);
         }
-        let o = flash::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
-        Ok(vec![o.out, o.lse])
+        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
+        let o = if self.f32_out {
+            flash::forward_f32_out(q, k, v, &self.params)?
+        } else {
+            flash::forward(q, k, v, &self.params)?
+        };
+        Ok(outputs(o))
     }
 
     fn cuda_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
@@ -52,7 +73,7 @@ impl CustomOp for AttentionOp {
         outputs: &[Tensor],
         grad_outputs: &[Option<Tensor>],
     ) -> attune_tensor::Result<Vec<Option<Tensor>>> {
-        if grad_outputs.get(1).is_some_and(Option::is_some) {
+        if grad_outputs.iter().skip(1).any(Option::is_some) {
             return Err(AttentionError::Param(
                 "a gradient through lse is not supported; use lse only detached (e.g. for logging or combining splits)"
                     .into(),
@@ -67,10 +88,11 @@ impl CustomOp for AttentionOp {
             let g = oracle::backward(q, k, v, dout, &self.params)?;
             return Ok(vec![Some(g.dq), Some(g.dk), Some(g.dv)]);
         }
+        let out = outputs.get(2).unwrap_or(&outputs[0]);
         let g = if q.device().is_cpu() {
-            flash::backward(q, k, v, &outputs[0], &outputs[1], dout, &self.params)?
+            flash::backward(q, k, v, out, &outputs[1], dout, &self.params)?
         } else {
-            gpu::backward(q, k, v, &outputs[0], &outputs[1], dout, &self.params)?
+            gpu::backward(q, k, v, out, &outputs[1], dout, &self.params)?
         };
         Ok(vec![Some(g.dq), Some(g.dk), Some(g.dv)])
     }
@@ -82,14 +104,22 @@ impl CustomOp for AttentionOp {
 /// dtype of references and finite-difference checks). On `Cuda` and `Emu` the CUDA kernels run
 /// (f32/f16/bf16; see [`crate::gpu`]).
 ///
+/// When a gradient will be needed (grad mode on and q, k or v requiring one) and the inputs
+/// are f16/bf16, the forward also keeps its output in f32 inside the graph (4 bytes per output
+/// element until the backward) so that the backward's `rowsum(dO * O)` carries no rounding of
+/// the output (see [`AttentionOutput::out_f32`]).
+///
 /// q is `(batch, heads_q, seq_q, head_dim)`, k and v `(batch, heads_kv, seq_k, head_dim)`,
 /// any strides with a unit stride on head_dim.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
     validate(q, k, v, params)?;
-    let op: Arc<dyn CustomOp> = Arc::new(AttentionOp { params: params.clone() });
+    let needs_grad = is_grad_enabled() && [q, k, v].iter().any(|t| t.requires_grad());
+    let f32_out = needs_grad && matches!(q.dtype(), DType::F16 | DType::BF16);
+    let op: Arc<dyn CustomOp> = Arc::new(AttentionOp { params: params.clone(), f32_out });
     let mut outs = Tensor::apply_custom(op, &[q, k, v])?.into_iter();
     match (outs.next(), outs.next()) {
-        (Some(out), Some(lse)) => Ok(AttentionOutput { out, lse }),
+        // The f32 output stays inside the graph: only the backward reads it.
+        (Some(out), Some(lse)) => Ok(AttentionOutput { out, lse, out_f32: None }),
         _ => Err(AttentionError::Param("internal error: the attention op returned fewer than 2 outputs".into())),
     }
 }

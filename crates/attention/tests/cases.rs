@@ -15,7 +15,7 @@ fn f32s(shape: &[usize], v: &[f64]) -> Raw {
 }
 
 fn f16s(shape: &[usize], v: &[f64]) -> Raw {
-    Raw(Dtype::F16, shape.to_vec(), v.iter().flat_map(|x| half::f16::from_f64(*x).to_le_bytes()).collect())
+    Raw(Dtype::F16, shape.to_vec(), v.iter().flat_map(|x| attune_tensor::f64_to_f16(*x).to_le_bytes()).collect())
 }
 
 fn i32s(v: &[i32]) -> Raw {
@@ -179,7 +179,7 @@ fn defaults_f32_are_atol_2e5_rtol_2e4() {
 #[test]
 fn low_precision_defaults_use_the_naive_error_and_explicit_tolerances_override() {
     let (q, k, v) = (values(SQ * D, 5), values(SK * D, 6), values(SK * D, 7));
-    let round = |x: &[f64]| x.iter().map(|v| half::f16::from_f64(*v).to_f64()).collect::<Vec<_>>();
+    let round = |x: &[f64]| x.iter().map(|v| attune_tensor::f64_to_f16(*v).to_f64()).collect::<Vec<_>>();
     let (q, k, v) = (round(&q), round(&k), round(&v));
     let (out, lse, ..) = naive(&q, &k, &v, &[0.0; SQ * D], SQ, SK, D, 0.5, false);
     let (qs, ks) = ([1, 1, SQ, D], [1, 1, SK, D]);

@@ -394,8 +394,8 @@ fn low_precision_within_twice_the_naive_error() {
     ];
     for dtype in [DType::F16, DType::BF16] {
         let rnd: Box<dyn Fn(f64) -> f64> = match dtype {
-            DType::F16 => Box::new(|v| half::f16::from_f64(v).to_f64()),
-            _ => Box::new(|v| half::bf16::from_f64(v).to_f64()),
+            DType::F16 => Box::new(|v| attune_tensor::f64_to_f16(v).to_f64()),
+            _ => Box::new(|v| attune_tensor::f64_to_bf16(v).to_f64()),
         };
         for c in &cases {
             let x = inputs(c, dtype);

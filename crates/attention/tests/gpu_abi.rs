@@ -27,7 +27,7 @@ fn attn_params_layout_matches_the_c_struct() {
     let want = [
         std::mem::size_of::<AttnParams>(),
         offset_of!(AttnParams, segments),
-        offset_of!(AttnParams, partial_lse),
+        offset_of!(AttnParams, out_f32),
         offset_of!(AttnParams, q_batch_stride),
         offset_of!(AttnParams, dout_row_stride),
         offset_of!(AttnParams, drop_offset),

@@ -92,3 +92,29 @@ fn window_bounds_beyond_i32_behave_as_unbounded() {
     let (a, b) = (run(&inputs, &huge, Device::Emu), run(&inputs, &AttentionParams::new(), Device::Emu));
     assert_eq!(a, b, "a window wider than both sequences must equal full attention");
 }
+
+#[test]
+fn one_key_rows_with_dropout_have_exactly_zero_q_and_k_gradients_in_16_bit() {
+    // window(0, 0): each query sees only its diagonal key, so P = 1 and dS = P (dP - D) is
+    // exactly zero when D = rowsum(dO * O) is taken of the unrounded output. Taken of the
+    // f16/bf16 output (with the 1/(1-p) keep scale, O = V / (1 - p) is not representable) it
+    // would be off by the output's rounding, about 2^-9 relative in bf16.
+    let p = AttentionParams::new().window(0, 0).dropout(0.3, 11, 0);
+    for dt in [DType::F16, DType::BF16] {
+        let inputs = [
+            randn([1, 2, 9, 64], 21, dt),
+            randn([1, 2, 9, 64], 22, dt),
+            randn([1, 2, 9, 64], 23, dt),
+            randn([1, 2, 9, 64], 24, DType::F32),
+        ];
+        for device in [Device::Cpu, Device::Emu] {
+            let r = run(&inputs, &p, device);
+            let scale = r[3].iter().map(|x| x.abs()).fold(0.0, f64::max);
+            assert!(scale > 0.1, "{dt} {device}: some keys must be kept (dv scale {scale})");
+            for (name, g) in [("dq", &r[1]), ("dk", &r[2])] {
+                let m = g.iter().map(|x| x.abs()).fold(0.0, f64::max);
+                assert!(m <= 2e-5 * scale, "{dt} on {device}: max |{name}| = {m:e} against max |dv| = {scale:e}");
+            }
+        }
+    }
+}

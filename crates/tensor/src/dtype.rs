@@ -120,8 +120,35 @@ macro_rules! with_dtype {
 with_dtype!(u8, U8, |v: f64| v as u8, |v: u8| v as f64);
 with_dtype!(u32, U32, |v: f64| v as u32, |v: u32| v as f64);
 with_dtype!(i64, I64, |v: f64| v as i64, |v: i64| v as f64);
-with_dtype!(f16, F16, f16::from_f64, |v: f16| v.to_f64());
-with_dtype!(bf16, BF16, bf16::from_f64, |v: bf16| v.to_f64());
+with_dtype!(f16, F16, f64_to_f16, |v: f16| v.to_f64());
+with_dtype!(bf16, BF16, f64_to_bf16, |v: bf16| v.to_f64());
+
+/// `v` rounded to f32 *to odd*: truncated toward zero, with the lowest mantissa bit set when
+/// inexact. Rounding that f32 again to a format of at most 22 significant bits gives `v`
+/// correctly rounded to nearest even (double rounding through round-to-odd is exact when the
+/// intermediate has at least two more bits than the target).
+fn f64_to_f32_odd(v: f64) -> f32 {
+    let f = v as f32;
+    if !f.is_finite() || f as f64 == v {
+        return f;
+    }
+    // Step back toward zero when round-to-nearest went away from zero.
+    let t = if (f as f64).abs() > v.abs() { f32::from_bits(f.to_bits() - 1) } else { f };
+    f32::from_bits(t.to_bits() | 1)
+}
+
+/// `v` correctly rounded (to nearest, ties to even) to f16. `half`'s own `f16::from_f64`
+/// (2.7) ignores the low 32 bits of the f64 when it breaks ties, so values just above a tie
+/// (including f32 values) can round down; its f32 conversion is exact, so this goes through it.
+pub fn f64_to_f16(v: f64) -> f16 {
+    f16::from_f32(f64_to_f32_odd(v))
+}
+
+/// `v` correctly rounded (to nearest, ties to even) to bf16 (see [`f64_to_f16`] for why not
+/// `bf16::from_f64`).
+pub fn f64_to_bf16(v: f64) -> bf16 {
+    bf16::from_f32(f64_to_f32_odd(v))
+}
 with_dtype!(f32, F32, |v: f64| v as f32, |v: f32| v as f64);
 with_dtype!(f64, F64, |v: f64| v, |v: f64| v);
 
@@ -163,5 +190,49 @@ impl FloatElem for f64 {
     }
     fn from_f32(v: f32) -> Self {
         v as f64
+    }
+}
+
+#[cfg(test)]
+mod rounding_tests {
+    use super::*;
+
+    /// `x` rounded to nearest even on a grid of `bits` significant bits (normal range only):
+    /// scaling by a power of two is exact, so `round_ties_even` sees the true tie.
+    fn rne(x: f64, bits: i32) -> f64 {
+        let e = x.abs().log2().floor() as i32;
+        let ulp = 2f64.powi(e - bits + 1);
+        (x / ulp).round_ties_even() * ulp
+    }
+
+    #[test]
+    fn f64_to_half_rounds_correctly_just_above_a_tie() {
+        // 1 + 2^-8 is the bf16 tie between 1 and 1 + 2^-7; anything above it rounds up, even
+        // when the excess sits in bits an f32 keeps but half's from_f64 ignores.
+        for excess in [2f64.powi(-23), 2f64.powi(-40), 2f64.powi(-52)] {
+            assert_eq!(f64_to_bf16(1.0 + 2f64.powi(-8) + excess).to_f64(), 1.0 + 2f64.powi(-7), "excess {excess:e}");
+            assert_eq!(f64_to_f16(1.0 + 2f64.powi(-11) + excess).to_f64(), 1.0 + 2f64.powi(-10), "excess {excess:e}");
+        }
+        // Exact ties go to even.
+        assert_eq!(f64_to_bf16(1.0 + 2f64.powi(-8)).to_f64(), 1.0);
+        assert_eq!(f64_to_f16(1.0 + 3.0 * 2f64.powi(-11)).to_f64(), 1.0 + 2f64.powi(-9));
+    }
+
+    #[test]
+    fn f64_to_half_matches_exact_rounding_on_random_values() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            // Values in [0.5, 2) * 2^k with all 52 mantissa bits random, both signs.
+            let m = f64::from_bits(0x3ff0_0000_0000_0000 | (state >> 12));
+            let k = ((state >> 3) % 20) as i32 - 10;
+            let x = if state & 1 == 0 { m * 2f64.powi(k) } else { -m * 2f64.powi(k) };
+            assert_eq!(f64_to_bf16(x).to_f64(), rne(x, 8), "bf16 of {x:e}");
+            assert_eq!(f64_to_f16(x).to_f64(), rne(x, 11), "f16 of {x:e}");
+            // f32 inputs agree with half's (exact) f32 conversions.
+            let f = x as f32;
+            assert_eq!(f64_to_bf16(f as f64), bf16::from_f32(f));
+            assert_eq!(f64_to_f16(f as f64), f16::from_f32(f));
+        }
     }
 }

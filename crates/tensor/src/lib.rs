@@ -29,7 +29,7 @@ pub mod testing;
 pub use autograd::{GradFn, GradStore, NoGradGuard, Var, is_grad_enabled, no_grad, with_no_grad};
 pub use custom_op::CustomOp;
 pub use device::Device;
-pub use dtype::{DType, FloatElem, WithDType};
+pub use dtype::{DType, FloatElem, WithDType, f64_to_bf16, f64_to_f16};
 pub use error::{Error, Result};
 pub use layout::Layout;
 pub use ops::creation::Rng;

@@ -114,8 +114,8 @@ impl CpuStorage {
             DType::U8 => CpuStorage::U8(vec![u8::from_f64(value); n]),
             DType::U32 => CpuStorage::U32(vec![u32::from_f64(value); n]),
             DType::I64 => CpuStorage::I64(vec![i64::from_f64(value); n]),
-            DType::F16 => CpuStorage::F16(vec![f16::from_f64(value); n]),
-            DType::BF16 => CpuStorage::BF16(vec![bf16::from_f64(value); n]),
+            DType::F16 => CpuStorage::F16(vec![crate::f64_to_f16(value); n]),
+            DType::BF16 => CpuStorage::BF16(vec![crate::f64_to_bf16(value); n]),
             DType::F32 => CpuStorage::F32(vec![value as f32; n]),
             DType::F64 => CpuStorage::F64(vec![value; n]),
         }
@@ -132,8 +132,12 @@ impl CpuStorage {
                     DType::U8 => CpuStorage::U8(crate::cpu::strided::map1(src, d, s, o, |x| u8::from_f64($f(x)))),
                     DType::U32 => CpuStorage::U32(crate::cpu::strided::map1(src, d, s, o, |x| u32::from_f64($f(x)))),
                     DType::I64 => CpuStorage::I64(crate::cpu::strided::map1(src, d, s, o, |x| i64::from_f64($f(x)))),
-                    DType::F16 => CpuStorage::F16(crate::cpu::strided::map1(src, d, s, o, |x| f16::from_f64($f(x)))),
-                    DType::BF16 => CpuStorage::BF16(crate::cpu::strided::map1(src, d, s, o, |x| bf16::from_f64($f(x)))),
+                    DType::F16 => {
+                        CpuStorage::F16(crate::cpu::strided::map1(src, d, s, o, |x| crate::f64_to_f16($f(x))))
+                    }
+                    DType::BF16 => {
+                        CpuStorage::BF16(crate::cpu::strided::map1(src, d, s, o, |x| crate::f64_to_bf16($f(x))))
+                    }
                     DType::F32 => CpuStorage::F32(crate::cpu::strided::map1(src, d, s, o, |x| $f(x) as f32)),
                     DType::F64 => CpuStorage::F64(crate::cpu::strided::map1(src, d, s, o, |x| $f(x))),
                 }

@@ -61,18 +61,20 @@ impl Backend {
         }
     }
 
-    /// Forward pass on this backend.
+    /// Forward pass on this backend; for f16/bf16 inputs it also returns the f32 output that
+    /// the differentiable op keeps for the backward (`out_f32`).
     pub fn forward(self, q: &Tensor, k: &Tensor, v: &Tensor, p: &AttentionParams) -> Result<AttentionOutput> {
         match self {
             Backend::Oracle => {
                 let f = oracle::forward(q, k, v, p)?;
-                Ok(AttentionOutput { out: f.out, lse: f.lse })
+                Ok(AttentionOutput { out: f.out, lse: f.lse, out_f32: None })
             }
-            Backend::Flash => flash::forward(q, k, v, p),
+            Backend::Flash => flash::forward_f32_out(q, k, v, p),
             Backend::Emu | Backend::Cuda => {
                 let dev = self.gpu_device().unwrap_or(Device::Emu);
-                let o = crate::gpu::forward(&q.to_device(&dev)?, &k.to_device(&dev)?, &v.to_device(&dev)?, p)?;
-                Ok(AttentionOutput { out: o.out.to_device(&Device::Cpu)?, lse: o.lse.to_device(&Device::Cpu)? })
+                let o = crate::gpu::forward_f32_out(&q.to_device(&dev)?, &k.to_device(&dev)?, &v.to_device(&dev)?, p)?;
+                let cpu = |t: Tensor| t.to_device(&Device::Cpu);
+                Ok(AttentionOutput { out: cpu(o.out)?, lse: cpu(o.lse)?, out_f32: o.out_f32.map(cpu).transpose()? })
             }
         }
     }
@@ -285,7 +287,18 @@ fn run_checks(case: &Case, backend: Backend, metrics: &mut Vec<Metric>) -> Resul
     }
     let Some(dout) = &case.dout else { return Ok(()) };
     let dout = dout.to_dtype(q.dtype())?;
-    let g = backend.backward(q, k, v, &fwd.out, &fwd.lse, &dout, p)?;
+    // The backward gets what the differentiable op gives it: the f32 output when there is one,
+    // which must be exactly the output before rounding.
+    if let Some(o32) = &fwd.out_f32 {
+        let rounded = o32.to_dtype(q.dtype())?.to_f64_vec()?;
+        if rounded != fwd.out.to_f64_vec()? {
+            return Err(AttentionError::Param(format!(
+                "{backend}: the f32 output does not round to the output ({}); the kernels wrote two different results",
+                q.dtype()
+            )));
+        }
+    }
+    let g = backend.backward(q, k, v, fwd.out_f32.as_ref().unwrap_or(&fwd.out), &fwd.lse, &dout, p)?;
     let mut naive_bwd = None;
     let mut naive_grads = || -> Result<_> {
         if naive_bwd.is_none() {

@@ -10,7 +10,6 @@
 use crate::error::Result;
 use crate::params::{AttentionParams, Problem, Segment, validate};
 use attune_tensor::{DType, Device, Tensor};
-use half::{bf16, f16};
 
 /// Forward results of the naive low-precision implementation (values stored in f64).
 #[derive(Clone)]
@@ -23,8 +22,8 @@ pub struct LowpForward {
 
 fn rounder(dt: DType) -> fn(f64) -> f64 {
     match dt {
-        DType::F16 => |x| f16::from_f64(x).to_f64(),
-        DType::BF16 => |x| bf16::from_f64(x).to_f64(),
+        DType::F16 => |x| attune_tensor::f64_to_f16(x).to_f64(),
+        DType::BF16 => |x| attune_tensor::f64_to_bf16(x).to_f64(),
         DType::F32 => |x| x as f32 as f64,
         _ => |x| x,
     }

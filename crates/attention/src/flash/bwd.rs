@@ -15,6 +15,19 @@ use super::{BK, BQ, Ranges, kernel, vmath};
 use crate::params::{Problem, Segment};
 use rayon::prelude::*;
 
+/// `D = rowsum(dO * O)` for every `(batch, heads_q, seq_q)` row, in f32, from the stored
+/// output (of the input dtype, or the f32 output of an f16/bf16 forward).
+pub fn row_deltas<O: Elem, T: Elem>(pb: &Problem, out: &View<'_, O>, dout: &View<'_, T>) -> Vec<f32> {
+    let mut delta = vec![0.0f32; pb.batch * pb.heads_q * pb.seq_q];
+    delta.par_chunks_mut(pb.seq_q.max(1)).enumerate().for_each(|(bh, rows)| {
+        let (b, h) = (bh / pb.heads_q, bh % pb.heads_q);
+        for (i, d) in rows.iter_mut().enumerate() {
+            *d = dout.row(b, h, i).iter().zip(out.row(b, h, i)).map(|(g, o)| g.to_f32() * o.to_f32()).sum();
+        }
+    });
+    delta
+}
+
 /// Tasks the chunking aims for when there are few (segment, kv head) units: enough to keep
 /// 16 threads busy with some balance. A constant, so the result is the same on any machine.
 const TARGET_TASKS: usize = 16;
@@ -27,8 +40,9 @@ pub struct Bwd<'a, T> {
     pub q: View<'a, T>,
     pub k: View<'a, T>,
     pub v: View<'a, T>,
-    pub o: View<'a, T>,
     pub dout: View<'a, T>,
+    /// `D = rowsum(dO * O)` per `(batch, heads_q, seq_q)` row (see [`row_deltas`]).
+    pub delta: &'a [f32],
     /// `(batch, heads_q, seq_q)` row-major, natural log.
     pub lse: &'a [f32],
     /// As in the forward: `scale * log2(e)`, or `scale / cap` with a softcap.
@@ -132,14 +146,7 @@ impl<T: Elem> Bwd<'_, T> {
         }
         for (r, &l) in lse_row.iter().enumerate() {
             sc.lse2[r] = if l == f32::NEG_INFINITY { 0.0 } else { (l as f64 * std::f64::consts::LOG2_E) as f32 };
-            // D = rowsum(dO * O), in f32 from the stored output.
-            sc.delta[r] = self
-                .dout
-                .row(b, h, gq0 + r)
-                .iter()
-                .zip(self.o.row(b, h, gq0 + r))
-                .map(|(g, o)| g.to_f32() * o.to_f32())
-                .sum();
+            sc.delta[r] = self.delta[(b * pb.heads_q + h) * pb.seq_q + gq0 + r];
         }
         self.q.load_t(b, h, gq0, rows, self.qscale, &mut sc.qt, BQ);
         self.dout.load_t(b, h, gq0, rows, 1.0, &mut sc.dot, BQ);

@@ -58,13 +58,13 @@ impl<T: Elem> Fwd<'_, T> {
     /// Rows `t0 .. t0 + rows` (local to `seg`) of query head `h`: writes their output rows
     /// (`rows * head_dim` elements) and lse (natural log).
     #[allow(clippy::too_many_arguments)]
-    pub fn tile(
+    pub fn tile<O: Elem>(
         &self,
         seg: &Segment,
         h: usize,
         t0: usize,
         rows: usize,
-        out: &mut [T],
+        out: &mut [O],
         lse: &mut [f32],
         sc: &mut Scratch,
     ) {
@@ -73,7 +73,7 @@ impl<T: Elem> Fwd<'_, T> {
         let rg = &mut sc.ranges;
         rg.compute(pb, seg, t0, rows, None);
         if rg.ulo >= rg.uhi {
-            out.iter_mut().for_each(|x| *x = T::from_f32(0.0));
+            out.iter_mut().for_each(|x| *x = O::from_f32(0.0));
             lse.fill(f32::NEG_INFINITY);
             return;
         }
@@ -123,13 +123,14 @@ impl<T: Elem> Fwd<'_, T> {
                 orow.fill(0.0);
                 lse[r] = f32::NEG_INFINITY;
             }
-            T::narrow(orow, &mut out[r * d..][..d]);
+            O::narrow(orow, &mut out[r * d..][..d]);
         }
     }
 
-    /// Runs every tile in parallel. `out` is `(batch, heads_q, seq_q, head_dim)` and `lse`
-    /// `(batch, heads_q, seq_q)`, both row-major; rows outside every segment are left as given.
-    pub fn run(&self, out: &mut [T], lse: &mut [f32]) {
+    /// Runs every tile in parallel. `out` is `(batch, heads_q, seq_q, head_dim)` (in the input
+    /// type, or f32 for an unrounded output) and `lse` `(batch, heads_q, seq_q)`, both
+    /// row-major; rows outside every segment are left as given.
+    pub fn run<O: Elem>(&self, out: &mut [O], lse: &mut [f32]) {
         let pb = self.pb;
         let d = pb.head_dim;
         let span = |s: &Segment| (s.q_start, s.q_len);

@@ -64,6 +64,12 @@ pub struct AttentionOutput {
     /// `(batch, heads_q, seq_q)` f32 natural-log logsumexp of the scaled, capped, masked
     /// scores (unaffected by dropout); `-inf` for rows with no visible key.
     pub lse: Tensor,
+    /// The output before rounding to f16/bf16, in f32, when asked for (the `*_f32_out`
+    /// forwards; the differentiable [`crate::attention`] asks when a gradient will be needed).
+    /// Given to the backward in place of `out`, it makes `D = rowsum(dO * O)` free of the
+    /// output's rounding: otherwise a row whose probabilities sit on one key gets a dS of the
+    /// order of that rounding (about 1e-3 relative in bf16) instead of zero.
+    pub out_f32: Option<Tensor>,
 }
 
 /// Gradients of q, k and v, in the input dtype, contiguous, with their shapes.
@@ -212,33 +218,62 @@ fn drop_tile(pb: &Problem) -> Option<dropout::DropTile> {
 
 /// Forward pass: `out` and `lse`. See the module docs.
 pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
+    forward_impl(q, k, v, params, false)
+}
+
+/// [`forward`], also returning the f32 output (`out_f32`) for f16/bf16 inputs: what the
+/// backward should be given as `out` (see [`AttentionOutput::out_f32`]).
+pub fn forward_f32_out(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
+    forward_impl(q, k, v, params, true)
+}
+
+fn forward_impl(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    params: &AttentionParams,
+    f32_out: bool,
+) -> Result<AttentionOutput> {
     check_cpu(&[q, k, v])?;
     let pb = validate(q, k, v, params)?;
     check_keys(&pb)?;
     let (q, k, v) = (unit_inner(q)?, unit_inner(k)?, unit_inner(v)?);
+    let low = matches!(q.dtype(), DType::F16 | DType::BF16);
+    if low && f32_out {
+        let mut o = match q.dtype() {
+            DType::F16 => forward_t::<f16, f32>(&pb, &q, &k, &v)?,
+            _ => forward_t::<bf16, f32>(&pb, &q, &k, &v)?,
+        };
+        // Rounded by the same round-to-nearest-even as the kernel's own output conversion.
+        o.out_f32 = Some(o.out.clone());
+        o.out = o.out.to_dtype(q.dtype())?;
+        return Ok(o);
+    }
     match q.dtype() {
-        DType::F32 => forward_t::<f32>(&pb, &q, &k, &v),
-        DType::F16 => forward_t::<f16>(&pb, &q, &k, &v),
-        DType::BF16 => forward_t::<bf16>(&pb, &q, &k, &v),
-        DType::F64 => forward_t::<f64>(&pb, &q, &k, &v),
+        DType::F32 => forward_t::<f32, f32>(&pb, &q, &k, &v),
+        DType::F16 => forward_t::<f16, f16>(&pb, &q, &k, &v),
+        DType::BF16 => forward_t::<bf16, bf16>(&pb, &q, &k, &v),
+        DType::F64 => forward_t::<f64, f64>(&pb, &q, &k, &v),
         other => Err(AttentionError::Shape(format!("dtype {other} is not supported; use f32, f16, bf16 or f64"))),
     }
 }
 
-fn forward_t<T: Elem>(pb: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionOutput> {
+/// The forward over inputs of element type `T`, writing the output as `O`.
+fn forward_t<T: Elem, O: Elem>(pb: &Problem, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<AttentionOutput> {
     let g = Guards::new(&[q, k, v]);
     let (qv, kv, vv) =
-        (View::new("q", q, g.slice(0)?)?, View::new("k", k, g.slice(1)?)?, View::new("v", v, g.slice(2)?)?);
+        (View::new("q", q, g.slice::<T>(0)?)?, View::new("k", k, g.slice(1)?)?, View::new("v", v, g.slice(2)?)?);
     let (qscale, cap_log2) = scales(pb);
     let f = fwd::Fwd { pb, q: qv, k: kv, v: vv, qscale, cap_log2, drop: drop_tile(pb) };
     let rows = pb.batch * pb.heads_q * pb.seq_q;
-    let mut out = vec![T::from_f32(0.0); rows * pb.head_dim];
+    let mut out = vec![O::from_f32(0.0); rows * pb.head_dim];
     let mut lse = vec![f32::NEG_INFINITY; rows];
     f.run(&mut out, &mut lse);
     let dev = Device::Cpu;
     Ok(AttentionOutput {
         out: Tensor::from_vec(out, [pb.batch, pb.heads_q, pb.seq_q, pb.head_dim], &dev)?,
         lse: Tensor::from_vec(lse, [pb.batch, pb.heads_q, pb.seq_q], &dev)?,
+        out_f32: None,
     })
 }
 
@@ -262,7 +297,9 @@ fn same_as_q(name: &str, t: &Tensor, q: &Tensor) -> Result<()> {
 }
 
 /// Backward pass: gradients of q, k and v given the forward's `out` and `lse` and the output
-/// gradient `dout` (shape and dtype of q). The module docs describe the scheme.
+/// gradient `dout` (shape and dtype of q). `out` has q's dtype, or is the f32 output of
+/// [`forward_f32_out`] (more accurate; see [`AttentionOutput::out_f32`]). The module docs
+/// describe the scheme.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,
@@ -275,7 +312,11 @@ pub fn backward(
     check_cpu(&[q, k, v, out, lse, dout])?;
     let pb = validate(q, k, v, params)?;
     check_keys(&pb)?;
-    same_as_q("out", out, q)?;
+    if out.dtype() == DType::F32 && out.dims() == q.dims() {
+        // the unrounded output of an f16/bf16 forward (or plain f32)
+    } else {
+        same_as_q("out", out, q)?;
+    }
     same_as_q("dout", dout, q)?;
     if lse.dims() != [pb.batch, pb.heads_q, pb.seq_q] {
         return Err(AttentionError::Shape(format!(
@@ -301,13 +342,19 @@ fn backward_t<T: Elem>(pb: &Problem, ts: [&Tensor; 5], lse: &[f32]) -> Result<At
     let g = Guards::new(&ts);
     let view = |i: usize, name: &str| -> Result<View<'_, T>> { View::new(name, ts[i], g.slice(i)?) };
     let (qscale, cap_log2) = scales(pb);
+    let dout = view(4, "dout")?;
+    let delta = if ts[3].dtype() == T::DTYPE {
+        bwd::row_deltas(pb, &view(3, "out")?, &dout)
+    } else {
+        bwd::row_deltas(pb, &View::<f32>::new("out", ts[3], g.slice(3)?)?, &dout)
+    };
     let b = bwd::Bwd {
         pb,
         q: view(0, "q")?,
         k: view(1, "k")?,
         v: view(2, "v")?,
-        o: view(3, "out")?,
-        dout: view(4, "dout")?,
+        dout,
+        delta: &delta,
         lse,
         qscale,
         cap_log2,

@@ -26,6 +26,7 @@ pub struct AttnParams {
     pub delta: u64,
     pub partial_out: u64,
     pub partial_lse: u64,
+    pub out_f32: u64,
     pub q_batch_stride: i64,
     pub q_head_stride: i64,
     pub q_row_stride: i64,
@@ -108,8 +109,8 @@ mod tests {
 
     #[test]
     fn layout_matches_the_c_struct() {
-        // 14 pointers + 12 strides + 2 u64 = 28 eight-byte fields, then 16 four-byte fields: the C struct in attn_common.cuh has the same sequence and size.
-        assert_eq!(std::mem::size_of::<AttnParams>(), 28 * 8 + 16 * 4);
+        // 15 pointers + 12 strides + 2 u64 = 29 eight-byte fields, then 16 four-byte fields: the C struct in attn_common.cuh has the same sequence and size.
+        assert_eq!(std::mem::size_of::<AttnParams>(), 29 * 8 + 16 * 4);
         assert_eq!(std::mem::align_of::<AttnParams>(), 8);
     }
 }

@@ -153,7 +153,8 @@ fn extent(what: &str, n: usize, max: usize) -> Result<u32> {
 }
 
 /// Gradients `(dq, dk, dv)` of the attention of `call`, given the forward's `out`
-/// (q's shape and dtype) and `lse` (`(batch, heads_q, seq_q)`, f32), and the output gradient
+/// (q's shape and dtype, or f32: the unrounded output of an f16/bf16 forward, which the
+/// `rowsum(dout * out)` pre-pass then reads) and `lse` (`(batch, heads_q, seq_q)`, f32), and the output gradient
 /// `dout` (q's shape and dtype, any strides with unit stride on head_dim). The results are
 /// contiguous, in the input dtype, dq shaped like q and dk, dv like k and v.
 ///
@@ -172,7 +173,8 @@ pub fn backward(
     let q_dims = [pb.batch, pb.heads_q, pb.seq_q, pb.head_dim];
     let k_dims = [pb.batch, pb.heads_kv, pb.seq_k, pb.head_dim];
     let rows = [pb.batch, pb.heads_q, pb.seq_q];
-    check_tensor(call, "out", out, &q_dims, dtype)?;
+    let out_dtype = if out.dtype() == DType::F32 { DType::F32 } else { dtype };
+    check_tensor(call, "out", out, &q_dims, out_dtype)?;
     check_tensor(call, "dout", dout, &q_dims, dtype)?;
     check_tensor(call, "lse", lse, &rows, DType::F32)?;
     let zeros = |dims: &[usize], dt: DType| Tensor::zeros(dims, dt, &device).map_err(AttentionError::from);
@@ -203,7 +205,11 @@ pub fn backward(
     };
 
     let mut p = call.params;
-    p.out = call.address(&out)?;
+    if out_dtype == dtype {
+        p.out = call.address(&out)?;
+    } else {
+        p.out_f32 = call.address(&out)?;
+    }
     p.lse = call.address(&lse)?;
     p.dout = call.address(&dout)?;
     p.dq = call.address(&dq)?;

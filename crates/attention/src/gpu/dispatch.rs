@@ -81,29 +81,58 @@ pub fn choose_forward(call: &GpuCall) -> Result<FwdKernel> {
     })
 }
 
-/// Runs one forward kernel family on a prepared call.
-pub fn forward_with(call: &GpuCall, kernel: FwdKernel) -> Result<AttentionOutput> {
+/// Runs one forward kernel family on a prepared call; with `f32_out` and f16/bf16 inputs the
+/// kernel also writes the unrounded output (`AttentionOutput::out_f32`).
+pub fn forward_with(call: &mut GpuCall, kernel: FwdKernel, f32_out: bool) -> Result<AttentionOutput> {
     let (out, lse) = call.alloc_forward_outputs()?;
-    if call.problem.segments.iter().any(|s| s.q_len > 0) {
+    let out_f32 = if f32_out && matches!(call.dtype, DType::F16 | DType::BF16) {
+        let t = Tensor::uninit_on_gpu("attention", out.dims().to_vec(), DType::F32, call.device)?;
+        call.params.out_f32 = call.address(&t)?;
+        Some(t)
+    } else {
+        None
+    };
+    let run = if call.problem.segments.iter().any(|s| s.q_len > 0) {
         match kernel {
-            FwdKernel::Simt => fwd_simt::launch_fwd_simt(call, &out, &lse)?,
-            FwdKernel::Mma => fwd_mma::launch_fwd_mma(call, &out, &lse)?,
-            FwdKernel::Split(n) => fwd_split::launch_fwd_split(call, &out, &lse, n)?,
+            FwdKernel::Simt => fwd_simt::launch_fwd_simt(call, &out, &lse),
+            FwdKernel::Mma => fwd_mma::launch_fwd_mma(call, &out, &lse),
+            FwdKernel::Split(n) => fwd_split::launch_fwd_split(call, &out, &lse, n),
         }
-    }
-    Ok(AttentionOutput { out, lse })
+    } else {
+        Ok(())
+    };
+    call.params.out_f32 = 0;
+    run?;
+    Ok(AttentionOutput { out, lse, out_f32 })
 }
 
 /// Fused attention forward on the inputs' GPU device (`Cuda` or `Emu`), choosing the kernel.
 /// Not differentiable by itself: [`crate::attention`] wraps it with autograd.
 pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    let pb = validate(q, k, v, params)?;
-    let call = GpuCall::new(q, k, v, &pb)?;
-    let kernel = choose_forward(&call)?;
-    forward_with(&call, kernel)
+    forward_impl(q, k, v, params, false)
 }
 
-/// The gradients of q, k and v on the inputs' GPU device, from the forward's `out` and `lse`.
+/// [`forward`], also returning the f32 output for f16/bf16 inputs: what [`backward`] should
+/// be given as `out` (see `AttentionOutput::out_f32`).
+pub fn forward_f32_out(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
+    forward_impl(q, k, v, params, true)
+}
+
+fn forward_impl(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    params: &AttentionParams,
+    f32_out: bool,
+) -> Result<AttentionOutput> {
+    let pb = validate(q, k, v, params)?;
+    let mut call = GpuCall::new(q, k, v, &pb)?;
+    let kernel = choose_forward(&call)?;
+    forward_with(&mut call, kernel, f32_out)
+}
+
+/// The gradients of q, k and v on the inputs' GPU device, from the forward's `out` (q's
+/// dtype, or the f32 output of [`forward_f32_out`]) and `lse`.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,

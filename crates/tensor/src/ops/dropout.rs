@@ -89,11 +89,11 @@ impl Tensor {
             let scale = 1.0 / (1.0 - p);
             Ok(match x {
                 CpuStorage::F16(v) => {
-                    let (o, m) = dropout_t(&v[a..b], stream, t, half::f16::from_f64(scale));
+                    let (o, m) = dropout_t(&v[a..b], stream, t, crate::f64_to_f16(scale));
                     (CpuStorage::F16(o), CpuStorage::F16(m))
                 }
                 CpuStorage::BF16(v) => {
-                    let (o, m) = dropout_t(&v[a..b], stream, t, half::bf16::from_f64(scale));
+                    let (o, m) = dropout_t(&v[a..b], stream, t, crate::f64_to_bf16(scale));
                     (CpuStorage::BF16(o), CpuStorage::BF16(m))
                 }
                 CpuStorage::F32(v) => {

@@ -368,8 +368,8 @@ impl Tensor {
             Reduction::None => (loss, lead.into()),
         };
         let out = match self.dtype() {
-            DType::F16 => f16::into_storage(values.into_iter().map(f16::from_f64).collect()),
-            DType::BF16 => bf16::into_storage(values.into_iter().map(bf16::from_f64).collect()),
+            DType::F16 => f16::into_storage(values.into_iter().map(crate::f64_to_f16).collect()),
+            DType::BF16 => bf16::into_storage(values.into_iter().map(crate::f64_to_bf16).collect()),
             DType::F32 => f32::into_storage(values.into_iter().map(|v| v as f32).collect()),
             _ => f64::into_storage(values),
         };
