@@ -28,12 +28,7 @@ impl AttentionOp {
     /// The CUDA kernels (on a GPU or the emulator): the dispatcher picks one by dtype, arch
     /// and shape.
     fn gpu_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
-        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-        let o = if self.f32_out {
-            gpu::forward_f32_out(q, k, v, &self.params)?
-        } else {
-            gpu::forward(q, k, v, &self.params)?
-        };
+        let o = gpu::forward_ext(&inputs[0], &inputs[1], &inputs[2], &self.params, self.f32_out)?;
         Ok(outputs(o))
     }
 }
@@ -50,12 +45,7 @@ impl CustomOp for AttentionOp {
             let o = oracle::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
             return Ok(vec![o.out, o.lse.to_dtype(DType::F32)?]);
         }
-        let (q, k, v) = (&inputs[0], &inputs[1], &inputs[2]);
-        let o = if self.f32_out {
-            flash::forward_f32_out(q, k, v, &self.params)?
-        } else {
-            flash::forward(q, k, v, &self.params)?
-        };
+        let o = flash::forward_ext(&inputs[0], &inputs[1], &inputs[2], &self.params, self.f32_out)?;
         Ok(outputs(o))
     }
 

@@ -69,10 +69,11 @@ impl Backend {
                 let f = oracle::forward(q, k, v, p)?;
                 Ok(AttentionOutput { out: f.out, lse: f.lse, out_f32: None })
             }
-            Backend::Flash => flash::forward_f32_out(q, k, v, p),
+            Backend::Flash => flash::forward_ext(q, k, v, p, true),
             Backend::Emu | Backend::Cuda => {
                 let dev = self.gpu_device().unwrap_or(Device::Emu);
-                let o = crate::gpu::forward_f32_out(&q.to_device(&dev)?, &k.to_device(&dev)?, &v.to_device(&dev)?, p)?;
+                let o =
+                    crate::gpu::forward_ext(&q.to_device(&dev)?, &k.to_device(&dev)?, &v.to_device(&dev)?, p, true)?;
                 let cpu = |t: Tensor| t.to_device(&Device::Cpu);
                 Ok(AttentionOutput { out: cpu(o.out)?, lse: cpu(o.lse)?, out_f32: o.out_f32.map(cpu).transpose()? })
             }

@@ -218,16 +218,12 @@ fn drop_tile(pb: &Problem) -> Option<dropout::DropTile> {
 
 /// Forward pass: `out` and `lse`. See the module docs.
 pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    forward_impl(q, k, v, params, false)
+    forward_ext(q, k, v, params, false)
 }
 
-/// [`forward`], also returning the f32 output (`out_f32`) for f16/bf16 inputs: what the
-/// backward should be given as `out` (see [`AttentionOutput::out_f32`]).
-pub fn forward_f32_out(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    forward_impl(q, k, v, params, true)
-}
-
-fn forward_impl(
+/// [`forward`]; with `f32_out` and f16/bf16 inputs it also returns the unrounded output
+/// (`out_f32`), what the backward should be given as `out` (see [`AttentionOutput::out_f32`]).
+pub fn forward_ext(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -298,7 +294,7 @@ fn same_as_q(name: &str, t: &Tensor, q: &Tensor) -> Result<()> {
 
 /// Backward pass: gradients of q, k and v given the forward's `out` and `lse` and the output
 /// gradient `dout` (shape and dtype of q). `out` has q's dtype, or is the f32 output of
-/// [`forward_f32_out`] (more accurate; see [`AttentionOutput::out_f32`]). The module docs
+/// [`forward_ext`] (more accurate; see [`AttentionOutput::out_f32`]). The module docs
 /// describe the scheme.
 pub fn backward(
     q: &Tensor,

@@ -109,16 +109,12 @@ pub fn forward_with(call: &mut GpuCall, kernel: FwdKernel, f32_out: bool) -> Res
 /// Fused attention forward on the inputs' GPU device (`Cuda` or `Emu`), choosing the kernel.
 /// Not differentiable by itself: [`crate::attention`] wraps it with autograd.
 pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    forward_impl(q, k, v, params, false)
+    forward_ext(q, k, v, params, false)
 }
 
-/// [`forward`], also returning the f32 output for f16/bf16 inputs: what [`backward`] should
-/// be given as `out` (see `AttentionOutput::out_f32`).
-pub fn forward_f32_out(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    forward_impl(q, k, v, params, true)
-}
-
-fn forward_impl(
+/// [`forward`]; with `f32_out` and f16/bf16 inputs it also returns the unrounded output, what
+/// [`backward`] should be given as `out` (see `AttentionOutput::out_f32`).
+pub fn forward_ext(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
@@ -132,7 +128,7 @@ fn forward_impl(
 }
 
 /// The gradients of q, k and v on the inputs' GPU device, from the forward's `out` (q's
-/// dtype, or the f32 output of [`forward_f32_out`]) and `lse`.
+/// dtype, or the f32 output of [`forward_ext`]) and `lse`.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,

@@ -15,7 +15,7 @@ pub mod fwd_mma;
 pub mod fwd_simt;
 pub mod fwd_split;
 
-pub use dispatch::{FwdKernel, backward, choose_forward, forward, forward_f32_out, forward_with, pick_forward};
+pub use dispatch::{FwdKernel, backward, choose_forward, forward, forward_ext, forward_with, pick_forward};
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
