@@ -216,10 +216,16 @@ impl GridCase {
 
     /// GUIDE.md §3's f32 tolerances are for unit-scale inputs. Outlier rows multiply q by 20,
     /// and dk = scale * sum_i dS_ij q_i inherits that factor, so its absolute tolerance does
-    /// too. Low-precision cases keep the relative FlashAttention criterion.
+    /// too. So does the output's: an f32 dot product q.k carries an absolute error of about
+    /// eps * |q| |k| sqrt(d), twenty times larger on those rows, and exp turns it into a
+    /// relative error of the probabilities. (Measured on the CPU flash kernel at seq 1000, d 128,
+    /// causal: 1.3e-6 on unit rows and 3-5e-5 on outlier rows; a reference that takes its dot
+    /// products in f64 stays 6x lower on both, so this is the f32 accumulation, not a bug.)
+    /// Low-precision cases keep the relative FlashAttention criterion.
     pub(crate) fn tolerances(&self) -> Tolerances {
         if self.outliers && self.dtype == DType::F32 {
-            Tolerances { atol_dk: Some(20.0 * attune_attention::cases::DEFAULT_ATOL), ..Tolerances::default() }
+            let atol = 20.0 * attune_attention::cases::DEFAULT_ATOL;
+            Tolerances { atol: Some(atol), atol_dk: Some(atol), ..Tolerances::default() }
         } else {
             Tolerances::default()
         }
