@@ -3,6 +3,8 @@
 //! against twice the error of a naive low-precision implementation, exact dropout masks, and
 //! bit-identical results for any thread count.
 
+mod common;
+
 use attune_attention::params::Problem;
 use attune_attention::{AttentionParams, flash, oracle, validate};
 use attune_tensor::cpu::philox;
@@ -148,7 +150,7 @@ fn p() -> AttentionParams {
 }
 
 fn feature_cases() -> Vec<Case> {
-    vec![
+    let mut cases = vec![
         case("plain", 2, 3, 3, 17, 17, 64, p()),
         case("seq 1", 1, 2, 2, 1, 1, 32, p()),
         case("one query, many keys", 1, 2, 1, 1, 127, 64, p().causal(true)),
@@ -167,34 +169,26 @@ fn feature_cases() -> Vec<Case> {
         case("softcap causal", 1, 2, 1, 65, 65, 96, p().softcap(2.0).causal(true)).outliers(),
         case("gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).mem(Mem::Bshd),
         case("mqa", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
-        case("padding", 3, 2, 1, 50, 100, 64, p().seqlens_k(vec![0, 37, 100])),
-        case("padding causal", 2, 2, 2, 60, 80, 64, p().seqlens_k(vec![80, 21]).causal(true)),
-        case(
-            "varlen",
-            1,
-            4,
-            2,
-            199,
-            170,
-            64,
-            p().cu_seqlens(vec![0, 5, 5, 70, 199], vec![0, 30, 60, 60, 170]).causal(true),
-        ),
-        case("varlen window", 1, 2, 2, 150, 150, 48, p().cu_seqlens(vec![0, 64, 150], vec![0, 100, 150]).window(7, 3)),
-        case("dropout", 2, 2, 2, 70, 90, 64, p().dropout(0.2, 42, 7)),
-        case("dropout gqa causal", 1, 4, 2, 65, 65, 64, p().dropout(0.5, 3, u64::MAX - 2).causal(true)),
-        case(
-            "dropout varlen softcap",
-            1,
-            2,
-            1,
-            100,
-            80,
-            32,
-            p().cu_seqlens(vec![0, 40, 100], vec![0, 50, 80]).dropout(0.1, 9, 0).softcap(3.0),
-        ),
         case("strided head_dim", 1, 2, 2, 40, 50, 24, p().causal(true)).mem(Mem::Bhds),
         case("bshd outliers", 2, 2, 2, 65, 63, 64, p()).mem(Mem::Bshd).outliers(),
-    ]
+    ];
+    // Key padding, varlen and dropout: the list the emulator kernel tests run too.
+    cases.extend(common::segment_and_dropout_cases().into_iter().map(|c| {
+        let mem = if c.bshd { Mem::Bshd } else { Mem::Bhsd };
+        Case {
+            name: c.name,
+            b: c.b,
+            hq: c.hq,
+            hkv: c.hkv,
+            sq: c.sq,
+            sk: c.sk,
+            d: c.d,
+            params: c.params,
+            outliers: c.outliers,
+            mem,
+        }
+    }));
+    cases
 }
 
 #[test]

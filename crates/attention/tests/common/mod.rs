@@ -1,6 +1,6 @@
 //! What the emulator kernel tests (gpu_bwd, gpu_fwd_mma, gpu_fwd_simt) share: the `Case`
 //! description of one attention problem, its seeded inputs (with x20 outlier rows) and their
-//! placement on the emulator in a chosen memory layout.
+//! placement on the emulator in a chosen memory layout (flash.rs uses its segment case list).
 //! Each test file uses only part of it, hence the `dead_code` allowance.
 #![allow(dead_code)]
 
@@ -103,7 +103,7 @@ pub fn p() -> AttentionParams {
 }
 
 /// Key padding, packed (varlen) sequences and dropout, alone and with masks, softcap and GQA:
-/// the segment cases that gpu_bwd and gpu_fwd_mma both run.
+/// the segment cases that gpu_bwd, gpu_fwd_mma and the CPU flash tests (flash.rs) all run.
 pub fn segment_and_dropout_cases() -> Vec<Case> {
     vec![
         case("padding", 3, 2, 1, 50, 100, 64, p().seqlens_k(vec![0, 37, 100])),
