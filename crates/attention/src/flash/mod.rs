@@ -64,8 +64,8 @@ pub struct AttentionOutput {
     /// `(batch, heads_q, seq_q)` f32 natural-log logsumexp of the scaled, capped, masked
     /// scores (unaffected by dropout); `-inf` for rows with no visible key.
     pub lse: Tensor,
-    /// The output before rounding to f16/bf16, in f32, when asked for (the `*_f32_out`
-    /// forwards; the differentiable [`crate::attention`] asks when a gradient will be needed).
+    /// The output before rounding to f16/bf16, in f32, when asked for (`forward_ext` with
+    /// `f32_out`; the differentiable [`crate::attention`] asks when a gradient will be needed).
     /// Given to the backward in place of `out`, it makes `D = rowsum(dO * O)` free of the
     /// output's rounding: otherwise a row whose probabilities sit on one key gets a dS of the
     /// order of that rounding (about 1e-3 relative in bf16) instead of zero.
