@@ -66,7 +66,6 @@ struct Scratch {
     mult: Vec<f32>,
     dq: Vec<f32>,
     lse2: Vec<f32>,
-    delta: Vec<f32>,
     words: Vec<u32>,
     ranges: Ranges,
 }
@@ -86,7 +85,6 @@ impl Scratch {
             mult: vec![0.0; BK * BQ],
             dq: vec![0.0; BQ * d],
             lse2: vec![0.0; BQ],
-            delta: vec![0.0; BQ],
             words: vec![0; BK],
             ranges: Ranges::new(),
         }
@@ -137,7 +135,8 @@ impl<T: Elem> Bwd<'_, T> {
         let pb = self.pb;
         let (d, b, hk) = (pb.head_dim, seg.batch, pb.kv_head(h));
         let gq0 = seg.q_start + t0;
-        let lse_row = &self.lse[(b * pb.heads_q + h) * pb.seq_q + gq0..][..rows];
+        let row0 = (b * pb.heads_q + h) * pb.seq_q + gq0;
+        let lse_row = &self.lse[row0..][..rows];
         let rg = &mut sc.ranges;
         rg.compute(pb, seg, t0, rows, Some(lse_row));
         if rg.ulo >= rg.uhi {
@@ -146,7 +145,6 @@ impl<T: Elem> Bwd<'_, T> {
         }
         for (r, &l) in lse_row.iter().enumerate() {
             sc.lse2[r] = if l == f32::NEG_INFINITY { 0.0 } else { (l as f64 * std::f64::consts::LOG2_E) as f32 };
-            sc.delta[r] = self.delta[(b * pb.heads_q + h) * pb.seq_q + gq0 + r];
         }
         self.q.load_t(b, h, gq0, rows, self.qscale, &mut sc.qt, BQ);
         self.dout.load_t(b, h, gq0, rows, 1.0, &mut sc.dot, BQ);
@@ -189,7 +187,7 @@ impl<T: Elem> Bwd<'_, T> {
                 kernel::gemm(bk, d, rows, &sc.s, BQ, 1, da, dld, dv_t, d, Acc::Add);
             }
             // dS = P (dP - D) [(1 - tanh^2)] scale, in place of dP.
-            let delta = &sc.delta[..rows];
+            let delta = &self.delta[row0..][..rows];
             for j in 0..bk {
                 let (p, g) = (&sc.s[j * BQ..][..rows], &mut sc.dp[j * BQ..][..rows]);
                 match self.cap_log2 {
