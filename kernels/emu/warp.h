@@ -1,7 +1,8 @@
 // attune CUDA emulator: block barriers, warp shuffles and votes.
 //
-// Every *_sync function is a warp collective (runtime.h): the mask is accepted but every live
-// lane of the warp must take part, which is what GUIDE.md section 5 asks of kernels anyway; a
+// Every *_sync function is a warp collective (runtime.h): every live lane of the warp must take
+// part, as GUIDE.md section 5 asks of kernels. So the mask must be full (0xffffffff): a partial
+// mask would pass here while meaning something else on a GPU, and is reported as a failure. A
 // collective that some live lanes never reach is reported as a deadlock.
 #pragma once
 #include <string.h>
@@ -32,6 +33,15 @@ inline void complete_ballot(Warp& w) {
 inline void complete_nothing(Warp&) {}
 
 inline uint32_t lane_id() { return cur_fiber()->lane; }
+
+// GUIDE.md section 5: collectives take full masks. The emulator cannot model a partial mask
+// (it would need per-lane participation sets), so it refuses one instead of ignoring it.
+inline void require_full_mask(const char* name, unsigned mask) {
+    if (mask != 0xffffffffu)
+        fail("%s called with mask 0x%08x: Attune kernels must pass the full mask 0xffffffff to warp "
+             "collectives (GUIDE.md section 5)",
+             name, mask);
+}
 
 // PTX shfl.sync semantics (shfl modes up/down/bfly/idx) with CUDA's width argument: the warp is
 // split into segments of `width` lanes; a source outside the allowed range yields the lane's own
@@ -93,7 +103,7 @@ static inline int __syncthreads_and(int pred) {
 }
 static inline int __syncthreads_or(int pred) { return attune_emu::block_barrier(pred != 0) != 0; }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) {
-    (void)mask;
+    attune_emu::require_full_mask("__syncwarp", mask);
     attune_emu::Deposit d;
     memset(&d, 0, sizeof d);
     attune_emu::warp_collective("__syncwarp", &attune_emu::complete_nothing, d);
@@ -101,34 +111,34 @@ static inline void __syncwarp(unsigned mask = 0xffffffffu) {
 
 template <typename T>
 static inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = 32) {
-    (void)mask;
+    attune_emu::require_full_mask("__shfl_sync", mask);
     return attune_emu::shuffle("__shfl_sync", attune_emu::SHFL_IDX, var, src_lane, width);
 }
 template <typename T>
 static inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = 32) {
-    (void)mask;
+    attune_emu::require_full_mask("__shfl_up_sync", mask);
     return attune_emu::shuffle("__shfl_up_sync", attune_emu::SHFL_UP, var, (int)delta, width);
 }
 template <typename T>
 static inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = 32) {
-    (void)mask;
+    attune_emu::require_full_mask("__shfl_down_sync", mask);
     return attune_emu::shuffle("__shfl_down_sync", attune_emu::SHFL_DOWN, var, (int)delta, width);
 }
 template <typename T>
 static inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = 32) {
-    (void)mask;
+    attune_emu::require_full_mask("__shfl_xor_sync", mask);
     return attune_emu::shuffle("__shfl_xor_sync", attune_emu::SHFL_BFLY, var, lane_mask, width);
 }
 static inline unsigned __ballot_sync(unsigned mask, int pred) {
-    (void)mask;
+    attune_emu::require_full_mask("__ballot_sync", mask);
     return attune_emu::ballot("__ballot_sync", pred);
 }
 static inline int __any_sync(unsigned mask, int pred) {
-    (void)mask;
+    attune_emu::require_full_mask("__any_sync", mask);
     return attune_emu::ballot("__any_sync", pred) != 0;
 }
 static inline int __all_sync(unsigned mask, int pred) {
-    (void)mask;
+    attune_emu::require_full_mask("__all_sync", mask);
     // Lanes that exited are not asked: all() is over the lanes that take part.
     unsigned live = ~attune_emu::cur_block()->warps[attune_emu::cur_fiber()->warp].exited;
     unsigned votes = attune_emu::ballot("__all_sync", pred);

@@ -19,6 +19,10 @@ use crate::{Error, Result};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+/// The CUDA major version whose libraries are loaded (cudarc's `cuda-12090` feature), as the
+/// `.so.MAJOR` suffix begins.
+const REQUIRED_MAJOR: &str = ".12";
+
 /// The PyPI wheels `cargo xtask cuda-tools` installs, pinned to CUDA 12.9 (cudarc's
 /// `cuda-12090` feature): NVRTC, the runtime headers (cuda_fp16.h, cuda_bf16.h) and ptxas.
 pub const PINNED_WHEELS: &[(&str, &str)] = &[
@@ -105,19 +109,29 @@ fn versioned_lib(dir: &Path, prefix: &str, preferred: &str) -> Option<PathBuf> {
     if exact.is_file() {
         return Some(exact);
     }
+    // Only the major version cudarc was built for (`cuda-12090`): an older toolkit earlier in
+    // the search order (CUDA 11 in /usr/local/cuda, say) must not shadow the pinned wheels.
+    let is_major =
+        |rest: &str| rest.strip_prefix(REQUIRED_MAJOR).is_some_and(|tail| tail.is_empty() || tail.starts_with('.'));
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                n.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.') && !rest.contains("alt"))
-            })
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.strip_prefix(prefix).is_some_and(|rest| !rest.contains("alt") && is_major(rest)))
         })
         .filter(|p| p.is_file())
         .collect();
     found.sort();
-    found.pop().or_else(|| Some(dir.join(prefix)).filter(|p| p.is_file()))
+    found.pop().or_else(|| {
+        // The bare `libX.so` is a link to some version: follow it and check which.
+        let bare = dir.join(prefix);
+        let target = std::fs::canonicalize(&bare).ok()?;
+        let rest = target.file_name()?.to_str()?.strip_prefix(prefix)?.to_string();
+        (bare.is_file() && is_major(&rest)).then_some(bare)
+    })
 }
 
 /// NVRTC in `root`: (library, builtins).
@@ -164,10 +178,15 @@ pub fn find() -> Result<Toolchain> {
 /// [`find`] over explicit roots, in order.
 pub fn find_in(roots: &[PathBuf]) -> Result<Toolchain> {
     let missing = |what| Error::ToolchainMissing { what, looked: looked_list(roots), env: TOOLS_ENV };
-    let (nvrtc_lib, nvrtc_builtins) =
-        roots.iter().find_map(|r| nvrtc_in(r)).ok_or_else(|| missing("NVRTC (libnvrtc.so.12)"))?;
-    let include_dir =
-        roots.iter().find_map(|r| include_in(r)).ok_or_else(|| missing("the CUDA headers (cuda_fp16.h)"))?;
+    let (nvrtc_root, (nvrtc_lib, nvrtc_builtins)) = roots
+        .iter()
+        .find_map(|r| nvrtc_in(r).map(|found| (r, found)))
+        .ok_or_else(|| missing("NVRTC (libnvrtc.so.12)"))?;
+    // The headers of NVRTC's own release when its root has them, so that an older toolkit
+    // earlier in the order does not lend NVRTC 12 its headers.
+    let include_dir = include_in(nvrtc_root)
+        .or_else(|| roots.iter().find_map(|r| include_in(r)))
+        .ok_or_else(|| missing("the CUDA headers (cuda_fp16.h)"))?;
     Ok(Toolchain {
         nvrtc_lib,
         nvrtc_builtins,
@@ -378,6 +397,17 @@ mod tests {
         assert_eq!(tc.include_dir, wheel.join("nvidia/cuda_runtime/include"));
         // ptxas is only in the second root.
         assert_eq!(tc.ptxas, Some(kit.join("bin/ptxas")));
+
+        // An older toolkit first in the search order does not shadow the wheels.
+        let old = tmp.path().join("cuda11");
+        touch(&old.join("lib64/libnvrtc.so.11.2"));
+        touch(&old.join("lib64/libnvrtc.so.112"));
+        touch(&old.join("include/cuda_fp16.h"));
+        let tc = find_in(&[old.clone(), wheel.clone()]).unwrap();
+        assert_eq!(tc.nvrtc_lib, wheel.join("nvidia/cuda_nvrtc/lib/libnvrtc.so.12"));
+        assert_eq!(tc.include_dir, wheel.join("nvidia/cuda_runtime/include"));
+        let err = find_in(std::slice::from_ref(&old)).unwrap_err().to_string();
+        assert!(err.contains("libnvrtc.so.12"), "{err}");
 
         let empty = tmp.path().join("empty");
         let err = find_in(std::slice::from_ref(&empty)).unwrap_err().to_string();

@@ -242,6 +242,22 @@ fn a_divergent_warp_collective_is_a_reported_deadlock() {
 }
 
 #[test]
+fn a_partial_warp_mask_is_refused_and_a_full_one_runs() {
+    let d = dev();
+    let out = zeros::<i32>(&d, 64);
+    let run = |mask: u32| {
+        d.launch(&plan(&m(), "partial_mask", Dim3::x(1), Dim3::x(64), vec![ptr(&out), KernelArg::U32(mask)]))
+    };
+    run(0xffff_ffff).unwrap();
+    let err = run(0x0000_ffff).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::EmuFault { .. }), "{msg}");
+    for needle in ["partial_mask", "__shfl_xor_sync", "0x0000ffff", "full mask"] {
+        assert!(msg.contains(needle), "'{needle}' missing from: {msg}");
+    }
+}
+
+#[test]
 fn trap_fails_the_launch_naming_the_thread() {
     let d = dev();
     let out = zeros::<i32>(&d, 64);

@@ -168,6 +168,29 @@ fn ptx_is_dumped_for_compiled_and_cached_modules() {
     assert!(dump.path().join("test_nvrtc_smoke__SMOKE_BLOCK=32.compute_90.ptx").is_file());
 }
 
+/// The emulator's self-test kernels are CUDA too: they must build for real GPUs (ptxas checks
+/// the inline PTX of the mma/ldmatrix/cp.async helpers), so the fragment tests can run on one.
+#[test]
+fn the_emulator_test_kernels_compile_for_gpus_too() {
+    let Some(_g) = ready("the_emulator_test_kernels_compile_for_gpus_too") else { return };
+    let (_dir, opts) = fresh_options();
+    let files: [(&str, &[&str]); 2] = [
+        ("test/fragments.cu", &["ldmatrix_record", "mma_registers", "mma_tile", "cp_async_groups"]),
+        ("test/runtime.cu", &["shuffles", "votes", "atomics", "divergent_collective", "partial_mask"]),
+    ];
+    for (file, entries) in files {
+        let spec = ModuleSpec::new(file, Vec::<(String, String)>::new());
+        for arch in [80, 90] {
+            let cubin = nvrtc::compile_with(&spec, Target::Sm(arch), &opts)
+                .unwrap_or_else(|e| panic!("{file} for sm_{arch}: {e}"));
+            assert_cuda_elf(&cubin.image);
+            for entry in entries {
+                assert!(contains(&cubin.image, format!("{entry}\0").as_bytes()), "{entry} missing from {file}");
+            }
+        }
+    }
+}
+
 #[test]
 fn nvrtc_is_the_one_cudarc_loads() {
     let Some(_g) = ready("nvrtc_is_the_one_cudarc_loads") else { return };

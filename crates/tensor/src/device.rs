@@ -31,14 +31,21 @@ impl Device {
     }
 
     /// The best device present: a GPU when one is usable, else the CPU.
-    /// A GPU counts only when the NVRTC toolchain is found too, so that `auto` never picks a
-    /// device whose kernels cannot be compiled.
+    /// A GPU counts only when the NVRTC toolchain and cuBLAS are found too, so that `auto`
+    /// never picks a device whose kernels cannot be compiled or whose matrix multiply would
+    /// fail (`cargo xtask cuda-tools --cublas` installs both without a CUDA toolkit).
     pub fn best() -> Device {
-        if Device::cuda_is_available() && attune_cuda::toolchain::find().is_ok() {
-            Device::Cuda(0)
-        } else {
-            Device::Cpu
-        }
+        // Each probe is tried only when the ones before it passed: cuBLAS is loaded from the
+        // toolchain's folders, and neither matters without a GPU.
+        let gpu = Device::cuda_is_available();
+        let nvrtc = gpu && attune_cuda::toolchain::find().is_ok();
+        let cublas = nvrtc && attune_cuda::toolchain::preload_cublas();
+        Device::pick_best(gpu, nvrtc, cublas)
+    }
+
+    /// [`Device::best`]'s rule, given what was found.
+    pub(crate) fn pick_best(gpu: bool, nvrtc: bool, cublas: bool) -> Device {
+        if gpu && nvrtc && cublas { Device::Cuda(0) } else { Device::Cpu }
     }
 
     /// Whether a CUDA driver and at least one GPU are usable (libcuda is looked up at run time).
@@ -90,5 +97,28 @@ impl std::str::FromStr for Device {
                 _ => Err(format!("unknown device '{s}'; expected cpu, emu, cuda, cuda:N or auto")),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Device;
+
+    #[test]
+    fn best_picks_a_gpu_only_when_driver_nvrtc_and_cublas_are_all_there() {
+        for bits in 0..8u8 {
+            let (gpu, nvrtc, cublas) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            let want = if bits == 7 { Device::Cuda(0) } else { Device::Cpu };
+            assert_eq!(Device::pick_best(gpu, nvrtc, cublas), want, "gpu {gpu}, nvrtc {nvrtc}, cublas {cublas}");
+        }
+    }
+
+    #[test]
+    fn best_is_the_cpu_on_a_machine_without_a_gpu() {
+        if Device::cuda_is_available() {
+            eprintln!("skipped: this machine has a GPU");
+            return;
+        }
+        assert_eq!(Device::best(), Device::Cpu);
     }
 }

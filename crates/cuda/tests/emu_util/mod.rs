@@ -8,6 +8,17 @@ pub fn dev() -> GpuDevice {
     GpuDevice::emu().expect("the emulator needs a host C++ compiler")
 }
 
+/// The devices a test runs on: the emulator, then the first GPU when one is present (a line
+/// says when it is not), so one test checks the emulated twin and the real instruction.
+pub fn devices() -> Vec<GpuDevice> {
+    let mut all = vec![dev()];
+    match GpuDevice::cuda(0) {
+        Ok(gpu) => all.push(gpu),
+        Err(why) => eprintln!("skipped Cuda(0): {why}"),
+    }
+    all
+}
+
 /// A module of kernels/test/ with no defines.
 pub fn test_module(file: &str) -> ModuleSpec {
     ModuleSpec::new(file, Vec::<(String, String)>::new())
