@@ -181,8 +181,20 @@ pub fn kernel_variants() -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
         ("random.cu", random::entries()),
         ("loss.cu", loss::entries()),
     ];
+    // Entries on the block-per-row schedule run at every size it picks, the rest at THREADS.
+    let row_scheduled = |e: &str| {
+        !e.starts_with("reduce_bwd_")
+            && ["reduce_", "softmax_", "norm_fwd_", "norm_bwd_", "ce_fwd_"].iter().any(|p| e.starts_with(p))
+    };
     for (file, entries) in families {
-        out.push((module(file), entries.into_iter().map(|e| (e, THREADS)).collect()));
+        let launches = entries
+            .into_iter()
+            .flat_map(|e| {
+                let sizes: &[u32] = if row_scheduled(&e) { &softmax::ROW_BLOCKS } else { &[THREADS] };
+                sizes.iter().map(move |&t| (e.clone(), t)).collect::<Vec<_>>()
+            })
+            .collect();
+        out.push((module(file), launches));
     }
     out
 }

@@ -8,6 +8,11 @@ const FILE: &str = "softmax.cu";
 /// Largest grid of the block-per-row schedule (blocks loop over further rows).
 const MAX_GRID: usize = 65_535;
 
+/// Every block size [`row_schedule`] (and reduce.rs's schedule, which follows the same rule)
+/// can launch: a power of two of at least 64 threads (rows of 32 or fewer run one thread per
+/// row in blocks of `THREADS`), at most `THREADS`. build-kernels reports these entries at each.
+pub(crate) const ROW_BLOCKS: [u32; 3] = [64, 128, 256];
+
 /// `(mode, threads, blocks)` for `rows` rows of `d` elements `inner` apart: one thread per row
 /// (mode 1) for short rows and for rows along an outer dim with many rows (neighbouring
 /// threads then read neighbouring addresses), else one block per row.
@@ -65,4 +70,19 @@ pub(crate) fn softmax(op: &'static str, x: &GpuStorage, l: &Layout, dim: usize, 
 /// Every entry point of softmax.cu (for build-kernels).
 pub(crate) fn entries() -> Vec<String> {
     [DType::F16, DType::BF16, DType::F32, DType::F64].iter().map(|&d| format!("softmax_{}", dtype_suffix(d))).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ROW_BLOCKS, row_schedule};
+
+    #[test]
+    fn row_schedule_launches_only_the_listed_block_sizes() {
+        for d in 1..=3000 {
+            for (rows, inner) in [(1, 1), (7, 1), (5000, 1), (5000, 3)] {
+                let (_, threads, _) = row_schedule(rows, d, inner);
+                assert!(ROW_BLOCKS.contains(&threads), "d {d}, rows {rows}: {threads} threads");
+            }
+        }
+    }
 }
