@@ -252,7 +252,7 @@ fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCo
         // ASan must be the first library loaded, so run this command again with it preloaded;
         // the emulator then builds every kernel with -fsanitize=address and reports
         // out-of-bounds global/shared accesses with the kernel's name.
-        let env = attune_cuda::emu::sanitizer_env().context("setting up the emulator's sanitizer")?;
+        let env = attune_cuda::emu::sanitizer_env().context("setting up the emulator's sanitizer (install a compiler with AddressSanitizer, or pass --no-sanitize to run the kernels without it)")?;
         let exe = std::env::current_exe().context("finding the xtask binary")?;
         let status = std::process::Command::new(exe).args(std::env::args_os().skip(1)).envs(env).status()?;
         return Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8));
