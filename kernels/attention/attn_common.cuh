@@ -100,6 +100,24 @@ __device__ __forceinline__ void key_range(const AttnParams& p, const Segment& se
     *hi = h;
 }
 
+// The (batch, head, global query row) index of lse, delta, out and dq rows.
+__device__ __forceinline__ long long q_row(const AttnParams& p, const Segment& seg, int h, int i) {
+    return ((long long)seg.batch * p.heads_q + h) * p.seq_q + seg.q_start + i;
+}
+
+// Local query rows [lo, hi) whose visible keys can meet keys [n0, n1): query i sees keys
+// i + off - left .. i + off + right with off = k_len - q_len (64-bit: windows may be huge).
+__device__ __forceinline__ void query_span(const AttnParams& p, const Segment& seg, int n0, int n1, int* lo,
+                                           int* hi) {
+    const long long off = (long long)seg.k_len - seg.q_len;
+    long long a = 0, b = seg.q_len;
+    if (p.window_right >= 0) a = max(a, (long long)n0 - off - p.window_right);
+    if (p.window_left >= 0) b = min(b, (long long)n1 - off + p.window_left);
+    a = min(a, (long long)seg.q_len);
+    *lo = (int)a;
+    *hi = (int)max(a, b);
+}
+
 // The score of a raw dot product q.k (softcap applied).
 __device__ __forceinline__ float attn_score(const AttnParams& p, float dot) {
     if (p.softcap > 0.f) {

@@ -1,5 +1,7 @@
-// Attention backward, FlashAttention-2 scheme, SIMT with f32 arithmetic for f32/f16/bf16 inputs
-// (tensor cores are a later step). Semantics: attn_common.cuh and GUIDE.md section 2.
+// Attention backward, FlashAttention-2 scheme, SIMT with f32 arithmetic for f32/f16/bf16 inputs.
+// For f16/bf16 on sm_80+ with aligned rows and HD <= 128 the host runs bwd_mma.cu's tensor-core
+// dK/dV kernel in place of attn_bwd_dkdv (the other entries here serve both). Semantics:
+// attn_common.cuh and GUIDE.md section 2.
 //
 // With P recomputed from lse (P = exp(s - lse)), mult the dropout multiplier (0, 1/(1-p) or 1),
 // D = rowsum(dO * O) and s'(dot) the derivative of the score (attn_score_grad: softcap aware):
@@ -124,11 +126,6 @@ __device__ __forceinline__ void load_tile(float* dst, const attn_t* src, long lo
     }
 }
 
-// The (batch, head, global query row) index of lse, delta, out and dq rows.
-__device__ __forceinline__ long long q_row(const AttnParams& p, const Segment& seg, int h, int i) {
-    return ((long long)seg.batch * p.heads_q + h) * p.seq_q + seg.q_start + i;
-}
-
 // Q, dO and the per-row lse, delta and visible key range of local query rows m0..m0+BM-1 of
 // head h. Rows past the segment or with lse = -inf (no visible key) get an empty range.
 __device__ __forceinline__ void load_queries(const AttnParams& p, const Segment& seg, int h, int m0, const Smem& s) {
@@ -225,19 +222,6 @@ __device__ __forceinline__ void score_tile(const AttnParams& p, const Segment& s
 
 // Column j of this thread in the accumulation phases, and whether it exists.
 __device__ __forceinline__ bool col_ok(int c) { return FULL_COLS || c < HD; }
-
-// Local query rows [lo, hi) whose visible keys can meet keys [n0, n1): query i sees keys
-// i + off - left .. i + off + right with off = k_len - q_len (64-bit: windows may be huge).
-__device__ __forceinline__ void query_span(const AttnParams& p, const Segment& seg, int n0, int n1, int* lo,
-                                           int* hi) {
-    const long long off = (long long)seg.k_len - seg.q_len;
-    long long a = 0, b = seg.q_len;
-    if (p.window_right >= 0) a = max(a, (long long)n0 - off - p.window_right);
-    if (p.window_left >= 0) b = min(b, (long long)n1 - off + p.window_left);
-    a = min(a, (long long)seg.q_len);
-    *lo = (int)a;
-    *hi = (int)max(a, b);
-}
 
 // dQ += dS K over the tile's first `nrows` keys, for this thread's query rows ty + TR * i and
 // columns tx + TC * j (both the atomic mode of attn_bwd_dkdv and attn_bwd_dq).

@@ -30,11 +30,7 @@
 // l is of the undropped probabilities; dropout zeroes the dropped probabilities fed to P V and
 // its keep scale joins the normalisation. O is normalised once at the end; lse = m ln 2 + ln l (natural log, before dropout); a row with no
 // visible key gets out 0 and lse -inf.
-#include "attn_common.cuh"
-
-#if ATTN_DTYPE != 1 && ATTN_DTYPE != 2
-#error "fwd_mma.cu takes f16 (ATTN_DTYPE=1) or bf16 (ATTN_DTYPE=2) inputs"
-#endif
+#include "mma_util.cuh"
 #if !defined(BM) || !defined(BN) || !defined(WARPS)
 #error "define BM, BN and WARPS (the host's mma_tiles)"
 #endif
@@ -60,39 +56,6 @@
 #define NKEEP ((NT_S * 4 + 31) / 32)  // 32-bit words of dropout keep bits per lane
 #define THREADS (WARPS * 32)
 #define FULL_MASK 0xffffffffu
-
-__device__ __forceinline__ void mma16816(float d[4], const unsigned a[4], const unsigned b[2]) {
-#if ATTN_DTYPE == 1
-    mma_m16n8k16_f16f32(d, a, b, d);
-#else
-    mma_m16n8k16_bf16f32(d, a, b, d);
-#endif
-}
-
-// Two f32 rounded to the kernel dtype in one register, the lower-indexed element in the low half.
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-#if ATTN_DTYPE == 1
-    return (unsigned)__half_as_ushort(__float2half_rn(lo)) | ((unsigned)__half_as_ushort(__float2half_rn(hi)) << 16);
-#else
-    return (unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(lo)) |
-           ((unsigned)__bfloat16_as_ushort(__float2bfloat16_rn(hi)) << 16);
-#endif
-}
-
-// Copies rows 0..rows-1 (HD elements, global row stride `stride`) of `g` into `s` (row stride
-// LDS): rows < valid by cp.async, the others zero-filled with plain stores (they lie past the
-// segment, where `g` has no data for us).
-__device__ __forceinline__ void load_rows(attn_t* s, const attn_t* g, long long stride, int rows, int valid) {
-    constexpr int CPR = HD / 8;  // 16-byte chunks per row
-    for (int c = threadIdx.x; c < rows * CPR; c += THREADS) {
-        const int r = c / CPR, col = (c % CPR) * 8;
-        attn_t* dst = s + r * LDS + col;
-        if (r < valid)
-            cp_async_16(dst, g + r * stride + col);
-        else
-            *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
-    }
-}
 
 extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnParams p) {
     ATTUNE_DYNAMIC_SHARED(attn_t, smem);
@@ -135,10 +98,10 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnPar
         for (int r = threadIdx.x; r < BM + 2 * BN; r += THREADS)
             *reinterpret_cast<uint4*>(sQ + r * LDS + HD) = make_uint4(0u, 0u, 0u, 0u);
 #endif
-        load_rows(sQ, gq, p.q_row_stride, BM, rows);
+        load_rows<THREADS, LDS>(sQ, gq, p.q_row_stride, BM, rows);
         const int n0 = t_begin * BN;
-        load_rows(sK, gk + n0 * p.k_row_stride, p.k_row_stride, BN, min(BN, seg.k_len - n0));
-        load_rows(sV, gv + n0 * p.v_row_stride, p.v_row_stride, BN, min(BN, seg.k_len - n0));
+        load_rows<THREADS, LDS>(sK, gk + n0 * p.k_row_stride, p.k_row_stride, BN, min(BN, seg.k_len - n0));
+        load_rows<THREADS, LDS>(sV, gv + n0 * p.v_row_stride, p.v_row_stride, BN, min(BN, seg.k_len - n0));
         cp_async_commit();
     }
 
@@ -164,8 +127,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnPar
         if (tile + 1 < t_end) {
             const int n1 = (tile + 1) * BN;
             const int valid = min(BN, seg.k_len - n1);
-            load_rows(sK + (stage ^ 1) * BN * LDS, gk + n1 * p.k_row_stride, p.k_row_stride, BN, valid);
-            load_rows(sV + (stage ^ 1) * BN * LDS, gv + n1 * p.v_row_stride, p.v_row_stride, BN, valid);
+            load_rows<THREADS, LDS>(sK + (stage ^ 1) * BN * LDS, gk + n1 * p.k_row_stride, p.k_row_stride, BN, valid);
+            load_rows<THREADS, LDS>(sV + (stage ^ 1) * BN * LDS, gv + n1 * p.v_row_stride, p.v_row_stride, BN, valid);
             cp_async_commit();
             cp_async_wait<1>();
         } else {

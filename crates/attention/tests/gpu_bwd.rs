@@ -1,10 +1,12 @@
-//! The GPU attention backward (kernels/attention/bwd.cu) on the CUDA emulator against the f64
-//! oracle (GUIDE.md §3): every feature, awkward lengths, head dims 8..256, both dQ modes, f16
-//! and bf16 against twice the naive low-precision error, bitwise-reproducible deterministic
-//! mode, zero gradients for fully masked rows. Forward outputs come from the CPU flash.
+//! The GPU attention backward (kernels/attention/bwd.cu and the tensor-core dK/dV of
+//! bwd_mma.cu) on the CUDA emulator against the f64 oracle (GUIDE.md §3): every feature,
+//! awkward lengths, head dims 8..256, both dQ modes, f16 and bf16 against twice the naive
+//! low-precision error on both dK/dV kernels, bitwise-reproducible deterministic mode, zero
+//! gradients for fully masked rows. Forward outputs come from the CPU flash.
 //! The `#[ignore]`d `bwd_kernels_do_not_spill` runs NVRTC + ptxas over every head_dim and dtype.
 
 use attune_attention::cases::{Bound, DEFAULT_ATOL, DEFAULT_RTOL, Metric, compare, lowp_backward};
+use attune_attention::gpu::bwd::BwdKernel;
 use attune_attention::gpu::{GpuCall, bwd};
 use attune_attention::{flash, oracle, validate};
 use attune_tensor::{DType, Tensor};
@@ -22,6 +24,11 @@ fn inputs(c: &Case, dtype: DType) -> [Tensor; 4] {
 /// Runs the GPU backward of `c` on the emulator; out/lse from the CPU flash forward.
 /// Returns `[dq, dk, dv]` on the CPU.
 fn gpu_grads(c: &Case, x: &[Tensor; 4], deterministic: bool) -> [Tensor; 3] {
+    gpu_grads_with(c, x, deterministic, None)
+}
+
+/// [`gpu_grads`] with the dK/dV kernel given (`None`: the dispatcher's choice).
+fn gpu_grads_with(c: &Case, x: &[Tensor; 4], deterministic: bool, kernel: Option<BwdKernel>) -> [Tensor; 3] {
     let [q, k, v, dout] = x;
     let f = flash::forward(q, k, v, &c.params).unwrap_or_else(|e| panic!("{}: {e}", c.name));
     let (qkv_perm, dout_perm) = if c.bshd { (BSHD, [2, 0, 1, 3]) } else { (BHSD, BHSD) };
@@ -33,8 +40,8 @@ fn gpu_grads(c: &Case, x: &[Tensor; 4], deterministic: bool) -> [Tensor; 3] {
     let pb = validate(&qe, &ke, &ve, &c.params).unwrap();
     let call = GpuCall::new(&qe, &ke, &ve, &pb).unwrap();
     let (out, lse) = (f.out.to_device(&EMU).unwrap(), f.lse.to_device(&EMU).unwrap());
-    let (dq, dk, dv) = bwd::backward(&call, &out, &lse, &de, deterministic)
-        .unwrap_or_else(|e| panic!("{} (deterministic {deterministic}): {e}", c.name));
+    let (dq, dk, dv) = bwd::backward_with(&call, &out, &lse, &de, deterministic, kernel)
+        .unwrap_or_else(|e| panic!("{} (deterministic {deterministic}, {kernel:?}): {e}", c.name));
     for (t, like) in [(&dq, q), (&dk, k), (&dv, v)] {
         assert_eq!((t.dims(), t.dtype(), t.device()), (like.dims(), like.dtype(), EMU), "{}", c.name);
         assert!(t.is_contiguous());
@@ -138,18 +145,77 @@ fn low_precision_within_twice_the_naive_error() {
         (DType::F16, case("lp d128 mqa", 1, 4, 1, 60, 70, 128, p().window(20, 5))),
     ];
     for (dtype, c) in &cases {
-        let x = inputs(c, *dtype);
-        let og = oracle::backward(&x[0], &x[1], &x[2], &x[3], &c.params).unwrap();
-        let naive = lowp_backward(&x[0], &x[1], &x[2], &x[3], &c.params).unwrap();
-        for det in [false, true] {
-            let g = gpu_grads(c, &x, det);
-            for (i, want) in [&og.dq, &og.dk, &og.dv].into_iter().enumerate() {
-                let naive_err = compare(NAMES[i], &naive[i], want, Bound::MaxAbs(f64::INFINITY)).unwrap().max_err;
-                let m = compare(NAMES[i], &g[i], want, Bound::MaxAbs(2.0 * naive_err + 1e-5)).unwrap();
-                assert_pass(c, &format!("{dtype} deterministic {det}"), &m);
-            }
+        let kernels: &[BwdKernel] =
+            if c.d <= bwd::MMA_MAX_HEAD_DIM { &[BwdKernel::Simt, BwdKernel::Mma] } else { &[BwdKernel::Simt] };
+        for &kernel in kernels {
+            check_lowp(*dtype, c, kernel, &[false, true]);
         }
     }
+}
+
+/// The f16/bf16 gradients of `c` by `kernel` against the oracle, within twice the naive
+/// low-precision error + 1e-5 (GUIDE.md §3), in the given dQ modes.
+fn check_lowp(dtype: DType, c: &Case, kernel: BwdKernel, modes: &[bool]) {
+    let x = inputs(c, dtype);
+    let og = oracle::backward(&x[0], &x[1], &x[2], &x[3], &c.params).unwrap();
+    let naive = lowp_backward(&x[0], &x[1], &x[2], &x[3], &c.params).unwrap();
+    for &det in modes {
+        let g = gpu_grads_with(c, &x, det, Some(kernel));
+        for (i, want) in [&og.dq, &og.dk, &og.dv].into_iter().enumerate() {
+            let naive_err = compare(NAMES[i], &naive[i], want, Bound::MaxAbs(f64::INFINITY)).unwrap().max_err;
+            let m = compare(NAMES[i], &g[i], want, Bound::MaxAbs(2.0 * naive_err + 1e-5)).unwrap();
+            assert_pass(c, &format!("{dtype} {kernel:?} deterministic {det}"), &m);
+        }
+    }
+}
+
+/// The tensor-core dK/dV kernel on every feature and on head_dims that exercise its paddings
+/// (head_dim % 16 == 8, an odd number of 8-column tiles) and both tile tables (BM 64 up to
+/// head_dim 64, BM 32 above), f16 and bf16, against GUIDE.md §3's low-precision criterion.
+#[test]
+fn tensor_core_backward_on_every_feature() {
+    let mut cases = vec![
+        case("mma seq 1", 1, 2, 2, 1, 1, 64, p()),
+        case("mma seq 17", 2, 3, 3, 17, 17, 64, p()),
+        case("mma causal outliers", 1, 2, 2, 128, 128, 64, p().causal(true)).outliers(),
+        case("mma window bshd", 1, 2, 1, 150, 150, 64, p().window(40, 8)).bshd(),
+        case("mma one query", 1, 2, 1, 1, 127, 64, p().causal(true)),
+        case("mma one key", 1, 1, 1, 127, 1, 64, p()),
+        case("mma causal sq>sk", 2, 1, 1, 150, 60, 72, p().causal(true)),
+        case("mma window empty rows", 1, 2, 2, 80, 30, 64, p().window(2, 0)),
+        case("mma softcap", 1, 2, 2, 65, 129, 64, p().softcap(5.0)).outliers(),
+        case("mma gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).bshd(),
+        case("mma mqa window", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
+    ];
+    for d in [8, 40, 96, 128] {
+        cases.push(case(&format!("mma d {d}"), 1, 2, 1, 37, 83, d, p().causal(true)));
+    }
+    cases.extend(segment_and_dropout_cases());
+    for (i, c) in cases.iter().enumerate() {
+        let dtype = if i % 2 == 0 { DType::F16 } else { DType::BF16 };
+        // Both dQ modes: the atomic dQ is the kernel's own; the deterministic one checks dK/dV
+        // next to the SIMT dQ kernel.
+        check_lowp(dtype, c, BwdKernel::Mma, &[false, true]);
+    }
+}
+
+#[test]
+fn the_tensor_core_backward_refuses_what_it_cannot_run() {
+    let c = case("mma f32", 1, 2, 1, 8, 8, 64, p());
+    let x = inputs(&c, DType::F32);
+    let e = |t: &Tensor| t.to_device(&EMU).unwrap();
+    let (q, k, v, dout) = (e(&x[0]), e(&x[1]), e(&x[2]), e(&x[3]));
+    let pb = validate(&q, &k, &v, &c.params).unwrap();
+    let call = GpuCall::new(&q, &k, &v, &pb).unwrap();
+    let f = flash::forward(&x[0], &x[1], &x[2], &c.params).unwrap();
+    let err = bwd::backward_with(&call, &e(&f.out), &e(&f.lse), &dout, false, Some(BwdKernel::Mma));
+    let msg = err.err().unwrap().to_string();
+    assert!(msg.contains("bwd_mma") && msg.contains("f32") && msg.contains("BwdKernel::Simt"), "{msg}");
+    assert_eq!(bwd::pick_backward(DType::BF16, 80, true, 128), BwdKernel::Mma);
+    assert_eq!(bwd::pick_backward(DType::BF16, 80, true, 136), BwdKernel::Simt);
+    assert_eq!(bwd::pick_backward(DType::F16, 75, true, 64), BwdKernel::Simt);
+    assert_eq!(bwd::pick_backward(DType::F16, 90, false, 64), BwdKernel::Simt);
+    assert_eq!(bwd::pick_backward(DType::F32, 90, true, 64), BwdKernel::Simt);
 }
 
 fn bits(t: &Tensor) -> Vec<u64> {
@@ -243,7 +309,8 @@ fn misuse_returns_errors_that_name_the_problem() {
 }
 
 /// NVRTC (compute_80 PTX) + ptxas for sm_80 and sm_90 over every head_dim and dtype the
-/// kernels support: no entry may spill. Prints registers, stack and shared memory per entry.
+/// kernels support, SIMT and tensor-core (`ATTUNE_ONLY_MMA=1`: only the latter): no entry may
+/// spill. Prints registers, stack and shared memory per entry.
 /// Needs the CUDA tools: `ATTUNE_CUDA_TOOLS=/path/to/cuda-tools cargo test -- --ignored`.
 #[test]
 #[ignore = "needs NVRTC and ptxas (ATTUNE_CUDA_TOOLS)"]
@@ -254,9 +321,14 @@ fn bwd_kernels_do_not_spill() {
     std::fs::create_dir_all(&dir).unwrap();
     let head_dims: Vec<usize> = (8..=256).step_by(8).collect();
     let mut failures = Vec::new();
-    for (spec, _) in bwd::bwd_variants(&[DType::F32, DType::F16, DType::BF16], &head_dims) {
+    let only_mma = std::env::var("ATTUNE_ONLY_MMA").is_ok_and(|v| v == "1");
+    let simt = bwd::bwd_variants(&[DType::F32, DType::F16, DType::BF16], &head_dims).into_iter().map(|(spec, _)| {
         let hd: usize = spec.defines.iter().find(|(k, _)| k == "HD").unwrap().1.parse().unwrap();
-        let smem = bwd::Tiles::for_head_dim(hd).shared_bytes(hd);
+        (spec, bwd::Tiles::for_head_dim(hd).shared_bytes(hd))
+    });
+    let mma = bwd::mma_bwd_variants(&[DType::F16, DType::BF16], &head_dims).into_iter().map(|(spec, e)| (spec, e[0].2));
+    let variants: Vec<_> = if only_mma { mma.collect() } else { simt.chain(mma).collect() };
+    for (spec, smem) in variants {
         let ptx = compile(&spec, Target::Compute(80)).unwrap_or_else(|e| panic!("{}: {e}", spec.defines_string()));
         let path = dir.join("bwd.ptx");
         std::fs::write(&path, ptx.ptx().unwrap()).unwrap();
@@ -280,7 +352,11 @@ fn bwd_kernels_do_not_spill() {
                     }
                 } else if line.contains("Used") && line.contains("registers") {
                     let used = line.split("Used").nth(1).unwrap_or("").trim();
-                    let dynamic = if entry.ends_with("dkdv") || entry.ends_with("_dq") { smem } else { 0 };
+                    let dynamic = if entry.ends_with("dkdv") || entry.ends_with("_dq") || entry.ends_with("_mma") {
+                        smem
+                    } else {
+                        0
+                    };
                     println!(
                         "{} sm_{sm} {entry:>20}: {used}; {stack}; dynamic smem {dynamic} B",
                         spec.defines_string()

@@ -2,6 +2,20 @@
 //! the dK/dV kernel, and dQ either by f32 atomics (plus a conversion) or, deterministic, by a
 //! separate kernel that recomputes the scores per query tile.
 //!
+//! The dK/dV kernel (with the atomic dQ) comes in two kinds ([`BwdKernel`]): the tensor-core
+//! `attn_bwd_dkdv_mma` (kernels/attention/bwd_mma.cu) for f16/bf16 on sm_80+ with 16-byte
+//! aligned rows and head_dim <= 128, and the SIMT `attn_bwd_dkdv` below for everything else.
+//!
+//! # Tensor-core tiles
+//!
+//! 4 warps, each owning 16 keys (BN = 64 keys a block); BM queries per tile: 64 for head_dim
+//! <= 64, 32 up to 120 and 16 above, so that dK and dV (`head_dim` f32 registers together) plus
+//! S^T and dP^T (`BM / 2` each) fit without spills. ptxas 12.9 (`__launch_bounds__(128, 1)`,
+//! the ignored test `bwd_kernels_do_not_spill`): 152..248 registers on sm_80 and sm_90, zero
+//! spills for every head_dim 8..=128; at head_dim 128 BM 32 spilled 24 bytes on sm_80. Shared memory: K, V, Q, dO as 16-bit rows of
+//! `round_up(head_dim, 16) + 8`, the 16-bit dS^T tile and four per-query arrays
+//! ([`MmaBwdTiles::smem_bytes`]).
+//!
 //! # Tiles
 //!
 //! SIMT, f32 arithmetic, 256 threads a block. Shared memory holds Q, dO (BM rows), K, V (BN
@@ -70,6 +84,97 @@ impl Tiles {
         let words = 2 * (bm + bn) * ld + 2 * bn * (bm + 1) + 4 * bm;
         (words * 4) as u32
     }
+}
+
+/// The dK/dV kernel kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BwdKernel {
+    /// `attn_bwd_dkdv` (bwd.cu): f32 FMAs, every dtype and head_dim.
+    Simt,
+    /// `attn_bwd_dkdv_mma` (bwd_mma.cu): tensor cores, f16/bf16, sm_80+, head_dim <= 128.
+    Mma,
+}
+
+/// Largest head_dim of the tensor-core dK/dV kernel.
+pub const MMA_MAX_HEAD_DIM: usize = 128;
+
+/// Tiles of the tensor-core dK/dV kernel (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MmaBwdTiles {
+    /// Queries per tile (a multiple of 16).
+    pub bm: usize,
+    /// Warps per block, 16 keys each.
+    pub warps: usize,
+}
+
+impl MmaBwdTiles {
+    /// The tiles of `head_dim`, or `None` above [`MMA_MAX_HEAD_DIM`].
+    pub fn for_head_dim(head_dim: usize) -> Option<MmaBwdTiles> {
+        match head_dim {
+            0..=64 => Some(MmaBwdTiles { bm: 64, warps: 4 }),
+            65..=120 => Some(MmaBwdTiles { bm: 32, warps: 4 }),
+            121..=MMA_MAX_HEAD_DIM => Some(MmaBwdTiles { bm: 16, warps: 4 }),
+            _ => None,
+        }
+    }
+
+    /// Keys per block.
+    pub fn bn(&self) -> usize {
+        16 * self.warps
+    }
+
+    /// Threads per block.
+    pub fn threads(&self) -> u32 {
+        (32 * self.warps) as u32
+    }
+
+    /// Dynamic shared memory in bytes (the layout in bwd_mma.cu).
+    pub fn smem_bytes(&self, head_dim: usize) -> u32 {
+        let lds = head_dim.div_ceil(16) * 16 + 8;
+        let (bm, bn) = (self.bm, self.bn());
+        ((2 * bn + 2 * bm) * lds * 2 + bn * (bm + 8) * 2 + 4 * bm * 4) as u32
+    }
+
+    fn defines(&self) -> [(&'static str, u32); 2] {
+        [("BM", self.bm as u32), ("WARPS", self.warps as u32)]
+    }
+}
+
+/// The entry of the tensor-core dK/dV kernel.
+pub const MMA_ENTRY: &str = "attn_bwd_dkdv_mma";
+
+/// The dK/dV kernel for a dtype, compute capability and head_dim, with 16-byte aligned q, k,
+/// v and dout rows or not: the one rule the dispatcher and `bench-attn`'s static report follow.
+pub fn pick_backward(dtype: DType, arch: u32, aligned16: bool, head_dim: usize) -> BwdKernel {
+    let mma = matches!(dtype, DType::F16 | DType::BF16)
+        && arch >= 80
+        && aligned16
+        && head_dim.is_multiple_of(8)
+        && (8..=MMA_MAX_HEAD_DIM).contains(&head_dim);
+    if mma { BwdKernel::Mma } else { BwdKernel::Simt }
+}
+
+/// The tensor-core module of one dtype and head_dim, when the kernel takes them.
+fn mma_module(dtype: DType, head_dim: usize) -> Option<(ModuleSpec, MmaBwdTiles)> {
+    if !matches!(dtype, DType::F16 | DType::BF16) || !head_dim.is_multiple_of(8) {
+        return None;
+    }
+    let tiles = MmaBwdTiles::for_head_dim(head_dim)?;
+    module("bwd_mma.cu", dtype, head_dim, &tiles.defines()).ok().map(|spec| (spec, tiles))
+}
+
+/// Every tensor-core dK/dV module for these head_dims (f16 and bf16), with its entry, block
+/// size and dynamic shared memory, for `cargo xtask build-kernels` (sm_80+ only).
+pub fn mma_bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32, u32)>)> {
+    let mut out = Vec::new();
+    for &dtype in dtypes {
+        for &d in head_dims {
+            if let Some((spec, tiles)) = mma_module(dtype, d) {
+                out.push((spec, vec![(MMA_ENTRY.to_string(), tiles.threads(), tiles.smem_bytes(d))]));
+            }
+        }
+    }
+    out
 }
 
 /// Errors unless the kernels are built for `head_dim`: a multiple of 8 in 8..=256.
@@ -161,12 +266,27 @@ fn extent(what: &str, n: usize, max: usize) -> Result<u32> {
 /// `deterministic`: dQ by a separate kernel without atomics, so two runs give bitwise-equal
 /// gradients (a second score recomputation); otherwise the dK/dV kernel adds dQ with f32
 /// atomics, whose order varies between runs.
+///
+/// The dK/dV kernel is [`pick_backward`]'s; [`backward_with`] chooses it explicitly.
 pub fn backward(
     call: &GpuCall,
     out: &Tensor,
     lse: &Tensor,
     dout: &Tensor,
     deterministic: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    backward_with(call, out, lse, dout, deterministic, None)
+}
+
+/// [`backward`] with the dK/dV kernel given (`None`: [`pick_backward`]). Asking for
+/// [`BwdKernel::Mma`] where it cannot run is an error, not a silent fallback.
+pub fn backward_with(
+    call: &GpuCall,
+    out: &Tensor,
+    lse: &Tensor,
+    dout: &Tensor,
+    deterministic: bool,
+    kernel: Option<BwdKernel>,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     let pb = &call.problem;
     let (dtype, device) = (call.dtype, call.device);
@@ -223,6 +343,23 @@ pub fn backward(
     };
     let s = dout.stride();
     [p.dout_batch_stride, p.dout_head_stride, p.dout_row_stride] = [s[0] as i64, s[1] as i64, s[2] as i64];
+    let esize = dtype.size_in_bytes();
+    let dout_aligned = p.dout.is_multiple_of(16) && s[..3].iter().all(|x| (x * esize).is_multiple_of(16));
+    let aligned16 = call.aligned16 && dout_aligned;
+    let auto = pick_backward(dtype, call.arch(), aligned16, pb.head_dim);
+    let kernel = match kernel {
+        None => auto,
+        Some(BwdKernel::Mma) if auto != BwdKernel::Mma => {
+            return Err(AttentionError::Param(format!(
+                "the tensor-core backward (bwd_mma) needs f16/bf16, sm_80+, head_dim a multiple of 8 up to \
+                 {MMA_MAX_HEAD_DIM} and 16-byte aligned q, k, v and dout rows; got {dtype}, sm_{}, head_dim {}, \
+                 aligned {aligned16}; use BwdKernel::Simt",
+                call.arch(),
+                pb.head_dim
+            )));
+        }
+        Some(k) => k,
+    };
     let args = vec![KernelArg::pod(&p)];
     let launch = |entry: &str, grid: Dim3, block: u32, shared: u32| -> Result<()> {
         call.launch(&LaunchPlan::new(spec.clone(), entry, grid, Dim3::x(block), args.clone()).with_shared(shared))
@@ -237,7 +374,19 @@ pub fn backward(
         extent("heads_kv", pb.heads_kv, 65535)?,
         segs,
     );
-    launch("attn_bwd_dkdv", grid_k, tiles.threads, smem)?;
+    match kernel {
+        BwdKernel::Simt => launch("attn_bwd_dkdv", grid_k, tiles.threads, smem)?,
+        BwdKernel::Mma => {
+            let (mspec, mt) = mma_module(dtype, pb.head_dim).ok_or_else(|| {
+                AttentionError::Param(format!("no tensor-core backward for {dtype} at head_dim {}", pb.head_dim))
+            })?;
+            let grid =
+                Dim3::new(extent("the key tiles", max_k.div_ceil(mt.bn()), i32::MAX as usize)?, grid_k.y, grid_k.z);
+            let plan = LaunchPlan::new(mspec, MMA_ENTRY, grid, Dim3::x(mt.threads()), args.clone())
+                .with_shared(mt.smem_bytes(pb.head_dim));
+            call.launch(&plan)?;
+        }
+    }
     if deterministic {
         let grid_q = Dim3::new(
             extent("the query tiles", max_q.div_ceil(tiles.bm as usize), i32::MAX as usize)?,

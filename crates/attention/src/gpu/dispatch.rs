@@ -6,8 +6,11 @@
 //! - f16/bf16 on sm_80+ with 16-byte aligned rows: the tensor-core kernel (`fwd_mma.cu`);
 //! - otherwise (f32, older GPUs, unaligned views): the SIMT kernel, in full f32 accuracy.
 //!
-//! Backward: `bwd.cu` for every dtype, dQ by f32 atomics or, with
+//! Backward: the `bwd.cu` pre-pass, then the dK/dV kernel of [`bwd::pick_backward`] (the
+//! tensor-core `bwd_mma.cu` for f16/bf16 on sm_80+ with aligned rows and head_dim <= 128, the
+//! SIMT `bwd.cu` kernel otherwise), dQ by f32 atomics or, with
 //! `AttentionParams::deterministic`, by a separate atomic-free dQ kernel.
+//! `ATTUNE_ATTN_BWD_KERNEL=simt|mma` forces the dK/dV kernel.
 //!
 //! `ATTUNE_ATTN_KERNEL=simt|mma|split` forces a forward kernel (tests, benchmarks); a forced
 //! kernel that cannot take the call is an error rather than a silent fallback.
@@ -52,6 +55,17 @@ fn forced() -> Result<Option<&'static str>> {
         Some("split") => Ok(Some("split")),
         Some(other) => Err(AttentionError::Param(format!(
             "ATTUNE_ATTN_KERNEL={other} is not a forward kernel; use simt, mma, split or auto"
+        ))),
+    }
+}
+
+fn forced_backward() -> Result<Option<bwd::BwdKernel>> {
+    match std::env::var("ATTUNE_ATTN_BWD_KERNEL").ok().as_deref() {
+        None | Some("") | Some("auto") => Ok(None),
+        Some("simt") => Ok(Some(bwd::BwdKernel::Simt)),
+        Some("mma") => Ok(Some(bwd::BwdKernel::Mma)),
+        Some(other) => Err(AttentionError::Param(format!(
+            "ATTUNE_ATTN_BWD_KERNEL={other} is not a backward kernel; use simt, mma or auto"
         ))),
     }
 }
@@ -141,6 +155,6 @@ pub fn backward(
     // bwd::backward checks out, lse and dout against q (shape, dtype, device).
     let pb: Problem = validate(q, k, v, params)?;
     let call = GpuCall::new(q, k, v, &pb)?;
-    let (dq, dk, dv) = bwd::backward(&call, out, lse, dout, params.deterministic)?;
+    let (dq, dk, dv) = bwd::backward_with(&call, out, lse, dout, params.deterministic, forced_backward()?)?;
     Ok(AttentionGrads { dq, dk, dv })
 }

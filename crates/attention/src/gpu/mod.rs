@@ -215,6 +215,11 @@ pub fn kernel_variants(head_dims: &[usize], archs: &[u32]) -> Vec<ArchVariant> {
         for (s, e) in with_smem("mma", fwd_mma::mma_variants(head_dims, &[arch])) {
             out.push((s, e, Some(arch)));
         }
+        if arch >= 80 {
+            for (s, e) in bwd::mma_bwd_variants(&[DType::F16, DType::BF16], head_dims) {
+                out.push((s, e, Some(arch)));
+            }
+        }
     }
     out
 }
@@ -246,12 +251,19 @@ pub fn planned_variants(
         for (s, mut e) in with_smem("bwd", bwd::bwd_variants(&[dtype], &d)).into_iter().filter(|(s, _)| of_dtype(s)) {
             // The deterministic dQ kernel runs only in deterministic mode; the dQ conversion
             // only in atomic mode for 16-bit dtypes.
+            let mma = bwd::pick_backward(dtype, arch, true, pb.head_dim) == bwd::BwdKernel::Mma;
             e.retain(|(name, _, _)| match name.as_str() {
                 "attn_bwd_dq" => deterministic,
                 "attn_bwd_dq_convert" => !deterministic && dtype != DType::F32,
+                "attn_bwd_dkdv" => !mma,
                 _ => true,
             });
             out.push(("backward".to_string(), s, e));
+            if mma {
+                out.extend(
+                    bwd::mma_bwd_variants(&[dtype], &d).into_iter().map(|(s, e)| ("backward: mma".to_string(), s, e)),
+                );
+            }
         }
     }
     if out.is_empty() {
