@@ -165,7 +165,7 @@ fn mma_module(dtype: DType, head_dim: usize) -> Option<(ModuleSpec, MmaBwdTiles)
 
 /// Every tensor-core dK/dV module for these head_dims (f16 and bf16), with its entry, block
 /// size and dynamic shared memory, for `cargo xtask build-kernels` (sm_80+ only).
-pub fn mma_bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32, u32)>)> {
+pub fn mma_bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<super::Variant> {
     let mut out = Vec::new();
     for &dtype in dtypes {
         for &d in head_dims {
