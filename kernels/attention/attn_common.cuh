@@ -118,6 +118,31 @@ __device__ __forceinline__ void query_span(const AttnParams& p, const Segment& s
     *hi = (int)max(a, b);
 }
 
+// lse, delta and the visible local key range [lo, hi) of local query rows m0..m0+rows-1 of
+// head h (the backward's per-query data), for rows tid, tid + nthreads, ... of the tile. Rows
+// at or past `mrows` (outside the segment) or with lse = -inf (no visible key) get an empty
+// range, so every product with them is masked.
+__device__ __forceinline__ void load_query_stats(const AttnParams& p, const Segment& seg, int h, int m0, int rows,
+                                                 int mrows, int nthreads, float* lse_out, float* delta_out,
+                                                 int* lo_out, int* hi_out) {
+    for (int m = threadIdx.x; m < rows; m += nthreads) {
+        int lo = 0, hi = 0;
+        float lse = 0.f, delta = 0.f;
+        if (m < mrows) {
+            const long long row = q_row(p, seg, h, m0 + m);
+            lse = p.lse[row];
+            if (lse != -INFINITY) {
+                key_range(p, seg, m0 + m, &lo, &hi);
+                delta = p.delta[row];
+            }
+        }
+        lse_out[m] = lse;
+        delta_out[m] = delta;
+        lo_out[m] = lo;
+        hi_out[m] = hi;
+    }
+}
+
 // The score of a raw dot product q.k (softcap applied).
 __device__ __forceinline__ float attn_score(const AttnParams& p, float dot) {
     if (p.softcap > 0.f) {

@@ -136,22 +136,7 @@ __device__ __forceinline__ void load_queries(const AttnParams& p, const Segment&
                       gi * p.dout_row_stride;
     load_tile<BM>(s.q, q, p.q_row_stride, mrows);
     load_tile<BM>(s.dout, g, p.dout_row_stride, mrows);
-    for (int m = threadIdx.x; m < BM; m += NT) {
-        int lo = 0, hi = 0;
-        float lse = 0.f, delta = 0.f;
-        if (m < mrows) {
-            const long long row = q_row(p, seg, h, m0 + m);
-            lse = p.lse[row];
-            if (lse != -INFINITY) {
-                key_range(p, seg, m0 + m, &lo, &hi);
-                delta = p.delta[row];
-            }
-        }
-        s.lse[m] = lse;
-        s.delta[m] = delta;
-        s.lo[m] = lo;
-        s.hi[m] = hi;
-    }
+    load_query_stats(p, seg, h, m0, BM, mrows, NT, s.lse, s.delta, s.lo, s.hi);
 }
 
 // K and V rows n0..n0+BN-1 of kv head hk (local key indices), zero past `nrows`.

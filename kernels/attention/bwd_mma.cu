@@ -137,22 +137,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) attn_bwd_dkdv_mma(const
             load_rows<THREADS, LDS>(sQ, gq + (long long)m0 * p.q_row_stride, p.q_row_stride, BM, mrows);
             load_rows<THREADS, LDS>(sdO, gdo + (long long)m0 * p.dout_row_stride, p.dout_row_stride, BM, mrows);
             cp_async_commit();
-            for (int m = threadIdx.x; m < BM; m += THREADS) {
-                int lo = 0, hi = 0;
-                float lse = 0.f, delta = 0.f;
-                if (m < mrows) {
-                    const long long row = q_row(p, seg, h, m0 + m);
-                    lse = p.lse[row];
-                    if (lse != -INFINITY) {
-                        key_range(p, seg, m0 + m, &lo, &hi);
-                        delta = p.delta[row];
-                    }
-                }
-                sLse[m] = lse;
-                sDelta[m] = delta;
-                sLo[m] = lo;
-                sHi[m] = hi;
-            }
+            load_query_stats(p, seg, h, m0, BM, mrows, THREADS, sLse, sDelta, sLo, sHi);
             cp_async_wait<0>();
             __syncthreads();
 
@@ -185,21 +170,11 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) attn_bwd_dkdv_mma(const
             // Element (j, e): key key0 + 8 * (e >> 1), tile query j * 8 + 2t + (e & 1).
             unsigned keep[NKEEP];
             if (dropout) {
-                // Keep bits from a rolled loop (Philox unrolled over every element would crowd
-                // out the accumulators), applied to the unrolled registers below.
-#pragma unroll
-                for (int w = 0; w < NKEEP; ++w) {
-                    unsigned bits = 0u;
-                    const int count = min(32, NT_Q * 4 - 32 * w);
-#pragma unroll 1
-                    for (int n = 0; n < count; ++n) {
-                        const int el = 32 * w + n, e = el & 3;
-                        const int gi_row = seg.q_start + m0 + (el >> 2) * 8 + 2 * t + (e & 1);
-                        const int gj = seg.k_start + key0 + 8 * (e >> 1);
-                        bits |= (dropout_mult(p, seg.batch, h, gi_row, gj) != 0.f ? 1u : 0u) << n;
-                    }
-                    keep[w] = bits;
-                }
+                dropout_keep_bits(keep, NT_Q * 4, p, seg.batch, h, [&](int el, int* gi, int* gj) {
+                    const int e = el & 3;
+                    *gi = seg.q_start + m0 + (el >> 2) * 8 + 2 * t + (e & 1);
+                    *gj = seg.k_start + key0 + 8 * (e >> 1);
+                });
             }
 #pragma unroll
             for (int j = 0; j < NT_Q; ++j) {

@@ -209,23 +209,13 @@ extern "C" __global__ void __launch_bounds__(THREADS) attn_fwd_mma(const AttnPar
             }
         }
         if (dropout) {
-            // The keep bits of this lane's NT_S * 4 elements, from a rolled loop (Philox is ~40
-            // instructions: unrolled over every element it would crowd out the accumulators),
-            // then applied to the unrolled registers.
+            // The keep bits of this lane's NT_S * 4 elements, then applied to the registers.
             unsigned keep[NKEEP];
-#pragma unroll
-            for (int w = 0; w < NKEEP; ++w) {
-                unsigned bits = 0u;
-                const int count = min(32, NT_S * 4 - 32 * w);
-#pragma unroll 1
-                for (int n = 0; n < count; ++n) {
-                    const int el = 32 * w + n, e = el & 3;
-                    const int gi = seg.q_start + r_local[0] + 8 * (e >> 1);
-                    const int gj = seg.k_start + n0 + (el >> 2) * 8 + 2 * t + (e & 1);
-                    bits |= (dropout_mult(p, seg.batch, h, gi, gj) != 0.f ? 1u : 0u) << n;
-                }
-                keep[w] = bits;
-            }
+            dropout_keep_bits(keep, NT_S * 4, p, seg.batch, h, [&](int el, int* gi, int* gj) {
+                const int e = el & 3;
+                *gi = seg.q_start + r_local[0] + 8 * (e >> 1);
+                *gj = seg.k_start + n0 + (el >> 2) * 8 + 2 * t + (e & 1);
+            });
 #pragma unroll
             for (int j = 0; j < NT_S; ++j) {
 #pragma unroll

@@ -42,3 +42,23 @@ __device__ __forceinline__ void load_rows(attn_t* s, const attn_t* g, long long 
             *reinterpret_cast<uint4*>(dst) = make_uint4(0u, 0u, 0u, 0u);
     }
 }
+
+// The dropout keep bits of a lane's `count` elements (bit n % 32 of word n / 32 is element n,
+// at global (query row, key row) `at(n, &gi, &gj)`), from a rolled loop: Philox is ~40
+// instructions, and unrolled over every element it would crowd out the accumulators.
+template <int WORDS, class At>
+__device__ __forceinline__ void dropout_keep_bits(unsigned (&keep)[WORDS], int count, const AttnParams& p, int batch,
+                                                  int h, At at) {
+#pragma unroll
+    for (int w = 0; w < WORDS; ++w) {
+        unsigned bits = 0u;
+        const int n_w = min(32, count - 32 * w);
+#pragma unroll 1
+        for (int n = 0; n < n_w; ++n) {
+            int gi, gj;
+            at(32 * w + n, &gi, &gj);
+            bits |= (dropout_mult(p, batch, h, gi, gj) != 0.f ? 1u : 0u) << n;
+        }
+        keep[w] = bits;
+    }
+}

@@ -84,8 +84,8 @@ fn check_f32(c: &Case) {
     }
 }
 
-#[test]
-fn every_feature_matches_the_oracle_in_f32() {
+/// The feature cases both dK/dV kernels are checked on (plus `segment_and_dropout_cases`).
+fn feature_cases() -> Vec<Case> {
     let mut cases = vec![
         case("seq 1", 1, 2, 2, 1, 1, 64, p()),
         case("seq 17", 2, 3, 3, 17, 17, 64, p()),
@@ -105,6 +105,12 @@ fn every_feature_matches_the_oracle_in_f32() {
         case("mqa", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
     ];
     cases.extend(segment_and_dropout_cases());
+    cases
+}
+
+#[test]
+fn every_feature_matches_the_oracle_in_f32() {
+    let cases = feature_cases();
     for c in &cases {
         check_f32(c);
     }
@@ -170,27 +176,14 @@ fn check_lowp(dtype: DType, c: &Case, kernel: BwdKernel, modes: &[bool]) {
 }
 
 /// The tensor-core dK/dV kernel on every feature and on head_dims that exercise its paddings
-/// (head_dim % 16 == 8, an odd number of 8-column tiles) and both tile tables (BM 64 up to
-/// head_dim 64, BM 32 above), f16 and bf16, against GUIDE.md §3's low-precision criterion.
+/// (head_dim % 16 == 8, an odd number of 8-column tiles) and its three tile shapes (BM 64, 32
+/// and 16), f16 and bf16, against GUIDE.md §3's low-precision criterion.
 #[test]
 fn tensor_core_backward_on_every_feature() {
-    let mut cases = vec![
-        case("mma seq 1", 1, 2, 2, 1, 1, 64, p()),
-        case("mma seq 17", 2, 3, 3, 17, 17, 64, p()),
-        case("mma causal outliers", 1, 2, 2, 128, 128, 64, p().causal(true)).outliers(),
-        case("mma window bshd", 1, 2, 1, 150, 150, 64, p().window(40, 8)).bshd(),
-        case("mma one query", 1, 2, 1, 1, 127, 64, p().causal(true)),
-        case("mma one key", 1, 1, 1, 127, 1, 64, p()),
-        case("mma causal sq>sk", 2, 1, 1, 150, 60, 72, p().causal(true)),
-        case("mma window empty rows", 1, 2, 2, 80, 30, 64, p().window(2, 0)),
-        case("mma softcap", 1, 2, 2, 65, 129, 64, p().softcap(5.0)).outliers(),
-        case("mma gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).bshd(),
-        case("mma mqa window", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
-    ];
+    let mut cases = feature_cases();
     for d in [8, 40, 96, 128] {
         cases.push(case(&format!("mma d {d}"), 1, 2, 1, 37, 83, d, p().causal(true)));
     }
-    cases.extend(segment_and_dropout_cases());
     for (i, c) in cases.iter().enumerate() {
         let dtype = if i % 2 == 0 { DType::F16 } else { DType::BF16 };
         // Both dQ modes: the atomic dQ is the kernel's own; the deterministic one checks dK/dV
