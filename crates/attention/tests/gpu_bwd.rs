@@ -192,15 +192,21 @@ fn tensor_core_backward_on_every_feature() {
     }
 }
 
-#[test]
-fn the_tensor_core_backward_refuses_what_it_cannot_run() {
-    let c = case("mma f32", 1, 2, 1, 8, 8, 64, p());
-    let x = inputs(&c, DType::F32);
+/// The emulator call and dout of an f32 case, with its CPU flash forward (for error tests).
+fn f32_call_on_emu(c: &Case) -> (GpuCall, Tensor, flash::AttentionOutput) {
+    let x = inputs(c, DType::F32);
     let e = |t: &Tensor| t.to_device(&EMU).unwrap();
-    let (q, k, v, dout) = (e(&x[0]), e(&x[1]), e(&x[2]), e(&x[3]));
+    let (q, k, v) = (e(&x[0]), e(&x[1]), e(&x[2]));
     let pb = validate(&q, &k, &v, &c.params).unwrap();
     let call = GpuCall::new(&q, &k, &v, &pb).unwrap();
     let f = flash::forward(&x[0], &x[1], &x[2], &c.params).unwrap();
+    (call, e(&x[3]), f)
+}
+
+#[test]
+fn the_tensor_core_backward_refuses_what_it_cannot_run() {
+    let (call, dout, f) = f32_call_on_emu(&case("mma f32", 1, 2, 1, 8, 8, 64, p()));
+    let e = |t: &Tensor| t.to_device(&EMU).unwrap();
     let err = bwd::backward_with(&call, &e(&f.out), &e(&f.lse), &dout, false, Some(BwdKernel::Mma));
     let msg = err.err().unwrap().to_string();
     assert!(msg.contains("bwd_mma") && msg.contains("f32") && msg.contains("BwdKernel::Simt"), "{msg}");
@@ -283,13 +289,8 @@ fn fully_masked_rows_get_zero_gradients() {
 
 #[test]
 fn misuse_returns_errors_that_name_the_problem() {
-    let c = case("err", 1, 2, 1, 8, 8, 12, p());
-    let x = inputs(&c, DType::F32);
+    let (call, dout, f) = f32_call_on_emu(&case("err", 1, 2, 1, 8, 8, 12, p()));
     let e = |t: &Tensor| t.to_device(&EMU).unwrap();
-    let (q, k, v, dout) = (e(&x[0]), e(&x[1]), e(&x[2]), e(&x[3]));
-    let pb = validate(&q, &k, &v, &c.params).unwrap();
-    let call = GpuCall::new(&q, &k, &v, &pb).unwrap();
-    let f = flash::forward(&x[0], &x[1], &x[2], &c.params).unwrap();
     let (out, lse) = (e(&f.out), e(&f.lse));
     let err = bwd::backward(&call, &out, &lse, &dout, false).err().unwrap().to_string();
     assert!(err.contains("head_dim a multiple of 8") && err.contains("got 12"), "{err}");
