@@ -343,9 +343,12 @@ pub fn backward_with(
     };
     let s = dout.stride();
     [p.dout_batch_stride, p.dout_head_stride, p.dout_row_stride] = [s[0] as i64, s[1] as i64, s[2] as i64];
-    let esize = dtype.size_in_bytes();
-    let dout_aligned = p.dout.is_multiple_of(16) && s[..3].iter().all(|x| (x * esize).is_multiple_of(16));
-    let aligned16 = call.aligned16 && dout_aligned;
+    let aligned16 = call.aligned16
+        && super::rows_aligned16(
+            p.dout,
+            [p.dout_batch_stride, p.dout_head_stride, p.dout_row_stride],
+            dtype.size_in_bytes() as i64,
+        );
     let auto = pick_backward(dtype, call.arch(), aligned16, pb.head_dim);
     let kernel = match kernel {
         None => auto,

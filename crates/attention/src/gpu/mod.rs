@@ -60,6 +60,12 @@ pub fn unit_last_stride(t: &Tensor) -> Result<Tensor> {
     }
 }
 
+/// Whether rows at `addr` with (batch, head, row) strides `s` (elements of `esize` bytes) are
+/// 16-byte aligned everywhere: what cp.async and ldmatrix in the tensor-core kernels need.
+pub fn rows_aligned16(addr: u64, s: [i64; 3], esize: i64) -> bool {
+    addr.is_multiple_of(16) && s.iter().all(|x| (x * esize) % 16 == 0)
+}
+
 impl GpuCall {
     /// Prepares a call: q, k, v must be on one GPU device (validated with `pb`).
     pub fn new(q: &Tensor, k: &Tensor, v: &Tensor, pb: &Problem) -> Result<GpuCall> {
@@ -80,7 +86,7 @@ impl GpuCall {
         [params.k_batch_stride, params.k_head_stride, params.k_row_stride] = strides3(&k);
         [params.v_batch_stride, params.v_head_stride, params.v_row_stride] = strides3(&v);
         let esize = q.dtype().size_in_bytes() as i64;
-        let aligned = |addr: u64, s: [i64; 3]| addr.is_multiple_of(16) && s.iter().all(|x| (x * esize) % 16 == 0);
+        let aligned = |addr: u64, s: [i64; 3]| rows_aligned16(addr, s, esize);
         let aligned16 = aligned(qa, strides3(&q))
             && aligned(ka, strides3(&k))
             && aligned(va, strides3(&v))
