@@ -32,6 +32,11 @@ pub(crate) fn gemm(
     };
     let dev = x.gpu().clone();
     let out = GpuStorage::zeros(op, &dev, x.dtype, batches.len() * m * n)?;
+    // An empty product (k = 0 gives zeros, m or n = 0 nothing) has no cuBLAS call: cuBLAS
+    // rejects leading dimensions of 0.
+    if m == 0 || n == 0 || k == 0 || batches.is_empty() {
+        return Ok(out);
+    }
     let size = x.dtype.size_in_bytes();
     let call = |first: usize, count: usize, (x_stride, y_stride): (i64, i64)| {
         let (xo, yo) = batches[first];

@@ -17,10 +17,12 @@ use crate::storage::{CpuStorage, Storage};
 use crate::{Error, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-/// Whether a matrix with these (rows, cols) and strides can go to `gemm` as it is: a unit
-/// stride on either dim (the stride of a size-1 dim does not matter).
+/// Whether a matrix with these (rows, cols) and strides can go to `gemm` and to cuBLAS as it
+/// is: a unit stride on one dim and, on the other, a stride of at least that dim's extent (no
+/// overlapping rows or columns: cuBLAS needs `ld >= rows`; an `expand`ed operand with stride 0
+/// is copied once). The stride of a size-1 dim does not matter.
 fn gemm_ready(rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
-    cols <= 1 || rows <= 1 || cs == 1 || rs == 1
+    cols <= 1 || rows <= 1 || (cs == 1 && rs >= cols) || (rs == 1 && cs >= rows)
 }
 
 /// The stride of `dims` merged into one dim in row-major order, if their strides allow it.
