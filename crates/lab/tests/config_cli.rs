@@ -214,8 +214,7 @@ fn resume_accepts_what_it_names_and_records_it() {
 
 #[test]
 fn flags_that_do_not_apply_to_the_task_are_errors_not_ignored() {
-    let mut cfg = RunConfig::default();
-    cfg.task = TaskConfig::SelectiveCopying(Default::default());
+    let mut cfg = RunConfig { task: TaskConfig::SelectiveCopying(Default::default()), ..Default::default() };
     let flags = TrainFlags { seq_len: Some(64), ..Default::default() };
     let err = format!("{:#}", flags.overlay(&mut cfg).unwrap_err());
     assert!(err.contains("--seq-len") && err.contains("task.seq_len") && err.contains("region_len"), "{err}");
