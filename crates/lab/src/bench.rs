@@ -60,7 +60,8 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
 
 /// Reads `--model`: a preset, a JSON file or inline JSON; the object may be the model itself
 /// or a run's config.json with the model under `"model"`. Fills the fields the peer's
-/// `complete_config` defaults (`n_kv_heads = n_heads`, `d_ff = 4 d_model`, `causal` for an lm).
+/// `complete_config` defaults ([`ModelConfig::default_n_kv_heads`], [`ModelConfig::default_d_ff`],
+/// `causal` for an lm).
 pub fn parse_model(arg: &str) -> Result<ModelConfig> {
     if let Some(cfg) = preset(arg) {
         return Ok(cfg);
@@ -77,13 +78,13 @@ pub fn parse_model(arg: &str) -> Result<ModelConfig> {
         obj = inner.clone();
     }
     let Some(map) = obj.as_object_mut() else { bail!("--model JSON must be an object, got {obj}") };
-    let (heads, d_model) = (map.get("n_heads").cloned(), map.get("d_model").and_then(Value::as_u64));
+    let (heads, d_model) = (map.get("n_heads").and_then(Value::as_u64), map.get("d_model").and_then(Value::as_u64));
     let is_lm = map.get("kind").is_none_or(|k| k == "lm");
     if let Some(h) = heads {
-        map.entry("n_kv_heads").or_insert(h);
+        map.entry("n_kv_heads").or_insert(json!(ModelConfig::default_n_kv_heads(h as usize)));
     }
     if let Some(d) = d_model {
-        map.entry("d_ff").or_insert(json!(4 * d));
+        map.entry("d_ff").or_insert(json!(ModelConfig::default_d_ff(d as usize)));
     }
     map.entry("causal").or_insert(json!(is_lm));
     serde_json::from_value(obj).context("--model: not a valid model config (MODEL_SPEC.md lists the fields)")

@@ -1,6 +1,11 @@
 //! Run configuration: what `attune train` reads from flags or a TOML/JSON file, and what a
 //! run directory's `config.json` records (with the model resolved to a full `ModelConfig`,
 //! the object PyTorch's peer script reads).
+//!
+//! One [`RunConfig`] is built by overlays in a fixed order — defaults, then a config file, then
+//! flags ([`crate::flags`]), each a set of dotted keys ([`crate::overlay`]) — and then
+//! [`RunConfig::resolve`] derives the dependent values once (steps from epochs, the schedule's
+//! length, `d_ff`, `n_kv_heads`). Training takes only a [`ResolvedConfig`].
 
 use std::path::Path;
 
@@ -9,7 +14,7 @@ use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, Positions};
 use attune_optim::{EarlyStoppingConfig, OptimizerConfig, PlateauConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::tasks::{MqarConfig, Task, TaskConfig};
+use crate::tasks::{self, MqarConfig, Task, TaskConfig};
 
 /// Model settings; the vocabulary, sequence length and classes come from the task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -21,9 +26,9 @@ pub struct ModelSpec {
     pub n_layers: usize,
     /// Query heads.
     pub n_heads: usize,
-    /// Key/value heads (default: n_heads).
+    /// Key/value heads (unset: [`ModelConfig::default_n_kv_heads`], filled in by `resolve`).
     pub n_kv_heads: Option<usize>,
-    /// Feed-forward width (default: 4 d_model).
+    /// Feed-forward width (unset: [`ModelConfig::default_d_ff`], filled in by `resolve`).
     pub d_ff: Option<usize>,
     /// `gelu` or `swiglu`.
     pub mlp: MlpKind,
@@ -72,8 +77,8 @@ impl ModelSpec {
             d_model: self.d_model,
             n_layers: self.n_layers,
             n_heads: self.n_heads,
-            n_kv_heads: self.n_kv_heads.unwrap_or(self.n_heads),
-            d_ff: self.d_ff.unwrap_or(4 * self.d_model),
+            n_kv_heads: self.n_kv_heads.unwrap_or(ModelConfig::default_n_kv_heads(self.n_heads)),
+            d_ff: self.d_ff.unwrap_or(ModelConfig::default_d_ff(self.d_model)),
             mlp: self.mlp,
             norm: self.norm,
             positions: self.positions,
@@ -87,12 +92,25 @@ impl ModelSpec {
     }
 }
 
+/// What the loop does when a step's loss or gradient norm is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnNonFinite {
+    /// End the run with an error naming the step; the last checkpoint stays as it was.
+    #[default]
+    Stop,
+    /// Drop that step's update (the optimizer and its state are untouched) and count it.
+    Skip,
+}
+
 /// How long and how to train, evaluate, stop and checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainSpec {
-    /// Optimizer steps (upper bound when stopping early).
+    /// Optimizer steps (upper bound when stopping early); derived from `epochs` when set.
     pub steps: u64,
+    /// Passes over the training split (tasks with a finite one); `resolve` sets `steps` from it.
+    pub epochs: Option<f64>,
     /// Examples per step (per micro-batch times `grad_accum`).
     pub batch_size: usize,
     /// Micro-batches whose gradients are averaged per step.
@@ -119,12 +137,15 @@ pub struct TrainSpec {
     pub checkpoint_every: u64,
     /// Stop after this many seconds of training.
     pub max_time_s: Option<f64>,
+    /// A non-finite loss or gradient norm stops the run or skips the step.
+    pub on_nonfinite: OnNonFinite,
 }
 
 impl Default for TrainSpec {
     fn default() -> Self {
         TrainSpec {
             steps: 3000,
+            epochs: None,
             batch_size: 64,
             grad_accum: 1,
             seed: 0,
@@ -138,6 +159,7 @@ impl Default for TrainSpec {
             log_every: 10,
             checkpoint_every: 500,
             max_time_s: None,
+            on_nonfinite: OnNonFinite::Stop,
         }
     }
 }
@@ -192,6 +214,39 @@ impl RunConfig {
         Ok(cfg)
     }
 
+    /// Derives the values that depend on others, once, after every overlay: `train.steps`
+    /// from `train.epochs`, the schedule's length (cosine/linear `total_steps`, step
+    /// `step_size = steps / 3`) where it is unset, `model.n_kv_heads` and `model.d_ff`; then
+    /// validates. A value set explicitly is kept.
+    pub fn resolve(mut self) -> Result<ResolvedConfig> {
+        if let Some(epochs) = self.train.epochs {
+            if !(epochs.is_finite() && epochs > 0.0) {
+                bail!("epochs {epochs} must be a positive number");
+            }
+            let task = tasks::build(&self.task, self.train.seed).context("building the task to count its examples")?;
+            let n = task.train_size().with_context(|| {
+                format!("epochs needs a task with a finite training set (text), not {}; set steps instead", task.name())
+            })?;
+            let batch = self.train.batch_size.max(1);
+            self.train.steps = ((epochs * n as f64) / batch as f64).ceil().max(1.0) as u64;
+        }
+        let steps = self.train.steps;
+        match &mut self.schedule {
+            ScheduleConfig::Cosine { total_steps, .. } | ScheduleConfig::Linear { total_steps, .. }
+                if *total_steps == 0 =>
+            {
+                *total_steps = steps
+            }
+            ScheduleConfig::Step { step_size, .. } if *step_size == 0 => *step_size = (steps / 3).max(1),
+            _ => {}
+        }
+        let m = &mut self.model;
+        m.n_kv_heads.get_or_insert(ModelConfig::default_n_kv_heads(m.n_heads));
+        m.d_ff.get_or_insert(ModelConfig::default_d_ff(m.d_model));
+        self.validate()?;
+        Ok(ResolvedConfig(self))
+    }
+
     /// Checks the values no type can express.
     pub fn validate(&self) -> Result<()> {
         let t = &self.train;
@@ -213,6 +268,25 @@ impl RunConfig {
         self.optimizer.validate().context("optimizer settings")?;
         self.schedule.validate().context("schedule settings")?;
         Ok(())
+    }
+}
+
+/// A [`RunConfig`] after [`RunConfig::resolve`]: every derived value filled in and checked.
+/// Only this type trains, so no value is derived twice or from a stale input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResolvedConfig(RunConfig);
+
+impl ResolvedConfig {
+    /// The config itself.
+    pub fn into_inner(self) -> RunConfig {
+        self.0
+    }
+}
+
+impl std::ops::Deref for ResolvedConfig {
+    type Target = RunConfig;
+    fn deref(&self) -> &RunConfig {
+        &self.0
     }
 }
 

@@ -2,7 +2,9 @@
 //!
 //! - [`tasks`]: MQAR, induction heads, selective copying and JSONL text classification,
 //!   generated deterministically from (seed, split, batch index).
-//! - [`config`]: run settings from flags or TOML/JSON; `config.json` in every run directory.
+//! - [`config`]: the run config and its `resolve` step; `config.json` in every run directory.
+//! - [`flags`]: `attune train`'s flags as overlays on the config, and what `--resume` may change.
+//! - [`overlay`]: dotted-key access (`model.d_model`) shared by flags, resume and searches.
 //! - [`train`]: the loop (accumulation, clipping, schedules, evaluation, early stopping,
 //!   checkpoints on Ctrl-C, exact resume); [`evaluate`] for held-out metrics.
 //! - [`metrics`], [`plots`], [`probe`]: what a run leaves behind.
@@ -12,7 +14,10 @@ pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod evaluate;
+pub mod flags;
+pub mod jsonfloat;
 pub mod metrics;
+pub mod overlay;
 pub mod plots;
 pub mod probe;
 mod progress;

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-/// One measurement.
+/// One measurement. Non-finite values are written as `"NaN"`, `"inf"` or `"-inf"`
+/// ([`crate::jsonfloat`]), so every line is valid JSON that reads back.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {
     /// Optimizer steps done.
@@ -15,16 +16,22 @@ pub struct MetricRow {
     /// `train` (mean over the last logged steps), `valid` or `test`.
     pub split: String,
     /// Mean cross-entropy.
+    #[serde(with = "crate::jsonfloat")]
     pub loss: f64,
     /// Accuracy on supervised targets.
+    #[serde(with = "crate::jsonfloat")]
     pub accuracy: f64,
     /// Learning rate of the last step.
+    #[serde(with = "crate::jsonfloat")]
     pub lr: f64,
     /// Global gradient norm before clipping (training rows).
+    #[serde(default, with = "crate::jsonfloat::option")]
     pub grad_norm: Option<f64>,
     /// Training throughput in tokens per second (training rows).
+    #[serde(default, with = "crate::jsonfloat::option")]
     pub tokens_per_s: Option<f64>,
     /// Seconds of training so far.
+    #[serde(with = "crate::jsonfloat")]
     pub elapsed_s: f64,
 }
 

@@ -33,6 +33,9 @@ pub struct RunState {
     pub best_accuracy: Option<(u64, f64)>,
     /// The optimizer's scalar state (step counts, lr).
     pub optimizer: serde_json::Value,
+    /// Steps dropped for a non-finite loss or gradient norm (`on_nonfinite = skip`).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 impl RunState {
@@ -50,6 +53,7 @@ impl RunState {
             plateau: None,
             best_accuracy: None,
             optimizer: serde_json::Value::Null,
+            skipped_steps: 0,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The training loop behind `attune train`: deterministic data by step, gradient
 //! accumulation and clipping, schedule and plateau, held-out evaluation, early stopping,
-//! checkpoints (also on Ctrl-C) and exact resume.
+//! checkpoints (also on Ctrl-C), exact resume, and non-finite steps stopped or skipped
+//! (docs/run-config.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,11 +14,12 @@ use attune_optim::{
     DecaySplit, EarlyStopping, GradAccumulator, Mode, Optimizer, ReduceOnPlateau, clip_grad_norm, grad_norm,
     split_decay,
 };
+use attune_tensor::Var;
 use attune_tensor::{DType, Device, Rng};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{DeviceBatch, forward};
-use crate::config::{RunConfig, SavedConfig};
+use crate::config::{OnNonFinite, ResolvedConfig, SavedConfig};
 use crate::evaluate::{EvalResult, evaluate, final_split};
 use crate::metrics::{MetricRow, MetricsLog};
 use crate::progress::Progress;
@@ -31,7 +33,8 @@ pub struct Summary {
     pub task: String,
     /// Accuracy on fresh held-out data at the end (the test split when the task has one).
     pub eval_accuracy: f64,
-    /// Loss on the same data.
+    /// Loss on the same data (non-finite as `"NaN"`/`"inf"`, see [`crate::jsonfloat`]).
+    #[serde(with = "crate::jsonfloat")]
     pub eval_loss: f64,
     /// The split those came from.
     pub eval_split: String,
@@ -51,6 +54,9 @@ pub struct Summary {
     pub parameters: usize,
     /// Device trained on.
     pub device: String,
+    /// Steps whose update was dropped for a non-finite loss or gradient (`on_nonfinite = skip`).
+    #[serde(default)]
+    pub skipped_steps: u64,
 }
 
 /// How the loop ended.
@@ -108,7 +114,7 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 
 /// Everything the loop holds.
 struct Run {
-    cfg: RunConfig,
+    cfg: ResolvedConfig,
     dir: PathBuf,
     task: Box<dyn Task>,
     model: Model,
@@ -118,17 +124,75 @@ struct Run {
     state: RunState,
     device: Device,
     metrics: MetricsLog,
+    /// The step of the newest checkpoint on disk (None before the first).
+    checkpointed: Option<u64>,
+}
+
+/// What one optimizer step measured.
+#[derive(Default)]
+struct StepOutcome {
+    /// Mean loss over the micro-batches.
+    loss: f64,
+    /// Correct and counted targets.
+    correct: usize,
+    counted: usize,
+    /// Tokens trained on.
+    tokens: u64,
+    /// Global gradient norm before clipping.
+    grad_norm: f64,
+}
+
+impl StepOutcome {
+    fn is_finite(&self) -> bool {
+        self.loss.is_finite() && self.grad_norm.is_finite()
+    }
+}
+
+/// Training measurements since the last training row (finite steps only).
+#[derive(Default)]
+struct Window {
+    loss: f64,
+    correct: usize,
+    counted: usize,
+    steps: u64,
+    tokens: u64,
+    time: f64,
+    grad_norm: f64,
+}
+
+impl Window {
+    fn add(&mut self, out: &StepOutcome) {
+        self.loss += out.loss;
+        self.correct += out.correct;
+        self.counted += out.counted;
+        self.steps += 1;
+        self.tokens += out.tokens;
+        self.grad_norm = out.grad_norm;
+    }
+
+    /// The training row for `step`, or None when every step since the last row was skipped.
+    fn row(&self, step: u64, lr: f64, elapsed_s: f64) -> Option<MetricRow> {
+        (self.steps > 0).then(|| MetricRow {
+            step,
+            split: "train".into(),
+            loss: self.loss / self.steps as f64,
+            accuracy: self.correct as f64 / self.counted.max(1) as f64,
+            lr,
+            grad_norm: Some(self.grad_norm),
+            tokens_per_s: Some(self.tokens as f64 / self.time.max(1e-9)),
+            elapsed_s,
+        })
+    }
 }
 
 /// Trains as `cfg` says into `dir` (or continues the run there with `opts.resume`).
-pub fn train(cfg: RunConfig, dir: &Path, opts: &LoopOptions) -> Result<Ending> {
+pub fn train(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions) -> Result<Ending> {
     let mut run = Run::setup(cfg, dir, opts)?;
     run.run_loop(opts)
 }
 
 impl Run {
-    fn setup(cfg: RunConfig, dir: &Path, opts: &LoopOptions) -> Result<Run> {
-        cfg.validate()?;
+    fn setup(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions) -> Result<Run> {
         let device = resolve_device(&cfg.device)?;
         let seed = cfg.train.seed;
         let task = tasks::build(&cfg.task, seed).context("building the task")?;
@@ -142,26 +206,105 @@ impl Run {
         let state = if opts.resume {
             runstate::load(dir, &model, optimizer.as_mut(), early.as_mut(), plateau.as_mut())?
         } else {
-            let saved = SavedConfig {
-                task: task.config(),
-                model: model_cfg,
-                model_spec: cfg.model.clone(),
-                optimizer: cfg.optimizer.clone(),
-                schedule: cfg.schedule.clone(),
-                train: cfg.train.clone(),
-                device: cfg.device.clone(),
-            };
-            attune_nn::checkpoint::write_atomic(
-                &dir.join("config.json"),
-                serde_json::to_string_pretty(&saved)?.as_bytes(),
-            )?;
             for stale in ["state.json", "best.safetensors", "summary.json"] {
                 let _ = std::fs::remove_file(dir.join(stale));
             }
             RunState::fresh(seed, cfg.optimizer.lr())
         };
+        // Written on resume too: config.json records what --resume was allowed to change.
+        let saved = SavedConfig {
+            task: task.config(),
+            model: model_cfg,
+            model_spec: cfg.model.clone(),
+            optimizer: cfg.optimizer.clone(),
+            schedule: cfg.schedule.clone(),
+            train: cfg.train.clone(),
+            device: cfg.device.clone(),
+        };
+        attune_nn::checkpoint::write_atomic(
+            &dir.join("config.json"),
+            serde_json::to_string_pretty(&saved)?.as_bytes(),
+        )?;
         let metrics = MetricsLog::open(dir, opts.resume.then_some(state.step))?;
-        Ok(Run { cfg, dir: dir.to_path_buf(), task, model, optimizer, early, plateau, state, device, metrics })
+        let checkpointed = opts.resume.then_some(state.step);
+        Ok(Run {
+            cfg,
+            dir: dir.to_path_buf(),
+            task,
+            model,
+            optimizer,
+            early,
+            plateau,
+            state,
+            device,
+            metrics,
+            checkpointed,
+        })
+    }
+
+    /// One optimizer step: forward and backward over the micro-batches, the gradient norm
+    /// (clipped when configured), and the update — only when loss and norm are finite, so a
+    /// non-finite step leaves the weights and the optimizer state untouched.
+    fn step(&mut self, ctx: &mut Ctx, params: &[Var]) -> Result<StepOutcome> {
+        let t = &self.cfg.train;
+        let micro = t.batch_size / t.grad_accum;
+        let mut out = StepOutcome::default();
+        let mut acc = GradAccumulator::new(params);
+        let mut single = None;
+        for m in 0..t.grad_accum as u64 {
+            let index = self.state.step * t.grad_accum as u64 + m;
+            let batch = DeviceBatch::new(&self.task.batch(Split::Train, index, micro)?, &self.device)?;
+            let fwd = forward(&self.model, &batch, ctx)?;
+            out.loss += fwd.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? / t.grad_accum as f64;
+            out.correct += fwd.correct;
+            out.counted += fwd.counted;
+            out.tokens += batch.tokens_count as u64;
+            let grads = fwd.loss.backward()?;
+            // One micro-batch needs no averaging copy.
+            if t.grad_accum == 1 {
+                single = Some(grads);
+            } else {
+                acc.add(&grads)?;
+            }
+        }
+        let mut grads = match single {
+            Some(g) => g,
+            None => acc.take_mean()?,
+        };
+        out.grad_norm = match t.clip_grad_norm {
+            Some(max) => clip_grad_norm(&mut grads, params, max)?,
+            None => grad_norm(&grads, params)?,
+        };
+        if out.is_finite() {
+            self.optimizer.step(&grads)?;
+        }
+        Ok(out)
+    }
+
+    /// The error that ends a run at a non-finite step: the step, what was not finite, the likely
+    /// cause and what was kept.
+    fn divergence(&self, step: u64, out: &StepOutcome, lr: f64) -> anyhow::Error {
+        let t = &self.cfg.train;
+        let clip = match t.clip_grad_norm {
+            Some(c) => format!("clipping at --clip {c} did not contain it; lower --lr or clip tighter"),
+            None => "gradients are not clipped; lower --lr or clip them (--clip 1.0)".into(),
+        };
+        let kept = match self.checkpointed {
+            Some(k) => format!(
+                "the last good checkpoint (step {k}) in {} is kept; `attune train --resume {} --on-nonfinite skip` continues from it",
+                self.dir.display(),
+                self.dir.display()
+            ),
+            None => format!("no checkpoint was written before it (checkpoint_every {})", t.checkpoint_every),
+        };
+        anyhow::anyhow!(
+            "training diverged at step {step}: loss {} and gradient norm {} (learning rate {lr:e}). \
+             The learning rate is likely too high and {clip}; or pass --on-nonfinite skip to drop such steps. \
+             Nothing after step {} was checkpointed: {kept}; metrics.jsonl holds the finite rows before it.",
+            out.loss,
+            out.grad_norm,
+            step - 1
+        )
     }
 
     fn run_loop(&mut self, opts: &LoopOptions) -> Result<Ending> {
@@ -180,63 +323,37 @@ impl Run {
         let micro = t.batch_size / t.grad_accum;
         let mut ctx = Ctx::train_with(Rng::from_state(self.state.dropout_rng.0, self.state.dropout_rng.1));
         let params = self.model.store().vars();
-        let (mut window_loss, mut window_correct, mut window_counted, mut window_steps) = (0.0, 0usize, 0usize, 0u64);
-        let (mut window_tokens, mut window_time) = (0u64, 0.0f64);
+        let mut window = Window::default();
         let mut stopped = "max steps".to_string();
         while self.state.step < t.steps {
             let lr = self.cfg.schedule.lr_at(self.state.step, self.state.base_lr);
             self.optimizer.set_lr(lr)?;
             let started = Instant::now();
-            let mut acc = GradAccumulator::new(&params);
-            let mut single = None;
-            for m in 0..t.grad_accum as u64 {
-                let index = self.state.step * t.grad_accum as u64 + m;
-                let batch = DeviceBatch::new(&self.task.batch(Split::Train, index, micro)?, &self.device)?;
-                let out = forward(&self.model, &batch, &mut ctx)?;
-                window_loss += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? / t.grad_accum as f64;
-                window_correct += out.correct;
-                window_counted += out.counted;
-                window_tokens += batch.tokens_count as u64;
-                self.state.tokens_seen += batch.tokens_count as u64;
-                let grads = out.loss.backward()?;
-                // One micro-batch needs no averaging copy.
-                if t.grad_accum == 1 {
-                    single = Some(grads);
-                } else {
-                    acc.add(&grads)?;
-                }
-            }
-            let mut grads = match single {
-                Some(g) => g,
-                None => acc.take_mean()?,
-            };
-            let last_norm = match t.clip_grad_norm {
-                Some(max) => clip_grad_norm(&mut grads, &params, max)?,
-                None => grad_norm(&grads, &params)?,
-            };
-            self.optimizer.step(&grads)?;
-            drop(grads);
+            let out = self.step(&mut ctx, &params)?;
             self.state.step += 1;
+            let step = self.state.step;
             let dt = started.elapsed().as_secs_f64();
             self.state.elapsed_s += dt;
-            window_time += dt;
-            window_steps += 1;
-            let step = self.state.step;
+            self.state.tokens_seen += out.tokens;
+            window.time += dt;
+            if out.is_finite() {
+                window.add(&out);
+            } else if t.on_nonfinite == OnNonFinite::Skip {
+                self.state.skipped_steps += 1;
+                progress.message(&format!(
+                    "step {step:>6}  skipped: loss {} gradient norm {} (--on-nonfinite skip)",
+                    out.loss, out.grad_norm
+                ));
+            } else {
+                progress.finish();
+                return Err(self.divergence(step, &out, lr));
+            }
             if step.is_multiple_of(t.log_every) || step == t.steps {
-                let row = MetricRow {
-                    step,
-                    split: "train".into(),
-                    loss: window_loss / window_steps as f64,
-                    accuracy: window_correct as f64 / window_counted.max(1) as f64,
-                    lr,
-                    grad_norm: Some(last_norm),
-                    tokens_per_s: Some(window_tokens as f64 / window_time.max(1e-9)),
-                    elapsed_s: self.state.elapsed_s,
-                };
-                self.metrics.write(&row)?;
-                progress.update(step, row.loss, row.accuracy, row.tokens_per_s.unwrap_or(0.0));
-                (window_loss, window_correct, window_counted, window_steps, window_tokens, window_time) =
-                    (0.0, 0, 0, 0, 0, 0.0);
+                if let Some(row) = window.row(step, lr, self.state.elapsed_s) {
+                    self.metrics.write(&row)?;
+                    progress.update(step, row.loss, row.accuracy, row.tokens_per_s.unwrap_or(0.0));
+                }
+                window = Window::default();
             }
             if step.is_multiple_of(t.eval_every) || step == t.steps {
                 let ev = evaluate(&self.model, self.task.as_ref(), Split::Valid, t.eval_batches, micro, &self.device)?;
@@ -271,6 +388,7 @@ impl Run {
             if step.is_multiple_of(t.checkpoint_every) || interrupt {
                 self.state.dropout_rng = (ctx.rng.seed(), ctx.rng.offset());
                 runstate::save(&self.dir, &self.model, self.optimizer.as_ref(), self.early.as_ref(), &self.state)?;
+                self.checkpointed = Some(step);
             }
             if interrupt {
                 progress.finish();
@@ -341,6 +459,7 @@ impl Run {
             stopped,
             parameters: self.model.store().num_elements(),
             device: self.device.to_string(),
+            skipped_steps: self.state.skipped_steps,
         };
         attune_nn::checkpoint::write_atomic(
             &self.dir.join("summary.json"),

@@ -46,15 +46,17 @@ fn losses(dir: &Path) -> Vec<(u64, String, u64, u64)> {
 #[test]
 fn an_interrupted_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let Ending::Done(full) = train(tiny(24), a.path(), &quiet()).unwrap() else { panic!("run a was interrupted") };
+    let Ending::Done(full) = train(tiny(24).resolve().unwrap(), a.path(), &quiet()).unwrap() else {
+        panic!("run a was interrupted")
+    };
     let opts = LoopOptions { interrupt_after: Some(13), ..quiet() };
-    assert_eq!(train(tiny(24), b.path(), &opts).unwrap(), Ending::Interrupted { step: 13 });
+    assert_eq!(train(tiny(24).resolve().unwrap(), b.path(), &opts).unwrap(), Ending::Interrupted { step: 13 });
     // What the interrupted run logged must be a prefix of the full run's log.
     let partial = losses(b.path());
     assert_eq!(partial[..], losses(a.path())[..partial.len()]);
     let saved = SavedConfig::load(b.path()).unwrap();
     let resume = LoopOptions { resume: true, ..quiet() };
-    let Ending::Done(resumed) = train(saved.run(), b.path(), &resume).unwrap() else {
+    let Ending::Done(resumed) = train(saved.run().resolve().unwrap(), b.path(), &resume).unwrap() else {
         panic!("resume was interrupted")
     };
     assert_eq!(losses(a.path()), losses(b.path()), "metrics differ after resume");
@@ -99,7 +101,9 @@ fn the_default_recipe_learns_mqar_and_eval_reproduces_the_summary() {
     cfg.train.early_stopping = None;
     cfg.train.plateau = None;
     cfg.optimizer.set_lr(3e-3);
-    let Ending::Done(s) = train(cfg, dir.path(), &LoopOptions { quiet: true, ..Default::default() }).unwrap() else {
+    let Ending::Done(s) =
+        train(cfg.resolve().unwrap(), dir.path(), &LoopOptions { quiet: true, ..Default::default() }).unwrap()
+    else {
         panic!("interrupted")
     };
     // Chance is 1/32 over the value half of the vocabulary; a working loop is far past it by 150 steps.
@@ -139,7 +143,7 @@ fn text_classification_learns_the_sample_file() {
     cfg.train.target_accuracy = None;
     cfg.optimizer.set_lr(3e-3);
     cfg.device = "cpu".into();
-    let Ending::Done(s) = train(cfg, dir.path(), &quiet()).unwrap() else { panic!("interrupted") };
+    let Ending::Done(s) = train(cfg.resolve().unwrap(), dir.path(), &quiet()).unwrap() else { panic!("interrupted") };
     assert_eq!(s.eval_split, "valid");
     assert_eq!(s.eval_targets, 40, "the whole 20% validation split is measured once");
     assert!(s.eval_accuracy >= 0.8, "text accuracy {}", s.eval_accuracy);
@@ -171,14 +175,17 @@ fn config_files_parse_and_reject_unknown_fields() {
 fn resume_refuses_a_checkpoint_whose_files_disagree() {
     let dir = tempfile::tempdir().unwrap();
     assert!(matches!(
-        train(tiny(12), dir.path(), &LoopOptions { interrupt_after: Some(6), ..quiet() }).unwrap(),
+        train(tiny(12).resolve().unwrap(), dir.path(), &LoopOptions { interrupt_after: Some(6), ..quiet() }).unwrap(),
         Ending::Interrupted { step: 6 }
     ));
     let state_path = dir.path().join("state.json");
     let state = std::fs::read_to_string(&state_path).unwrap().replace("\"step\": 6", "\"step\": 5");
     std::fs::write(&state_path, state).unwrap();
     let saved = SavedConfig::load(dir.path()).unwrap();
-    let err = format!("{:#}", train(saved.run(), dir.path(), &LoopOptions { resume: true, ..quiet() }).unwrap_err());
+    let err = format!(
+        "{:#}",
+        train(saved.run().resolve().unwrap(), dir.path(), &LoopOptions { resume: true, ..quiet() }).unwrap_err()
+    );
     assert!(err.contains("step") && err.contains("model.safetensors"), "{err}");
     let empty = tempfile::tempdir().unwrap();
     let err = format!("{:#}", SavedConfig::load(empty.path()).unwrap_err());

@@ -82,8 +82,19 @@ pub struct ModelConfig {
 }
 
 impl ModelConfig {
-    /// A causal language model with PyTorch-like defaults: `n_kv_heads = n_heads`,
-    /// `d_ff = 4 d_model`, GELU MLP, LayerNorm, learned positions, no dropout.
+    /// The feed-forward width when a config leaves it out: `4 d_model` (the one place this
+    /// default is stated; the lab's run config and `attune bench-step` call it).
+    pub const fn default_d_ff(d_model: usize) -> usize {
+        4 * d_model
+    }
+
+    /// The key/value heads when a config leaves them out: `n_heads` (no GQA).
+    pub const fn default_n_kv_heads(n_heads: usize) -> usize {
+        n_heads
+    }
+
+    /// A causal language model with PyTorch-like defaults: [`default_n_kv_heads`](Self::default_n_kv_heads),
+    /// [`default_d_ff`](Self::default_d_ff), GELU MLP, LayerNorm, learned positions, no dropout.
     pub fn lm(vocab_size: usize, max_seq_len: usize, d_model: usize, n_layers: usize, n_heads: usize) -> ModelConfig {
         ModelConfig {
             kind: ModelKind::Lm,
@@ -92,8 +103,8 @@ impl ModelConfig {
             d_model,
             n_layers,
             n_heads,
-            n_kv_heads: n_heads,
-            d_ff: 4 * d_model,
+            n_kv_heads: Self::default_n_kv_heads(n_heads),
+            d_ff: Self::default_d_ff(d_model),
             mlp: MlpKind::Gelu,
             norm: NormKind::LayerNorm,
             positions: Positions::Learned,

@@ -30,7 +30,9 @@ pub enum ScheduleConfig {
         /// Steps of warm-up (default 0).
         #[serde(default)]
         warmup_steps: u64,
-        /// The step at which the rate reaches `min_lr` (> warmup_steps).
+        /// The step at which the rate reaches `min_lr` (> warmup_steps). Omitted or 0: not
+        /// yet known; a caller that knows the run's length fills it in before [`validate`](Self::validate).
+        #[serde(default)]
         total_steps: u64,
         /// The final rate (absolute, default 0).
         #[serde(default)]
@@ -41,7 +43,9 @@ pub enum ScheduleConfig {
         /// Steps of warm-up (default 0).
         #[serde(default)]
         warmup_steps: u64,
-        /// The step at which the rate reaches `min_lr` (> warmup_steps).
+        /// The step at which the rate reaches `min_lr` (> warmup_steps). Omitted or 0: not
+        /// yet known; a caller that knows the run's length fills it in before [`validate`](Self::validate).
+        #[serde(default)]
         total_steps: u64,
         /// The final rate (absolute, default 0).
         #[serde(default)]
@@ -49,7 +53,9 @@ pub enum ScheduleConfig {
     },
     /// `base * gamma^floor(step / step_size)` (PyTorch's `StepLR`).
     Step {
-        /// Steps between decays (>= 1).
+        /// Steps between decays (>= 1). Omitted or 0: not yet known, filled in by the caller
+        /// from the run's length.
+        #[serde(default)]
         step_size: u64,
         /// Factor per decay (default 0.1).
         #[serde(default = "default_gamma")]

@@ -111,7 +111,8 @@ pub struct TextConfig {
     /// paths are taken from the current directory.
     pub path: PathBuf,
     /// An optional separate test file; without one the task has no test split.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Written as `null` when unset so that `task.test_path` is a key a flag can set.
+    #[serde(default)]
     pub test_path: Option<PathBuf>,
     /// Texts are truncated to this many UTF-8 bytes (tokens); at least 1.
     #[serde(default = "default_max_len")]
@@ -122,7 +123,7 @@ pub struct TextConfig {
     /// The label of each class id, in order. Leave it out to use the sorted unique labels of
     /// the training file; [`super::Task::config`] fills it in, so a config saved with a
     /// checkpoint evaluates with the same mapping.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub classes: Option<Vec<Label>>,
 }
 

@@ -1,0 +1,330 @@
+//! `attune train`'s flags and how they become one resolved run config.
+//!
+//! A new run: defaults, then `--config FILE`, then the flags, each overlaid on one
+//! [`RunConfig`] by dotted key ([`crate::overlay`]), then [`RunConfig::resolve`].
+//! `--resume DIR`: the run's `config.json`, then the flags, then `resolve`; the result is
+//! compared with the saved run and any difference outside [`RESUME_MAY_CHANGE`] is refused.
+//! docs/run-config.md describes both.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use attune_optim::{EarlyStoppingConfig, Mode, OptimizerConfig, ScheduleConfig};
+use clap::Args;
+use serde_json::{Value, json};
+
+use crate::config::{ResolvedConfig, RunConfig, SavedConfig};
+use crate::overlay::{self, Change};
+use crate::tasks::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
+
+/// The settings `--resume` lets a flag change, as dotted keys: when to stop, how often to save,
+/// where to run and what to do on a non-finite step. None of them changes the steps already
+/// taken, so the resumed run is still the run its checkpoint belongs to (bit for bit on the
+/// same device). Thread count, `--quiet` and `--no-plots` are not part of the config at all.
+pub const RESUME_MAY_CHANGE: [&str; 7] = [
+    "train.steps",
+    "train.epochs",
+    "train.max_time_s",
+    "train.target_accuracy",
+    "train.checkpoint_every",
+    "train.on_nonfinite",
+    "device",
+];
+
+/// Flags of `attune train`; each one that is given overrides the config file's value.
+#[derive(Args, Debug, Clone, Default)]
+pub struct TrainFlags {
+    /// Settings file (TOML or JSON); flags override it.
+    #[arg(long, conflicts_with = "resume")]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this directory exactly where its checkpoint left off.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Run directory (default runs/<task>-seed<seed>).
+    #[arg(long, conflicts_with = "resume")]
+    pub out: Option<PathBuf>,
+    /// Task: mqar, induction, selective-copying or text.
+    #[arg(long)]
+    pub task: Option<String>,
+    /// JSONL file of {"text", "label"} lines (task text).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Separate JSONL test file (task text).
+    #[arg(long)]
+    pub test_data: Option<PathBuf>,
+    /// Vocabulary size (synthetic tasks).
+    #[arg(long)]
+    pub vocab: Option<usize>,
+    /// Sequence length (mqar, induction; max_len for text).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// Key-value pairs per MQAR sequence.
+    #[arg(long)]
+    pub kv_pairs: Option<usize>,
+    /// Model width.
+    #[arg(long)]
+    pub d_model: Option<usize>,
+    /// Transformer blocks.
+    #[arg(long)]
+    pub layers: Option<usize>,
+    /// Attention heads.
+    #[arg(long)]
+    pub heads: Option<usize>,
+    /// Key/value heads (GQA; default: --heads).
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    /// Feed-forward width (default: 4 d_model).
+    #[arg(long)]
+    pub d_ff: Option<usize>,
+    /// gelu or swiglu.
+    #[arg(long)]
+    pub mlp: Option<String>,
+    /// layernorm or rmsnorm.
+    #[arg(long)]
+    pub norm: Option<String>,
+    /// learned, rope, alibi or none.
+    #[arg(long)]
+    pub positions: Option<String>,
+    /// Sliding window LEFT,RIGHT (-1 unbounded).
+    #[arg(long, value_parser = parse_window, allow_hyphen_values = true)]
+    pub window: Option<[i64; 2]>,
+    /// Attention softcap.
+    #[arg(long)]
+    pub softcap: Option<f64>,
+    /// Dropout in training.
+    #[arg(long)]
+    pub dropout: Option<f64>,
+    /// sgd, adam, adamw or adafactor (its defaults; the learning rate carries over except to adafactor).
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight decay (decoupled for adamw, L2 otherwise).
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// constant, warmup, cosine, linear or step; decay schedules span the run's final steps.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Warm-up steps (warmup, cosine and linear schedules).
+    #[arg(long)]
+    pub warmup: Option<u64>,
+    /// Optimizer steps.
+    #[arg(long, conflicts_with = "epochs")]
+    pub steps: Option<u64>,
+    /// Epochs over the training split (text task); sets the steps.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Micro-batches per step (gradient accumulation).
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Seed of model, data and dropout.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Evaluate every N steps.
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Held-out batches per evaluation.
+    #[arg(long)]
+    pub eval_batches: Option<usize>,
+    /// Stop when held-out accuracy reaches this (0 disables).
+    #[arg(long)]
+    pub target_accuracy: Option<f64>,
+    /// Early stopping: evaluations without improvement of held-out accuracy.
+    #[arg(long)]
+    pub patience: Option<u64>,
+    /// Early stopping: smallest improvement that counts.
+    #[arg(long)]
+    pub min_delta: Option<f64>,
+    /// Clip gradients to this global norm (0 disables).
+    #[arg(long)]
+    pub clip: Option<f64>,
+    /// Checkpoint every N steps.
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Stop after this many seconds.
+    #[arg(long)]
+    pub max_time: Option<f64>,
+    /// On a NaN or infinite loss or gradient norm: stop (default) or skip that step's update.
+    #[arg(long)]
+    pub on_nonfinite: Option<String>,
+    /// auto, cpu, cuda, cuda:N or emu.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Skip the PNG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+    /// Act as if Ctrl-C arrived after N steps (for testing resume).
+    #[arg(long, hide = true)]
+    pub interrupt_after: Option<u64>,
+}
+
+fn parse_window(s: &str) -> Result<[i64; 2], String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    match parts.as_slice() {
+        [l, r] => Ok([l.trim().parse().map_err(|e| format!("{e}"))?, r.trim().parse().map_err(|e| format!("{e}"))?]),
+        _ => Err(format!("window '{s}' must be LEFT,RIGHT, e.g. 32,0")),
+    }
+}
+
+/// A positive value, or `null` for 0 (flags where 0 means "off").
+fn zero_is_off(v: f64) -> Value {
+    if v > 0.0 { json!(v) } else { Value::Null }
+}
+
+impl TrainFlags {
+    /// The config this invocation trains: a new run's, or the resumed run's after checking
+    /// that the flags change only what [`RESUME_MAY_CHANGE`] allows.
+    pub fn run_config(&self) -> Result<ResolvedConfig> {
+        match &self.resume {
+            Some(dir) => self.resume_config(&SavedConfig::load(dir)?),
+            None => {
+                let mut cfg = match &self.config {
+                    Some(p) => RunConfig::from_file(p)?,
+                    None => RunConfig::default(),
+                };
+                self.overlay(&mut cfg)?;
+                cfg.resolve()
+            }
+        }
+    }
+
+    /// The run directory: `--resume`'s, `--out`, or `runs/<task>-seed<seed>`.
+    pub fn run_dir(&self, cfg: &RunConfig) -> PathBuf {
+        match (&self.resume, &self.out) {
+            (Some(dir), _) | (None, Some(dir)) => dir.clone(),
+            (None, None) => PathBuf::from(format!("runs/{}-seed{}", cfg.task.name(), cfg.train.seed)),
+        }
+    }
+
+    /// The saved run with these flags overlaid, refused when they change anything outside
+    /// [`RESUME_MAY_CHANGE`]; the error lists each such setting with its old and new value.
+    pub fn resume_config(&self, saved: &SavedConfig) -> Result<ResolvedConfig> {
+        let old = saved.run().resolve().context("the saved config.json no longer resolves")?;
+        let mut cfg = saved.run();
+        self.overlay(&mut cfg)?;
+        let new = cfg.resolve()?;
+        let refused: Vec<Change> = overlay::changes(&*old, &*new)?
+            .into_iter()
+            .filter(|c| !RESUME_MAY_CHANGE.iter().any(|k| c.key == *k || c.key.starts_with(&format!("{k}."))))
+            .collect();
+        if !refused.is_empty() {
+            let list: Vec<String> = refused.iter().map(|c| format!("  {c}")).collect();
+            bail!(
+                "--resume continues a run exactly as it was configured, but these flags change it:\n{}\n\
+                 only {} may change on resume; start a new run (--out DIR) to train with other settings",
+                list.join("\n"),
+                RESUME_MAY_CHANGE.join(", ")
+            );
+        }
+        Ok(new)
+    }
+
+    /// Overlays every given flag onto `cfg`, in an order where a flag that replaces a whole
+    /// table (`--task`, `--optimizer`, `--schedule`) comes before the flags that set its fields.
+    pub fn overlay(&self, cfg: &mut RunConfig) -> Result<()> {
+        if let Some(name) = &self.task {
+            cfg.task = self.task_defaults(name)?;
+        }
+        if let Some(name) = &self.optimizer {
+            let lr = cfg.optimizer.lr();
+            cfg.optimizer = OptimizerConfig::from_name(name)?;
+            // Adafactor's rate is relative (its own default), so an absolute rate does not carry over.
+            if name != "adafactor" {
+                cfg.optimizer.set_lr(lr);
+            }
+        }
+        if let Some(name) = &self.schedule {
+            cfg.schedule = schedule_named(name)?;
+        }
+        if (self.patience.is_some() || self.min_delta.is_some()) && cfg.train.early_stopping.is_none() {
+            cfg.train.early_stopping = Some(EarlyStoppingConfig { mode: Mode::Max, ..Default::default() });
+        }
+        for (flag, key, value) in self.settings(&cfg.task) {
+            overlay::set(cfg, key, value).with_context(|| format!("--{flag}"))?;
+        }
+        Ok(())
+    }
+
+    /// A task with its defaults, for `--task NAME`.
+    fn task_defaults(&self, name: &str) -> Result<TaskConfig> {
+        Ok(match name {
+            "mqar" => TaskConfig::Mqar(MqarConfig::default()),
+            "induction" => TaskConfig::InductionHeads(InductionConfig::default()),
+            "selective-copying" => TaskConfig::SelectiveCopying(SelectiveCopyingConfig::default()),
+            "text" => TaskConfig::TextClassification(TextConfig::new(
+                self.data.clone().context("--task text needs --data FILE.jsonl")?,
+            )),
+            other => bail!("unknown task '{other}'; choose mqar, induction, selective-copying or text"),
+        })
+    }
+
+    /// The flags that set one field each: (flag, dotted key, value).
+    fn settings(&self, task: &TaskConfig) -> Vec<(&'static str, &'static str, Value)> {
+        let seq_key = match task {
+            TaskConfig::TextClassification(_) => "task.max_len",
+            _ => "task.seq_len",
+        };
+        let lower = |s: &String| json!(s.to_ascii_lowercase());
+        let given: [(&str, &str, Option<Value>); 35] = [
+            ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
+            ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
+            ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
+            ("seq-len", seq_key, self.seq_len.map(|v| json!(v))),
+            ("kv-pairs", "task.num_kv_pairs", self.kv_pairs.map(|v| json!(v))),
+            ("d-model", "model.d_model", self.d_model.map(|v| json!(v))),
+            ("layers", "model.n_layers", self.layers.map(|v| json!(v))),
+            ("heads", "model.n_heads", self.heads.map(|v| json!(v))),
+            ("kv-heads", "model.n_kv_heads", self.kv_heads.map(|v| json!(v))),
+            ("d-ff", "model.d_ff", self.d_ff.map(|v| json!(v))),
+            ("mlp", "model.mlp", self.mlp.as_ref().map(lower)),
+            ("norm", "model.norm", self.norm.as_ref().map(lower)),
+            ("positions", "model.positions", self.positions.as_ref().map(lower)),
+            ("window", "model.window", self.window.map(|v| json!(v))),
+            ("softcap", "model.softcap", self.softcap.map(|v| json!(v))),
+            ("dropout", "model.dropout", self.dropout.map(|v| json!(v))),
+            ("lr", "optimizer.lr", self.lr.map(|v| json!(v))),
+            ("weight-decay", "optimizer.weight_decay", self.weight_decay.map(|v| json!(v))),
+            ("warmup", "schedule.warmup_steps", self.warmup.map(|v| json!(v))),
+            // A flag beats the file: --steps drops a file's epochs, --epochs replaces its steps.
+            ("steps", "train.steps", self.steps.map(|v| json!(v))),
+            ("steps", "train.epochs", self.steps.map(|_| Value::Null)),
+            ("epochs", "train.epochs", self.epochs.map(|v| json!(v))),
+            ("batch", "train.batch_size", self.batch.map(|v| json!(v))),
+            ("grad-accum", "train.grad_accum", self.grad_accum.map(|v| json!(v))),
+            ("seed", "train.seed", self.seed.map(|v| json!(v))),
+            ("eval-every", "train.eval_every", self.eval_every.map(|v| json!(v))),
+            ("eval-batches", "train.eval_batches", self.eval_batches.map(|v| json!(v))),
+            ("target-accuracy", "train.target_accuracy", self.target_accuracy.map(zero_is_off)),
+            ("patience", "train.early_stopping.patience", self.patience.map(|v| json!(v))),
+            ("min-delta", "train.early_stopping.min_delta", self.min_delta.map(|v| json!(v))),
+            ("clip", "train.clip_grad_norm", self.clip.map(zero_is_off)),
+            ("checkpoint-every", "train.checkpoint_every", self.checkpoint_every.map(|v| json!(v))),
+            ("max-time", "train.max_time_s", self.max_time.map(|v| json!(v))),
+            ("on-nonfinite", "train.on_nonfinite", self.on_nonfinite.as_ref().map(lower)),
+            ("device", "device", self.device.as_ref().map(|d| json!(d))),
+        ];
+        given.into_iter().filter_map(|(f, k, v)| v.map(|v| (f, k, v))).collect()
+    }
+}
+
+/// The schedule `--schedule NAME` asks for; lengths are left to `resolve` (the run's steps).
+fn schedule_named(name: &str) -> Result<ScheduleConfig> {
+    Ok(match name {
+        "constant" => ScheduleConfig::Constant,
+        "warmup" => ScheduleConfig::LinearWarmup { warmup_steps: 100 },
+        "cosine" => ScheduleConfig::Cosine { warmup_steps: 0, total_steps: 0, min_lr: 0.0 },
+        "linear" => ScheduleConfig::Linear { warmup_steps: 0, total_steps: 0, min_lr: 0.0 },
+        "step" => ScheduleConfig::Step { step_size: 0, gamma: 0.1 },
+        other => bail!("unknown schedule '{other}'; choose constant, warmup, cosine, linear or step"),
+    })
+}
