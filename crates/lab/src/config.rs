@@ -14,6 +14,8 @@ use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, Positions};
 use attune_optim::{EarlyStoppingConfig, OptimizerConfig, PlateauConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::runstate::{self, OnDamage};
+
 use crate::tasks::{self, MqarConfig, Task, TaskConfig};
 
 /// Model settings; the vocabulary, sequence length and classes come from the task.
@@ -135,6 +137,8 @@ pub struct TrainSpec {
     pub log_every: u64,
     /// Write a checkpoint every this many steps (and always at the end).
     pub checkpoint_every: u64,
+    /// Committed checkpoints kept: the newest this many, plus the best (docs/persistence.md).
+    pub keep_checkpoints: usize,
     /// Stop after this many seconds of training.
     pub max_time_s: Option<f64>,
     /// A non-finite loss or gradient norm stops the run or skips the step.
@@ -158,6 +162,7 @@ impl Default for TrainSpec {
             clip_grad_norm: Some(1.0),
             log_every: 10,
             checkpoint_every: 500,
+            keep_checkpoints: 2,
             max_time_s: None,
             on_nonfinite: OnNonFinite::Stop,
         }
@@ -257,8 +262,8 @@ impl RunConfig {
                 t.grad_accum
             );
         }
-        if t.eval_every == 0 || t.eval_batches == 0 || t.log_every == 0 || t.checkpoint_every == 0 {
-            bail!("eval_every, eval_batches, log_every and checkpoint_every must be positive");
+        if t.eval_every == 0 || t.eval_batches == 0 || t.log_every == 0 || t.checkpoint_every == 0 || t.keep_checkpoints == 0 {
+            bail!("eval_every, eval_batches, log_every, checkpoint_every and keep_checkpoints must be positive");
         }
         if let Some(a) = t.target_accuracy
             && !(0.0..=1.0).contains(&a)
@@ -311,8 +316,16 @@ pub struct SavedConfig {
 }
 
 impl SavedConfig {
-    /// Reads `dir/config.json`.
-    pub fn load(dir: &Path) -> Result<SavedConfig> {
+    /// The config of run directory `dir`: the verified copy in its newest committed checkpoint
+    /// (the previous one when that is damaged and `on_damage` falls back), else `dir/config.json`
+    /// for a run that has not committed a checkpoint yet.
+    pub fn load(dir: &Path, on_damage: OnDamage) -> Result<SavedConfig> {
+        let (newest, _) = runstate::newest_valid(dir, on_damage)?;
+        if let Some(c) = newest {
+            let path = c.path("config.json");
+            return serde_json::from_slice(&c.read("config.json")?)
+                .with_context(|| format!("{} is not a valid run config", path.display()));
+        }
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!("{} has no config.json; is it a directory written by `attune train`?", dir.display())

@@ -77,8 +77,11 @@ pub fn evaluate_checkpoint(
     let device = crate::train::resolve_device(&saved.device)?;
     let task = crate::tasks::build(&saved.task, saved.train.seed).context("rebuilding the task")?;
     let model = Model::new(&saved.model, saved.train.seed, attune_tensor::DType::F32, &device)?;
-    let path = dir.join("model.safetensors");
-    let file = attune_nn::checkpoint::load_tensors(&path)?;
+    let (newest, _) = crate::runstate::newest_valid(dir, crate::runstate::OnDamage::Refuse)?;
+    let c = newest.with_context(|| format!("{} has no committed checkpoint to evaluate", dir.display()))?;
+    let path = c.path("model.safetensors");
+    let bytes = c.read("model.safetensors")?;
+    let file = attune_nn::checkpoint::parse_tensors(&path, &bytes)?;
     let step = file.metadata.get("step").and_then(|s| s.parse().ok());
     attune_nn::checkpoint::load_state_dict(
         &path,

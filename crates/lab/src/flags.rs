@@ -15,18 +15,20 @@ use serde_json::{Value, json};
 
 use crate::config::{ResolvedConfig, RunConfig, SavedConfig};
 use crate::overlay::{self, Change};
+use crate::runstate::OnDamage;
 use crate::tasks::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
 
 /// The settings `--resume` lets a flag change, as dotted keys: when to stop, how often to save,
 /// where to run and what to do on a non-finite step. None of them changes the steps already
 /// taken, so the resumed run is still the run its checkpoint belongs to (bit for bit on the
 /// same device). Thread count, `--quiet` and `--no-plots` are not part of the config at all.
-pub const RESUME_MAY_CHANGE: [&str; 7] = [
+pub const RESUME_MAY_CHANGE: [&str; 8] = [
     "train.steps",
     "train.epochs",
     "train.max_time_s",
     "train.target_accuracy",
     "train.checkpoint_every",
+    "train.keep_checkpoints",
     "train.on_nonfinite",
     "device",
 ];
@@ -40,9 +42,13 @@ pub struct TrainFlags {
     /// Continue the run in this directory exactly where its checkpoint left off.
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Run directory (default runs/<task>-seed<seed>).
+    /// Run directory (default runs/<task>-seed<seed>, or the first free runs/<task>-seed<seed>-N).
     #[arg(long, conflicts_with = "resume")]
     pub out: Option<PathBuf>,
+    /// Start over in an --out directory that already holds a run (its checkpoints and metrics
+    /// are deleted); without it such a directory is refused.
+    #[arg(long, conflicts_with = "resume")]
+    pub overwrite: bool,
     /// Task: mqar, induction, selective-copying or text.
     #[arg(long)]
     pub task: Option<String>,
@@ -145,6 +151,9 @@ pub struct TrainFlags {
     /// Checkpoint every N steps.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
+    /// Committed checkpoints to keep (the newest N, plus the best; default 2).
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
     /// Stop after this many seconds.
     #[arg(long)]
     pub max_time: Option<f64>,
@@ -186,7 +195,7 @@ impl TrainFlags {
     /// that the flags change only what [`RESUME_MAY_CHANGE`] allows.
     pub fn run_config(&self) -> Result<ResolvedConfig> {
         match &self.resume {
-            Some(dir) => self.resume_config(&SavedConfig::load(dir)?),
+            Some(dir) => self.resume_config(&SavedConfig::load(dir, OnDamage::FallBack)?),
             None => {
                 let mut cfg = match &self.config {
                     Some(p) => RunConfig::from_file(p)?,
@@ -202,7 +211,9 @@ impl TrainFlags {
     pub fn run_dir(&self, cfg: &RunConfig) -> PathBuf {
         match (&self.resume, &self.out) {
             (Some(dir), _) | (None, Some(dir)) => dir.clone(),
-            (None, None) => PathBuf::from(format!("runs/{}-seed{}", cfg.task.name(), cfg.train.seed)),
+            (None, None) => {
+                crate::rundir::fresh_default(&PathBuf::from(format!("runs/{}-seed{}", cfg.task.name(), cfg.train.seed)))
+            }
         }
     }
 
@@ -275,7 +286,7 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 35] = [
+        let given: [(&str, &str, Option<Value>); 36] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
@@ -309,6 +320,7 @@ impl TrainFlags {
             ("min-delta", "train.early_stopping.min_delta", self.min_delta.map(|v| json!(v))),
             ("clip", "train.clip_grad_norm", self.clip.map(zero_is_off)),
             ("checkpoint-every", "train.checkpoint_every", self.checkpoint_every.map(|v| json!(v))),
+            ("keep-checkpoints", "train.keep_checkpoints", self.keep_checkpoints.map(|v| json!(v))),
             ("max-time", "train.max_time_s", self.max_time.map(|v| json!(v))),
             ("on-nonfinite", "train.on_nonfinite", self.on_nonfinite.as_ref().map(lower)),
             ("device", "device", self.device.as_ref().map(|d| json!(d))),

@@ -21,6 +21,7 @@ pub mod overlay;
 pub mod plots;
 pub mod probe;
 mod progress;
+pub mod rundir;
 pub mod runstate;
 pub mod tasks;
 pub mod train;

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use attune_lab::config::SavedConfig;
 use attune_lab::flags::TrainFlags;
+use attune_lab::runstate::OnDamage;
 use attune_lab::train::{Ending, LoopOptions, train};
 use clap::{Args, Parser, Subcommand};
 
@@ -69,6 +70,7 @@ fn run_train(a: TrainFlags) -> Result<()> {
         interrupt_after: a.interrupt_after,
         quiet: a.quiet,
         no_plots: a.no_plots,
+        overwrite: a.overwrite,
     };
     match train(cfg, &dir, &opts)? {
         Ending::Interrupted { .. } => Ok(()),
@@ -101,7 +103,8 @@ fn run_train(a: TrainFlags) -> Result<()> {
 
 fn run_eval(a: EvalArgs) -> Result<()> {
     set_threads(a.threads)?;
-    let saved = SavedConfig::load(&a.checkpoint)?;
+    // Evaluation never falls back: a damaged newest checkpoint is an error naming the file.
+    let saved = SavedConfig::load(&a.checkpoint, OnDamage::Refuse)?;
     let report = attune_lab::evaluate::evaluate_checkpoint(&a.checkpoint, &saved, a.batches)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -1,10 +1,11 @@
 //! `metrics.jsonl`: one JSON object per line for training and held-out measurements.
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 use anyhow::{Context, Result};
+use attune_persist::AppendLog;
 use serde::{Deserialize, Serialize};
 
 /// One measurement. Non-finite values are written as `"NaN"`, `"inf"` or `"-inf"`
@@ -35,42 +36,41 @@ pub struct MetricRow {
     pub elapsed_s: f64,
 }
 
-/// Appends rows to `metrics.jsonl`, flushing each so a crash loses nothing.
+/// Appends rows to `metrics.jsonl` (an attune-persist [`AppendLog`]: a checkpoint records the
+/// length it covers, and a resume cuts the file back to exactly that; docs/persistence.md).
 pub struct MetricsLog {
-    path: PathBuf,
-    file: File,
+    log: AppendLog,
 }
 
 impl MetricsLog {
-    /// Opens `dir/metrics.jsonl`, keeping only rows up to `keep_through_step` (a resumed run
-    /// drops what the interrupted run logged after its checkpoint, so the log matches an
-    /// uninterrupted run).
-    pub fn open(dir: &Path, keep_through_step: Option<u64>) -> Result<MetricsLog> {
+    /// Opens `dir/metrics.jsonl`: a new empty log, or (`committed = Some(bytes)`, a resume) the
+    /// log cut back to the bytes its checkpoint covers, so rows the interrupted run wrote after
+    /// that checkpoint are gone and the log matches an uninterrupted run.
+    pub fn open(dir: &Path, committed: Option<u64>) -> Result<MetricsLog> {
         let path = dir.join("metrics.jsonl");
-        let kept = match keep_through_step {
-            Some(step) if path.exists() => read(&path)?.into_iter().filter(|r| r.step <= step).collect(),
-            _ => Vec::new(),
+        let log = match committed {
+            Some(bytes) => AppendLog::open_at(&path, bytes)?,
+            None => AppendLog::create(&path)?,
         };
-        let mut file = File::create(&path).with_context(|| format!("cannot write {}", path.display()))?;
-        for r in &kept {
-            writeln!(file, "{}", serde_json::to_string(r)?)?;
-        }
-        drop(file);
-        let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(MetricsLog { path, file })
+        Ok(MetricsLog { log })
     }
 
     /// Appends one row.
     pub fn write(&mut self, row: &MetricRow) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(row)?)
-            .with_context(|| format!("writing {}", self.path.display()))?;
-        self.file.flush()?;
+        let mut line = serde_json::to_string(row)?;
+        line.push('\n');
+        self.log.append(line.as_bytes())?;
         Ok(())
+    }
+
+    /// Makes every row durable and returns the file's length (what a checkpoint records).
+    pub fn sync(&self) -> Result<u64> {
+        Ok(self.log.sync()?)
     }
 
     /// Every row written so far.
     pub fn rows(&self) -> Result<Vec<MetricRow>> {
-        read(&self.path)
+        read(self.log.path())
     }
 }
 

@@ -23,7 +23,8 @@ use crate::config::{OnNonFinite, ResolvedConfig, SavedConfig};
 use crate::evaluate::{EvalResult, evaluate, final_split};
 use crate::metrics::{MetricRow, MetricsLog};
 use crate::progress::Progress;
-use crate::runstate::{self, RunState};
+use crate::rundir::RunDir;
+use crate::runstate::{self, CheckpointParts, OnDamage, RunState, Window};
 use crate::tasks::{self, Split, Task};
 
 /// `summary.json`: the outcome of a run.
@@ -79,6 +80,8 @@ pub struct LoopOptions {
     pub quiet: bool,
     /// Skip the PNG plots.
     pub no_plots: bool,
+    /// Start a new run in a directory that holds one (its files are removed first).
+    pub overwrite: bool,
 }
 
 /// Picks the device named in the config.
@@ -116,6 +119,10 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 struct Run {
     cfg: ResolvedConfig,
     dir: PathBuf,
+    /// The run directory, locked for this process.
+    _rundir: RunDir,
+    /// `config.json` as written, copied into every checkpoint.
+    config_json: Vec<u8>,
     task: Box<dyn Task>,
     model: Model,
     optimizer: Box<dyn Optimizer>,
@@ -148,18 +155,6 @@ impl StepOutcome {
     }
 }
 
-/// Training measurements since the last training row (finite steps only).
-#[derive(Default)]
-struct Window {
-    loss: f64,
-    correct: usize,
-    counted: usize,
-    steps: u64,
-    tokens: u64,
-    time: f64,
-    grad_norm: f64,
-}
-
 impl Window {
     fn add(&mut self, out: &StepOutcome) {
         self.loss += out.loss;
@@ -168,20 +163,6 @@ impl Window {
         self.steps += 1;
         self.tokens += out.tokens;
         self.grad_norm = out.grad_norm;
-    }
-
-    /// The training row for `step`, or None when every step since the last row was skipped.
-    fn row(&self, step: u64, lr: f64, elapsed_s: f64) -> Option<MetricRow> {
-        (self.steps > 0).then(|| MetricRow {
-            step,
-            split: "train".into(),
-            loss: self.loss / self.steps as f64,
-            accuracy: self.correct as f64 / self.counted.max(1) as f64,
-            lr,
-            grad_norm: Some(self.grad_norm),
-            tokens_per_s: Some(self.tokens as f64 / self.time.max(1e-9)),
-            elapsed_s,
-        })
     }
 }
 
@@ -202,14 +183,30 @@ impl Run {
         let mut optimizer = cfg.optimizer.build(groups)?;
         let mut early = cfg.train.early_stopping.clone().map(EarlyStopping::new).transpose()?;
         let mut plateau = cfg.train.plateau.clone().map(ReduceOnPlateau::new).transpose()?;
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        let state = if opts.resume {
-            runstate::load(dir, &model, optimizer.as_mut(), early.as_mut(), plateau.as_mut())?
-        } else {
-            for stale in ["state.json", "best.safetensors", "summary.json"] {
-                let _ = std::fs::remove_file(dir.join(stale));
+        let (rundir, state, committed) = if opts.resume {
+            let rundir = RunDir::open(dir)?;
+            let (newest, warnings) = runstate::newest_valid(dir, OnDamage::FallBack)?;
+            for w in &warnings {
+                eprintln!("{w}");
             }
-            RunState::fresh(seed, cfg.optimizer.lr())
+            match newest {
+                Some(c) => {
+                    let state = runstate::load(&c, &model, optimizer.as_mut(), early.as_mut(), plateau.as_mut())?;
+                    let committed = (state.step, state.metrics_bytes);
+                    (rundir, state, Some(committed))
+                }
+                None => {
+                    if !opts.quiet {
+                        eprintln!(
+                            "attune: {} has no committed checkpoint yet; starting its run from step 0",
+                            dir.display()
+                        );
+                    }
+                    (rundir, RunState::fresh(seed, cfg.optimizer.lr()), None)
+                }
+            }
+        } else {
+            (RunDir::create(dir, opts.overwrite)?, RunState::fresh(seed, cfg.optimizer.lr()), None)
         };
         // Written on resume too: config.json records what --resume was allowed to change.
         let saved = SavedConfig {
@@ -221,15 +218,15 @@ impl Run {
             train: cfg.train.clone(),
             device: cfg.device.clone(),
         };
-        attune_nn::checkpoint::write_atomic(
-            &dir.join("config.json"),
-            serde_json::to_string_pretty(&saved)?.as_bytes(),
-        )?;
-        let metrics = MetricsLog::open(dir, opts.resume.then_some(state.step))?;
-        let checkpointed = opts.resume.then_some(state.step);
+        let config_json = serde_json::to_vec_pretty(&saved)?;
+        attune_persist::write_atomic(&dir.join("config.json"), &config_json)?;
+        let metrics = MetricsLog::open(dir, committed.map(|(_, bytes)| bytes))?;
+        let checkpointed = committed.map(|(step, _)| step);
         Ok(Run {
             cfg,
             dir: dir.to_path_buf(),
+            _rundir: rundir,
+            config_json,
             task,
             model,
             optimizer,
@@ -323,7 +320,6 @@ impl Run {
         let micro = t.batch_size / t.grad_accum;
         let mut ctx = Ctx::train_with(Rng::from_state(self.state.dropout_rng.0, self.state.dropout_rng.1));
         let params = self.model.store().vars();
-        let mut window = Window::default();
         let mut stopped = "max steps".to_string();
         while self.state.step < t.steps {
             let lr = self.cfg.schedule.lr_at(self.state.step, self.state.base_lr);
@@ -335,9 +331,9 @@ impl Run {
             let dt = started.elapsed().as_secs_f64();
             self.state.elapsed_s += dt;
             self.state.tokens_seen += out.tokens;
-            window.time += dt;
+            self.state.window.time += dt;
             if out.is_finite() {
-                window.add(&out);
+                self.state.window.add(&out);
             } else if t.on_nonfinite == OnNonFinite::Skip {
                 self.state.skipped_steps += 1;
                 progress.message(&format!(
@@ -349,11 +345,11 @@ impl Run {
                 return Err(self.divergence(step, &out, lr));
             }
             if step.is_multiple_of(t.log_every) || step == t.steps {
-                if let Some(row) = window.row(step, lr, self.state.elapsed_s) {
+                if let Some(row) = self.state.window.row(step, lr, self.state.elapsed_s) {
                     self.metrics.write(&row)?;
                     progress.update(step, row.loss, row.accuracy, row.tokens_per_s.unwrap_or(0.0));
                 }
-                window = Window::default();
+                self.state.window = Window::default();
             }
             if step.is_multiple_of(t.eval_every) || step == t.steps {
                 let ev = evaluate(&self.model, self.task.as_ref(), Split::Valid, t.eval_batches, micro, &self.device)?;
@@ -387,8 +383,7 @@ impl Run {
             let interrupt = interrupted.load(Ordering::SeqCst) || opts.interrupt_after == Some(step);
             if step.is_multiple_of(t.checkpoint_every) || interrupt {
                 self.state.dropout_rng = (ctx.rng.seed(), ctx.rng.offset());
-                runstate::save(&self.dir, &self.model, self.optimizer.as_ref(), self.early.as_ref(), &self.state)?;
-                self.checkpointed = Some(step);
+                self.checkpoint()?;
             }
             if interrupt {
                 progress.finish();
@@ -409,6 +404,7 @@ impl Run {
 
     /// Target accuracy, early stopping and plateau after an evaluation; `Some(reason)` stops.
     fn observe(&mut self, step: u64, ev: &EvalResult) -> Result<Option<String>> {
+        self.state.last_valid_accuracy = Some(ev.accuracy);
         if self.state.best_accuracy.is_none_or(|(_, a)| ev.accuracy > a) {
             self.state.best_accuracy = Some((step, ev.accuracy));
         }
@@ -434,14 +430,37 @@ impl Run {
         Ok(stop)
     }
 
+    /// Commits a checkpoint of the current state (metrics.jsonl made durable first, so the
+    /// length the checkpoint records is on disk).
+    fn checkpoint(&mut self) -> Result<()> {
+        self.state.metrics_bytes = self.metrics.sync()?;
+        let parts = CheckpointParts {
+            model: &self.model,
+            optimizer: self.optimizer.as_ref(),
+            early: self.early.as_ref(),
+            state: &self.state,
+            config_json: &self.config_json,
+        };
+        runstate::save(&self.dir, &parts, self.cfg.train.keep_checkpoints)
+            .with_context(|| format!("saving the checkpoint of step {}", self.state.step))?;
+        self.checkpointed = Some(self.state.step);
+        Ok(())
+    }
+
     fn finish(&mut self, stopped: String, opts: &LoopOptions) -> Result<Summary> {
+        let mut restored = false;
         if self.cfg.train.restore_best
             && let Some(e) = &self.early
             && stopped.starts_with("early stopping")
         {
             e.restore_best(&self.model.store().named())?;
+            restored = true;
         }
-        runstate::save(&self.dir, &self.model, self.optimizer.as_ref(), self.early.as_ref(), &self.state)?;
+        // The loop's checkpoint of this step already holds this state unless the best weights
+        // were just restored.
+        if self.checkpointed != Some(self.state.step) || restored {
+            self.checkpoint()?;
+        }
         let split = final_split(self.task.as_ref());
         let t = &self.cfg.train;
         let micro = t.batch_size / t.grad_accum;
@@ -461,10 +480,7 @@ impl Run {
             device: self.device.to_string(),
             skipped_steps: self.state.skipped_steps,
         };
-        attune_nn::checkpoint::write_atomic(
-            &self.dir.join("summary.json"),
-            serde_json::to_string_pretty(&summary)?.as_bytes(),
-        )?;
+        attune_persist::write_atomic(&self.dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
         crate::probe::write(&self.dir, &self.model, self.task.as_ref(), &self.device)?;
         if !opts.no_plots {
             crate::plots::write_all(&self.dir, &self.metrics.rows()?, &self.model, self.task.as_ref(), &self.device)?;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use attune_lab::runstate::OnDamage;
 use attune_lab::config::{RunConfig, SavedConfig};
 use attune_lab::flags::TrainFlags;
 use attune_lab::tasks::{self, TaskConfig};
@@ -59,7 +60,7 @@ fn tiny_run(steps: &str) -> tempfile::TempDir {
 #[test]
 fn a_flag_beats_the_config_file_which_beats_the_default() {
     let (_keep, run) = tiny_run_with_file();
-    let saved = SavedConfig::load(&run).unwrap();
+    let saved = SavedConfig::load(&run, OnDamage::FallBack).unwrap();
     let defaults = RunConfig::default();
     assert_eq!(saved.model_spec.d_model, 16, "--d-model overrides the file's d_model 48");
     assert_eq!(saved.optimizer.lr(), 0.002, "the file's lr stays when no flag sets it");
@@ -145,7 +146,7 @@ fn epochs_set_the_steps_before_the_cosine_schedule_takes_its_length() {
     ];
     let run = attune(&args);
     assert!(run.status.success(), "{}", stderr(&run));
-    let saved = SavedConfig::load(dir.path()).unwrap();
+    let saved = SavedConfig::load(dir.path(), OnDamage::FallBack).unwrap();
     assert_eq!(saved.train.steps, n.div_ceil(32) as u64, "half an epoch of batch 16");
     assert!(matches!(saved.schedule, ScheduleConfig::Cosine { total_steps, .. } if total_steps == saved.train.steps));
 }
@@ -172,7 +173,7 @@ fn resume_refuses_each_change_to_the_run_and_names_old_and_new_values() {
     let err = stderr(&out);
     assert!(err.contains("train.seed: 0 -> 1") && err.contains("model.n_heads: 2 -> 4"), "{err}");
     // Refused before anything is written.
-    assert_eq!(SavedConfig::load(dir.path()).unwrap().train.seed, 0);
+    assert_eq!(SavedConfig::load(dir.path(), OnDamage::FallBack).unwrap().train.seed, 0);
 }
 
 #[test]
@@ -202,7 +203,7 @@ fn resume_accepts_what_it_names_and_records_it() {
     ];
     let out = attune(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let saved = SavedConfig::load(dir.path()).unwrap();
+    let saved = SavedConfig::load(dir.path(), OnDamage::FallBack).unwrap();
     assert_eq!((saved.train.steps, saved.train.max_time_s, saved.train.target_accuracy), (4, Some(600.0), None));
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();

@@ -72,8 +72,9 @@ fn a_diverging_run_stops_with_the_step_and_the_cause_and_keeps_valid_metrics() {
     assert!(!err.contains("not a metrics row"), "{err}");
     assert_valid_metrics(dir.path());
     // The newest checkpoint is the step before the bad one: the bad step was not saved.
+    let newest = attune_lab::rundir::checkpoints(dir.path()).unwrap().pop().expect("a checkpoint");
     let state: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.path().join("state.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(newest.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["step"], step - 1, "{err}");
     assert!(err.contains(&format!("checkpoint (step {})", step - 1)), "{err}");
     let model = attune_nn::checkpoint::load_tensors(&dir.path().join("model.safetensors")).unwrap();

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use attune_lab::runstate::OnDamage;
 use attune_lab::config::{RunConfig, SavedConfig};
 use attune_lab::metrics;
 use attune_lab::tasks::{MqarConfig, TaskConfig, TextConfig};
@@ -54,7 +55,7 @@ fn an_interrupted_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     // What the interrupted run logged must be a prefix of the full run's log.
     let partial = losses(b.path());
     assert_eq!(partial[..], losses(a.path())[..partial.len()]);
-    let saved = SavedConfig::load(b.path()).unwrap();
+    let saved = SavedConfig::load(b.path(), OnDamage::FallBack).unwrap();
     let resume = LoopOptions { resume: true, ..quiet() };
     let Ending::Done(resumed) = train(saved.run().resolve().unwrap(), b.path(), &resume).unwrap() else {
         panic!("resume was interrupted")
@@ -62,7 +63,8 @@ fn an_interrupted_and_resumed_run_equals_the_uninterrupted_one_bit_for_bit() {
     assert_eq!(losses(a.path()), losses(b.path()), "metrics differ after resume");
     for file in ["model.safetensors", "optimizer.safetensors", "best.safetensors"] {
         // Compared by content: the header's metadata map has no fixed key order.
-        let load = |dir: &Path| attune_nn::checkpoint::load_tensors(&dir.join(file)).unwrap();
+        let newest = |dir: &Path| attune_lab::rundir::checkpoints(dir).unwrap().pop().expect("a checkpoint");
+        let load = |dir: &Path| attune_nn::checkpoint::load_tensors(&newest(dir).join(file)).unwrap();
         let (x, y) = (load(a.path()), load(b.path()));
         assert_eq!(x.metadata, y.metadata, "{file}: metadata differs after resume");
         assert_eq!(x.tensors.keys().collect::<Vec<_>>(), y.tensors.keys().collect::<Vec<_>>(), "{file}: names");
@@ -120,7 +122,7 @@ fn the_default_recipe_learns_mqar_and_eval_reproduces_the_summary() {
     for key in ["eval_accuracy", "eval_loss", "steps", "elapsed_s"] {
         assert!(summary.get(key).is_some(), "summary.json lacks {key}");
     }
-    let saved = SavedConfig::load(dir.path()).unwrap();
+    let saved = SavedConfig::load(dir.path(), OnDamage::FallBack).unwrap();
     let report = attune_lab::evaluate::evaluate_checkpoint(dir.path(), &saved, 2 * saved.train.eval_batches).unwrap();
     assert_eq!((report.accuracy, report.loss), (s.eval_accuracy, s.eval_loss), "eval must reload the same model");
 }
@@ -172,22 +174,33 @@ fn config_files_parse_and_reject_unknown_fields() {
 }
 
 #[test]
-fn resume_refuses_a_checkpoint_whose_files_disagree() {
+fn resume_falls_back_from_a_damaged_checkpoint_and_reports_when_none_is_left() {
     let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny(12);
+    cfg.train.checkpoint_every = 2;
     assert!(matches!(
-        train(tiny(12).resolve().unwrap(), dir.path(), &LoopOptions { interrupt_after: Some(6), ..quiet() }).unwrap(),
+        train(cfg.resolve().unwrap(), dir.path(), &LoopOptions { interrupt_after: Some(6), ..quiet() }).unwrap(),
         Ending::Interrupted { step: 6 }
     ));
-    let state_path = dir.path().join("state.json");
-    let state = std::fs::read_to_string(&state_path).unwrap().replace("\"step\": 6", "\"step\": 5");
-    std::fs::write(&state_path, state).unwrap();
-    let saved = SavedConfig::load(dir.path()).unwrap();
-    let err = format!(
-        "{:#}",
-        train(saved.run().resolve().unwrap(), dir.path(), &LoopOptions { resume: true, ..quiet() }).unwrap_err()
-    );
-    assert!(err.contains("step") && err.contains("model.safetensors"), "{err}");
+    // A state.json edited after its commit no longer matches the checkpoint's manifest.
+    let newest = dir.path().join("checkpoints/step-000000006/state.json");
+    let state = std::fs::read_to_string(&newest).unwrap().replace("\"step\": 6", "\"step\": 5");
+    std::fs::write(&newest, state).unwrap();
+    let saved = SavedConfig::load(dir.path(), OnDamage::FallBack).unwrap();
+    let resumed = train(saved.run().resolve().unwrap(), dir.path(), &LoopOptions { resume: true, ..quiet() });
+    assert!(matches!(resumed, Ok(Ending::Done(ref s)) if s.steps == 12), "{resumed:?}");
+    SavedConfig::load(dir.path(), OnDamage::Refuse).expect("after the resume the newest checkpoint is whole again");
+    // Every committed checkpoint damaged: a clear error, nothing loaded.
+    for c in attune_lab::rundir::checkpoints(dir.path()).unwrap() {
+        let p = c.join("model.safetensors");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&p, bytes).unwrap();
+    }
+    let err = format!("{:#}", SavedConfig::load(dir.path(), OnDamage::FallBack).unwrap_err());
+    assert!(err.contains("damaged") && err.contains("model.safetensors"), "{err}");
     let empty = tempfile::tempdir().unwrap();
-    let err = format!("{:#}", SavedConfig::load(empty.path()).unwrap_err());
+    let err = format!("{:#}", SavedConfig::load(empty.path(), OnDamage::FallBack).unwrap_err());
     assert!(err.contains("config.json"), "{err}");
 }

@@ -5,7 +5,6 @@
 //! unexpected and mis-shaped tensors by name and converts dtypes on request.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use attune_tensor::{DType, Device, Tensor};
@@ -40,12 +39,24 @@ fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
     })
 }
 
-/// Writes named tensors (and string metadata) to `path` atomically.
+/// Writes named tensors (and string metadata) to `path` atomically (attune-persist's
+/// `write_atomic`: temporary file, fsync, rename, directory fsync).
 pub fn save_tensors(
     path: &Path,
     tensors: &[(String, Tensor)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<()> {
+    let bytes = serialize_tensors(path, tensors, metadata)?;
+    attune_persist::write_atomic(path, &bytes).map_err(|e| NnError::checkpoint(path, e.to_string()))
+}
+
+/// The safetensors bytes of named tensors (and string metadata); `path` only names the file in
+/// errors (checkpoint directories commit these bytes themselves).
+pub fn serialize_tensors(
+    path: &Path,
+    tensors: &[(String, Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
     let mut seen = std::collections::HashSet::new();
     let mut owned = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
@@ -62,27 +73,7 @@ pub fn save_tensors(
                 .map_err(|e| NnError::checkpoint(path, format!("tensor {n}: {e}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, metadata).map_err(|e| NnError::checkpoint(path, e.to_string()))?;
-    write_atomic(path, &bytes)
-}
-
-/// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |e: std::io::Error| NnError::checkpoint(path, format!("write failed: {e}"));
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "checkpoint".into());
-    let tmp = dir.join(format!(".{file_name}.tmp{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io)
+    safetensors::serialize(views, metadata).map_err(|e| NnError::checkpoint(path, e.to_string()))
 }
 
 /// The tensors of a safetensors file, by name, and its metadata.
@@ -96,6 +87,12 @@ pub struct TensorFile {
 /// Reads every tensor of a safetensors file onto the CPU (a truncated or corrupt file is an error).
 pub fn load_tensors(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| NnError::checkpoint(path, format!("cannot read: {e}")))?;
+    parse_tensors(path, &bytes)
+}
+
+/// Parses safetensors bytes (read and verified elsewhere, e.g. from a committed checkpoint);
+/// `path` only names the file in errors.
+pub fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
     let bad = |e: safetensors::SafeTensorError| NnError::checkpoint(path, format!("not a valid safetensors file: {e}"));
     let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
     let st = SafeTensors::deserialize(&bytes).map_err(bad)?;

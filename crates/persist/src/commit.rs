@@ -39,6 +39,20 @@ pub struct Manifest {
     pub meta: serde_json::Value,
 }
 
+/// The manifest file: the manifest and the BLAKE3 of its compact JSON, so that damage to the
+/// manifest itself (a file name, a size, a checksum) is caught like damage to any file.
+#[derive(Serialize, Deserialize)]
+struct ManifestFile {
+    #[serde(flatten)]
+    manifest: Manifest,
+    blake3: String,
+}
+
+fn manifest_digest(m: &Manifest) -> String {
+    // serde_json writes maps in key order (BTreeMap), so the compact form is canonical.
+    blake3::hash(&serde_json::to_vec(m).unwrap_or_default()).to_hex().to_string()
+}
+
 fn entry_of(bytes: &[u8]) -> FileEntry {
     FileEntry { bytes: bytes.len() as u64, blake3: blake3::hash(bytes).to_hex().to_string() }
 }
@@ -72,7 +86,8 @@ impl Staging {
     /// committed directory of that name), then fsyncs the parent.
     pub fn commit(mut self, meta: serde_json::Value) -> Result<Committed> {
         let manifest = Manifest { format: FORMAT, files: std::mem::take(&mut self.files), meta };
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| PersistError::BadManifest {
+        let file = ManifestFile { blake3: manifest_digest(&manifest), manifest };
+        let text = serde_json::to_vec_pretty(&file).map_err(|e| PersistError::BadManifest {
             path: self.dir.join(MANIFEST),
             reason: format!("cannot serialise the manifest: {e}"),
         })?;
@@ -94,7 +109,7 @@ impl Staging {
             self.committed = true;
         }
         fsops::sync_dir(&parent)?;
-        Ok(Committed { dir: self.target.clone(), manifest })
+        Ok(Committed { dir: self.target.clone(), manifest: file.manifest })
     }
 }
 
@@ -123,10 +138,17 @@ impl Committed {
             path: path.clone(),
             reason: format!("cannot read the manifest ({e}); the directory was not committed by attune"),
         })?;
-        let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| PersistError::BadManifest {
+        let file: ManifestFile = serde_json::from_slice(&text).map_err(|e| PersistError::BadManifest {
             path: path.clone(),
             reason: format!("the manifest is damaged ({e})"),
         })?;
+        let manifest = file.manifest;
+        if manifest_digest(&manifest) != file.blake3 {
+            return Err(PersistError::BadManifest {
+                path,
+                reason: "the manifest is damaged: its contents no longer match its own BLAKE3".into(),
+            });
+        }
         if manifest.format != FORMAT {
             return Err(PersistError::BadManifest {
                 path,

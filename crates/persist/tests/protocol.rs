@@ -51,6 +51,12 @@ fn a_committed_directory_reads_back_verified_and_a_flipped_bit_is_reported() {
     // Truncation too.
     std::fs::write(target.join("model.safetensors"), &model[..100]).unwrap();
     assert!(matches!(Committed::open(&target).unwrap().verify(), Err(PersistError::Corrupt { .. })));
+    // A manifest damaged into other valid JSON (a renamed file) is caught by its own checksum.
+    std::fs::write(target.join("model.safetensors"), &model).unwrap();
+    let text = std::fs::read_to_string(target.join(MANIFEST)).unwrap();
+    std::fs::write(target.join(MANIFEST), text.replace("model.safetensors", "model.safetensorx")).unwrap();
+    let err = Committed::open(&target).unwrap_err();
+    assert!(err.to_string().contains("no longer match its own BLAKE3"), "{err}");
     // A damaged manifest is reported as such.
     std::fs::write(target.join(MANIFEST), b"{\"format\": 1, \"fil").unwrap();
     let err = Committed::open(&target).unwrap_err();

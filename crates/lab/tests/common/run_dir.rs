@@ -1,0 +1,121 @@
+//! Running the `attune` binary on a tiny training run and comparing what run directories hold
+//! (the crash-point and kill tests share these).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_attune");
+
+/// A 12-step run with a checkpoint every 2 steps (6 checkpoints), evaluation every 4, tiny
+/// enough that one run takes a fraction of a second.
+pub fn run_args(dir: &Path, steps: u64) -> Vec<String> {
+    let mut a: Vec<String> = [
+        "train", "--task", "mqar", "--vocab", "32", "--seq-len", "16", "--kv-pairs", "2", "--d-model", "16",
+        "--layers", "1", "--heads", "2", "--batch", "8", "--eval-every", "4", "--eval-batches", "1",
+        "--checkpoint-every", "2", "--target-accuracy", "0", "--device", "cpu", "--threads", "1", "--quiet",
+        "--no-plots", "--dropout", "0.1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend(["--steps".into(), steps.to_string(), "--out".into(), dir.display().to_string()]);
+    a
+}
+
+/// `--resume DIR` with the per-process flags.
+pub fn resume_args(dir: &Path) -> Vec<String> {
+    ["train", "--resume", &dir.display().to_string(), "--threads", "1", "--quiet", "--no-plots"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// Runs the binary with `args` and extra environment variables.
+pub fn attune(args: &[String], env: &[(&str, String)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("running the attune binary")
+}
+
+/// Finishes the run in `dir` after whatever happened to it: `--resume` when its config was
+/// written, else the run from the start (nothing of it was committed).
+pub fn recover(dir: &Path, steps: u64) -> Output {
+    if dir.join("config.json").is_file() { attune(&resume_args(dir), &[]) } else { attune(&run_args(dir, steps), &[]) }
+}
+
+/// What must be identical between an uninterrupted run and a crashed-and-recovered one: the
+/// metrics rows and the summary without their timing fields, and the final weights bit for bit.
+#[derive(Debug, PartialEq)]
+pub struct Outcome {
+    /// metrics.jsonl rows, `elapsed_s` and `tokens_per_s` removed.
+    pub metrics: Vec<serde_json::Value>,
+    /// summary.json, timing fields removed.
+    pub summary: serde_json::Value,
+    /// Final weights: name -> f32 bit patterns.
+    pub weights: BTreeMap<String, Vec<u32>>,
+}
+
+fn strip_timing(mut v: serde_json::Value) -> serde_json::Value {
+    if let Some(o) = v.as_object_mut() {
+        o.remove("elapsed_s");
+        o.remove("tokens_per_s");
+    }
+    v
+}
+
+/// Reads a finished run directory.
+pub fn outcome(dir: &Path) -> Outcome {
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| strip_timing(serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics row {l:?}: {e}"))))
+        .collect();
+    let summary = strip_timing(serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap());
+    let file = attune_nn::checkpoint::load_tensors(&dir.join("model.safetensors")).unwrap();
+    let weights = file
+        .tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.to_vec::<f32>().unwrap().iter().map(|x| x.to_bits()).collect()))
+        .collect();
+    Outcome { metrics, summary, weights }
+}
+
+/// Every path under `dir` whose name marks an uncommitted temporary.
+pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().contains(attune_persist::TEMP_MARKER) {
+                found.push(e.path());
+            }
+            if e.path().is_dir() {
+                todo.push(e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Copies a directory tree (a prepared run directory for each crash point).
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Asserts a process succeeded, showing its stderr when not.
+pub fn assert_ok(out: &Output, what: &str) {
+    assert!(out.status.success(), "{what} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+}

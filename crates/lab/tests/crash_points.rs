@@ -1,0 +1,174 @@
+//! Every file-system step of a training run and of its resume, crashed at and recovered from
+//! (docs/persistence.md). Built only with `--features failpoints` (`.ci/run` runs it):
+//! `cargo test -p attune-lab --features failpoints --test crash_points -- --nocapture`.
+//!
+//! For each step K of a 12-step run with 6 checkpoints (and of a resume of it), the process is
+//! aborted on entering step K, then the run is resumed (or, where nothing was committed yet,
+//! started over) and its metrics, summary and final weights are compared with an uninterrupted
+//! run's, bit for bit. The same for ENOSPC and EIO injected at each write and fsync.
+#![cfg(feature = "failpoints")]
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+
+use common::run_dir::{Outcome, assert_ok, attune, copy_tree, outcome, recover, resume_args, run_args, temporaries};
+
+const STEPS: u64 = 12;
+
+/// The steps a command takes: `(kind, path)` per line of the fault trace.
+fn trace(args: &[String], scratch: &Path) -> Vec<(String, String)> {
+    let file = scratch.join("trace.txt");
+    let _ = std::fs::remove_file(&file);
+    let out = attune(args, &[("ATTUNE_FAULT_TRACE", file.display().to_string())]);
+    assert_ok(&out, "the traced run");
+    std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.splitn(3, ' ');
+            let _n = parts.next();
+            (parts.next().unwrap_or("").to_string(), parts.next().unwrap_or("").to_string())
+        })
+        .collect()
+}
+
+fn reference(scratch: &Path) -> Outcome {
+    let dir = scratch.join("reference");
+    assert_ok(&attune(&run_args(&dir, STEPS), &[]), "the uninterrupted run");
+    outcome(&dir)
+}
+
+/// Recovers `dir` and checks it against the reference; returns a failure description.
+fn recovered_exactly(dir: &Path, reference: &Outcome, label: &str) -> Result<(), String> {
+    let out = recover(dir, STEPS);
+    if !out.status.success() {
+        return Err(format!("{label}: recovery failed: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let got = outcome(dir);
+    if got != *reference {
+        return Err(format!("{label}: recovered run differs from the uninterrupted one"));
+    }
+    let temps = temporaries(dir);
+    if !temps.is_empty() {
+        return Err(format!("{label}: temporaries left: {temps:?}"));
+    }
+    Ok(())
+}
+
+/// Runs `scenario` once per crash point and returns (recovered exactly, total, failures).
+fn crash_every_step(
+    name: &str,
+    steps: &[(String, String)],
+    reference: &Outcome,
+    prepare: &dyn Fn(&Path) -> Vec<String>,
+    scratch: &Path,
+) -> (usize, usize, Vec<String>) {
+    let mut failures = Vec::new();
+    for k in 1..=steps.len() {
+        let dir = scratch.join(format!("{name}-crash-{k}"));
+        let args = prepare(&dir);
+        let out = attune(&args, &[("ATTUNE_FAULT_CRASH_AT", k.to_string())]);
+        let (kind, path) = &steps[k - 1];
+        let label = format!("{name} crash at step {k} ({kind} {path})");
+        if out.status.signal() != Some(libc_sigabrt()) {
+            failures.push(format!("{label}: the process was not aborted ({})", out.status));
+            continue;
+        }
+        if let Err(e) = recovered_exactly(&dir, reference, &label) {
+            failures.push(e);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    (steps.len() - failures.len(), steps.len(), failures)
+}
+
+fn libc_sigabrt() -> i32 {
+    6
+}
+
+/// Injects `errno` at every write and fsync of `steps`; each must fail with a clear error and
+/// recover exactly afterwards.
+fn fail_every_write(
+    name: &str,
+    errno: &str,
+    steps: &[(String, String)],
+    reference: &Outcome,
+    prepare: &dyn Fn(&Path) -> Vec<String>,
+    scratch: &Path,
+) -> (usize, usize, Vec<String>) {
+    let mut failures = Vec::new();
+    let mut total = 0;
+    let expected = if errno == "eio" { "Input/output error" } else { "No space left on device" };
+    for (k, (kind, path)) in steps.iter().enumerate().map(|(i, s)| (i + 1, s)) {
+        if !matches!(kind.as_str(), "write" | "fsync" | "append") {
+            continue;
+        }
+        total += 1;
+        let dir = scratch.join(format!("{name}-{errno}-{k}"));
+        let args = prepare(&dir);
+        let out =
+            attune(&args, &[("ATTUNE_FAULT_FAIL_AT", k.to_string()), ("ATTUNE_FAULT_ERRNO", errno.to_string())]);
+        let label = format!("{name} {errno} at step {k} ({kind} {path})");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let file = Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let file = file.split(attune_persist::TEMP_MARKER).next().unwrap_or("").trim_start_matches('.').to_string();
+        if out.status.success() || out.status.signal().is_some() {
+            failures.push(format!("{label}: expected a clean error exit, got {}", out.status));
+        } else if !stderr.contains(expected) || !stderr.contains(&file) {
+            failures.push(format!("{label}: the error does not name the fault and the file {file:?}: {stderr}"));
+        } else if let Err(e) = recovered_exactly(&dir, reference, &label) {
+            failures.push(e);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    (total - failures.len(), total, failures)
+}
+
+#[test]
+fn every_crash_point_and_write_fault_of_a_run_and_its_resume_recovers_exactly() {
+    let scratch = tempfile::tempdir().unwrap();
+    let scratch = scratch.path();
+    let reference = reference(scratch);
+
+    // Scenario 1: a new run, interrupted at step 6 (as Ctrl-C would) — every step until then.
+    let fresh = |dir: &Path| {
+        let mut a = run_args(dir, STEPS);
+        a.extend(["--interrupt-after".into(), "6".into()]);
+        a
+    };
+    let fresh_steps = trace(&fresh(&scratch.join("trace-fresh")), scratch);
+    // Scenario 2: the resume of that run to the end (prepared once, copied per crash point).
+    let prepared = scratch.join("prepared");
+    assert_ok(&attune(&fresh(&prepared), &[]), "preparing the interrupted run");
+    let resume = |dir: &Path| {
+        copy_tree(&prepared, dir);
+        resume_args(dir)
+    };
+    let resume_steps = trace(&resume(&scratch.join("trace-resume")), scratch);
+    let checkpoints = fresh_steps.iter().chain(&resume_steps).filter(|(k, p)| k == "rename" && p.contains("step-")).count();
+    assert!(checkpoints >= 6, "the scenarios commit {checkpoints} checkpoints; the test needs at least 6");
+
+    let mut all_failures = Vec::new();
+    let mut report = |what: &str, (ok, total, failures): (usize, usize, Vec<String>)| {
+        println!("{what}: {ok}/{total} recovered exactly");
+        all_failures.extend(failures);
+        (ok, total)
+    };
+    let a = report("crash points of a new run", crash_every_step("fresh", &fresh_steps, &reference, &fresh, scratch));
+    let b = report("crash points of a resume", crash_every_step("resume", &resume_steps, &reference, &resume, scratch));
+    println!("{}/{} crash points recovered exactly", a.0 + b.0, a.1 + b.1);
+    for errno in ["enospc", "eio"] {
+        let c = report(
+            &format!("{errno} at each write of a new run"),
+            fail_every_write("fresh", errno, &fresh_steps, &reference, &fresh, scratch),
+        );
+        let d = report(
+            &format!("{errno} at each write of a resume"),
+            fail_every_write("resume", errno, &resume_steps, &reference, &resume, scratch),
+        );
+        println!("{}/{} {errno} faults gave a clear error and recovered exactly", c.0 + d.0, c.1 + d.1);
+    }
+    assert!(all_failures.is_empty(), "{} failures:\n{}", all_failures.len(), all_failures.join("\n"));
+}
