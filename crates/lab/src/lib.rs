@@ -5,7 +5,8 @@
 //! - [`config`]: run settings from flags or TOML/JSON; `config.json` in every run directory.
 //! - [`train`]: the loop (accumulation, clipping, schedules, evaluation, early stopping,
 //!   checkpoints on Ctrl-C, exact resume); [`evaluate`] for held-out metrics.
-//! - [`metrics`], [`plots`], [`probe`]: what a run leaves behind.
+//! - [`metrics`] (with [`tensorboard`] event files), [`plots`], [`probe`]: what a run leaves
+//!   behind.
 //! - [`bench`]: `attune bench-step`, training-step timing against the PyTorch peer.
 
 pub mod batch;
@@ -18,4 +19,5 @@ pub mod probe;
 mod progress;
 pub mod runstate;
 pub mod tasks;
+pub mod tensorboard;
 pub mod train;

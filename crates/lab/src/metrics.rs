@@ -1,4 +1,5 @@
-//! `metrics.jsonl`: one JSON object per line for training and held-out measurements.
+//! `metrics.jsonl`: one JSON object per line for training and held-out measurements, mirrored
+//! into a TensorBoard event file in the same directory ([`crate::tensorboard`]; docs/metrics.md).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -6,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use crate::tensorboard::{EventWriter, scalars_of, unix_now};
 
 /// One measurement.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,16 +31,22 @@ pub struct MetricRow {
     pub elapsed_s: f64,
 }
 
-/// Appends rows to `metrics.jsonl`, flushing each so a crash loses nothing.
+/// Appends rows to `metrics.jsonl` and the run's TensorBoard event file, flushing each so a
+/// crash loses nothing.
 pub struct MetricsLog {
     path: PathBuf,
     file: File,
+    events: EventWriter,
+    /// Wall-clock time of `elapsed_s == 0`: an event's wall time is this plus the row's
+    /// `elapsed_s`, so a resumed run's curves continue without the pause in between.
+    wall_base: f64,
 }
 
 impl MetricsLog {
     /// Opens `dir/metrics.jsonl`, keeping only rows up to `keep_through_step` (a resumed run
     /// drops what the interrupted run logged after its checkpoint, so the log matches an
-    /// uninterrupted run).
+    /// uninterrupted run). The event file is rewritten from the kept rows, so TensorBoard shows
+    /// exactly what `metrics.jsonl` holds.
     pub fn open(dir: &Path, keep_through_step: Option<u64>) -> Result<MetricsLog> {
         let path = dir.join("metrics.jsonl");
         let kept = match keep_through_step {
@@ -50,15 +59,25 @@ impl MetricsLog {
         }
         drop(file);
         let file = OpenOptions::new().append(true).open(&path)?;
-        Ok(MetricsLog { path, file })
+        let wall_base = unix_now() - kept.last().map_or(0.0, |r| r.elapsed_s);
+        let mut events = EventWriter::create(dir)?;
+        for r in &kept {
+            events.write_scalars(r.step, wall_base + r.elapsed_s, &scalars_of(r))?;
+        }
+        Ok(MetricsLog { path, file, events, wall_base })
     }
 
-    /// Appends one row.
+    /// Appends one row to both files.
     pub fn write(&mut self, row: &MetricRow) -> Result<()> {
         writeln!(self.file, "{}", serde_json::to_string(row)?)
             .with_context(|| format!("writing {}", self.path.display()))?;
         self.file.flush()?;
-        Ok(())
+        self.events.write_scalars(row.step, self.wall_base + row.elapsed_s, &scalars_of(row))
+    }
+
+    /// The TensorBoard event file the rows are mirrored into.
+    pub fn events_path(&self) -> &Path {
+        self.events.path()
     }
 
     /// Every row written so far.
