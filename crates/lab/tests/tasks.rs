@@ -591,3 +591,45 @@ fn rng_streams_are_keyed_and_below_is_uniform() {
     assert_eq!(perm, (0..50).collect::<Vec<_>>());
     assert!((0..1000).map(|_| rng.unit_f64()).all(|u| (0.0..1.0).contains(&u)));
 }
+
+/// The positions plots mark: queries are the supervised positions, and the sources hold what
+/// each answer is read from (checked against the targets, not against the generators).
+#[test]
+fn marks_point_at_the_queries_and_the_tokens_their_answers_need() {
+    for config in synthetic_configs() {
+        let task = build(&config, 5).unwrap();
+        let b = seq(task.as_ref(), Split::Valid, 0, 16);
+        for r in 0..b.batch {
+            let (x, y) = b.row(r).unwrap();
+            let m = task.marks(x, y);
+            let supervised: Vec<usize> = (0..y.len()).filter(|&p| y[p] != IGNORE_INDEX).collect();
+            assert_eq!(m.queries, supervised, "{}", task.name());
+            assert!(!m.source_name.is_empty());
+            assert!(m.sources.windows(2).all(|w| w[0] < w[1]), "sources in order");
+            match &config {
+                TaskConfig::Mqar(c) => {
+                    // One key per query; the value after the key is the query's target.
+                    assert_eq!(m.sources.len(), c.num_kv_pairs);
+                    for &q in &m.queries {
+                        let keys: Vec<usize> = m.sources.iter().copied().filter(|&k| x[k] == x[q]).collect();
+                        assert_eq!(keys.len(), 1, "query {q} has one key");
+                        assert_eq!(i64::from(x[keys[0] + 1]), y[q]);
+                    }
+                }
+                TaskConfig::InductionHeads(c) => {
+                    let trigger = (c.vocab_size - 1) as u32;
+                    assert_eq!(m.sources.len(), 2);
+                    assert_eq!(x[m.sources[0]], trigger);
+                    assert_eq!(m.sources[1], m.sources[0] + 1);
+                    assert_eq!(i64::from(x[m.sources[1]]), y[y.len() - 1]);
+                }
+                TaskConfig::SelectiveCopying(_) => {
+                    let copied: Vec<i64> = m.sources.iter().map(|&s| i64::from(x[s])).collect();
+                    let answers: Vec<i64> = m.queries.iter().map(|&q| y[q]).collect();
+                    assert_eq!(copied, answers);
+                }
+                TaskConfig::TextClassification(_) => unreachable!(),
+            }
+        }
+    }
+}
