@@ -203,8 +203,8 @@ fn crc32c(data: &[u8]) -> u32 {
 /// The CRC TFRecord stores: rotated and offset so that a CRC of data containing CRCs is not
 /// trivially related to them.
 fn masked_crc32c(data: &[u8]) -> u32 {
-    let crc = crc32c(data);
-    ((crc >> 15) | (crc << 17)).wrapping_add(0xa282_ead8)
+    // `((crc >> 15) | (crc << 17)) + 0xa282ead8` in the format's definition.
+    crc32c(data).rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 #[cfg(test)]
