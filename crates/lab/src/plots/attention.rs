@@ -11,7 +11,7 @@ use attune_nn::{Ctx, Model};
 use attune_tensor::{DType, Device};
 use plotters::prelude::*;
 
-use super::{Area, LEFT, colour_bar, err, font_ready, glyph, label, shade};
+use super::{Area, CENTER, LEFT, colour_bar, err, font_ready, glyph, label, shade};
 use crate::batch::DeviceBatch;
 use crate::tasks::{Batch, Marks, Split, Task};
 
@@ -101,10 +101,13 @@ fn heat_map(
     bytes: Option<&[u32]>,
 ) -> Result<()> {
     let labelled = font_ready();
+    // The title is drawn by hand, not as the chart's caption, to leave a strip between it and
+    // the map for the source markers.
+    label(area, title, (area.dim_in_pixel().0 as i32 / 2, 12), 15, &BLACK, CENTER)?;
     let mut builder = ChartBuilder::on(area);
-    builder.margin(8).margin_right(18).margin_top(22);
+    builder.margin(8).margin_right(18).margin_top(34);
     if labelled {
-        builder.caption(title, ("sans-serif", 15)).x_label_area_size(38).y_label_area_size(48);
+        builder.x_label_area_size(38).y_label_area_size(48);
     }
     let end = seq as f64 - 0.5;
     // Query 0 at the top, as in a matrix.
