@@ -1,4 +1,4 @@
-"""Writes sample_sentiment.jsonl: 200 short template reviews, 100 positive and 100 negative.
+"""Writes sample_sentiment.jsonl: 2,000 short template reviews, 1,000 positive and 1,000 negative.
 
 Deterministic (fixed seed, no downloads): run `python3 make_sample_sentiment.py` in this folder
 to regenerate the file byte for byte. The sentiment lives in clearly polar words, so a tiny
@@ -7,6 +7,10 @@ byte-level model can learn it; there are no negations or sarcasm on purpose.
 
 import json
 import random
+
+# Examples per label: enough that a byte-level model sees every polar word in many contexts
+# and generalises instead of memorising, and a 10% validation split of 200 texts.
+PER_CLASS = 1000
 
 SUBJECTS = [
     "the movie", "this film", "the plot", "the acting", "the soundtrack", "the ending",
@@ -52,7 +56,7 @@ def main():
     rows = []
     for label in ["positive", "negative"]:
         count = 0
-        while count < 100:
+        while count < PER_CLASS:
             text = review(rng, label)
             if text in seen:
                 continue

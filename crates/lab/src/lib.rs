@@ -7,7 +7,8 @@
 //! - [`overlay`]: dotted-key access (`model.d_model`) shared by flags, resume and searches.
 //! - [`train`]: the loop (accumulation, clipping, schedules, evaluation, early stopping,
 //!   checkpoints on Ctrl-C, exact resume); [`evaluate`] for held-out metrics.
-//! - [`metrics`], [`plots`], [`probe`]: what a run leaves behind.
+//! - [`metrics`] (with [`tensorboard`] event files), [`plots`], [`probe`]: what a run leaves
+//!   behind.
 //! - [`bench`]: `attune bench-step`, training-step timing against the PyTorch peer.
 
 pub mod batch;
@@ -24,4 +25,5 @@ mod progress;
 pub mod rundir;
 pub mod runstate;
 pub mod tasks;
+pub mod tensorboard;
 pub mod train;

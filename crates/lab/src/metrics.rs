@@ -1,4 +1,5 @@
-//! `metrics.jsonl`: one JSON object per line for training and held-out measurements.
+//! `metrics.jsonl`: one JSON object per line for training and held-out measurements, mirrored
+//! into a TensorBoard event file in the same directory ([`crate::tensorboard`]; docs/metrics.md).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -7,6 +8,8 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use attune_persist::AppendLog;
 use serde::{Deserialize, Serialize};
+
+use crate::tensorboard::{EventWriter, scalars_of, unix_now};
 
 /// One measurement. Non-finite values are written as `"NaN"`, `"inf"` or `"-inf"`
 /// ([`crate::jsonfloat`]), so every line is valid JSON that reads back.
@@ -37,30 +40,47 @@ pub struct MetricRow {
 }
 
 /// Appends rows to `metrics.jsonl` (an attune-persist [`AppendLog`]: a checkpoint records the
-/// length it covers, and a resume cuts the file back to exactly that; docs/persistence.md).
+/// length it covers, and a resume cuts the file back to exactly that; docs/persistence.md) and
+/// mirrors them into the run's TensorBoard event file.
 pub struct MetricsLog {
     log: AppendLog,
+    events: EventWriter,
+    /// Wall-clock time of `elapsed_s == 0`: an event's wall time is this plus the row's
+    /// `elapsed_s`, so a resumed run's curves continue without the pause in between.
+    wall_base: f64,
 }
 
 impl MetricsLog {
     /// Opens `dir/metrics.jsonl`: a new empty log, or (`committed = Some(bytes)`, a resume) the
     /// log cut back to the bytes its checkpoint covers, so rows the interrupted run wrote after
-    /// that checkpoint are gone and the log matches an uninterrupted run.
+    /// that checkpoint are gone and the log matches an uninterrupted run. The event file is
+    /// rewritten from the kept rows, so TensorBoard shows exactly what `metrics.jsonl` holds.
     pub fn open(dir: &Path, committed: Option<u64>) -> Result<MetricsLog> {
         let path = dir.join("metrics.jsonl");
         let log = match committed {
             Some(bytes) => AppendLog::open_at(&path, bytes)?,
             None => AppendLog::create(&path)?,
         };
-        Ok(MetricsLog { log })
+        let kept = read(&path)?;
+        let wall_base = unix_now() - kept.last().map_or(0.0, |r| r.elapsed_s);
+        let mut events = EventWriter::create(dir)?;
+        for r in &kept {
+            events.write_scalars(r.step, wall_base + r.elapsed_s, &scalars_of(r))?;
+        }
+        Ok(MetricsLog { log, events, wall_base })
     }
 
-    /// Appends one row.
+    /// Appends one row to both files.
     pub fn write(&mut self, row: &MetricRow) -> Result<()> {
         let mut line = serde_json::to_string(row)?;
         line.push('\n');
         self.log.append(line.as_bytes())?;
-        Ok(())
+        self.events.write_scalars(row.step, self.wall_base + row.elapsed_s, &scalars_of(row))
+    }
+
+    /// The TensorBoard event file the rows are mirrored into.
+    pub fn events_path(&self) -> &Path {
+        self.events.path()
     }
 
     /// Makes every row durable and returns the file's length (what a checkpoint records).

@@ -1,19 +1,30 @@
-//! PNG plots of a run: `loss.png`, `accuracy.png` (train and valid curves) and
-//! `attention.png` (every layer's and head's attention map on one held-out example; for a
-//! classifier also its pooling weights). Text needs a TrueType font: the DejaVu or Liberation
-//! fonts Debian ships, or the file `ATTUNE_FONT` names; without one the plots have no labels.
+//! PNG plots of a run, in `plots/` (docs/metrics.md shows how to read them):
+//!
+//! - `loss.png`, `accuracy.png`: train and valid curves by step;
+//! - `attention.png` ([`attention`]): every layer's and head's attention map on one held-out
+//!   example, with position axes, a colour bar and the task's query and source positions marked;
+//! - `pooling.png` ([`pooling`], classifiers only): held-out texts, each byte shaded by the
+//!   weight the attention pooling gave it, with the true and predicted labels.
+//!
+//! Text needs a TrueType font: the DejaVu or Liberation fonts Debian ships
+//! (`fonts-dejavu-core`), or the file `ATTUNE_FONT` names; without one the plots are drawn
+//! without any text.
+
+mod attention;
+mod pooling;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Result, anyhow};
-use attune_nn::{Ctx, Model};
+use attune_nn::Model;
 use attune_tensor::Device;
+use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::batch::DeviceBatch;
 use crate::metrics::MetricRow;
-use crate::tasks::{Split, Task};
+use crate::tasks::Task;
 
 const FONT_CANDIDATES: [&str; 4] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -22,7 +33,7 @@ const FONT_CANDIDATES: [&str; 4] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-/// Registers a font once; false when none could be found (plots are then drawn unlabelled).
+/// Registers a font once; false when none could be found (plots are then drawn without text).
 fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
@@ -41,13 +52,107 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e}")
 }
 
+/// The drawing surface every plot uses.
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
 /// Writes every plot into `dir/plots/`.
 pub fn write_all(dir: &Path, rows: &[MetricRow], model: &Model, task: &dyn Task, device: &Device) -> Result<()> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots)?;
-    curves(&plots.join("loss.png"), rows, "loss", |r| r.loss, true)?;
-    curves(&plots.join("accuracy.png"), rows, "accuracy", |r| r.accuracy, false)?;
-    attention_maps(&plots.join("attention.png"), model, task, device)?;
+    // Each picture is drawn into a temporary file and committed whole (docs/persistence.md).
+    let commit = |name: &str, draw: &dyn Fn(&Path) -> Result<()>| -> Result<()> {
+        Ok(attune_persist::write_atomic_with(&plots.join(name), |tmp| draw(tmp).map_err(|e| format!("{e:#}")))?)
+    };
+    commit("loss.png", &|p| curves(p, rows, "loss", |r| r.loss, true))?;
+    commit("accuracy.png", &|p| curves(p, rows, "accuracy", |r| r.accuracy, false))?;
+    commit("attention.png", &|p| attention::write(p, model, task, device))?;
+    let pooling_png = plots.join("pooling.png");
+    if task.num_classes().is_some() {
+        commit("pooling.png", &|p| pooling::write(p, model, task, device))?;
+    } else {
+        // A classifier's plot left by an earlier run in this directory would mislead.
+        let _ = std::fs::remove_file(pooling_png);
+    }
+    Ok(())
+}
+
+/// The colour of `v` in `[0, 1]` on the scale all heat plots share: white through light blue
+/// to dark blue, so that zero is the background and the largest values stand out.
+fn shade(v: f64) -> RGBColor {
+    const STOPS: [(f64, [f64; 3]); 4] = [
+        (0.0, [255.0, 255.0, 255.0]),
+        (0.25, [189.0, 215.0, 238.0]),
+        (0.6, [66.0, 146.0, 198.0]),
+        (1.0, [8.0, 48.0, 107.0]),
+    ];
+    let v = if v.is_finite() { v.clamp(0.0, 1.0) } else { 0.0 };
+    let i = STOPS.iter().rposition(|s| s.0 <= v).unwrap_or(0).min(STOPS.len() - 2);
+    let ((a, ca), (b, cb)) = (STOPS[i], STOPS[i + 1]);
+    let t = (v - a) / (b - a);
+    let mix = |k: usize| (ca[k] + t * (cb[k] - ca[k])).round() as u8;
+    RGBColor(mix(0), mix(1), mix(2))
+}
+
+/// How a byte token is drawn: printable ASCII as itself, anything else as `·`.
+fn glyph(tok: u32) -> String {
+    match u8::try_from(tok) {
+        Ok(b) if b.is_ascii_graphic() => char::from(b).to_string(),
+        Ok(b' ') => " ".into(),
+        _ => "·".into(),
+    }
+}
+
+/// Text that stays readable on `shade(v)`.
+fn ink_on(v: f64) -> RGBColor {
+    if v > 0.55 { WHITE } else { BLACK }
+}
+
+/// Draws `text` with its anchor `pos` at pixel `at` of `area`; nothing without a font.
+fn label(area: &Area<'_>, text: &str, at: (i32, i32), size: u32, color: &RGBColor, pos: Pos) -> Result<()> {
+    if !font_ready() {
+        return Ok(());
+    }
+    let style = TextStyle::from(("sans-serif", size).into_font()).color(color).pos(pos);
+    area.draw(&Text::new(text.to_string(), at, style)).map_err(err)
+}
+
+/// Left-aligned, vertically centred text anchor.
+const LEFT: Pos = Pos { h_pos: HPos::Left, v_pos: VPos::Center };
+/// Centred text anchor.
+const CENTER: Pos = Pos { h_pos: HPos::Center, v_pos: VPos::Center };
+
+/// A vertical colour bar for values `0..=peak` filling `area`, its axis labelled `desc`.
+fn colour_bar(area: &Area<'_>, peak: f64, desc: &str) -> Result<()> {
+    let labelled = font_ready();
+    let mut builder = ChartBuilder::on(area);
+    builder.margin_top(30).margin_bottom(50).margin_left(8).margin_right(if labelled { 4 } else { 8 });
+    builder.x_label_area_size(0).y_label_area_size(0);
+    if labelled {
+        builder.right_y_label_area_size(70);
+    }
+    let peak = if peak.is_finite() && peak > 0.0 { peak } else { 1.0 };
+    let mut chart = builder.build_cartesian_2d(0.0..1.0, 0.0..peak).map_err(err)?;
+    const STEPS: usize = 128;
+    chart
+        .draw_series((0..STEPS).map(|i| {
+            let (lo, hi) = (i as f64 / STEPS as f64, (i + 1) as f64 / STEPS as f64);
+            Rectangle::new([(0.0, lo * peak), (1.0, hi * peak)], shade((lo + hi) / 2.0).filled())
+        }))
+        .map_err(err)?;
+    chart.draw_series([Rectangle::new([(0.0, 0.0), (1.0, peak)], BLACK.stroke_width(1))]).map_err(err)?;
+    if labelled {
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_label_formatter(&|v| format!("{v:.2}"))
+            .y_desc(desc)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .draw()
+            .map_err(err)?;
+    }
     Ok(())
 }
 
@@ -100,65 +205,30 @@ fn curves(path: &Path, rows: &[MetricRow], what: &str, value: impl Fn(&MetricRow
     Ok(())
 }
 
-/// A grid of heat maps: one row per layer, one column per head, for validation example 0.
-fn attention_maps(path: &Path, model: &Model, task: &dyn Task, device: &Device) -> Result<()> {
-    let _guard = attune_tensor::no_grad();
-    let batch = DeviceBatch::new(&task.batch(Split::Valid, 0, 1)?, device)?;
-    let insp = model.inspect(&batch.tokens, batch.lengths.as_deref(), &mut Ctx::eval())?;
-    let layers = insp.attention.len();
-    let heads = insp.attention.first().map_or(0, |p| p.dims()[1]);
-    let seq = batch.tokens.dims()[1];
-    let extra = usize::from(insp.pooling.is_some());
-    let cell = (720 / heads.max(1)).clamp(120, 360) as u32;
-    let labelled = font_ready();
-    let title = if labelled { 30 } else { 0 };
-    let root =
-        BitMapBackend::new(path, (cell * heads as u32, (cell + title) * (layers + extra) as u32)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let rows = root.split_evenly((layers + extra, 1));
-    for (l, probs) in insp.attention.iter().enumerate() {
-        let p = probs.to_dtype(attune_tensor::DType::F32)?.to_vec::<f32>()?;
-        let cols = rows[l].split_evenly((1, heads));
-        for (h, area) in cols.iter().enumerate() {
-            let area = if labelled {
-                area.titled(&format!("layer {l} head {h}"), ("sans-serif", 16)).map_err(err)?
-            } else {
-                area.clone()
-            };
-            let (w, hgt) = area.dim_in_pixel();
-            let px = (w.min(hgt) as f64 / seq as f64).max(1.0);
-            let map = &p[h * seq * seq..(h + 1) * seq * seq];
-            let peak = map.iter().cloned().fold(1e-9f32, f32::max);
-            for i in 0..seq {
-                for j in 0..seq {
-                    let v = (map[i * seq + j] / peak).clamp(0.0, 1.0) as f64;
-                    let shade = (255.0 * (1.0 - v)) as u8;
-                    let (x0, y0) = ((j as f64 * px) as i32, (i as f64 * px) as i32);
-                    let (x1, y1) = (((j + 1) as f64 * px) as i32, ((i + 1) as f64 * px) as i32);
-                    area.draw(&Rectangle::new([(x0, y0), (x1, y1)], RGBColor(shade, shade, 255).filled()))
-                        .map_err(err)?;
-                }
-            }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_outside_printable_ascii_are_drawn_as_a_dot() {
+        assert_eq!(glyph(u32::from(b'a')), "a");
+        assert_eq!(glyph(u32::from(b' ')), " ");
+        assert_eq!(glyph(0xc3), "·");
+        assert_eq!(glyph(u32::from(b'\n')), "·");
+        assert_eq!(glyph(crate::tasks::PAD_ID), "·");
+    }
+
+    #[test]
+    fn the_shade_runs_from_white_to_dark_and_darkens_monotonically() {
+        assert_eq!(shade(0.0), WHITE);
+        assert_eq!(shade(1.0), RGBColor(8, 48, 107));
+        assert_eq!(shade(f64::NAN), WHITE);
+        let lum = |c: RGBColor| 0.299 * c.0 as f64 + 0.587 * c.1 as f64 + 0.114 * c.2 as f64;
+        let mut last = f64::INFINITY;
+        for i in 0..=100 {
+            let l = lum(shade(i as f64 / 100.0));
+            assert!(l <= last + 1e-9, "luminance rises at {i}");
+            last = l;
         }
     }
-    if let Some(w) = &insp.pooling {
-        let w = w.to_dtype(attune_tensor::DType::F32)?.to_vec::<f32>()?;
-        let area = &rows[layers];
-        let area = if labelled {
-            area.titled("pooling weights by position", ("sans-serif", 16)).map_err(err)?
-        } else {
-            area.clone()
-        };
-        let (wpx, hpx) = area.dim_in_pixel();
-        let peak = w.iter().cloned().fold(1e-9f32, f32::max);
-        let bw = wpx as f64 / w.len().max(1) as f64;
-        for (i, &v) in w.iter().enumerate() {
-            let h = (hpx as f64 * (v / peak) as f64) as i32;
-            let x0 = (i as f64 * bw) as i32;
-            area.draw(&Rectangle::new([(x0, hpx as i32 - h), ((x0 as f64 + bw) as i32, hpx as i32)], BLUE.filled()))
-                .map_err(err)?;
-        }
-    }
-    root.present().map_err(err)?;
-    Ok(())
 }

@@ -353,14 +353,17 @@ fn text_sample_splits_partition_the_file() {
     assert_eq!((t.name(), t.vocab_size(), t.seq_len(), t.num_classes()), ("text", 257, 256, Some(2)));
     let TaskConfig::TextClassification(c) = t.config() else { panic!() };
     assert_eq!(c.classes, Some(vec![Label::Str("negative".into()), Label::Str("positive".into())]));
-    // 200 lines, valid_fraction 0.1: 20 valid, 180 train, no test.
-    assert_eq!(t.split_size(Split::Valid), Some(20));
+    // valid_fraction 0.1 of the file's lines are valid, the rest train; no test file.
+    let lines = file_rows(SAMPLE).len();
+    let (n_valid, n_train) = (lines / 10, lines - lines / 10);
+    assert!(lines.is_multiple_of(10), "the sample has {lines} lines");
+    assert_eq!(t.split_size(Split::Valid), Some(n_valid));
     assert_eq!(t.split_size(Split::Test), Some(0));
     assert_eq!(t.split_size(Split::Train), None);
 
     let classes = ["negative", "positive"];
-    let valid = class_rows(&class(t.as_ref(), Split::Valid, 0, 20), &classes);
-    let epoch0 = class_rows(&class(t.as_ref(), Split::Train, 0, 180), &classes);
+    let valid = class_rows(&class(t.as_ref(), Split::Valid, 0, n_valid), &classes);
+    let epoch0 = class_rows(&class(t.as_ref(), Split::Train, 0, n_train), &classes);
     let mut together = [valid.clone(), epoch0.clone()].concat();
     let mut file = file_rows(SAMPLE);
     together.sort();
@@ -368,30 +371,41 @@ fn text_sample_splits_partition_the_file() {
     assert_eq!(together, file, "train epoch 0 + valid = the file, each line once");
 
     // The next epoch visits the same examples in another order.
-    let epoch1 = class_rows(&class(t.as_ref(), Split::Train, 1, 180), &classes);
+    let epoch1 = class_rows(&class(t.as_ref(), Split::Train, 1, n_train), &classes);
     assert_ne!(epoch1, epoch0);
-    let (mut a, mut b) = (epoch0.clone(), epoch1);
+    let (mut a, mut b) = (epoch0.clone(), epoch1.clone());
     a.sort();
     b.sort();
     assert_eq!(a, b);
-    // Train batches straddle epochs: batch 2 of 100 is positions 200..300, epoch 1's 20..120.
-    let straddle = class_rows(&class(t.as_ref(), Split::Train, 2, 100), &classes);
-    assert_eq!(straddle, class_rows(&class(t.as_ref(), Split::Train, 1, 180), &classes)[20..120]);
+    // Train batches straddle epochs: with B a little over half an epoch, batch 1 holds stream
+    // positions B..2B, the end of epoch 0 and then the first 2B - n_train of epoch 1.
+    let half = n_train / 2 + 10;
+    let extra = 2 * half - n_train;
+    let straddle = class_rows(&class(t.as_ref(), Split::Train, 1, half), &classes);
+    assert_eq!(straddle[..half - extra], epoch0[half..]);
+    assert_eq!(straddle[half - extra..], epoch1[..extra]);
 
     // Another seed holds out another valid set; the same seed the same one.
     let same = text_task(TextConfig::new(SAMPLE), 0).unwrap();
-    assert_eq!(class(same.as_ref(), Split::Valid, 0, 20), class(t.as_ref(), Split::Valid, 0, 20));
+    assert_eq!(class(same.as_ref(), Split::Valid, 0, n_valid), class(t.as_ref(), Split::Valid, 0, n_valid));
     let other = text_task(TextConfig::new(SAMPLE), 1).unwrap();
-    assert_ne!(class(other.as_ref(), Split::Valid, 0, 20), class(t.as_ref(), Split::Valid, 0, 20));
+    assert_ne!(class(other.as_ref(), Split::Valid, 0, n_valid), class(t.as_ref(), Split::Valid, 0, n_valid));
 }
 
 #[test]
 fn text_valid_batches_cover_the_split_once_then_stop() {
     let t = text_task(TextConfig::new(SAMPLE), 9).unwrap();
-    let sizes: Vec<usize> = (0..3).map(|i| class(t.as_ref(), Split::Valid, i, 7).batch).collect();
-    assert_eq!(sizes, [7, 7, 6]);
-    let msg = t.batch(Split::Valid, 3, 7).unwrap_err().to_string();
-    assert!(msg.contains("batch index 3 is past the end: the valid split has 20 examples, 3 batch(es) of 7"), "{msg}");
+    // Batches of 7 over the valid split: full ones, then a short one, then an error.
+    let n = t.split_size(Split::Valid).unwrap();
+    let batches = n.div_ceil(7);
+    assert!(!n.is_multiple_of(7), "the split of {n} must end in a short batch for this test");
+    let sizes: Vec<usize> = (0..batches as u64).map(|i| class(t.as_ref(), Split::Valid, i, 7).batch).collect();
+    assert_eq!(sizes[..batches - 1], vec![7; batches - 1][..]);
+    assert_eq!(sizes[batches - 1], n % 7);
+    let msg = t.batch(Split::Valid, batches as u64, 7).unwrap_err().to_string();
+    let want =
+        format!("batch index {batches} is past the end: the valid split has {n} examples, {batches} batch(es) of 7");
+    assert!(msg.contains(&want), "{msg}");
     let msg = t.batch(Split::Test, 0, 7).unwrap_err().to_string();
     assert!(msg.contains("no test split; set test_path"), "{msg}");
     let msg = t.batch(Split::Train, 0, 0).unwrap_err().to_string();
@@ -590,4 +604,46 @@ fn rng_streams_are_keyed_and_below_is_uniform() {
     perm.sort();
     assert_eq!(perm, (0..50).collect::<Vec<_>>());
     assert!((0..1000).map(|_| rng.unit_f64()).all(|u| (0.0..1.0).contains(&u)));
+}
+
+/// The positions plots mark: queries are the supervised positions, and the sources hold what
+/// each answer is read from (checked against the targets, not against the generators).
+#[test]
+fn marks_point_at_the_queries_and_the_tokens_their_answers_need() {
+    for config in synthetic_configs() {
+        let task = build(&config, 5).unwrap();
+        let b = seq(task.as_ref(), Split::Valid, 0, 16);
+        for r in 0..b.batch {
+            let (x, y) = b.row(r).unwrap();
+            let m = task.marks(x, y);
+            let supervised: Vec<usize> = (0..y.len()).filter(|&p| y[p] != IGNORE_INDEX).collect();
+            assert_eq!(m.queries, supervised, "{}", task.name());
+            assert!(!m.source_name.is_empty());
+            assert!(m.sources.windows(2).all(|w| w[0] < w[1]), "sources in order");
+            match &config {
+                TaskConfig::Mqar(c) => {
+                    // One key per query; the value after the key is the query's target.
+                    assert_eq!(m.sources.len(), c.num_kv_pairs);
+                    for &q in &m.queries {
+                        let keys: Vec<usize> = m.sources.iter().copied().filter(|&k| x[k] == x[q]).collect();
+                        assert_eq!(keys.len(), 1, "query {q} has one key");
+                        assert_eq!(i64::from(x[keys[0] + 1]), y[q]);
+                    }
+                }
+                TaskConfig::InductionHeads(c) => {
+                    let trigger = (c.vocab_size - 1) as u32;
+                    assert_eq!(m.sources.len(), 2);
+                    assert_eq!(x[m.sources[0]], trigger);
+                    assert_eq!(m.sources[1], m.sources[0] + 1);
+                    assert_eq!(i64::from(x[m.sources[1]]), y[y.len() - 1]);
+                }
+                TaskConfig::SelectiveCopying(_) => {
+                    let copied: Vec<i64> = m.sources.iter().map(|&s| i64::from(x[s])).collect();
+                    let answers: Vec<i64> = m.queries.iter().map(|&q| y[q]).collect();
+                    assert_eq!(copied, answers);
+                }
+                TaskConfig::TextClassification(_) => unreachable!(),
+            }
+        }
+    }
 }

@@ -134,12 +134,13 @@ fn text_classification_learns_the_sample_file() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample_sentiment.jsonl");
     let mut text = TextConfig::new(data);
     text.max_len = 64;
-    text.valid_fraction = 0.2;
+    text.valid_fraction = 0.1;
     cfg.task = TaskConfig::TextClassification(text);
     cfg.model.d_model = 32;
     cfg.model.n_layers = 1;
     cfg.model.n_heads = 2;
-    cfg.train.steps = 120;
+    // About 3.5 epochs of the 1,800 training texts: 93% held-out (120 steps gave 73%).
+    cfg.train.steps = 400;
     cfg.train.batch_size = 16;
     cfg.train.eval_every = 40;
     cfg.train.target_accuracy = None;
@@ -147,7 +148,7 @@ fn text_classification_learns_the_sample_file() {
     cfg.device = "cpu".into();
     let Ending::Done(s) = train(cfg.resolve().unwrap(), dir.path(), &quiet()).unwrap() else { panic!("interrupted") };
     assert_eq!(s.eval_split, "valid");
-    assert_eq!(s.eval_targets, 40, "the whole 20% validation split is measured once");
+    assert_eq!(s.eval_targets, 200, "the whole 10% validation split (200 of 2,000 texts) is measured once");
     assert!(s.eval_accuracy >= 0.8, "text accuracy {}", s.eval_accuracy);
 }
 

@@ -16,7 +16,8 @@ pub(crate) fn temp_sibling(path: &Path) -> PathBuf {
     static SERIAL: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "entry".into());
     let serial = SERIAL.fetch_add(1, Ordering::Relaxed);
-    parent_of(path).join(format!(".{name}{TEMP_MARKER}{}-{serial}", std::process::id()))
+    // The name stays last, so the extension survives (image encoders choose the format by it).
+    parent_of(path).join(format!("{TEMP_MARKER}{}-{serial}.{name}", std::process::id()))
 }
 
 /// The directory holding `path` (`.` for a bare file name).
@@ -32,6 +33,26 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     fsops::create_dir_all(dir)?;
     let tmp = temp_sibling(path);
     let result = fsops::write_synced(&tmp, bytes).and_then(|()| fsops::rename(&tmp, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result?;
+    fsops::sync_dir(dir)
+}
+
+/// [`write_atomic`] for writers that need a path to write to (an image encoder): `write` fills
+/// the temporary file (whose name keeps `path`'s extension); it is then fsynced and renamed over
+/// `path`. A `write` error removes the temporary and leaves `path` untouched.
+pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::result::Result<(), String>) -> Result<()> {
+    let dir = parent_of(path);
+    fsops::create_dir_all(dir)?;
+    let tmp = temp_sibling(path);
+    let result = fsops::step_write(&tmp)
+        .and_then(|()| {
+            write(&tmp).map_err(|e| PersistError::io("writing", &tmp, None, std::io::Error::other(e)))
+        })
+        .and_then(|()| fsops::sync_path(&tmp))
+        .and_then(|()| fsops::rename(&tmp, path));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

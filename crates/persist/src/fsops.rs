@@ -18,6 +18,17 @@ pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     f.sync_all().map_err(|e| PersistError::io("syncing", path, len, e))
 }
 
+/// The fault-injection point of a write done by someone else's code (an image encoder).
+pub(crate) fn step_write(path: &Path) -> Result<()> {
+    step("write", path).map_err(|e| PersistError::io("writing", path, None, e))
+}
+
+/// Fsyncs the file at `path`.
+pub(crate) fn sync_path(path: &Path) -> Result<()> {
+    step("fsync", path).map_err(|e| PersistError::io("syncing", path, None, e))?;
+    File::open(path).and_then(|f| f.sync_all()).map_err(|e| PersistError::io("syncing", path, None, e))
+}
+
 /// Renames `from` to `to` (atomic on one file system; replaces a file, or an empty directory).
 pub(crate) fn rename(from: &Path, to: &Path) -> Result<()> {
     step("rename", to).map_err(|e| PersistError::io("renaming into place", to, None, e))?;

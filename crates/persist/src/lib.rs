@@ -21,7 +21,7 @@ mod fsops;
 mod lock;
 
 pub use append::AppendLog;
-pub use atomic::{TEMP_MARKER, link_atomic, remove_temporaries, write_atomic};
+pub use atomic::{TEMP_MARKER, link_atomic, remove_temporaries, write_atomic, write_atomic_with};
 pub use commit::{Committed, FileEntry, MANIFEST, Manifest, Staging, list_committed, remove_committed};
 pub use error::{PersistError, Result};
 pub use lock::{DirLock, LOCK_FILE};

@@ -88,4 +88,11 @@ impl Synthetic for InductionHeads {
         x[s - 1] = self.trigger();
         y[s - 1] = i64::from(x[p + 1]);
     }
+
+    /// The first trigger and the token after it (the answer).
+    fn sources(&self, x: &[u32], _y: &[i64]) -> (Vec<usize>, &'static str) {
+        let last = x.len().saturating_sub(1);
+        let first = x[..last].iter().position(|&t| t == self.trigger());
+        (first.map_or(Vec::new(), |p| vec![p, p + 1]), "first trigger and the token after it")
+    }
 }

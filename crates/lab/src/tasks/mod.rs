@@ -174,6 +174,19 @@ impl Batch {
     }
 }
 
+/// Positions of one sequence example worth marking on a plot of the model's attention.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Marks {
+    /// Supervised positions: where the model must answer (MQAR's queries, the final trigger).
+    pub queries: Vec<usize>,
+    /// Positions holding what the answers need, in increasing order (MQAR: the queried keys,
+    /// each followed by its value; induction: the earlier trigger and the token after it;
+    /// selective copying: the data tokens).
+    pub sources: Vec<usize>,
+    /// What `sources` are, for a plot's legend; empty when there are none.
+    pub source_name: &'static str,
+}
+
 /// A task: a deterministic source of batches plus the sizes a model needs to be built for it.
 pub trait Task: Send + Sync {
     /// The config name (`"mqar"`, `"induction"`, `"selective-copying"`, `"text"`).
@@ -209,6 +222,18 @@ pub trait Task: Send + Sync {
     /// Errors when `batch_size` is 0, when the task has no such split, or when `index` is past
     /// the end of a finite split (whose last batch may be short).
     fn batch(&self, split: Split, index: u64, batch_size: usize) -> Result<Batch, TaskError>;
+
+    /// The positions of one example of a sequence batch (its `inputs` and `targets` row) that
+    /// plots mark. The default marks the supervised positions and no sources.
+    fn marks(&self, inputs: &[u32], targets: &[i64]) -> Marks {
+        let _ = inputs;
+        Marks { queries: supervised_positions(targets), ..Marks::default() }
+    }
+}
+
+/// The positions whose target is not [`IGNORE_INDEX`].
+pub fn supervised_positions(targets: &[i64]) -> Vec<usize> {
+    targets.iter().enumerate().filter(|&(_, &t)| t != IGNORE_INDEX).map(|(i, _)| i).collect()
 }
 
 /// Builds the task of `config`, drawing its data with `seed`. Validates the config, and for

@@ -161,4 +161,12 @@ impl Synthetic for Mqar {
             }
         }
     }
+
+    /// The context positions of the queried keys (each value sits right after its key).
+    fn sources(&self, x: &[u32], y: &[i64]) -> (Vec<usize>, &'static str) {
+        let context = (2 * self.config.num_kv_pairs).min(x.len());
+        let queried: Vec<u32> = super::supervised_positions(y).iter().map(|&q| x[q]).collect();
+        let keys = (0..context).step_by(2).filter(|&k| queried.contains(&x[k])).collect();
+        (keys, "keys of the queries")
+    }
 }

@@ -112,4 +112,10 @@ impl Synthetic for SelectiveCopying {
             y[l + i] = i64::from(tok);
         }
     }
+
+    /// The data tokens of the region.
+    fn sources(&self, x: &[u32], _y: &[i64]) -> (Vec<usize>, &'static str) {
+        let l = self.config.region_len.min(x.len());
+        ((0..l).filter(|&p| x[p] != NOISE).collect(), "data tokens")
+    }
 }

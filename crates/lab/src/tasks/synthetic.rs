@@ -3,7 +3,7 @@
 //! random stream.
 
 use super::rng::Rng;
-use super::{Batch, IGNORE_INDEX, SeqBatch, Split, Task, TaskConfig, TaskError};
+use super::{Batch, IGNORE_INDEX, Marks, SeqBatch, Split, Task, TaskConfig, TaskError, supervised_positions};
 
 /// Largest vocabulary a synthetic task accepts: token ids are `u32`.
 pub(crate) const MAX_VOCAB: usize = u32::MAX as usize;
@@ -31,6 +31,10 @@ pub(crate) trait Synthetic: Send + Sync {
 
     /// Fills one example of length `seq_len`; `x` is zeroed and `y` all [`IGNORE_INDEX`] on entry.
     fn fill(&self, rng: &mut Rng, x: &mut [u32], y: &mut [i64]);
+
+    /// The positions of a filled example that hold what its answers need, and what they are
+    /// called ([`Marks::sources`], [`Marks::source_name`]).
+    fn sources(&self, x: &[u32], y: &[i64]) -> (Vec<usize>, &'static str);
 }
 
 impl<T: Synthetic> Task for T {
@@ -64,6 +68,11 @@ impl<T: Synthetic> Task for T {
             self.fill(r, x, y)
         })?;
         Ok(Batch::Seq(b))
+    }
+
+    fn marks(&self, inputs: &[u32], targets: &[i64]) -> Marks {
+        let (sources, source_name) = self.sources(inputs, targets);
+        Marks { queries: supervised_positions(targets), sources, source_name }
     }
 }
 
