@@ -33,10 +33,14 @@ const FONT_CANDIDATES: [&str; 4] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-/// Registers a font once; false when none could be found (plots are then drawn without text).
+/// Registers a font once; false when none could be found, or `ATTUNE_FONT=none` (plots are then
+/// drawn without text: a machine with no fonts, such as a bare GPU image, still gets its plots).
 fn font_ready() -> bool {
     static READY: OnceLock<bool> = OnceLock::new();
     *READY.get_or_init(|| {
+        if std::env::var_os("ATTUNE_FONT").is_some_and(|v| v == "none") {
+            return false;
+        }
         let mut paths: Vec<PathBuf> = std::env::var_os("ATTUNE_FONT").map(PathBuf::from).into_iter().collect();
         paths.extend(FONT_CANDIDATES.iter().map(PathBuf::from));
         paths.iter().any(|p| {
@@ -188,7 +192,8 @@ fn curves(path: &Path, rows: &[MetricRow], what: &str, value: impl Fn(&MetricRow
         let y_desc = if log_y { format!("log10 {what}") } else { what.to_string() };
         chart.configure_mesh().x_desc("step").y_desc(y_desc).label_style(("sans-serif", 14)).draw().map_err(err)?;
     } else {
-        chart.configure_mesh().disable_x_mesh().disable_y_mesh().draw().map_err(err)?;
+        // No tick labels either: drawing one needs the font there is none of.
+        chart.configure_mesh().disable_x_mesh().disable_y_mesh().x_labels(0).y_labels(0).draw().map_err(err)?;
     }
     for (name, pts, color) in [("train", &train, BLUE), ("valid", &valid, RED)] {
         let s = chart

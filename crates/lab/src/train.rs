@@ -483,7 +483,13 @@ impl Run {
         attune_persist::write_atomic(&self.dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
         crate::probe::write(&self.dir, &self.model, self.task.as_ref(), &self.device)?;
         if !opts.no_plots {
-            crate::plots::write_all(&self.dir, &self.metrics.rows()?, &self.model, self.task.as_ref(), &self.device)?;
+            // The run is done and saved by now: a plot that cannot be drawn is reported, not fatal.
+            let drawn = self.metrics.rows().and_then(|rows| {
+                crate::plots::write_all(&self.dir, &rows, &self.model, self.task.as_ref(), &self.device)
+            });
+            if let Err(e) = drawn {
+                eprintln!("attune: warning: the plots in {}/plots could not be drawn: {e:#}", self.dir.display());
+            }
         }
         Ok(summary)
     }

@@ -40,7 +40,7 @@ fn a_classifier_run_plots_its_pooling_and_a_later_sequence_run_removes_it() {
     let mut text = TextConfig::new(data);
     text.max_len = 32;
     let opts = LoopOptions { quiet: true, ..Default::default() };
-    let Ending::Done(_) = train(tiny(TaskConfig::TextClassification(text)), dir.path(), &opts).unwrap() else {
+    let Ending::Done(_) = train(tiny(TaskConfig::TextClassification(text)).resolve().unwrap(), dir.path(), &opts).unwrap() else {
         panic!("interrupted")
     };
     for p in ["loss.png", "accuracy.png", "attention.png", "pooling.png"] {
@@ -48,9 +48,30 @@ fn a_classifier_run_plots_its_pooling_and_a_later_sequence_run_removes_it() {
         assert!(w >= 300 && h >= 300, "{p} is {w}x{h}");
     }
     let mqar = MqarConfig { vocab_size: 64, seq_len: 32, num_kv_pairs: 4, power_a: 0.01 };
-    let Ending::Done(_) = train(tiny(TaskConfig::Mqar(mqar)), dir.path(), &opts).unwrap() else {
+    let again = LoopOptions { overwrite: true, ..opts };
+    let Ending::Done(_) = train(tiny(TaskConfig::Mqar(mqar)).resolve().unwrap(), dir.path(), &again).unwrap() else {
         panic!("interrupted")
     };
     png_size(&plots.join("attention.png"));
     assert!(!plots.join("pooling.png").exists(), "a stale pooling.png survived the MQAR run");
+}
+
+#[test]
+fn a_machine_without_fonts_still_gets_every_plot() {
+    // A bare GPU image has no fonts; ATTUNE_FONT=none makes this machine look like one.
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_attune"))
+        .args(["train", "--d-model", "16", "--layers", "1", "--steps", "2", "--eval-every", "2", "--batch", "8"])
+        .args(["--device", "cpu", "--quiet", "--out"])
+        .arg(&run)
+        .env("ATTUNE_FONT", "none")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("warning"), "{stderr}");
+    for png in ["loss.png", "accuracy.png", "attention.png"] {
+        let (w, h) = png_size(&run.join("plots").join(png));
+        assert!(w > 100 && h > 100, "{png}: {w}x{h}");
+    }
 }

@@ -249,14 +249,19 @@ fn the_reader_here_rejects_a_flipped_bit() {
 fn a_resumed_log_rewrites_the_events_to_match_the_kept_rows() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = MetricsLog::open(dir.path(), None).unwrap();
+    let mut committed = 0;
     for step in 1..=6 {
         log.write(&row(step, "train", 1.0 / step as f64)).unwrap();
+        if step == 3 {
+            // What a checkpoint at step 3 records.
+            committed = log.sync().unwrap();
+        }
     }
     log.write(&row(6, "valid", 0.3)).unwrap();
     drop(log);
     // A stale file from some earlier run in the same directory goes too.
     std::fs::write(dir.path().join("events.out.tfevents.1.old-host"), b"stale").unwrap();
-    let mut log = MetricsLog::open(dir.path(), Some(3)).unwrap();
+    let mut log = MetricsLog::open(dir.path(), Some(committed)).unwrap();
     log.write(&row(4, "train", 0.77)).unwrap();
     log.write(&row(4, "valid", 0.88)).unwrap();
     let rows = log.rows().unwrap();
