@@ -42,8 +42,8 @@ pub struct Tally {
     pub unnamed: Vec<String>,
     /// Per mutation kind: (tried, rejected, time spent mutating and loading).
     pub kinds: BTreeMap<&'static str, (u64, u64, Duration)>,
-    /// The largest single allocation seen, and the input length of that case.
-    pub peak_alloc: (usize, usize),
+    /// The largest single allocation seen, and the case (seed, number, mutation, input size).
+    pub peak_alloc: (usize, String),
     /// The slowest single load.
     pub slowest: Duration,
 }
@@ -100,7 +100,7 @@ impl Fuzz {
             t.slowest = t.slowest.max(start.elapsed());
             let peak = alloc::peak();
             if peak > t.peak_alloc.0 {
-                t.peak_alloc = (peak, input.len());
+                t.peak_alloc = (peak, id());
             }
             if peak > alloc_budget(input.len()) {
                 t.over_allocations.push(format!("{}: one allocation of {peak} bytes", id()));
@@ -135,7 +135,7 @@ impl Tally {
     pub fn summary(&self) -> String {
         format!(
             "fuzz {}: {} mutations, {} errors, {} loaded, {} panics, {} over-allocations, {} errors not naming the file \
-             (largest allocation {} bytes for a {}-byte input; slowest load {:.1} ms)",
+             (largest allocation {} bytes, {}; slowest load {:.1} ms)",
             self.name,
             self.cases,
             self.errors,
