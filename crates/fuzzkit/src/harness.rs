@@ -157,7 +157,9 @@ impl Tally {
             println!("  {kind}: {n} tried, {rejected} rejected ({:.0} ms)", time.as_secs_f64() * 1e3);
         }
         let mut problems = Vec::new();
-        for (what, list) in [("panic", &self.panics), ("over-allocation", &self.over_allocations), ("unnamed error", &self.unnamed)] {
+        for (what, list) in
+            [("panic", &self.panics), ("over-allocation", &self.over_allocations), ("unnamed error", &self.unnamed)]
+        {
             problems.extend(list.iter().take(5).map(|p| format!("{what}: {p}")));
         }
         assert!(problems.is_empty(), "{}\n{}", self.summary(), problems.join("\n"));

@@ -149,7 +149,9 @@ pub fn mutate(rng: &mut Rng, file: &[u8], meta_json: bool) -> (Vec<u8>, &'static
         1 | 2 if !name.is_empty() => {
             let d = *rng.pick(DTYPES);
             st.header[&name]["dtype"] = json!(d);
-            if rng.chance(0.5) && let Some(size) = st.byte_size(&name) {
+            if rng.chance(0.5)
+                && let Some(size) = st.byte_size(&name)
+            {
                 st.relayout(rng, &name, size);
                 "dtype (consistent)"
             } else {
@@ -159,7 +161,9 @@ pub fn mutate(rng: &mut Rng, file: &[u8], meta_json: bool) -> (Vec<u8>, &'static
         3 | 4 if !name.is_empty() => {
             let shape = st.header[&name].get("shape").and_then(Value::as_array).cloned().unwrap_or_default();
             st.header[&name]["shape"] = new_shape(rng, &shape);
-            if rng.chance(0.6) && let Some(size) = st.byte_size(&name) {
+            if rng.chance(0.6)
+                && let Some(size) = st.byte_size(&name)
+            {
                 st.relayout(rng, &name, size);
                 "shape (consistent)"
             } else {

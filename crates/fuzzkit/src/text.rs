@@ -76,7 +76,7 @@ fn tokens(s: &[u8]) -> Vec<(usize, usize, Kind)> {
 
 /// Nesting far past any parser's recursion limit: arrays (JSON and TOML) or objects.
 pub fn deep_nesting(rng: &mut Rng, toml: bool) -> String {
-    let depth = *rng.pick(&[200usize, 5_000, 100_000]);
+    let depth = *rng.pick(&[200usize, 2_000, 20_000]);
     match rng.below(2) {
         0 => format!("{}1{}", "[".repeat(depth), "]".repeat(depth)),
         _ if toml => format!("{}1{}", "{a = ".repeat(depth), "}".repeat(depth)),
@@ -106,7 +106,7 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, toml: bool) -> &'static str {
         3 if !toks.is_empty() => {
             let strs: Vec<_> = toks.iter().filter(|t| t.2 == Kind::Str).collect();
             let &&(a, b, _) = if strs.is_empty() { &&toks[rng.below(toks.len())] } else { rng.pick(&strs) };
-            let s = if rng.chance(0.1) { "x".repeat(100_000) } else { rng.pick(ODD_STRINGS).to_string() };
+            let s = if rng.chance(0.1) { "x".repeat(20_000) } else { rng.pick(ODD_STRINGS).to_string() };
             replace(data, (a, b), &format!("\"{s}\""));
             "odd string"
         }
@@ -129,7 +129,8 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, toml: bool) -> &'static str {
         }
         7 => {
             let (a, b) = (rng.below(data.len() + 1), rng.below(data.len() + 1));
-            let junk = *rng.pick(&["{", "}", "[", "]", ",", ":", "=", "\"", "\n", "\r\n", "\u{feff}", "\0", "#", "'''"]);
+            let junk =
+                *rng.pick(&["{", "}", "[", "]", ",", ":", "=", "\"", "\n", "\r\n", "\u{feff}", "\0", "#", "'''"]);
             data.splice(a.min(b)..a.min(b), junk.bytes());
             "stray syntax"
         }

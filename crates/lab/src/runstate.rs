@@ -115,17 +115,22 @@ pub fn load(
         LoadOptions { strict: true, convert_dtype: false },
     )?;
     let tensors = check_step(dir, "optimizer.safetensors", state.step)?;
-    optimizer.load_state_dict(&OptimizerState { tensors, scalars: state.optimizer.clone() })?;
+    optimizer.load_state_dict(&OptimizerState { tensors, scalars: state.optimizer.clone() }).with_context(|| {
+        format!(
+            "{} (\"optimizer\") and optimizer.safetensors do not hold a state this optimizer can load",
+            path.display()
+        )
+    })?;
     if let Some(e) = early {
         if let Some(s) = &state.early_stopping {
-            e.load_state(s.clone())?;
+            e.load_state(s.clone()).with_context(|| format!("{}: \"early_stopping\"", path.display()))?;
         }
         if dir.join("best.safetensors").exists() {
             e.set_best_weights(Some(check_step(dir, "best.safetensors", state.step)?));
         }
     }
     if let (Some(p), Some(s)) = (plateau, &state.plateau) {
-        p.load_state(s.clone())?;
+        p.load_state(s.clone()).with_context(|| format!("{}: \"plateau\"", path.display()))?;
     }
     Ok(state)
 }

@@ -68,10 +68,10 @@ fn fuzz_load_tensors() {
     let seed_path = dir.path().join("seed.safetensors");
     save_tensors(&seed_path, &every_dtype(), meta()).unwrap();
     let valid = std::fs::read(&seed_path).unwrap();
-    let tally = Fuzz::new("checkpoint load_tensors", 0x5afe).cases(4000).errors_name(FILE).run(
-        |rng: &mut Rng| safetensors::mutate(rng, &valid, false),
-        |bytes| load_tensors(&write(dir.path(), bytes)),
-    );
+    let tally = Fuzz::new("checkpoint load_tensors", 0x5afe)
+        .cases(4000)
+        .errors_name(FILE)
+        .run(|rng: &mut Rng| safetensors::mutate(rng, &valid, false), |bytes| load_tensors(&write(dir.path(), bytes)));
     tally.assert_clean();
     // Both outcomes occur: mutants that keep the file valid load, the others are rejected.
     assert!(tally.loaded > 100 && tally.errors > tally.cases / 2, "{}", tally.summary());

@@ -137,7 +137,10 @@ impl<'a> StateReader<'a> {
             Some(n) if n <= MAX_STEPS => Ok(n),
             _ => Err(Error::state(
                 self.op,
-                format!("\"{key}\" must be an integer in 0..=2^53, got {}", v.map_or("nothing".into(), Value::to_string)),
+                format!(
+                    "\"{key}\" must be an integer in 0..=2^53, got {}",
+                    v.map_or("nothing".into(), Value::to_string)
+                ),
             )),
         }
     }

@@ -57,8 +57,8 @@ fn decode(bytes: &[u8]) -> Result<OptimizerState, String> {
             Some("u8") => DType::U8,
             other => return Err(format!("dtype {other:?}")),
         };
-        let shape: Vec<usize> = serde_json::from_value(t.get("shape").cloned().unwrap_or(Value::Null))
-            .map_err(|e| e.to_string())?;
+        let shape: Vec<usize> =
+            serde_json::from_value(t.get("shape").cloned().unwrap_or(Value::Null)).map_err(|e| e.to_string())?;
         // Lenient, so that mutated values reach the optimizer: a non-number is read as a
         // special float ("inf", "-inf", anything else NaN), as a bit-flipped file would hold.
         let values: Vec<f64> = t
