@@ -15,13 +15,16 @@ static ALLOC: PeakAlloc = PeakAlloc;
 
 const FILE: &str = "fuzz_cases.safetensors";
 
-fn f32s(shape: &[usize], seed: usize) -> (Dtype, Vec<usize>, Vec<u8>) {
+/// A stored tensor: dtype, shape and little-endian bytes.
+type Raw = (Dtype, Vec<usize>, Vec<u8>);
+
+fn f32s(shape: &[usize], seed: usize) -> Raw {
     let n: usize = shape.iter().product();
     let bytes = (0..n).flat_map(|i| (((i * 7 + seed) % 13) as f32 / 13.0 - 0.5).to_le_bytes()).collect();
     (Dtype::F32, shape.to_vec(), bytes)
 }
 
-fn f16s(shape: &[usize], seed: usize) -> (Dtype, Vec<usize>, Vec<u8>) {
+fn f16s(shape: &[usize], seed: usize) -> Raw {
     let n: usize = shape.iter().product();
     let bytes = (0..n).flat_map(|i| half::f16::from_f32(((i * 5 + seed) % 11) as f32 / 11.0 - 0.5).to_le_bytes());
     (Dtype::F16, shape.to_vec(), bytes.collect())
@@ -29,7 +32,7 @@ fn f16s(shape: &[usize], seed: usize) -> (Dtype, Vec<usize>, Vec<u8>) {
 
 /// Two small cases: f32 forward with lse and a window; f16 GQA backward with `seqlens_k`.
 fn valid_file() -> Vec<u8> {
-    let mut t: Vec<(String, (Dtype, Vec<usize>, Vec<u8>))> = Vec::new();
+    let mut t: Vec<(String, Raw)> = Vec::new();
     let (q, kv, lse) = ([1, 2, 3, 4], [1, 1, 5, 4], [1, 2, 3]);
     for (i, (name, shape)) in [("q", &q[..]), ("k", &kv), ("v", &kv), ("out", &q), ("lse", &lse)].iter().enumerate() {
         t.push((format!("fwd.{name}"), f32s(shape, i)));

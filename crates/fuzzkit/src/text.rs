@@ -95,12 +95,14 @@ pub fn mutate(rng: &mut Rng, data: &mut Vec<u8>, toml: bool) -> &'static str {
         0 | 1 if !toks.is_empty() => {
             let nums: Vec<_> = toks.iter().filter(|t| t.2 == Kind::Num).collect();
             let &&(a, b, _) = if nums.is_empty() { &&toks[rng.below(toks.len())] } else { rng.pick(&nums) };
-            replace(data, (a, b), *rng.pick(BOUNDARY_NUMBERS));
+            let number = *rng.pick(BOUNDARY_NUMBERS);
+            replace(data, (a, b), number);
             "boundary number"
         }
         2 if !toks.is_empty() => {
             let (a, b, _) = toks[rng.below(toks.len())];
-            replace(data, (a, b), *rng.pick(WRONG_TYPES));
+            let value = *rng.pick(WRONG_TYPES);
+            replace(data, (a, b), value);
             "wrong type"
         }
         3 if !toks.is_empty() => {

@@ -114,8 +114,11 @@ fn stepped(cfg: &OptimizerConfig, steps: u64) -> (Vec<(String, Var)>, Box<dyn Op
     (named, opt)
 }
 
-/// Scalars, tensor names, dtypes, shapes and bits of a state.
-fn fingerprint(s: &OptimizerState) -> (String, Vec<(String, DType, Vec<usize>, Vec<u64>)>) {
+/// Scalars (as JSON text), then each tensor's name, dtype, shape and value bits.
+type Fingerprint = (String, Vec<(String, DType, Vec<usize>, Vec<u64>)>);
+
+/// What a state holds, comparable bit for bit.
+fn fingerprint(s: &OptimizerState) -> Fingerprint {
     let t = s.tensors.iter().map(|(k, t)| {
         (k.clone(), t.dtype(), t.dims().to_vec(), t.to_f64_vec().unwrap().iter().map(|x| x.to_bits()).collect())
     });
