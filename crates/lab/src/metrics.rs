@@ -102,7 +102,7 @@ pub fn read(path: &Path) -> Result<Vec<MetricRow>> {
         .enumerate()
         .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .map(|(i, l)| {
-            let l = l?;
+            let l = l.with_context(|| format!("{}:{}: cannot read the line", path.display(), i + 1))?;
             serde_json::from_str(&l).with_context(|| format!("{}:{}: not a metrics row", path.display(), i + 1))
         })
         .collect()

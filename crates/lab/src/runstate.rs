@@ -247,8 +247,9 @@ pub fn load(
     early: Option<&mut EarlyStopping>,
     plateau: Option<&mut ReduceOnPlateau>,
 ) -> Result<RunState> {
-    let state: RunState = serde_json::from_slice(&c.read("state.json")?)
-        .with_context(|| format!("{} is not a run state", c.path("state.json").display()))?;
+    let path = c.path("state.json");
+    let state: RunState =
+        serde_json::from_slice(&c.read("state.json")?).with_context(|| format!("{} is not a run state", path.display()))?;
     let params = committed_tensors(c, "model.safetensors")?;
     checkpoint::load_state_dict(
         &c.path("model.safetensors"),
@@ -257,17 +258,22 @@ pub fn load(
         LoadOptions { strict: true, convert_dtype: false },
     )?;
     let tensors = committed_tensors(c, "optimizer.safetensors")?;
-    optimizer.load_state_dict(&OptimizerState { tensors, scalars: state.optimizer.clone() })?;
+    optimizer.load_state_dict(&OptimizerState { tensors, scalars: state.optimizer.clone() }).with_context(|| {
+        format!(
+            "{} (\"optimizer\") and optimizer.safetensors do not hold a state this optimizer can load",
+            path.display()
+        )
+    })?;
     if let Some(e) = early {
         if let Some(s) = &state.early_stopping {
-            e.load_state(s.clone())?;
+            e.load_state(s.clone()).with_context(|| format!("{}: \"early_stopping\"", path.display()))?;
         }
         if c.has("best.safetensors") {
             e.set_best_weights(Some(committed_tensors(c, "best.safetensors")?));
         }
     }
     if let (Some(p), Some(s)) = (plateau, &state.plateau) {
-        p.load_state(s.clone())?;
+        p.load_state(s.clone()).with_context(|| format!("{}: \"plateau\"", path.display()))?;
     }
     Ok(state)
 }

@@ -73,6 +73,9 @@ impl StateWriter {
     }
 }
 
+/// The largest step count a state may hold (2^53, the last integer every f64 represents).
+const MAX_STEPS: u64 = 1 << 53;
+
 /// Reads an [`OptimizerState`] for an optimizer, checking names, shapes and leftovers.
 pub(crate) struct StateReader<'a> {
     op: &'static str,
@@ -118,18 +121,28 @@ impl<'a> StateReader<'a> {
 
     /// The saved number of `step()` calls.
     pub fn steps(&self) -> Result<u64> {
-        self.scalars
-            .get("steps")
-            .and_then(Value::as_u64)
-            .ok_or_else(|| Error::state(self.op, "\"steps\" is missing or not a non-negative integer"))
+        self.step_count("steps", self.scalars.get("steps"))
     }
 
     /// The step count of parameter `name`, or `None` when the state has none for it.
     pub fn param_step(&self, name: &str) -> Result<Option<u64>> {
         let Some(entry) = self.params.get(name) else { return Ok(None) };
-        entry.get("step").and_then(Value::as_u64).map(Some).ok_or_else(|| {
-            Error::state(self.op, format!("params.{name}.step is missing or not a non-negative integer"))
-        })
+        self.step_count(&format!("params.{name}.step"), entry.get("step")).map(Some)
+    }
+
+    /// A step count: an integer in `0..=MAX_STEPS` (beyond it, `t` is no longer exact as the
+    /// f64 the bias corrections use, and the next step's `+ 1` could overflow: a corrupt file).
+    fn step_count(&self, key: &str, v: Option<&Value>) -> Result<u64> {
+        match v.and_then(Value::as_u64) {
+            Some(n) if n <= MAX_STEPS => Ok(n),
+            _ => Err(Error::state(
+                self.op,
+                format!(
+                    "\"{key}\" must be an integer in 0..=2^53, got {}",
+                    v.map_or("nothing".into(), Value::to_string)
+                ),
+            )),
+        }
     }
 
     /// Takes buffer `key` of parameter `param`, checking its shape and converting it to

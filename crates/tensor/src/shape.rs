@@ -20,6 +20,22 @@ impl Shape {
     pub fn elem_count(&self) -> usize {
         self.0.iter().product()
     }
+    /// Number of elements, or an error when the shape cannot be addressed: the product of its
+    /// non-zero dims (the largest stride of a contiguous layout, and the element count unless a
+    /// dim is 0) must fit in `isize`, as every Rust allocation must. Constructors check this
+    /// first, so a corrupt file declaring `[0, 2^40, 2^40]` is an error, not an overflow.
+    pub fn checked_elem_count(&self, op: &'static str) -> Result<usize> {
+        let nonzero = self.0.iter().filter(|&&d| d != 0).try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        match nonzero.filter(|&n| n <= isize::MAX as usize) {
+            Some(n) => Ok(if self.0.contains(&0) { 0 } else { n }),
+            None => Err(Error::InvalidArgument {
+                op,
+                msg: format!(
+                    "shape {self:?} is too large to address: the product of its non-zero dims exceeds isize::MAX"
+                ),
+            }),
+        }
+    }
     /// Row-major strides of a contiguous tensor of this shape.
     pub fn contiguous_strides(&self) -> Vec<usize> {
         let mut strides = vec![0; self.rank()];
@@ -211,5 +227,17 @@ mod tests {
         let s: Shape = [2, 3, 4].into();
         assert_eq!(s.contiguous_strides(), vec![12, 4, 1]);
         assert_eq!(Shape::from(()).elem_count(), 1);
+    }
+
+    #[test]
+    fn shapes_whose_strides_overflow_are_errors_even_when_empty() {
+        assert_eq!(Shape::from([2, 3]).checked_elem_count("t").unwrap(), 6);
+        assert_eq!(Shape::from([0, 1 << 20, 1 << 20]).checked_elem_count("t").unwrap(), 0);
+        for dims in [vec![0, 1 << 40, 1 << 40], vec![1 << 40, 1 << 40], vec![1 << 63]] {
+            let e = Shape::from(dims.clone()).checked_elem_count("load").unwrap_err().to_string();
+            assert!(e.contains("load") && e.contains(&format!("{dims:?}")) && e.contains("too large"), "{e}");
+        }
+        let e = crate::Tensor::zeros([0, 1 << 40, 1 << 40], crate::DType::F32, &crate::Device::Cpu).unwrap_err();
+        assert!(e.to_string().contains("too large"), "{e}");
     }
 }

@@ -67,8 +67,9 @@ impl Tensor {
     /// A tensor from a vector of values and a shape.
     pub fn from_vec<T: WithDType>(data: Vec<T>, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        if data.len() != shape.elem_count() {
-            return Err(Error::ElementCount { op: "from_vec", got: data.len(), expected: shape.elem_count(), shape });
+        let expected = shape.checked_elem_count("from_vec")?;
+        if data.len() != expected {
+            return Err(Error::ElementCount { op: "from_vec", got: data.len(), expected, shape });
         }
         Tensor::from_cpu_storage(T::into_storage(data), shape, device)
     }
@@ -86,13 +87,9 @@ impl Tensor {
     /// Moves a host buffer onto `device` as a contiguous tensor.
     pub fn from_cpu_storage(storage: CpuStorage, shape: impl Into<Shape>, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        if storage.len() != shape.elem_count() {
-            return Err(Error::ElementCount {
-                op: "from_cpu_storage",
-                got: storage.len(),
-                expected: shape.elem_count(),
-                shape,
-            });
+        let expected = shape.checked_elem_count("from_cpu_storage")?;
+        if storage.len() != expected {
+            return Err(Error::ElementCount { op: "from_cpu_storage", got: storage.len(), expected, shape });
         }
         match device {
             Device::Cpu => Ok(Tensor::from_storage(Storage::Cpu(storage), shape)),
@@ -107,7 +104,8 @@ impl Tensor {
     /// A tensor of zeros.
     pub fn zeros(shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_cpu_storage(CpuStorage::zeros(dtype, shape.elem_count()), shape, device)
+        let n = shape.checked_elem_count("zeros")?;
+        Tensor::from_cpu_storage(CpuStorage::zeros(dtype, n), shape, device)
     }
 
     /// A tensor of ones.
@@ -118,7 +116,8 @@ impl Tensor {
     /// A tensor filled with `value` (converted to `dtype`).
     pub fn full(value: f64, shape: impl Into<Shape>, dtype: DType, device: &Device) -> Result<Tensor> {
         let shape = shape.into();
-        Tensor::from_cpu_storage(CpuStorage::full(dtype, shape.elem_count(), value), shape, device)
+        let n = shape.checked_elem_count("full")?;
+        Tensor::from_cpu_storage(CpuStorage::full(dtype, n, value), shape, device)
     }
 
     /// Zeros with this tensor's shape, dtype and device.
