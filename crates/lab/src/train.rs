@@ -192,6 +192,9 @@ impl Run {
             match newest {
                 Some(c) => {
                     let state = runstate::load(&c, &model, optimizer.as_mut(), early.as_mut(), plateau.as_mut())?;
+                    // A crash between a commit and its link leaves DIR/model.safetensors one
+                    // checkpoint behind; it names the newest committed weights again from here.
+                    attune_persist::link_atomic(&c.path("model.safetensors"), &dir.join("model.safetensors"))?;
                     let committed = (state.step, state.metrics_bytes);
                     (rundir, state, Some(committed))
                 }

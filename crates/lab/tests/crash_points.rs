@@ -48,7 +48,7 @@ fn recovered_exactly(dir: &Path, reference: &Outcome, label: &str) -> Result<(),
     }
     let got = outcome(dir);
     if got != *reference {
-        return Err(format!("{label}: recovered run differs from the uninterrupted one"));
+        return Err(format!("{label}: recovered run differs from the uninterrupted one: {}", got.diff(reference)));
     }
     let temps = temporaries(dir);
     if !temps.is_empty() {

@@ -141,7 +141,8 @@ fn kill_9_at_random_moments_then_resume_equals_the_uninterrupted_run() {
         }
         let out = recover(&dir, steps);
         assert_ok(&out, &format!("recovery after kills in trial {i}"));
-        assert_eq!(outcome(&dir), reference, "trial {i}: the recovered run differs");
+        let got = outcome(&dir);
+        assert!(got == reference, "trial {i}: the recovered run differs: {}", got.diff(&reference));
         assert!(temporaries(&dir).is_empty(), "trial {i}: temporaries left: {:?}", temporaries(&dir));
     }
 }

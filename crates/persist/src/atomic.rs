@@ -63,7 +63,16 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::result::
 /// Makes `path` name the same file as `existing` (a hard link, so no bytes are copied; a copy
 /// where the file system has no hard links), replacing whatever `path` held atomically.
 pub fn link_atomic(existing: &Path, path: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
     let dir = parent_of(path);
+    // Already that file: nothing to do (and rename(2) of two links to one file does nothing,
+    // which would leave the temporary link behind).
+    let same = |a: &std::fs::Metadata, b: &std::fs::Metadata| a.dev() == b.dev() && a.ino() == b.ino();
+    if let (Ok(a), Ok(b)) = (std::fs::metadata(existing), std::fs::metadata(path))
+        && same(&a, &b)
+    {
+        return Ok(());
+    }
     let tmp = temp_sibling(path);
     if std::fs::hard_link(existing, &tmp).is_err() {
         let bytes = std::fs::read(existing).map_err(|e| PersistError::io("reading", existing, None, e))?;

@@ -85,6 +85,31 @@ pub fn outcome(dir: &Path) -> Outcome {
     Outcome { metrics, summary, weights }
 }
 
+impl Outcome {
+    /// What differs from `other`, briefly (metrics rows by index, summary keys, weight names);
+    /// empty when equal.
+    pub fn diff(&self, other: &Outcome) -> String {
+        let mut out = Vec::new();
+        if self.metrics.len() != other.metrics.len() {
+            out.push(format!("{} metrics rows vs {}", self.metrics.len(), other.metrics.len()));
+        }
+        for (i, (a, b)) in self.metrics.iter().zip(&other.metrics).enumerate() {
+            if a != b {
+                out.push(format!("metrics row {i}: {a} vs {b}"));
+            }
+        }
+        if self.summary != other.summary {
+            out.push(format!("summary: {} vs {}", self.summary, other.summary));
+        }
+        for (k, v) in &self.weights {
+            if other.weights.get(k) != Some(v) {
+                out.push(format!("weights {k} differ"));
+            }
+        }
+        out.join("; ")
+    }
+}
+
 /// Every path under `dir` whose name marks an uncommitted temporary.
 pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
