@@ -34,6 +34,20 @@
 // ptxas 12.9 on sm_80/sm_90); one block per SM lets it keep every value in registers (<= 255).
 // Rows are padded so that the float4 reads of the score phase (8 consecutive rows in a
 // quarter-warp) and the column reads of the accumulation phases hit distinct banks.
+//
+// Summation order. A kv head's dK/dV sum group * seq_q terms (768 for 3 query heads of 256
+// rows), dQ sums seq_k terms, and every score and dP is a head_dim-term dot product. One f32
+// accumulator taking terms one by one rounds each partial sum, an error that grows like
+// sqrt(terms) ulps of the result: 5 to 12 times the naive f32 implementation's (which rounds
+// each exact product once) on unit-normal inputs with head_dim 112 and 3 query heads per kv
+// head (issue 13). So every such sum is a pair of f32 (struct Acc): the FMAs of at most FLUSH
+// consecutive terms (8 query rows, keys or head_dim columns) go into `lo`, which Knuth's
+// TwoSum then folds into the running `hi` exactly, leaving the rounding error in `lo`. Only
+// runs of 8 terms round; the error no longer grows with the sequence length or the group.
+// The score phase uses the pair past the sum too: s - lse and dP - D are formed with FMAs
+// from hi and lo instead of from the dot rounded to f32 (half an ulp of |dot| ~ 10..40).
+// The folds (six adds every 8 FMAs) hide behind the shared-memory loads the accumulation
+// and score phases are bound by; they cost a second register per accumulated element.
 #include "attn_common.cuh"
 
 #if !defined(BWD_BM) || !defined(BWD_BN) || !defined(BWD_NT) || !defined(BWD_TC)
@@ -68,6 +82,7 @@ constexpr int SM = BM / SC;             // queries per thread of the score tile
 constexpr int LD = HD + 4;              // row stride of Q, dO, K, V in shared memory
 constexpr int LDP = BM + 1;             // row stride of the (key x query) P and dS tiles
 constexpr bool FULL_COLS = HD % TC == 0;
+constexpr int FLUSH = 8;                // terms of a run summed in Acc::lo (see "Summation order")
 
 static_assert(HD % 8 == 0 && HD >= 8 && HD <= 256, "HD must be a multiple of 8 in 8..256");
 static_assert(NT % 32 == 0 && NT % TC == 0 && TC % 8 == 0 && TC <= 32, "TC must divide NT");
@@ -115,6 +130,38 @@ __device__ __forceinline__ Smem carve(float* base) {
     return s;
 }
 
+// R x CN gradient elements of one thread, each the unevaluated sum hi + lo (see "Summation
+// order"): terms go into lo, fold() moves lo into hi without rounding anything away.
+template <int R, int C = CN>
+struct Acc {
+    float hi[R][C], lo[R][C];
+
+    __device__ __forceinline__ void zero() {
+        BWD_UNROLL
+        for (int i = 0; i < R; ++i) {
+            BWD_UNROLL
+            for (int j = 0; j < C; ++j) hi[i][j] = lo[i][j] = 0.f;
+        }
+    }
+
+    // hi + lo = s + e exactly with s = fl(hi + lo) (TwoSum: right for any magnitudes, and
+    // adds only, so FMA contraction cannot touch it).
+    __device__ __forceinline__ void fold() {
+        BWD_UNROLL
+        for (int i = 0; i < R; ++i) {
+            BWD_UNROLL
+            for (int j = 0; j < C; ++j) {
+                const float a = hi[i][j], b = lo[i][j];
+                const float s = a + b, bb = s - a;
+                lo[i][j] = (a - (s - bb)) + (b - bb);
+                hi[i][j] = s;
+            }
+        }
+    }
+
+    __device__ __forceinline__ float value(int i, int j) const { return hi[i][j] + lo[i][j]; }
+};
+
 // Rows 0..BR-1 of a (rows, HD) matrix at `src` (row stride `stride`, unit column stride) into
 // shared memory as f32, rows at or past `nrows` zero (they meet zero P and dS, and 0 * NaN from
 // never-written memory would not be zero).
@@ -156,16 +203,10 @@ template <bool WITH_P>
 __device__ __forceinline__ void score_tile(const AttnParams& p, const Segment& seg, int h, int m0, int n0,
                                            const Smem& s) {
     const int sx = threadIdx.x % SC, sy = threadIdx.x / SC;
-    float sc[SN][SM], dp[SN][SM];
-    BWD_UNROLL
-    for (int a = 0; a < SN; ++a) {
-        BWD_UNROLL
-        for (int b = 0; b < SM; ++b) {
-            sc[a][b] = 0.f;
-            dp[a][b] = 0.f;
-        }
-    }
-    // S^T = K Q^T and dP'^T = V dO^T, 4 columns of head_dim at a time.
+    Acc<SN, SM> sc, dp;
+    sc.zero();
+    dp.zero();
+    // S^T = K Q^T and dP'^T = V dO^T, 4 columns of head_dim at a time, folded every FLUSH.
     BWD_UNROLL2
     for (int d = 0; d < HD; d += 4) {
         float4 kk[SN], vv[SN];
@@ -180,9 +221,13 @@ __device__ __forceinline__ void score_tile(const AttnParams& p, const Segment& s
             const float4 gg = *reinterpret_cast<const float4*>(s.dout + (sx + SC * b) * LD + d);
             BWD_UNROLL
             for (int a = 0; a < SN; ++a) {
-                sc[a][b] += kk[a].x * qq.x + kk[a].y * qq.y + kk[a].z * qq.z + kk[a].w * qq.w;
-                dp[a][b] += vv[a].x * gg.x + vv[a].y * gg.y + vv[a].z * gg.z + vv[a].w * gg.w;
+                sc.lo[a][b] += kk[a].x * qq.x + kk[a].y * qq.y + kk[a].z * qq.z + kk[a].w * qq.w;
+                dp.lo[a][b] += vv[a].x * gg.x + vv[a].y * gg.y + vv[a].z * gg.z + vv[a].w * gg.w;
             }
+        }
+        if ((d + 4) % FLUSH == 0) {
+            sc.fold();
+            dp.fold();
         }
     }
     BWD_UNROLL
@@ -193,11 +238,18 @@ __device__ __forceinline__ void score_tile(const AttnParams& p, const Segment& s
             const int j = n0 + n;
             float pd = 0.f, ds = 0.f;
             if (j >= s.lo[m] && j < s.hi[m]) {
-                const float score = attn_score(p, sc[a][b]);
-                const float pr = expf(score - s.lse[m]);
+                // The dot products stay hi + lo until here: without a softcap, s - lse is
+                // scale * hi - (lse - scale * lo) in two FMA roundings (rounding the dot to
+                // f32 first would add half an ulp of |dot| ~ 10..40 times scale to every s).
+                const float score = attn_score(p, sc.value(a, b));
+                const float arg = p.softcap > 0.f ? score - s.lse[m]
+                                                  : fmaf(sc.hi[a][b], p.scale, -fmaf(sc.lo[a][b], -p.scale, s.lse[m]));
+                const float pr = expf(arg);
                 const float mult = dropout_mult(p, seg.batch, h, seg.q_start + m0 + m, seg.k_start + j);
                 pd = pr * mult;
-                ds = pr * (dp[a][b] * mult - s.delta[m]) * attn_score_grad(p, score);
+                // dP - D as (hi * mult - D) + lo * mult: the difference of the rounded hi first.
+                const float dpd = fmaf(dp.lo[a][b], mult, fmaf(dp.hi[a][b], mult, -s.delta[m]));
+                ds = pr * dpd * attn_score_grad(p, score);
             }
             if (WITH_P) s.p[n * LDP + m] = pd;
             s.ds[n * LDP + m] = ds;
@@ -209,19 +261,23 @@ __device__ __forceinline__ void score_tile(const AttnParams& p, const Segment& s
 __device__ __forceinline__ bool col_ok(int c) { return FULL_COLS || c < HD; }
 
 // dQ += dS K over the tile's first `nrows` keys, for this thread's query rows ty + TR * i and
-// columns tx + TC * j (both the atomic mode of attn_bwd_dkdv and attn_bwd_dq).
-__device__ __forceinline__ void accumulate_dq(const Smem& s, int nrows, int tx, int ty, float (&dq)[RQ][CN]) {
-    BWD_UNROLL2
-    for (int n = 0; n < nrows; ++n) {
-        float kv[CN];
-        BWD_UNROLL
-        for (int j = 0; j < CN; ++j) kv[j] = col_ok(tx + TC * j) ? s.k[n * LD + tx + TC * j] : 0.f;
-        BWD_UNROLL
-        for (int i = 0; i < RQ; ++i) {
-            const float dsv = s.ds[n * LDP + ty + TR * i];
+// columns tx + TC * j (both the atomic mode of attn_bwd_dkdv and attn_bwd_dq), FLUSH keys a run.
+__device__ __forceinline__ void accumulate_dq(const Smem& s, int nrows, int tx, int ty, Acc<RQ>& dq) {
+    for (int r0 = 0; r0 < nrows; r0 += FLUSH) {
+        const int rend = min(r0 + FLUSH, nrows);
+        BWD_UNROLL2
+        for (int n = r0; n < rend; ++n) {
+            float kv[CN];
             BWD_UNROLL
-            for (int j = 0; j < CN; ++j) dq[i][j] += dsv * kv[j];
+            for (int j = 0; j < CN; ++j) kv[j] = col_ok(tx + TC * j) ? s.k[n * LD + tx + TC * j] : 0.f;
+            BWD_UNROLL
+            for (int i = 0; i < RQ; ++i) {
+                const float dsv = s.ds[n * LDP + ty + TR * i];
+                BWD_UNROLL
+                for (int j = 0; j < CN; ++j) dq.lo[i][j] += dsv * kv[j];
+            }
         }
+        dq.fold();
     }
 }
 }  // namespace bwd
@@ -261,15 +317,9 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dkdv(const Attn
     load_keys(p, seg, hk, n0, nrows, s);
 
     const int tid = threadIdx.x, tx = tid % TC, ty = tid / TC;
-    float dk[RK][CN], dv[RK][CN];
-    BWD_UNROLL
-    for (int i = 0; i < RK; ++i) {
-        BWD_UNROLL
-        for (int j = 0; j < CN; ++j) {
-            dk[i][j] = 0.f;
-            dv[i][j] = 0.f;
-        }
-    }
+    Acc<RK> dk, dv;
+    dk.zero();
+    dv.zero();
     int qlo, qhi;
     query_span(p, seg, n0, n0 + nrows, &qlo, &qhi);
     for (int g = 0; g < group; ++g) {
@@ -280,35 +330,36 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dkdv(const Attn
             __syncthreads();
             score_tile<true>(p, seg, h, m0, n0, s);
             __syncthreads();
-            // dV += (P * mult)^T dO, dK += dS^T Q over the tile's query rows.
+            // dV += (P * mult)^T dO, dK += dS^T Q over the tile's query rows, FLUSH rows a run.
             const int mrows = min(BM, seg.q_len - m0);
-            BWD_UNROLL2
-            for (int m = 0; m < mrows; ++m) {
-                float qv[CN], gv[CN];
-                BWD_UNROLL
-                for (int j = 0; j < CN; ++j) {
-                    const int c = tx + TC * j;
-                    qv[j] = col_ok(c) ? s.q[m * LD + c] : 0.f;
-                    gv[j] = col_ok(c) ? s.dout[m * LD + c] : 0.f;
-                }
-                BWD_UNROLL
-                for (int i = 0; i < RK; ++i) {
-                    const float pv = s.p[(ty + TR * i) * LDP + m], dsv = s.ds[(ty + TR * i) * LDP + m];
+            for (int r0 = 0; r0 < mrows; r0 += FLUSH) {
+                const int rend = min(r0 + FLUSH, mrows);
+                BWD_UNROLL2
+                for (int m = r0; m < rend; ++m) {
+                    float qv[CN], gv[CN];
                     BWD_UNROLL
                     for (int j = 0; j < CN; ++j) {
-                        dv[i][j] += pv * gv[j];
-                        dk[i][j] += dsv * qv[j];
+                        const int c = tx + TC * j;
+                        qv[j] = col_ok(c) ? s.q[m * LD + c] : 0.f;
+                        gv[j] = col_ok(c) ? s.dout[m * LD + c] : 0.f;
+                    }
+                    BWD_UNROLL
+                    for (int i = 0; i < RK; ++i) {
+                        const float pv = s.p[(ty + TR * i) * LDP + m], dsv = s.ds[(ty + TR * i) * LDP + m];
+                        BWD_UNROLL
+                        for (int j = 0; j < CN; ++j) {
+                            dv.lo[i][j] += pv * gv[j];
+                            dk.lo[i][j] += dsv * qv[j];
+                        }
                     }
                 }
+                dv.fold();
+                dk.fold();
             }
             if (p.dq_accum == nullptr) continue;
             // Atomic mode: dQ += dS K for the rows that see any of these keys.
-            float dq[RQ][CN];
-            BWD_UNROLL
-            for (int i = 0; i < RQ; ++i) {
-                BWD_UNROLL
-                for (int j = 0; j < CN; ++j) dq[i][j] = 0.f;
-            }
+            Acc<RQ> dq;
+            dq.zero();
             accumulate_dq(s, nrows, tx, ty, dq);
             BWD_UNROLL
             for (int i = 0; i < RQ; ++i) {
@@ -317,7 +368,7 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dkdv(const Attn
                 float* dst = p.dq_accum + q_row(p, seg, h, m0 + m) * HD;
                 BWD_UNROLL
                 for (int j = 0; j < CN; ++j)
-                    if (col_ok(tx + TC * j)) atomicAdd(dst + tx + TC * j, dq[i][j]);
+                    if (col_ok(tx + TC * j)) atomicAdd(dst + tx + TC * j, dq.value(i, j));
             }
         }
     }
@@ -332,8 +383,8 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dkdv(const Attn
         for (int j = 0; j < CN; ++j) {
             const int c = tx + TC * j;
             if (!col_ok(c)) continue;
-            store_f32(dk_out + (long long)r * HD + c, dk[i][j]);
-            store_f32(dv_out + (long long)r * HD + c, dv[i][j]);
+            store_f32(dk_out + (long long)r * HD + c, dk.value(i, j));
+            store_f32(dv_out + (long long)r * HD + c, dv.value(i, j));
         }
     }
 }
@@ -358,12 +409,8 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dq(const AttnPa
         }
     }
     const int tid = threadIdx.x, tx = tid % TC, ty = tid / TC;
-    float dq[RQ][CN];
-    BWD_UNROLL
-    for (int i = 0; i < RQ; ++i) {
-        BWD_UNROLL
-        for (int j = 0; j < CN; ++j) dq[i][j] = 0.f;
-    }
+    Acc<RQ> dq;
+    dq.zero();
     for (int n0 = klo; n0 < khi; n0 += BN) {
         const int nrows = min(BN, khi - n0);
         __syncthreads();  // the previous tile's readers are done with K, V and dS
@@ -380,7 +427,7 @@ extern "C" __global__ void __launch_bounds__(BWD_NT, 1) attn_bwd_dq(const AttnPa
         attn_t* dst = (attn_t*)p.dq + q_row(p, seg, h, m0 + m) * HD;
         BWD_UNROLL
         for (int j = 0; j < CN; ++j)
-            if (col_ok(tx + TC * j)) store_f32(dst + tx + TC * j, dq[i][j]);
+            if (col_ok(tx + TC * j)) store_f32(dst + tx + TC * j, dq.value(i, j));
     }
 }
 

@@ -52,6 +52,12 @@ pub fn gpu_grid() -> Vec<GridCase> {
             g(1, 2, 2, 128, 128, 64).outliers().dtype(dt),
         ]);
     }
+    // Three query heads per kv head at head_dim 112: the backward sums dK/dV over the group's
+    // 600 query rows (the f32 precision case of issue 13; gpu_bwd.rs checks it against twice
+    // the naive f32 error).
+    for dt in DTYPES {
+        v.push(g(1, 6, 2, 200, 200, 112).dtype(dt));
+    }
     // Decoding shapes (split-KV): few queries, long keys, forward only.
     for dt in DTYPES {
         v.extend([
@@ -121,6 +127,9 @@ mod tests {
         }
         assert!(any(&|c| c.causal) && any(&|c| c.window.is_some()) && any(&|c| c.softcap.is_some()));
         assert!(any(&|c| c.heads_q == 4 * c.heads_kv) && any(&|c| c.heads_kv == 1 && c.heads_q > 1));
+        for dt in DTYPES {
+            assert!(any(&|c| c.dtype == dt && c.heads_q == 3 * c.heads_kv && c.head_dim == 112 && c.backward));
+        }
         assert!(any(&|c| c.seq_q != c.seq_k) && any(&|c| c.bshd) && any(&|c| c.outliers));
         assert!(gpu_full_grid().len() > 4 * g.len());
     }

@@ -20,17 +20,18 @@
 //!
 //! SIMT, f32 arithmetic, 256 threads a block. Shared memory holds Q, dO (BM rows), K, V (BN
 //! rows) as f32 and the P and dS tiles; registers hold each thread's dK and dV (dkdv kernel) or
-//! dQ (dq kernel): 2 rows x ceil(HD / TC) columns each, at most 2 x 2 x 8 = 32 f32. Shared
-//! memory stays under 99 KiB (what sm_86/sm_89 allow a block; sm_80 allows 163 KiB, sm_90
-//! 227 KiB). Registers and shared memory as ptxas 12.9 reports them for f32/f16/bf16 on sm_80
+//! dQ (dq kernel): 2 rows x ceil(HD / TC) columns each, every element an f32 hi/lo pair (the
+//! summation order of bwd.cu, which keeps f32 gradients within twice the naive f32 error), at
+//! most 2 x 2 x 8 x 2 = 64 f32. Shared memory stays under 99 KiB (what sm_86/sm_89 allow a
+//! block; sm_80 allows 163 KiB, sm_90 227 KiB). Registers and shared memory as ptxas 12.9 reports them for f32/f16/bf16 on sm_80
 //! and sm_90 (the `#[ignore]`d test `bwd_kernels_do_not_spill` in tests/gpu_bwd.rs; zero spills
 //! and zero stack for every head_dim 8..=256 step 8):
 //!
 //! | head_dim  | BN (keys) | BM (queries) | TC | dkdv regs | dq regs | dynamic shared memory |
 //! |-----------|-----------|--------------|----|-----------|---------|-----------------------|
-//! | 8..=56    | 64        | 32           | 8  | 90..150   | 104..108| 26.0 .. 62.0 KiB      |
-//! | 64..=128  | 32        | 32           | 16 | 118..143  | 108..110| 42.8 .. 74.8 KiB      |
-//! | 136..=256 | 16        | 16           | 32 | 95..128   | 80..88  | 37.4 .. 67.4 KiB      |
+//! | 8..=56    | 64        | 32           | 8  | 104..178  | 98..156 | 26.0 .. 62.0 KiB      |
+//! | 64..=128  | 32        | 32           | 16 | 136..185  | 122..148| 42.8 .. 74.8 KiB      |
+//! | 136..=256 | 16        | 16           | 32 | 118..168  | 91..126 | 37.4 .. 67.4 KiB      |
 //!
 //! TC is the number of threads along head_dim in the accumulation phases; a head_dim that TC
 //! does not divide leaves the last column group partly idle. The tile kernels declare
