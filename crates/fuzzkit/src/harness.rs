@@ -153,6 +153,14 @@ impl Tally {
     /// allocation or unnamed error (listing the first few, with the seeds that reproduce them).
     pub fn assert_clean(&self) {
         println!("{}", self.summary());
+        // CI collects the counts of every fuzz test from one file instead of rerunning them
+        // with their output shown (ATTUNE_FUZZ_REPORT, set by .ci/run).
+        if let Some(path) = std::env::var_os("ATTUNE_FUZZ_REPORT") {
+            use std::io::Write;
+            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+                let _ = writeln!(f, "{}", self.summary());
+            }
+        }
         for (kind, (n, rejected, time)) in &self.kinds {
             println!("  {kind}: {n} tried, {rejected} rejected ({:.0} ms)", time.as_secs_f64() * 1e3);
         }
