@@ -114,20 +114,11 @@ fn next_serial() -> u64 {
     SERIAL.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+/// Writes `bytes` to `path` through attune-persist's commit protocol (temporary file, fsync,
+/// rename, directory fsync; docs/persistence.md), so a crash leaves the old entry or the new.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}-{}",
-        std::process::id(),
-        next_serial(),
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("entry")
-    ));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io("writing a kernel cache entry", &tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::io("renaming a kernel cache entry into place", path, e)
-    })
+    attune_persist::write_atomic(path, bytes)
+        .map_err(|e| Error::io("writing a kernel cache entry", path, std::io::Error::other(e.to_string())))
 }
 
 #[cfg(test)]

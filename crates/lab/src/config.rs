@@ -262,7 +262,12 @@ impl RunConfig {
                 t.grad_accum
             );
         }
-        if t.eval_every == 0 || t.eval_batches == 0 || t.log_every == 0 || t.checkpoint_every == 0 || t.keep_checkpoints == 0 {
+        if t.eval_every == 0
+            || t.eval_batches == 0
+            || t.log_every == 0
+            || t.checkpoint_every == 0
+            || t.keep_checkpoints == 0
+        {
             bail!("eval_every, eval_batches, log_every, checkpoint_every and keep_checkpoints must be positive");
         }
         if let Some(a) = t.target_accuracy

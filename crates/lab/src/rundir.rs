@@ -54,8 +54,7 @@ impl RunDir {
                 );
             }
             for entry in run_entries(dir)? {
-                let res =
-                    if entry.is_dir() { std::fs::remove_dir_all(&entry) } else { std::fs::remove_file(&entry) };
+                let res = if entry.is_dir() { std::fs::remove_dir_all(&entry) } else { std::fs::remove_file(&entry) };
                 res.with_context(|| format!("--overwrite: cannot remove {}", entry.display()))?;
             }
         }

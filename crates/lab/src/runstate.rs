@@ -248,8 +248,8 @@ pub fn load(
     plateau: Option<&mut ReduceOnPlateau>,
 ) -> Result<RunState> {
     let path = c.path("state.json");
-    let state: RunState =
-        serde_json::from_slice(&c.read("state.json")?).with_context(|| format!("{} is not a run state", path.display()))?;
+    let state: RunState = serde_json::from_slice(&c.read("state.json")?)
+        .with_context(|| format!("{} is not a run state", path.display()))?;
     let params = committed_tensors(c, "model.safetensors")?;
     checkpoint::load_state_dict(
         &c.path("model.safetensors"),

@@ -483,7 +483,10 @@ impl Run {
             device: self.device.to_string(),
             skipped_steps: self.state.skipped_steps,
         };
-        attune_persist::write_atomic(&self.dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+        attune_persist::write_atomic(
+            &self.dir.join("summary.json"),
+            serde_json::to_string_pretty(&summary)?.as_bytes(),
+        )?;
         crate::probe::write(&self.dir, &self.model, self.task.as_ref(), &self.device)?;
         if !opts.no_plots {
             // The run is done and saved by now: a plot that cannot be drawn is reported, not fatal.

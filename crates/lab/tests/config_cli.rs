@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use attune_lab::runstate::OnDamage;
 use attune_lab::config::{RunConfig, SavedConfig};
 use attune_lab::flags::TrainFlags;
+use attune_lab::runstate::OnDamage;
 use attune_lab::tasks::{self, TaskConfig};
 use attune_optim::ScheduleConfig;
 

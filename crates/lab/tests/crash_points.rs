@@ -108,15 +108,15 @@ fn fail_every_write(
         total += 1;
         let dir = scratch.join(format!("{name}-{errno}-{k}"));
         let args = prepare(&dir);
-        let out =
-            attune(&args, &[("ATTUNE_FAULT_FAIL_AT", k.to_string()), ("ATTUNE_FAULT_ERRNO", errno.to_string())]);
+        let out = attune(&args, &[("ATTUNE_FAULT_FAIL_AT", k.to_string()), ("ATTUNE_FAULT_ERRNO", errno.to_string())]);
         let label = format!("{name} {errno} at step {k} ({kind} {path})");
         let stderr = String::from_utf8_lossy(&out.stderr);
         let file = Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
         // A temporary's name ends with the file it stands for; an event file's name holds the
         // second it was created, which differs between runs.
         let file = file.rsplit_once(attune_persist::TEMP_MARKER).map_or(file.as_str(), |(_, rest)| rest);
-        let file = file.split_once('.').filter(|_| file.starts_with(|c: char| c.is_ascii_digit())).map_or(file, |(_, f)| f);
+        let file =
+            file.split_once('.').filter(|_| file.starts_with(|c: char| c.is_ascii_digit())).map_or(file, |(_, f)| f);
         let file = if file.starts_with("events.out.tfevents.") { "events.out.tfevents." } else { file }.to_string();
         if out.status.success() || out.status.signal().is_some() {
             failures.push(format!("{label}: expected a clean error exit, got {}", out.status));
@@ -151,7 +151,8 @@ fn every_crash_point_and_write_fault_of_a_run_and_its_resume_recovers_exactly() 
         resume_args(dir)
     };
     let resume_steps = trace(&resume(&scratch.join("trace-resume")), scratch);
-    let checkpoints = fresh_steps.iter().chain(&resume_steps).filter(|(k, p)| k == "rename" && p.contains("step-")).count();
+    let checkpoints =
+        fresh_steps.iter().chain(&resume_steps).filter(|(k, p)| k == "rename" && p.contains("step-")).count();
     assert!(checkpoints >= 6, "the scenarios commit {checkpoints} checkpoints; the test needs at least 6");
 
     let mut all_failures = Vec::new();

@@ -78,7 +78,10 @@ fn fuzz_saved_config() {
         mutate_text(valid.as_bytes(), false),
         |bytes| {
             std::fs::write(run_dir.join("config.json"), bytes).unwrap();
-            SavedConfig::load(&run_dir, OnDamage::FallBack)?.run().validate().with_context(|| format!("{}", run_dir.display()))
+            SavedConfig::load(&run_dir, OnDamage::FallBack)?
+                .run()
+                .validate()
+                .with_context(|| format!("{}", run_dir.display()))
         },
     );
     tally.assert_clean();

@@ -40,7 +40,9 @@ fn a_classifier_run_plots_its_pooling_and_a_later_sequence_run_removes_it() {
     let mut text = TextConfig::new(data);
     text.max_len = 32;
     let opts = LoopOptions { quiet: true, ..Default::default() };
-    let Ending::Done(_) = train(tiny(TaskConfig::TextClassification(text)).resolve().unwrap(), dir.path(), &opts).unwrap() else {
+    let Ending::Done(_) =
+        train(tiny(TaskConfig::TextClassification(text)).resolve().unwrap(), dir.path(), &opts).unwrap()
+    else {
         panic!("interrupted")
     };
     for p in ["loss.png", "accuracy.png", "attention.png", "pooling.png"] {

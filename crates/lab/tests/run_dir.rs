@@ -116,6 +116,10 @@ fn kill_9_at_random_moments_then_resume_equals_the_uninterrupted_run() {
     let reference_dir = tmp.path().join("reference");
     assert_ok(&attune(&run_args(&reference_dir, steps), &[]), "the uninterrupted run");
     let reference = outcome(&reference_dir);
+    // Retention: of the 6 checkpoints the newest 2 are kept, plus the best (which may be one of them).
+    let kept = attune_lab::rundir::checkpoints(&reference_dir).unwrap();
+    assert!((2..=3).contains(&kept.len()), "{kept:?}");
+    assert!(kept.iter().any(|p| p.ends_with("step-000000012")) && kept.iter().any(|p| p.ends_with("step-000000010")));
     // How long a whole run takes here, to spread the kills over it (and its first moments).
     let started = std::time::Instant::now();
     assert_ok(&attune(&run_args(&tmp.path().join("timing"), steps), &[]), "timing run");
@@ -126,8 +130,14 @@ fn kill_9_at_random_moments_then_resume_equals_the_uninterrupted_run() {
         // Two kills per trial: one into the first run (some in its first instants), one into the
         // first resume; then resume to the end.
         for round in 0..2 {
-            let args = if round == 0 || !dir.join("config.json").is_file() { run_args(&dir, steps) } else { resume_args(&dir) };
-            let u: f64 = rng.rand(1, attune_tensor::DType::F64, &attune_tensor::Device::Cpu).unwrap().to_vec::<f64>().unwrap()[0];
+            let args = if round == 0 || !dir.join("config.json").is_file() {
+                run_args(&dir, steps)
+            } else {
+                resume_args(&dir)
+            };
+            let u: f64 =
+                rng.rand(1, attune_tensor::DType::F64, &attune_tensor::Device::Cpu).unwrap().to_vec::<f64>().unwrap()
+                    [0];
             let delay = if i % 4 == 0 { u * 0.05 } else { u * whole };
             let mut child = std::process::Command::new(BIN)
                 .args(&args)

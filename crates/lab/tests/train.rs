@@ -3,9 +3,9 @@
 
 use std::path::Path;
 
-use attune_lab::runstate::OnDamage;
 use attune_lab::config::{RunConfig, SavedConfig};
 use attune_lab::metrics;
+use attune_lab::runstate::OnDamage;
 use attune_lab::tasks::{MqarConfig, TaskConfig, TextConfig};
 use attune_lab::train::{Ending, LoopOptions, train};
 use attune_optim::{EarlyStoppingConfig, Mode, PlateauConfig};

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use attune_nn::checkpoint::{load_params, load_state_dict, load_tensors, save_params, save_tensors};
-use attune_persist::write_atomic;
 use attune_nn::{Ctx, LoadOptions, Model, ModelConfig, ParamBuilder, ParamStore};
+use attune_persist::write_atomic;
 use attune_tensor::{DType, Device, Tensor};
 use half::{bf16, f16};
 

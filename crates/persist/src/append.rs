@@ -48,7 +48,8 @@ impl AppendLog {
         if have > committed {
             fsops::truncate_synced(path, committed)?;
         }
-        let file = OpenOptions::new().append(true).open(path).map_err(|e| PersistError::io("opening", path, None, e))?;
+        let file =
+            OpenOptions::new().append(true).open(path).map_err(|e| PersistError::io("opening", path, None, e))?;
         Ok(AppendLog { path: path.to_path_buf(), file, len: committed })
     }
 

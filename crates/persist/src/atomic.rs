@@ -48,9 +48,7 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> std::result::
     fsops::create_dir_all(dir)?;
     let tmp = temp_sibling(path);
     let result = fsops::step_write(&tmp)
-        .and_then(|()| {
-            write(&tmp).map_err(|e| PersistError::io("writing", &tmp, None, std::io::Error::other(e)))
-        })
+        .and_then(|()| write(&tmp).map_err(|e| PersistError::io("writing", &tmp, None, std::io::Error::other(e))))
         .and_then(|()| fsops::sync_path(&tmp))
         .and_then(|()| fsops::rename(&tmp, path));
     if result.is_err() {

@@ -35,11 +35,7 @@ impl DirLock {
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(PersistError::Locked {
-                    dir: dir.to_path_buf(),
-                    lock: path,
-                    pid: text.trim().parse().ok(),
-                });
+                return Err(PersistError::Locked { dir: dir.to_path_buf(), lock: path, pid: text.trim().parse().ok() });
             }
             Err(TryLockError::Error(e)) => return Err(PersistError::io("locking", &path, None, e)),
         }

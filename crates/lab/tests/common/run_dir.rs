@@ -12,10 +12,39 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_attune");
 /// enough that one run takes a fraction of a second.
 pub fn run_args(dir: &Path, steps: u64) -> Vec<String> {
     let mut a: Vec<String> = [
-        "train", "--task", "mqar", "--vocab", "32", "--seq-len", "16", "--kv-pairs", "2", "--d-model", "16",
-        "--layers", "1", "--heads", "2", "--batch", "8", "--eval-every", "4", "--eval-batches", "1",
-        "--checkpoint-every", "2", "--target-accuracy", "0", "--device", "cpu", "--threads", "1", "--quiet",
-        "--no-plots", "--dropout", "0.1",
+        "train",
+        "--task",
+        "mqar",
+        "--vocab",
+        "32",
+        "--seq-len",
+        "16",
+        "--kv-pairs",
+        "2",
+        "--d-model",
+        "16",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--batch",
+        "8",
+        "--eval-every",
+        "4",
+        "--eval-batches",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--target-accuracy",
+        "0",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--quiet",
+        "--no-plots",
+        "--dropout",
+        "0.1",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -75,7 +104,8 @@ pub fn outcome(dir: &Path) -> Outcome {
         .lines()
         .map(|l| strip_timing(serde_json::from_str(l).unwrap_or_else(|e| panic!("bad metrics row {l:?}: {e}"))))
         .collect();
-    let summary = strip_timing(serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap());
+    let summary =
+        strip_timing(serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap());
     let file = attune_nn::checkpoint::load_tensors(&dir.join("model.safetensors")).unwrap();
     let weights = file
         .tensors
