@@ -8,7 +8,8 @@
 
 use attune_attention::cases::{Bound, compare, lowp_forward};
 use attune_attention::gpu::GpuCall;
-use attune_attention::gpu::fwd_simt::{SimtConfig, launch_fwd_simt, simt_variants, supported_head_dims};
+use attune_attention::gpu::fwd_simt::{SimtConfig, launch_fwd_simt, simt_variants};
+use attune_attention::support::gpu_head_dims;
 use attune_attention::gpu::fwd_split::{launch_fwd_split, split_variants};
 use attune_attention::{oracle, validate};
 use attune_tensor::{DType, Tensor};
@@ -203,7 +204,7 @@ fn ptxas_no_spills() {
     // ATTUNE_PTXAS_HD=64,256 narrows the head dims (for quick iteration).
     let hds: Vec<usize> = match std::env::var("ATTUNE_PTXAS_HD") {
         Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
-        Err(_) => supported_head_dims(),
+        Err(_) => gpu_head_dims().collect(),
     };
     let mut variants = simt_variants(&dtypes, &hds);
     variants.extend(split_variants(&dtypes, &hds));

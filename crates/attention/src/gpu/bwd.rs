@@ -38,6 +38,7 @@
 //! the delta pre-pass and the dq conversion use 28..32 registers.
 
 use super::{GpuCall, module, unit_last_stride};
+use crate::support::gpu_head_dim;
 use crate::error::{AttentionError, Result};
 use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
 use attune_tensor::{DType, Tensor};
@@ -63,7 +64,7 @@ pub struct Tiles {
 }
 
 impl Tiles {
-    /// The tiles of `head_dim` (a multiple of 8 in 8..=256, checked by [`check_head_dim`]).
+    /// The tiles of `head_dim` (one the GPU kernels take, [`crate::supports`]).
     pub fn for_head_dim(head_dim: usize) -> Tiles {
         let (bn, bm, tc) = match head_dim {
             0..=56 => (64, 32, 8),
@@ -149,14 +150,14 @@ pub fn pick_backward(dtype: DType, arch: u32, aligned16: bool, head_dim: usize) 
     let mma = matches!(dtype, DType::F16 | DType::BF16)
         && arch >= 80
         && aligned16
-        && head_dim.is_multiple_of(8)
-        && (8..=MMA_MAX_HEAD_DIM).contains(&head_dim);
+        && gpu_head_dim(head_dim)
+        && head_dim <= MMA_MAX_HEAD_DIM;
     if mma { BwdKernel::Mma } else { BwdKernel::Simt }
 }
 
 /// The tensor-core module of one dtype and head_dim, when the kernel takes them.
 fn mma_module(dtype: DType, head_dim: usize) -> Option<(ModuleSpec, MmaBwdTiles)> {
-    if !matches!(dtype, DType::F16 | DType::BF16) || !head_dim.is_multiple_of(8) {
+    if !matches!(dtype, DType::F16 | DType::BF16) || !gpu_head_dim(head_dim) {
         return None;
     }
     let tiles = MmaBwdTiles::for_head_dim(head_dim)?;
@@ -175,17 +176,6 @@ pub fn mma_bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<super::Var
         }
     }
     out
-}
-
-/// Errors unless the kernels are built for `head_dim`: a multiple of 8 in 8..=256.
-pub fn check_head_dim(head_dim: usize) -> Result<()> {
-    if head_dim.is_multiple_of(8) && (8..=256).contains(&head_dim) {
-        return Ok(());
-    }
-    Err(AttentionError::Shape(format!(
-        "the GPU attention backward supports head_dim a multiple of 8 from 8 to 256, got {head_dim}; \
-         pad head_dim, or run flash::backward on the CPU"
-    )))
 }
 
 /// Entry names and block sizes of the backward module.
@@ -209,7 +199,7 @@ fn bwd_module(dtype: DType, head_dim: usize) -> Result<(ModuleSpec, Tiles)> {
 pub fn bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
     let mut out = Vec::new();
     for &dtype in dtypes {
-        for &d in head_dims.iter().filter(|&&d| check_head_dim(d).is_ok()) {
+        for &d in head_dims.iter().filter(|&&d| gpu_head_dim(d)) {
             if let Ok((spec, tiles)) = bwd_module(dtype, d) {
                 out.push((spec, entries(&tiles)));
             }
@@ -303,7 +293,7 @@ pub fn backward_with(
         // No query sees a key: every gradient is zero.
         return Ok((zeros(&q_dims, dtype)?, zeros(&k_dims, dtype)?, zeros(&k_dims, dtype)?));
     }
-    check_head_dim(pb.head_dim)?;
+    call.check_supported()?;
     let (spec, tiles) = bwd_module(dtype, pb.head_dim)?;
 
     // Inputs the kernels read as contiguous rows: out and lse (dout only needs unit stride on

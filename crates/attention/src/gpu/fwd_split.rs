@@ -5,8 +5,9 @@
 //! and `attn_split_combine` (one warp per row, 4 per 128-thread block) merges them by their lse
 //! into `out` (input dtype) and `lse`.
 
-use super::fwd_simt::{SimtConfig, check_grid_yz, check_head_dim, check_outputs};
-use super::{GpuCall, dtype_code, module};
+use super::fwd_simt::{SimtConfig, check_grid_yz, check_outputs};
+use super::{GpuCall, module};
+use crate::support::gpu_head_dim;
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
 use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
@@ -49,8 +50,7 @@ pub fn choose_splits(pb: &Problem, sm_count: usize) -> usize {
 /// The f32 partial workspaces (`num_splits * rows * (head_dim + 1)` floats) are allocated here.
 pub fn launch_fwd_split(call: &GpuCall, out: &Tensor, lse: &Tensor, num_splits: usize) -> Result<()> {
     let pb = &call.problem;
-    check_head_dim(pb.head_dim)?;
-    dtype_code(call.dtype)?;
+    call.check_supported()?;
     check_outputs(call, out, lse)?;
     if !(1..=65535).contains(&num_splits) {
         return Err(AttentionError::Param(format!(
@@ -108,7 +108,7 @@ pub fn split_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec,
     let mut out = Vec::new();
     for &dt in dtypes {
         for &hd in head_dims {
-            if check_head_dim(hd).is_err() {
+            if !gpu_head_dim(hd) {
                 continue;
             }
             if let Ok(spec) = module("fwd_split.cu", dt, hd, &[]) {

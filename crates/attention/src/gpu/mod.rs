@@ -122,6 +122,12 @@ impl GpuCall {
         Ok((out, lse))
     }
 
+    /// Errors unless the kernels take the call's dtype and head_dim (the one rule,
+    /// [`crate::supports`]).
+    pub fn check_supported(&self) -> Result<()> {
+        Ok(crate::supports(self.device, self.dtype, self.problem.head_dim)?)
+    }
+
     /// The device address of a contiguous GPU tensor (an output or workspace of this call).
     pub fn address(&self, t: &Tensor) -> Result<u64> {
         Ok(t.gpu_address("attention")?.1)
@@ -273,10 +279,9 @@ pub fn planned_variants(
         }
     }
     if out.is_empty() {
-        return Err(AttentionError::Shape(format!(
-            "no attention kernel for head_dim {} in {dtype}; head_dim must be a multiple of 8 from 8 to 256",
-            pb.head_dim
-        )));
+        // No kernel: say why with the rule every caller asks (a GPU device stands for the arch).
+        crate::supports(Device::Cuda(0), dtype, pb.head_dim)?;
+        return Err(AttentionError::Shape(format!("no attention kernel for head_dim {} in {dtype}", pb.head_dim)));
     }
     Ok(out)
 }
