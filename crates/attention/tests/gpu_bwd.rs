@@ -316,12 +316,12 @@ fn bwd_kernels_do_not_spill() {
     let head_dims: Vec<usize> = (8..=256).step_by(8).collect();
     let mut failures = Vec::new();
     let only_mma = std::env::var("ATTUNE_ONLY_MMA").is_ok_and(|v| v == "1");
-    let simt = bwd::bwd_variants(&[DType::F32, DType::F16, DType::BF16], &head_dims).into_iter().map(|(spec, _)| {
-        let hd: usize = spec.defines.iter().find(|(k, _)| k == "HD").unwrap().1.parse().unwrap();
-        (spec, bwd::Tiles::for_head_dim(hd).shared_bytes(hd))
-    });
-    let mma = bwd::mma_bwd_variants(&[DType::F16, DType::BF16], &head_dims).into_iter().map(|(spec, e)| (spec, e[0].2));
-    let variants: Vec<_> = if only_mma { mma.collect() } else { simt.chain(mma).collect() };
+    // The backward's modules as its plans list them (bwd::plan), with the tiles' shared memory.
+    let variants: Vec<_> = attune_attention::gpu::kernel_variants(&head_dims, &[80])
+        .into_iter()
+        .filter(|(spec, _, _)| spec.file == "attention/bwd_mma.cu" || (!only_mma && spec.file == "attention/bwd.cu"))
+        .map(|(spec, e, _)| (spec, e.iter().map(|x| x.2).max().unwrap_or(0)))
+        .collect();
     for (spec, smem) in variants {
         let ptx = compile(&spec, Target::Compute(80)).unwrap_or_else(|e| panic!("{}: {e}", spec.defines_string()));
         let path = dir.join("bwd.ptx");

@@ -6,9 +6,9 @@
 //! - f16/bf16 on sm_80+ with 16-byte aligned rows: the tensor-core kernel (`fwd_mma.cu`);
 //! - otherwise (f32, older GPUs, unaligned views): the SIMT kernel, in full f32 accuracy.
 //!
-//! Backward: the `bwd.cu` pre-pass, then the dK/dV kernel of [`bwd::pick_backward`] (the
-//! tensor-core `bwd_mma.cu` for f16/bf16 on sm_80+ with aligned rows and head_dim <= 128, the
-//! SIMT `bwd.cu` kernel otherwise), dQ by f32 atomics or, with
+//! Backward: the launches of [`bwd::plan`]: the `bwd.cu` pre-pass, then the dK/dV kernel of
+//! [`bwd::pick_backward`] (the tensor-core `bwd_mma.cu` for f16/bf16 on sm_80+ with aligned
+//! rows and head_dim <= 128, the SIMT `bwd.cu` kernel otherwise), dQ by f32 atomics or, with
 //! `AttentionParams::deterministic`, by a separate atomic-free dQ kernel.
 //! `ATTUNE_ATTN_BWD_KERNEL=simt|mma` forces the dK/dV kernel.
 //!

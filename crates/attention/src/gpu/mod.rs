@@ -200,7 +200,6 @@ fn with_smem(family: &str, variants: Vec<(ModuleSpec, Vec<(String, u32)>)>) -> V
                         };
                         t.smem_bytes(hd) as u32
                     }
-                    ("bwd", "attn_bwd_dkdv" | "attn_bwd_dq") => bwd::Tiles::for_head_dim(hd).shared_bytes(hd),
                     _ => 0,
                 }
             };
@@ -210,26 +209,53 @@ fn with_smem(family: &str, variants: Vec<(ModuleSpec, Vec<(String, u32)>)>) -> V
         .collect()
 }
 
+/// Adds the launches of `plan` whose arch tag `keep` accepts to `out`: one variant per
+/// (module, arch), entries in first-launch order.
+fn add_plan(out: &mut Vec<ArchVariant>, plan: &bwd::BwdPlan, keep: impl Fn(Option<u32>) -> bool) {
+    for l in plan.launches.iter().filter(|l| keep(l.arch)) {
+        let entry = (l.entry.to_string(), l.threads, l.smem);
+        match out.iter_mut().find(|(s, _, a)| *s == l.module && *a == l.arch) {
+            Some((_, entries, _)) if entries.iter().any(|(e, _, _)| *e == entry.0) => {}
+            Some((_, entries, _)) => entries.push(entry),
+            None => out.push((l.module.clone(), vec![entry], l.arch)),
+        }
+    }
+}
+
 /// Every attention module variant the dispatcher can launch for `head_dims` on `archs`, each
 /// with the one arch it is for (`None`: the same module on every arch), for `cargo xtask
-/// build-kernels`.
+/// build-kernels`. The backward's come from its plans ([`bwd::plan`]) for every dtype, kernel
+/// kind and dQ mode.
 pub fn kernel_variants(head_dims: &[usize], archs: &[u32]) -> Vec<ArchVariant> {
     let all = [DType::F32, DType::F16, DType::BF16];
     let mut out: Vec<ArchVariant> = Vec::new();
     for v in [
         with_smem("simt", fwd_simt::simt_variants(&all, head_dims)),
         with_smem("split", fwd_split::split_variants(&all, head_dims)),
-        with_smem("bwd", bwd::bwd_variants(&all, head_dims)),
     ] {
         out.extend(v.into_iter().map(|(s, e)| (s, e, None)));
+    }
+    let supported = || head_dims.iter().copied().filter(|&d| crate::support::gpu_head_dim(d));
+    // The SIMT backward (every arch): unaligned rows take it on any GPU.
+    for dtype in all {
+        for d in supported() {
+            for deterministic in [true, false] {
+                if let Ok(p) = bwd::plan(dtype, d, 0, false, deterministic, None) {
+                    add_plan(&mut out, &p, |a| a.is_none());
+                }
+            }
+        }
     }
     for &arch in archs {
         for (s, e) in with_smem("mma", fwd_mma::mma_variants(head_dims, &[arch])) {
             out.push((s, e, Some(arch)));
         }
-        if arch >= 80 {
-            for (s, e) in bwd::mma_bwd_variants(&[DType::F16, DType::BF16], head_dims) {
-                out.push((s, e, Some(arch)));
+        // The arch-specific launches (the tensor-core dK/dV kernel) of aligned calls.
+        for dtype in all {
+            for d in supported() {
+                if let Ok(p) = bwd::plan(dtype, d, arch, true, false, None) {
+                    add_plan(&mut out, &p, |a| a == Some(arch));
+                }
             }
         }
     }
@@ -259,23 +285,15 @@ pub fn planned_variants(
     let of_dtype = |s: &ModuleSpec| s.defines.iter().any(|(k, v)| k == "ATTN_DTYPE" && *v == code);
     let mut out: Vec<_> =
         fwd.into_iter().filter(|(s, _)| of_dtype(s)).map(|(s, e)| (format!("forward: {kind}"), s, e)).collect();
-    if with_backward {
-        for (s, mut e) in with_smem("bwd", bwd::bwd_variants(&[dtype], &d)).into_iter().filter(|(s, _)| of_dtype(s)) {
-            // The deterministic dQ kernel runs only in deterministic mode; the dQ conversion
-            // only in atomic mode for 16-bit dtypes.
-            let mma = bwd::pick_backward(dtype, arch, true, pb.head_dim) == bwd::BwdKernel::Mma;
-            e.retain(|(name, _, _)| match name.as_str() {
-                "attn_bwd_dq" => deterministic,
-                "attn_bwd_dq_convert" => !deterministic && dtype != DType::F32,
-                "attn_bwd_dkdv" => !mma,
-                _ => true,
-            });
-            out.push(("backward".to_string(), s, e));
-            if mma {
-                out.extend(
-                    bwd::mma_bwd_variants(&[dtype], &d).into_iter().map(|(s, e)| ("backward: mma".to_string(), s, e)),
-                );
-            }
+    if with_backward && crate::support::gpu_head_dim(pb.head_dim) {
+        // The plan the backward runs, one row per module: the SIMT module's launches, then the
+        // tensor-core dK/dV kernel's when the plan takes it.
+        let plan = bwd::plan(dtype, pb.head_dim, arch, true, deterministic, None)?;
+        let mut modules: Vec<ArchVariant> = Vec::new();
+        add_plan(&mut modules, &plan, |_| true);
+        for (s, e, a) in modules {
+            let label = if a.is_some() { format!("backward: {}", plan.kernel.name()) } else { "backward".into() };
+            out.push((label, s, e));
         }
     }
     if out.is_empty() {
