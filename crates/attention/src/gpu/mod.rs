@@ -15,7 +15,8 @@ pub mod fwd_mma;
 pub mod fwd_simt;
 pub mod fwd_split;
 
-pub use dispatch::{FwdKernel, backward, choose_forward, forward, forward_ext, forward_with, pick_forward};
+pub(crate) use dispatch::forward_saving_f32;
+pub use dispatch::{FwdKernel, backward, choose_forward, forward, pick_forward};
 
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
