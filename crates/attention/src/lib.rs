@@ -16,6 +16,8 @@ mod op;
 pub mod oracle;
 pub mod params;
 pub mod support;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{AttentionError, Result};
 pub use flash::{AttentionGrads, AttentionOutput};

@@ -12,12 +12,12 @@ use attune_attention::{flash, oracle, validate};
 use attune_tensor::{DType, Tensor};
 
 mod common;
-use common::{BHSD, BSHD, CPU, Case, EMU, case, normals, on_emu, p, segment_and_dropout_cases};
+use common::{BHSD, BSHD, CPU, Case, EMU, Layout, case, normals, on_emu, p, segment_and_dropout_cases};
 
 /// The CPU inputs of a case: q, k, v (`Case::qkv`) and dout (seed + 3).
 fn inputs(c: &Case, dtype: DType) -> [Tensor; 4] {
-    let [q, k, v] = c.qkv(dtype);
-    let dout = normals([c.b, c.hq, c.sq, c.d], c.seed() + 3, dtype, false);
+    let [q, k, v] = c.qkv(dtype).unwrap();
+    let dout = normals([c.batch, c.heads_q, c.seq_q, c.head_dim], c.seed() + 3, dtype, false);
     [q, k, v, dout]
 }
 
@@ -31,10 +31,10 @@ fn gpu_grads(c: &Case, x: &[Tensor; 4], deterministic: bool) -> [Tensor; 3] {
 fn gpu_grads_with(c: &Case, x: &[Tensor; 4], deterministic: bool, kernel: Option<BwdKernel>) -> [Tensor; 3] {
     let [q, k, v, dout] = x;
     let f = flash::forward(q, k, v, &c.params).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-    let (qkv_perm, dout_perm) = if c.bshd { (BSHD, [2, 0, 1, 3]) } else { (BHSD, BHSD) };
+    let (qkv_perm, dout_perm) = if c.layout == Layout::Bshd { (BSHD, [2, 0, 1, 3]) } else { (BHSD, BHSD) };
     let (qe, ke, ve) = (on_emu(q, qkv_perm), on_emu(k, qkv_perm), on_emu(v, qkv_perm));
     let de = on_emu(dout, dout_perm);
-    if c.bshd && c.hq > 1 && c.sq > 1 {
+    if c.layout == Layout::Bshd && c.heads_q > 1 && c.seq_q > 1 {
         assert!(!qe.is_contiguous() && !de.is_contiguous(), "{}: the layout should be strided", c.name);
     }
     let pb = validate(&qe, &ke, &ve, &c.params).unwrap();
@@ -152,7 +152,7 @@ fn low_precision_within_twice_the_naive_error() {
     ];
     for (dtype, c) in &cases {
         let kernels: &[BwdKernel] =
-            if c.d <= bwd::MMA_MAX_HEAD_DIM { &[BwdKernel::Simt, BwdKernel::Mma] } else { &[BwdKernel::Simt] };
+            if c.head_dim <= bwd::MMA_MAX_HEAD_DIM { &[BwdKernel::Simt, BwdKernel::Mma] } else { &[BwdKernel::Simt] };
         for &kernel in kernels {
             check_lowp(*dtype, c, kernel, &[false, true]);
         }

@@ -38,8 +38,8 @@
 //! the delta pre-pass and the dq conversion use 28..32 registers.
 
 use super::{GpuCall, module, unit_last_stride};
-use crate::support::gpu_head_dim;
 use crate::error::{AttentionError, Result};
+use crate::support::gpu_head_dim;
 use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
 use attune_tensor::{DType, Tensor};
 

@@ -6,8 +6,8 @@
 //! is needed on any GPU). The block shape depends only on head_dim ([`SimtConfig::forward`]).
 
 use super::{GpuCall, module};
-use crate::support::gpu_head_dim;
 use crate::error::{AttentionError, Result};
+use crate::support::gpu_head_dim;
 use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
 use attune_tensor::{DType, Tensor};
 

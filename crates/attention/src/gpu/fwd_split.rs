@@ -7,9 +7,9 @@
 
 use super::fwd_simt::{SimtConfig, check_grid_yz, check_outputs};
 use super::{GpuCall, module};
-use crate::support::gpu_head_dim;
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
+use crate::support::gpu_head_dim;
 use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
 use attune_tensor::{DType, Tensor};
 
