@@ -36,11 +36,16 @@
 //!   dropout, kept probabilities are scaled by `1 / (1 - p)`.
 
 mod bwd;
-pub mod dropout;
+mod dropout;
 mod fwd;
 mod io;
+// The tile micro-kernel: public with the test-only `testing` feature (the flash_bench example
+// times it), crate-private otherwise.
+#[cfg(feature = "testing")]
 pub mod kernel;
-pub mod vmath;
+#[cfg(not(feature = "testing"))]
+mod kernel;
+mod vmath;
 
 use crate::error::{AttentionError, Result};
 use crate::params::{AttentionParams, Problem, Segment, validate};

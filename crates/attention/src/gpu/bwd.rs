@@ -97,6 +97,7 @@ pub enum BwdKernel {
 }
 
 impl BwdKernel {
+    #[cfg(feature = "testing")]
     /// Short name for tables and `ATTUNE_ATTN_BWD_KERNEL`.
     pub fn name(self) -> &'static str {
         match self {
@@ -327,6 +328,7 @@ fn extent(what: &str, n: usize, max: usize) -> Result<u32> {
     Ok(n as u32)
 }
 
+#[cfg(feature = "testing")]
 /// Gradients `(dq, dk, dv)` of the attention of `call`, given the forward's `out`
 /// (q's shape and dtype, or f32: the unrounded output of an f16/bf16 forward, which the
 /// `rowsum(dout * out)` pre-pass then reads) and `lse` (`(batch, heads_q, seq_q)`, f32), and the output gradient

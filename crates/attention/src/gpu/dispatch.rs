@@ -33,6 +33,7 @@ pub enum FwdKernel {
 }
 
 impl FwdKernel {
+    #[cfg(feature = "testing")]
     /// Short name for tables.
     pub fn name(self) -> &'static str {
         match self {

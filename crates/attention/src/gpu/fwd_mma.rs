@@ -140,6 +140,7 @@ pub fn launch_fwd_mma_tiles(call: &GpuCall, out: &Tensor, lse: &Tensor, tiles: M
     call.dev.launch(&plan).map_err(gpu_err)
 }
 
+#[cfg(feature = "testing")]
 /// Every module [`launch_fwd_mma`] can build for these head dims (those [`crate::supports`]
 /// takes on a GPU; others are skipped) and archs, f16 and bf16, each with its entry and block size (for
 /// `cargo xtask build-kernels`). Archs that share a tile shape share the module.

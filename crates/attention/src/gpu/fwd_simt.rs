@@ -7,8 +7,7 @@
 
 use super::{GpuCall, module};
 use crate::error::{AttentionError, Result};
-use crate::support::gpu_head_dim;
-use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
+use attune_cuda::{Dim3, KernelArg, LaunchPlan};
 use attune_tensor::{DType, Tensor};
 
 /// Shared memory a block may use without opting in (every arch).
@@ -142,13 +141,14 @@ pub fn launch_fwd_simt(call: &GpuCall, out: &Tensor, lse: &Tensor) -> Result<()>
     call.launch(&plan)
 }
 
+#[cfg(feature = "testing")]
 /// The `fwd_simt.cu` modules for these dtypes and head dims (unsupported ones skipped), each
 /// with its entry and block size, for `cargo xtask build-kernels`.
-pub fn simt_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
+pub fn simt_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(attune_cuda::ModuleSpec, Vec<(String, u32)>)> {
     let mut out = Vec::new();
     for &dt in dtypes {
         for &hd in head_dims {
-            if !gpu_head_dim(hd) {
+            if !crate::support::gpu_head_dim(hd) {
                 continue;
             }
             if let Ok(spec) = module("fwd_simt.cu", dt, hd, &[]) {

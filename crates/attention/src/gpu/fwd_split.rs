@@ -9,8 +9,7 @@ use super::fwd_simt::{SimtConfig, check_grid_yz, check_outputs};
 use super::{GpuCall, module};
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
-use crate::support::gpu_head_dim;
-use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
+use attune_cuda::{Dim3, KernelArg, LaunchPlan};
 use attune_tensor::{DType, Tensor};
 
 /// Most query rows a segment may have on the split-KV path (one block holds them all).
@@ -102,13 +101,14 @@ pub fn launch_fwd_split(call: &GpuCall, out: &Tensor, lse: &Tensor, num_splits: 
     Ok(())
 }
 
+#[cfg(feature = "testing")]
 /// The `fwd_split.cu` modules for these dtypes and head dims (unsupported ones skipped), each
 /// with both entries and their block sizes, for `cargo xtask build-kernels`.
-pub fn split_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
+pub fn split_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(attune_cuda::ModuleSpec, Vec<(String, u32)>)> {
     let mut out = Vec::new();
     for &dt in dtypes {
         for &hd in head_dims {
-            if !gpu_head_dim(hd) {
+            if !crate::support::gpu_head_dim(hd) {
                 continue;
             }
             if let Ok(spec) = module("fwd_split.cu", dt, hd, &[]) {
