@@ -150,8 +150,11 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--arch {a}: expected sm_XX"))
         })
         .collect::<Result<_>>()?;
-    let head_dims: Vec<usize> =
-        if args.all_head_dims { attune_attention::support::gpu_head_dims().collect() } else { crate::gpu_grid::HEAD_DIMS.to_vec() };
+    let head_dims: Vec<usize> = if args.all_head_dims {
+        attune_attention::support::gpu_head_dims().collect()
+    } else {
+        crate::gpu_grid::HEAD_DIMS.to_vec()
+    };
     let mut variants = variants(&archs, &head_dims);
     if !args.files.is_empty() {
         variants.extend(test_variants());
