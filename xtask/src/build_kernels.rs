@@ -26,7 +26,7 @@ pub struct BuildKernelsArgs {
     /// Also write the table as JSON to this file.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
-    /// Attention kernels for every head_dim they support (8..=256 step 8) instead of the
+    /// Attention kernels for every head_dim they support (`attune_attention::supports`) instead of the
     /// parity grid's head dims.
     #[arg(long)]
     all_head_dims: bool,
@@ -150,8 +150,11 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--arch {a}: expected sm_XX"))
         })
         .collect::<Result<_>>()?;
-    let head_dims: Vec<usize> =
-        if args.all_head_dims { (8..=256).step_by(8).collect() } else { crate::gpu_grid::HEAD_DIMS.to_vec() };
+    let head_dims: Vec<usize> = if args.all_head_dims {
+        attune_attention::support::gpu_head_dims().collect()
+    } else {
+        crate::gpu_grid::HEAD_DIMS.to_vec()
+    };
     let mut variants = variants(&archs, &head_dims);
     if !args.files.is_empty() {
         variants.extend(test_variants());

@@ -108,6 +108,7 @@ pub fn gpu_full_grid() -> Vec<GridCase> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use attune_attention::testing::Layout;
 
     #[test]
     fn gpu_grid_covers_the_issue_grid() {
@@ -117,20 +118,25 @@ mod tests {
             for d in HEAD_DIMS {
                 assert!(any(&|c| c.dtype == dt && c.head_dim == d && c.backward), "{dt} d{d}");
             }
-            assert!(any(&|c| c.dtype == dt && c.dropout.is_some() && c.backward));
-            assert!(any(&|c| c.dtype == dt && c.deterministic));
-            assert!(any(&|c| c.dtype == dt && c.varlen.is_some()) && any(&|c| c.dtype == dt && c.seqlens_k.is_some()));
+            assert!(any(&|c| c.dtype == dt && c.params.dropout.is_some() && c.backward));
+            assert!(any(&|c| c.dtype == dt && c.params.deterministic));
+            assert!(
+                any(&|c| c.dtype == dt && c.params.cu_seqlens.is_some())
+                    && any(&|c| c.dtype == dt && c.params.seqlens_k.is_some())
+            );
             assert!(any(&|c| c.dtype == dt && c.seq_q == 1 && c.seq_k >= 1000), "decoding {dt}");
         }
         for s in SEQS {
             assert!(any(&|c| c.seq_q == s && c.seq_k == s), "seq {s}");
         }
-        assert!(any(&|c| c.causal) && any(&|c| c.window.is_some()) && any(&|c| c.softcap.is_some()));
+        assert!(
+            any(&|c| c.params.causal) && any(&|c| c.params.window.is_some()) && any(&|c| c.params.softcap.is_some())
+        );
         assert!(any(&|c| c.heads_q == 4 * c.heads_kv) && any(&|c| c.heads_kv == 1 && c.heads_q > 1));
         for dt in DTYPES {
             assert!(any(&|c| c.dtype == dt && c.heads_q == 3 * c.heads_kv && c.head_dim == 112 && c.backward));
         }
-        assert!(any(&|c| c.seq_q != c.seq_k) && any(&|c| c.bshd) && any(&|c| c.outliers));
+        assert!(any(&|c| c.seq_q != c.seq_k) && any(&|c| c.layout == Layout::Bshd) && any(&|c| c.outliers));
         assert!(gpu_full_grid().len() > 4 * g.len());
     }
 }

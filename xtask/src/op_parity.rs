@@ -1,9 +1,9 @@
 //! `cargo xtask parity --backend emu|cuda`: every tensor op family on that backend against the
-//! CPU backend (attune_tensor::gpu::parity), one row per case, ending with `N passed, M failed`.
+//! CPU backend (attune_tensor::testing), one row per case, ending with `N passed, M failed`.
 
 use anyhow::Result;
 use attune_tensor::Device;
-use attune_tensor::gpu::parity::{op_cases, run_case};
+use attune_tensor::testing::{op_cases, run_case};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;

@@ -9,6 +9,9 @@ pub enum AttentionError {
     /// A parameter value that is not allowed.
     #[error("attention: {0}")]
     Param(String),
+    /// A device, dtype or head_dim the fused kernels do not take ([`crate::supports`]).
+    #[error("attention: {0}")]
+    Unsupported(#[from] crate::support::Unsupported),
     /// A tensor op failed underneath.
     #[error(transparent)]
     Tensor(#[from] attune_tensor::Error),

@@ -5,6 +5,7 @@
 //! - [`oracle`]: the naive f64 implementation every other one is checked against.
 //! - [`flash`]: the CPU flash implementation (tiled, online softmax), forward and backward.
 //! - [`attention`]: the differentiable Tensor-level op (autograd through `CustomOp`).
+//! - [`supports`]: which devices, dtypes and head dims the fused op takes (ask before calling).
 //! - [`cases`]: reference case files (GUIDE.md §3) and the checker shared by tests and xtask.
 
 pub mod cases;
@@ -14,8 +15,12 @@ pub mod gpu;
 mod op;
 pub mod oracle;
 pub mod params;
+pub mod support;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use error::{AttentionError, Result};
 pub use flash::{AttentionGrads, AttentionOutput};
 pub use op::attention;
 pub use params::{AttentionParams, Dropout, Problem, Segment, validate};
+pub use support::{Unsupported, supports};

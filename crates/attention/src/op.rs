@@ -12,15 +12,15 @@ use std::sync::Arc;
 struct AttentionOp {
     params: AttentionParams,
     /// Keep the unrounded f32 output of f16/bf16 inputs as a third output, for the backward's
-    /// `D = rowsum(dO * O)` (set when a gradient will be needed; see
-    /// [`AttentionOutput::out_f32`]).
-    f32_out: bool,
+    /// `D = rowsum(dO * O)` (set when a gradient will be needed; the reason is on
+    /// `flash::forward_saving_f32`).
+    keep_f32: bool,
 }
 
 /// The op's outputs: out and lse, then the f32 output when one was kept.
-fn outputs(o: AttentionOutput) -> Vec<Tensor> {
+fn outputs((o, out_f32): (AttentionOutput, Option<Tensor>)) -> Vec<Tensor> {
     let mut v = vec![o.out, o.lse];
-    v.extend(o.out_f32);
+    v.extend(out_f32);
     v
 }
 
@@ -28,8 +28,7 @@ impl AttentionOp {
     /// The CUDA kernels (on a GPU or the emulator): the dispatcher picks one by dtype, arch
     /// and shape.
     fn gpu_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
-        let o = gpu::forward_ext(&inputs[0], &inputs[1], &inputs[2], &self.params, self.f32_out)?;
-        Ok(outputs(o))
+        Ok(outputs(gpu::forward_saving_f32(&inputs[0], &inputs[1], &inputs[2], &self.params, self.keep_f32)?))
     }
 }
 
@@ -45,8 +44,7 @@ impl CustomOp for AttentionOp {
             let o = oracle::forward(&inputs[0], &inputs[1], &inputs[2], &self.params)?;
             return Ok(vec![o.out, o.lse.to_dtype(DType::F32)?]);
         }
-        let o = flash::forward_ext(&inputs[0], &inputs[1], &inputs[2], &self.params, self.f32_out)?;
-        Ok(outputs(o))
+        Ok(outputs(flash::forward_saving_f32(&inputs[0], &inputs[1], &inputs[2], &self.params, self.keep_f32)?))
     }
 
     fn cuda_fwd(&self, inputs: &[Tensor]) -> attune_tensor::Result<Vec<Tensor>> {
@@ -97,19 +95,19 @@ impl CustomOp for AttentionOp {
 /// When a gradient will be needed (grad mode on and q, k or v requiring one) and the inputs
 /// are f16/bf16, the forward also keeps its output in f32 inside the graph (4 bytes per output
 /// element until the backward) so that the backward's `rowsum(dO * O)` carries no rounding of
-/// the output (see [`AttentionOutput::out_f32`]).
+/// the output.
 ///
 /// q is `(batch, heads_q, seq_q, head_dim)`, k and v `(batch, heads_kv, seq_k, head_dim)`,
 /// any strides with a unit stride on head_dim.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
     validate(q, k, v, params)?;
     let needs_grad = is_grad_enabled() && [q, k, v].iter().any(|t| t.requires_grad());
-    let f32_out = needs_grad && matches!(q.dtype(), DType::F16 | DType::BF16);
-    let op: Arc<dyn CustomOp> = Arc::new(AttentionOp { params: params.clone(), f32_out });
+    let keep_f32 = needs_grad && matches!(q.dtype(), DType::F16 | DType::BF16);
+    let op: Arc<dyn CustomOp> = Arc::new(AttentionOp { params: params.clone(), keep_f32 });
     let mut outs = Tensor::apply_custom(op, &[q, k, v])?.into_iter();
     match (outs.next(), outs.next()) {
         // The f32 output stays inside the graph: only the backward reads it.
-        (Some(out), Some(lse)) => Ok(AttentionOutput { out, lse, out_f32: None }),
+        (Some(out), Some(lse)) => Ok(AttentionOutput { out, lse }),
         _ => Err(AttentionError::Param("internal error: the attention op returned fewer than 2 outputs".into())),
     }
 }

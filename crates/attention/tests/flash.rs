@@ -6,71 +6,17 @@
 mod common;
 
 use attune_attention::params::Problem;
+use attune_attention::testing::in_memory_order;
 use attune_attention::{AttentionParams, flash, oracle, validate};
 use attune_tensor::cpu::philox;
-use attune_tensor::{DType, Device, Rng, Tensor};
+use attune_tensor::{DType, Device, Tensor};
+use common::{Case, Layout, case};
 
 const CPU: Device = Device::Cpu;
 
-/// How an input is laid out in memory.
-#[derive(Clone, Copy, PartialEq, Debug)]
-enum Mem {
-    /// `(batch, heads, seq, dim)` contiguous.
-    Bhsd,
-    /// `(batch, seq, heads, dim)` memory viewed as `(batch, heads, seq, dim)` (a QKV projection).
-    Bshd,
-    /// `(batch, heads, dim, seq)` memory transposed: head_dim stride is not 1.
-    Bhds,
-}
-
-#[derive(Clone, Debug)]
-struct Case {
-    name: String,
-    b: usize,
-    hq: usize,
-    hkv: usize,
-    sq: usize,
-    sk: usize,
-    d: usize,
-    params: AttentionParams,
-    outliers: bool,
-    mem: Mem,
-}
-
-#[allow(clippy::too_many_arguments)]
-fn case(name: &str, b: usize, hq: usize, hkv: usize, sq: usize, sk: usize, d: usize, params: AttentionParams) -> Case {
-    Case { name: name.into(), b, hq, hkv, sq, sk, d, params, outliers: false, mem: Mem::Bhsd }
-}
-
-impl Case {
-    fn outliers(mut self) -> Self {
-        self.outliers = true;
-        self
-    }
-    fn mem(mut self, mem: Mem) -> Self {
-        self.mem = mem;
-        self
-    }
-}
-
-/// A `(b, h, s, d)` tensor of normals (seeded), in `mem` layout, optionally with every fifth
-/// row scaled by 20 (applied to q: rows of x20 outlier logits), rounded to `dtype`.
-fn input(shape: [usize; 4], seed: u64, dtype: DType, mem: Mem, outliers: bool) -> Tensor {
-    let [b, h, s, d] = shape;
-    let mut x = Rng::new(seed).randn([b, h, s, d], DType::F32, &CPU).unwrap().to_vec::<f32>().unwrap();
-    if outliers {
-        for (row, chunk) in x.chunks_mut(d.max(1)).enumerate() {
-            if (row % s.max(1)) % 5 == 2 {
-                chunk.iter_mut().for_each(|v| *v *= 20.0);
-            }
-        }
-    }
-    let t = Tensor::from_vec(x, [b, h, s, d], &CPU).unwrap().to_dtype(dtype).unwrap();
-    match mem {
-        Mem::Bhsd => t,
-        Mem::Bshd => t.permute([0, 2, 1, 3]).unwrap().contiguous().unwrap().permute([0, 2, 1, 3]).unwrap(),
-        Mem::Bhds => t.permute([0, 1, 3, 2]).unwrap().contiguous().unwrap().permute([0, 1, 3, 2]).unwrap(),
-    }
+/// `t` (logical `(b, h, s, d)`) on the CPU in `layout`'s memory order.
+fn laid_out(t: Tensor, layout: Layout) -> Tensor {
+    in_memory_order(&t, layout.perm(), &CPU).unwrap()
 }
 
 struct Inputs {
@@ -81,12 +27,9 @@ struct Inputs {
 }
 
 fn inputs(c: &Case, dtype: DType) -> Inputs {
-    let seed = c.name.bytes().fold(17u64, |h, x| h.wrapping_mul(31).wrapping_add(x as u64));
-    let q = input([c.b, c.hq, c.sq, c.d], seed, dtype, c.mem, c.outliers);
-    let k = input([c.b, c.hkv, c.sk, c.d], seed + 1, dtype, c.mem, false);
-    let v = input([c.b, c.hkv, c.sk, c.d], seed + 2, dtype, c.mem, false);
-    let dout = input([c.b, c.hq, c.sq, c.d], seed + 3, dtype, Mem::Bhsd, false);
-    if c.mem != Mem::Bhsd && c.d > 1 && c.sq > 1 && c.hq > 1 {
+    let [q, k, v] = c.qkv(dtype).unwrap().map(|t| laid_out(t, c.layout));
+    let dout = c.dout_from(dtype, c.seed()).unwrap();
+    if c.layout != Layout::Bhsd && c.head_dim > 1 && c.seq_q > 1 && c.heads_q > 1 {
         assert!(!q.is_contiguous(), "{}: the layout should be strided", c.name);
     }
     Inputs { q, k, v, dout }
@@ -159,7 +102,7 @@ fn feature_cases() -> Vec<Case> {
         case("causal", 1, 2, 2, 127, 127, 64, p().causal(true)).outliers(),
         case("causal sq<sk", 1, 2, 1, 100, 300, 40, p().causal(true)),
         case("causal sq>sk (empty rows)", 2, 1, 1, 300, 100, 72, p().causal(true)),
-        case("window", 1, 2, 2, 200, 200, 64, p().window(32, 8)).mem(Mem::Bshd),
+        case("window", 1, 2, 2, 200, 200, 64, p().window(32, 8)).bshd(),
         case("window diagonal", 1, 1, 1, 70, 70, 16, p().window(0, 0)),
         case("window left only", 1, 2, 2, 150, 90, 64, p().window(5, -1)),
         case("window right only", 1, 2, 2, 90, 150, 64, p().window(-1, 3)),
@@ -167,27 +110,13 @@ fn feature_cases() -> Vec<Case> {
         case("window empty rows", 1, 2, 2, 80, 30, 64, p().window(2, 0)),
         case("softcap", 1, 2, 2, 65, 129, 64, p().softcap(5.0)).outliers(),
         case("softcap causal", 1, 2, 1, 65, 65, 96, p().softcap(2.0).causal(true)).outliers(),
-        case("gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).mem(Mem::Bshd),
+        case("gqa 4:1", 1, 8, 2, 77, 77, 64, p().causal(true)).bshd(),
         case("mqa", 2, 4, 1, 50, 90, 64, p().window(10, 10)),
-        case("strided head_dim", 1, 2, 2, 40, 50, 24, p().causal(true)).mem(Mem::Bhds),
-        case("bshd outliers", 2, 2, 2, 65, 63, 64, p()).mem(Mem::Bshd).outliers(),
+        case("strided head_dim", 1, 2, 2, 40, 50, 24, p().causal(true)).layout(Layout::Bhds),
+        case("bshd outliers", 2, 2, 2, 65, 63, 64, p()).bshd().outliers(),
     ];
     // Key padding, varlen and dropout: the list the emulator kernel tests run too.
-    cases.extend(common::segment_and_dropout_cases().into_iter().map(|c| {
-        let mem = if c.bshd { Mem::Bshd } else { Mem::Bhsd };
-        Case {
-            name: c.name,
-            b: c.b,
-            hq: c.hq,
-            hkv: c.hkv,
-            sq: c.sq,
-            sk: c.sk,
-            d: c.d,
-            params: c.params,
-            outliers: c.outliers,
-            mem,
-        }
-    }));
+    cases.extend(common::segment_and_dropout_cases());
     cases
 }
 
@@ -201,7 +130,7 @@ fn every_feature_matches_the_oracle_in_f32() {
 #[test]
 fn long_sequences_not_multiple_of_tiles() {
     check_f32(&case("long causal", 1, 1, 1, 1000, 1000, 64, p().causal(true)).outliers(), DType::F32);
-    check_f32(&case("long rect", 1, 2, 1, 333, 1001, 128, p()).mem(Mem::Bshd), DType::F32);
+    check_f32(&case("long rect", 1, 2, 1, 333, 1001, 128, p()).bshd(), DType::F32);
 }
 
 #[test]
@@ -428,7 +357,7 @@ fn dropout_mask_is_the_philox_stream_exactly() {
     // out[i][j] * n * (1 - p) is 1 where (i, j) is kept and 0 where it is dropped.
     let (b, h, sq, n, p_drop) = (2, 3, 70, 64, 0.3);
     let q = Tensor::zeros([b, h, sq, n], DType::F32, &CPU).unwrap();
-    let k = input([b, h, n, n], 5, DType::F32, Mem::Bhsd, false);
+    let k = common::normals([b, h, n, n], 5, DType::F32, false);
     let eye: Vec<f32> = (0..b * h).flat_map(|_| (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 })).collect();
     let v = Tensor::from_vec(eye, [b, h, n, n], &CPU).unwrap();
     let (seed, offset) = (0x5eed_u64, 1u64 << 33);
@@ -490,7 +419,7 @@ fn results_are_bit_identical_for_any_thread_count() {
 #[test]
 fn strided_inputs_give_the_same_bits_as_contiguous_ones() {
     let c = case("bshd", 2, 4, 2, 90, 70, 64, p().causal(true));
-    let x = inputs(&c.clone().mem(Mem::Bshd), DType::F32);
+    let x = inputs(&c.clone().bshd(), DType::F32);
     let (qc, kc, vc) = (x.q.contiguous().unwrap(), x.k.contiguous().unwrap(), x.v.contiguous().unwrap());
     assert!(!x.q.is_contiguous() && !x.k.is_contiguous());
     let a = flash::forward(&x.q, &x.k, &x.v, &c.params).unwrap();
@@ -500,7 +429,7 @@ fn strided_inputs_give_the_same_bits_as_contiguous_ones() {
     let gb = flash::backward(&qc, &kc, &vc, &b.out, &b.lse, &x.dout, &c.params).unwrap();
     assert_eq!([bits(&ga.dq), bits(&ga.dk), bits(&ga.dv)], [bits(&gb.dq), bits(&gb.dk), bits(&gb.dv)]);
     // q, k and v as views of one fused projection buffer share a storage.
-    let qkv = input([1, 3 * 2, 40, 32], 9, DType::F32, Mem::Bshd, false);
+    let qkv = laid_out(common::normals([1, 3 * 2, 40, 32], 9, DType::F32, false), Layout::Bshd);
     let (q, k, v) = (qkv.narrow(1, 0, 2).unwrap(), qkv.narrow(1, 2, 2).unwrap(), qkv.narrow(1, 4, 2).unwrap());
     assert!(q.same_storage(&k));
     let f = flash::forward(&q, &k, &v, &p()).unwrap();

@@ -12,12 +12,12 @@ use attune_attention::{flash, oracle, validate};
 use attune_tensor::{DType, Tensor};
 
 mod common;
-use common::{BHSD, BSHD, CPU, Case, EMU, case, normals, on_emu, p, segment_and_dropout_cases};
+use common::{BHSD, BSHD, CPU, Case, EMU, Layout, case, normals, on_emu, p, segment_and_dropout_cases};
 
 /// The CPU inputs of a case: q, k, v (`Case::qkv`) and dout (seed + 3).
 fn inputs(c: &Case, dtype: DType) -> [Tensor; 4] {
-    let [q, k, v] = c.qkv(dtype);
-    let dout = normals([c.b, c.hq, c.sq, c.d], c.seed() + 3, dtype, false);
+    let [q, k, v] = c.qkv(dtype).unwrap();
+    let dout = normals([c.batch, c.heads_q, c.seq_q, c.head_dim], c.seed() + 3, dtype, false);
     [q, k, v, dout]
 }
 
@@ -43,10 +43,10 @@ fn gpu_grads_from(
     lse: &Tensor,
 ) -> [Tensor; 3] {
     let [q, k, v, dout] = x;
-    let (qkv_perm, dout_perm) = if c.bshd { (BSHD, [2, 0, 1, 3]) } else { (BHSD, BHSD) };
+    let (qkv_perm, dout_perm) = if c.layout == Layout::Bshd { (BSHD, [2, 0, 1, 3]) } else { (BHSD, BHSD) };
     let (qe, ke, ve) = (on_emu(q, qkv_perm), on_emu(k, qkv_perm), on_emu(v, qkv_perm));
     let de = on_emu(dout, dout_perm);
-    if c.bshd && c.hq > 1 && c.sq > 1 {
+    if c.layout == Layout::Bshd && c.heads_q > 1 && c.seq_q > 1 {
         assert!(!qe.is_contiguous() && !de.is_contiguous(), "{}: the layout should be strided", c.name);
     }
     let pb = validate(&qe, &ke, &ve, &c.params).unwrap();
@@ -164,7 +164,7 @@ fn low_precision_within_twice_the_naive_error() {
     ];
     for (dtype, c) in &cases {
         let kernels: &[BwdKernel] =
-            if c.d <= bwd::MMA_MAX_HEAD_DIM { &[BwdKernel::Simt, BwdKernel::Mma] } else { &[BwdKernel::Simt] };
+            if c.head_dim <= bwd::MMA_MAX_HEAD_DIM { &[BwdKernel::Simt, BwdKernel::Mma] } else { &[BwdKernel::Simt] };
         for &kernel in kernels {
             check_lowp(*dtype, c, kernel, &[false, true]);
         }
@@ -328,12 +328,12 @@ fn bwd_kernels_do_not_spill() {
     let head_dims: Vec<usize> = (8..=256).step_by(8).collect();
     let mut failures = Vec::new();
     let only_mma = std::env::var("ATTUNE_ONLY_MMA").is_ok_and(|v| v == "1");
-    let simt = bwd::bwd_variants(&[DType::F32, DType::F16, DType::BF16], &head_dims).into_iter().map(|(spec, _)| {
-        let hd: usize = spec.defines.iter().find(|(k, _)| k == "HD").unwrap().1.parse().unwrap();
-        (spec, bwd::Tiles::for_head_dim(hd).shared_bytes(hd))
-    });
-    let mma = bwd::mma_bwd_variants(&[DType::F16, DType::BF16], &head_dims).into_iter().map(|(spec, e)| (spec, e[0].2));
-    let variants: Vec<_> = if only_mma { mma.collect() } else { simt.chain(mma).collect() };
+    // The backward's modules as its plans list them (bwd::plan), with the tiles' shared memory.
+    let variants: Vec<_> = attune_attention::gpu::kernel_variants(&head_dims, &[80])
+        .into_iter()
+        .filter(|(spec, _, _)| spec.file == "attention/bwd_mma.cu" || (!only_mma && spec.file == "attention/bwd.cu"))
+        .map(|(spec, e, _)| (spec, e.iter().map(|x| x.2).max().unwrap_or(0)))
+        .collect();
     for (spec, smem) in variants {
         let ptx = compile(&spec, Target::Compute(80)).unwrap_or_else(|e| panic!("{}: {e}", spec.defines_string()));
         let path = dir.join("bwd.ptx");

@@ -14,7 +14,7 @@ use attune_attention::{oracle, validate};
 use attune_tensor::{DType, Tensor};
 
 mod common;
-use common::{BHSD, BSHD, CPU, Case, case, max_abs_diff, normals, on_emu, p, segment_and_dropout_cases};
+use common::{BHSD, BSHD, CPU, Case, Layout, case, max_abs_diff, normals, on_emu, p, segment_and_dropout_cases};
 
 const F16: DType = DType::F16;
 const BF16: DType = DType::BF16;
@@ -45,9 +45,10 @@ fn run(
 
 /// One case in `dtype` against the oracle (on the f64 values of the rounded inputs).
 fn check(c: &Case, dtype: DType, tiles: Option<MmaTiles>) {
-    let [q, k, v] = c.qkv(dtype);
-    let (qd, kd, vd) = (emu(&q, c.bshd), emu(&k, c.bshd), emu(&v, c.bshd));
-    if c.bshd && c.hq > 1 && c.sq > 1 {
+    let [q, k, v] = c.qkv(dtype).unwrap();
+    let (qd, kd, vd) =
+        (emu(&q, c.layout == Layout::Bshd), emu(&k, c.layout == Layout::Bshd), emu(&v, c.layout == Layout::Bshd));
+    if c.layout == Layout::Bshd && c.heads_q > 1 && c.seq_q > 1 {
         assert!(!qd.is_contiguous(), "{}: the bshd view should be strided", c.name);
     }
     let (out, lse) = run(c, &qd, &kd, &vd, tiles).unwrap_or_else(|e| panic!("{} {dtype}: {e}", c.name));
@@ -73,7 +74,7 @@ fn check(c: &Case, dtype: DType, tiles: Option<MmaTiles>) {
     for (row, (&lv, &wv)) in l.iter().zip(&wl).enumerate() {
         if wv == f64::NEG_INFINITY {
             assert_eq!(lv, f64::NEG_INFINITY, "{}: row {row} lse", c.name);
-            assert!(o[row * c.d..][..c.d].iter().all(|&x| x == 0.0), "{}: row {row} should be 0", c.name);
+            assert!(o[row * c.head_dim..][..c.head_dim].iter().all(|&x| x == 0.0), "{}: row {row} should be 0", c.name);
         }
     }
 }

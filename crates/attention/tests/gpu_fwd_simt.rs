@@ -8,13 +8,14 @@
 
 use attune_attention::cases::{Bound, compare, lowp_forward};
 use attune_attention::gpu::GpuCall;
-use attune_attention::gpu::fwd_simt::{SimtConfig, launch_fwd_simt, simt_variants, supported_head_dims};
+use attune_attention::gpu::fwd_simt::{SimtConfig, launch_fwd_simt, simt_variants};
 use attune_attention::gpu::fwd_split::{launch_fwd_split, split_variants};
+use attune_attention::support::gpu_head_dims;
 use attune_attention::{oracle, validate};
 use attune_tensor::{DType, Tensor};
 
 mod common;
-use common::{BSHD, CPU, Case, EMU, case, max_abs_diff, on_emu, p};
+use common::{BSHD, CPU, Case, EMU, Layout, case, max_abs_diff, on_emu, p};
 
 /// Which kernel runs a case.
 #[derive(Clone, Copy, Debug)]
@@ -46,8 +47,8 @@ fn to_emu(t: &Tensor, bshd: bool, padded: bool) -> Tensor {
 
 /// Runs `c` on `path` and checks out and lse against the oracle; returns the worst error.
 fn check(c: &Case, path: Path) -> f64 {
-    let [q, k, v] = c.qkv(c.dtype);
-    let emu = |t: &Tensor| to_emu(t, c.bshd, c.padded);
+    let [q, k, v] = c.qkv(c.dtype).unwrap();
+    let emu = |t: &Tensor| to_emu(t, c.layout == Layout::Bshd, c.padded);
     let (qe, ke, ve) = (emu(&q), emu(&k), emu(&v));
     let pb = validate(&qe, &ke, &ve, &c.params).unwrap();
     let call = GpuCall::new(&qe, &ke, &ve, &pb).unwrap();
@@ -203,7 +204,7 @@ fn ptxas_no_spills() {
     // ATTUNE_PTXAS_HD=64,256 narrows the head dims (for quick iteration).
     let hds: Vec<usize> = match std::env::var("ATTUNE_PTXAS_HD") {
         Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
-        Err(_) => supported_head_dims(),
+        Err(_) => gpu_head_dims().collect(),
     };
     let mut variants = simt_variants(&dtypes, &hds);
     variants.extend(split_variants(&dtypes, &hds));

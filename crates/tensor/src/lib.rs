@@ -24,6 +24,7 @@ pub mod ops;
 mod shape;
 pub mod storage;
 mod tensor;
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use autograd::{GradFn, GradStore, NoGradGuard, Var, is_grad_enabled, no_grad, with_no_grad};

@@ -1,11 +1,8 @@
 //! Element-wise ops, casts, copies, cat and matmul on every GPU device (the emulator always,
 //! a GPU when present) against the CPU backend, forward and backward.
 
-#[path = "common/devices.rs"]
-mod devices;
-
+use attune_tensor::testing::{check, input, param};
 use attune_tensor::{DType, Device, Result, Tensor};
-use devices::{check, input, param};
 
 const FLOATS: [DType; 4] = [DType::F32, DType::F64, DType::F16, DType::BF16];
 

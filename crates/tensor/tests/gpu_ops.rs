@@ -3,23 +3,8 @@
 //! gradients through autograd, for shapes that are not multiples of any block size,
 //! non-contiguous inputs, several reduced dims and special rows (NaN, -inf, +inf).
 
-#[path = "common/devices.rs"]
-mod devices;
-
+use attune_tensor::testing::{check, gpu_devices, param, with_grads};
 use attune_tensor::{CrossEntropyOpts, DType, Device, Reduction, Result, Rng, Tensor, Var};
-use devices::{check, gpu_devices, input, param};
-
-/// `[y, dL/dx for each x]` with `L = sum(y * w)` for a fixed random `w`, so every gradient
-/// element gets its own weight.
-fn with_grads(y: Tensor, xs: &[&Var]) -> Result<Vec<Tensor>> {
-    let w = input(99, y.dims(), y.dtype(), &y.device())?;
-    let grads = y.mul(&w)?.sum_all()?.backward()?;
-    let mut out = vec![y];
-    for x in xs {
-        out.push(grads.get(x).cloned().unwrap_or(x.zeros_like()?));
-    }
-    Ok(out)
-}
 
 /// A tensor from f64 values, converted to `dtype`, on `dev`.
 fn from_f64(v: &[f64], dims: &[usize], dtype: DType, dev: &Device) -> Result<Tensor> {
@@ -330,7 +315,7 @@ fn cross_entropy_forward_and_backward_with_every_option() {
 
 #[test]
 fn parity_table_cases_of_these_families_pass_on_every_gpu_device() {
-    use attune_tensor::gpu::parity::{op_cases, run_case};
+    use attune_tensor::testing::{op_cases, run_case};
     let families = ["reductions", "softmax", "layer_norm", "index_select", "dropout", "cross_entropy"];
     let cases: Vec<_> = op_cases().into_iter().filter(|c| families.iter().any(|f| c.name.starts_with(f))).collect();
     assert_eq!(cases.len(), 4 * families.len(), "one case per family and float dtype");

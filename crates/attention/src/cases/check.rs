@@ -61,21 +61,33 @@ impl Backend {
         }
     }
 
-    /// Forward pass on this backend; for f16/bf16 inputs it also returns the f32 output that
-    /// the differentiable op keeps for the backward (`out_f32`).
+    /// Forward pass on this backend.
     pub fn forward(self, q: &Tensor, k: &Tensor, v: &Tensor, p: &AttentionParams) -> Result<AttentionOutput> {
+        Ok(self.forward_saving_f32(q, k, v, p, false)?.0)
+    }
+
+    /// [`Backend::forward`]; with `keep_f32` and f16/bf16 inputs it also returns the f32 output
+    /// that the differentiable op keeps for the backward.
+    fn forward_saving_f32(
+        self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &AttentionParams,
+        keep_f32: bool,
+    ) -> Result<(AttentionOutput, Option<Tensor>)> {
         match self {
             Backend::Oracle => {
                 let f = oracle::forward(q, k, v, p)?;
-                Ok(AttentionOutput { out: f.out, lse: f.lse, out_f32: None })
+                Ok((AttentionOutput { out: f.out, lse: f.lse }, None))
             }
-            Backend::Flash => flash::forward_ext(q, k, v, p, true),
+            Backend::Flash => flash::forward_saving_f32(q, k, v, p, keep_f32),
             Backend::Emu | Backend::Cuda => {
                 let dev = self.gpu_device().unwrap_or(Device::Emu);
-                let o =
-                    crate::gpu::forward_ext(&q.to_device(&dev)?, &k.to_device(&dev)?, &v.to_device(&dev)?, p, true)?;
+                let on = |t: &Tensor| t.to_device(&dev);
+                let (o, o32) = crate::gpu::forward_saving_f32(&on(q)?, &on(k)?, &on(v)?, p, keep_f32)?;
                 let cpu = |t: Tensor| t.to_device(&Device::Cpu);
-                Ok(AttentionOutput { out: cpu(o.out)?, lse: cpu(o.lse)?, out_f32: o.out_f32.map(cpu).transpose()? })
+                Ok((AttentionOutput { out: cpu(o.out)?, lse: cpu(o.lse)? }, o32.map(cpu).transpose()?))
             }
         }
     }
@@ -271,7 +283,7 @@ pub fn check_case(case: &Case, backend: Backend) -> CaseResult {
 
 fn run_checks(case: &Case, backend: Backend, metrics: &mut Vec<Metric>) -> Result<()> {
     let (q, k, v, p) = (&case.q, &case.k, &case.v, &case.params);
-    let fwd = backend.forward(q, k, v, p)?;
+    let (fwd, out_f32) = backend.forward_saving_f32(q, k, v, p, true)?;
     // The naive low-precision results, computed at most once and only when a bound needs them.
     let mut naive_fwd = None;
     let mut naive = |case: &Case| -> Result<_> {
@@ -290,7 +302,7 @@ fn run_checks(case: &Case, backend: Backend, metrics: &mut Vec<Metric>) -> Resul
     let dout = dout.to_dtype(q.dtype())?;
     // The backward gets what the differentiable op gives it: the f32 output when there is one,
     // which must be exactly the output before rounding.
-    if let Some(o32) = &fwd.out_f32 {
+    if let Some(o32) = &out_f32 {
         let rounded = o32.to_dtype(q.dtype())?.to_f64_vec()?;
         if rounded != fwd.out.to_f64_vec()? {
             return Err(AttentionError::Param(format!(
@@ -299,7 +311,7 @@ fn run_checks(case: &Case, backend: Backend, metrics: &mut Vec<Metric>) -> Resul
             )));
         }
     }
-    let g = backend.backward(q, k, v, fwd.out_f32.as_ref().unwrap_or(&fwd.out), &fwd.lse, &dout, p)?;
+    let g = backend.backward(q, k, v, out_f32.as_ref().unwrap_or(&fwd.out), &fwd.lse, &dout, p)?;
     let mut naive_bwd = None;
     let mut naive_grads = || -> Result<_> {
         if naive_bwd.is_none() {

@@ -111,6 +111,7 @@ pub fn gemm(
     portable(m, n, k, a, ars, acs, b, ldb, c, ldc, acc)
 }
 
+#[cfg(feature = "testing")]
 /// The portable product: one C row at a time, `C[i] += A[i][p] * B[p]` as contiguous axpys
 /// that LLVM vectorises for whatever the target has. Also the reference in the unit tests.
 #[allow(clippy::too_many_arguments)]

@@ -36,11 +36,16 @@
 //!   dropout, kept probabilities are scaled by `1 / (1 - p)`.
 
 mod bwd;
-pub mod dropout;
+mod dropout;
 mod fwd;
 mod io;
+// The tile micro-kernel: public with the test-only `testing` feature (the flash_bench example
+// times it), crate-private otherwise.
+#[cfg(feature = "testing")]
 pub mod kernel;
-pub mod vmath;
+#[cfg(not(feature = "testing"))]
+mod kernel;
+mod vmath;
 
 use crate::error::{AttentionError, Result};
 use crate::params::{AttentionParams, Problem, Segment, validate};
@@ -64,12 +69,6 @@ pub struct AttentionOutput {
     /// `(batch, heads_q, seq_q)` f32 natural-log logsumexp of the scaled, capped, masked
     /// scores (unaffected by dropout); `-inf` for rows with no visible key.
     pub lse: Tensor,
-    /// The output before rounding to f16/bf16, in f32, when asked for (`forward_ext` with
-    /// `f32_out`; the differentiable [`crate::attention`] asks when a gradient will be needed).
-    /// Given to the backward in place of `out`, it makes `D = rowsum(dO * O)` free of the
-    /// output's rounding: otherwise a row whose probabilities sit on one key gets a dS of the
-    /// order of that rounding (about 1e-3 relative in bf16) instead of zero.
-    pub out_f32: Option<Tensor>,
 }
 
 /// Gradients of q, k and v, in the input dtype, contiguous, with their shapes.
@@ -218,40 +217,43 @@ fn drop_tile(pb: &Problem) -> Option<dropout::DropTile> {
 
 /// Forward pass: `out` and `lse`. See the module docs.
 pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    forward_ext(q, k, v, params, false)
+    Ok(forward_saving_f32(q, k, v, params, false)?.0)
 }
 
-/// [`forward`]; with `f32_out` and f16/bf16 inputs it also returns the unrounded output
-/// (`out_f32`), what the backward should be given as `out` (see [`AttentionOutput::out_f32`]).
-pub fn forward_ext(
+/// [`forward`]; with `keep_f32` and f16/bf16 inputs it also returns the output before rounding,
+/// in f32: what the differentiable [`crate::attention`] (when a gradient will be needed) and the
+/// case checker give the backward as `out`. It makes `D = rowsum(dO * O)` free of the output's
+/// rounding: otherwise a row whose probabilities sit on one key gets a dS of the order of that
+/// rounding (about 1e-3 relative in bf16) instead of zero.
+pub(crate) fn forward_saving_f32(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     params: &AttentionParams,
-    f32_out: bool,
-) -> Result<AttentionOutput> {
+    keep_f32: bool,
+) -> Result<(AttentionOutput, Option<Tensor>)> {
     check_cpu(&[q, k, v])?;
     let pb = validate(q, k, v, params)?;
     check_keys(&pb)?;
     let (q, k, v) = (unit_inner(q)?, unit_inner(k)?, unit_inner(v)?);
     let low = matches!(q.dtype(), DType::F16 | DType::BF16);
-    if low && f32_out {
-        let mut o = match q.dtype() {
+    if low && keep_f32 {
+        let o = match q.dtype() {
             DType::F16 => forward_t::<f16, f32>(&pb, &q, &k, &v)?,
             _ => forward_t::<bf16, f32>(&pb, &q, &k, &v)?,
         };
         // Rounded by the same round-to-nearest-even as the kernel's own output conversion.
-        o.out_f32 = Some(o.out.clone());
-        o.out = o.out.to_dtype(q.dtype())?;
-        return Ok(o);
+        let out = o.out.to_dtype(q.dtype())?;
+        return Ok((AttentionOutput { out, lse: o.lse }, Some(o.out)));
     }
-    match q.dtype() {
+    let o = match q.dtype() {
         DType::F32 => forward_t::<f32, f32>(&pb, &q, &k, &v),
         DType::F16 => forward_t::<f16, f16>(&pb, &q, &k, &v),
         DType::BF16 => forward_t::<bf16, bf16>(&pb, &q, &k, &v),
         DType::F64 => forward_t::<f64, f64>(&pb, &q, &k, &v),
         other => Err(AttentionError::Shape(format!("dtype {other} is not supported; use f32, f16, bf16 or f64"))),
-    }
+    }?;
+    Ok((o, None))
 }
 
 /// The forward over inputs of element type `T`, writing the output as `O`.
@@ -269,7 +271,6 @@ fn forward_t<T: Elem, O: Elem>(pb: &Problem, q: &Tensor, k: &Tensor, v: &Tensor)
     Ok(AttentionOutput {
         out: Tensor::from_vec(out, [pb.batch, pb.heads_q, pb.seq_q, pb.head_dim], &dev)?,
         lse: Tensor::from_vec(lse, [pb.batch, pb.heads_q, pb.seq_q], &dev)?,
-        out_f32: None,
     })
 }
 
@@ -293,9 +294,9 @@ fn same_as_q(name: &str, t: &Tensor, q: &Tensor) -> Result<()> {
 }
 
 /// Backward pass: gradients of q, k and v given the forward's `out` and `lse` and the output
-/// gradient `dout` (shape and dtype of q). `out` has q's dtype, or is the f32 output of
-/// [`forward_ext`] (more accurate; see [`AttentionOutput::out_f32`]). The module docs
-/// describe the scheme.
+/// gradient `dout` (shape and dtype of q). `out` has q's dtype, or is f32: the output of an
+/// f16/bf16 forward before rounding, which [`crate::attention`] keeps for its backward (more
+/// accurate `rowsum(dO * O)`). The module docs describe the scheme.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,

@@ -4,6 +4,7 @@
 use crate::params::Problem;
 use bytemuck::{Pod, Zeroable};
 
+#[cfg(feature = "testing")]
 /// Entries of one segment in the device segment table (i32): batch, q_start, q_len, k_start, k_len.
 pub const SEG_FIELDS: usize = 5;
 

@@ -40,6 +40,7 @@
 
 use super::{GpuCall, module, unit_last_stride};
 use crate::error::{AttentionError, Result};
+use crate::support::gpu_head_dim;
 use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
 use attune_tensor::{DType, Tensor};
 
@@ -64,7 +65,7 @@ pub struct Tiles {
 }
 
 impl Tiles {
-    /// The tiles of `head_dim` (a multiple of 8 in 8..=256, checked by [`check_head_dim`]).
+    /// The tiles of `head_dim` (one the GPU kernels take, [`crate::supports`]).
     pub fn for_head_dim(head_dim: usize) -> Tiles {
         let (bn, bm, tc) = match head_dim {
             0..=56 => (64, 32, 8),
@@ -94,6 +95,17 @@ pub enum BwdKernel {
     Simt,
     /// `attn_bwd_dkdv_mma` (bwd_mma.cu): tensor cores, f16/bf16, sm_80+, head_dim <= 128.
     Mma,
+}
+
+impl BwdKernel {
+    #[cfg(feature = "testing")]
+    /// Short name for tables and `ATTUNE_ATTN_BWD_KERNEL`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BwdKernel::Simt => "simt",
+            BwdKernel::Mma => "mma",
+        }
+    }
 }
 
 /// Largest head_dim of the tensor-core dK/dV kernel.
@@ -150,53 +162,18 @@ pub fn pick_backward(dtype: DType, arch: u32, aligned16: bool, head_dim: usize) 
     let mma = matches!(dtype, DType::F16 | DType::BF16)
         && arch >= 80
         && aligned16
-        && head_dim.is_multiple_of(8)
-        && (8..=MMA_MAX_HEAD_DIM).contains(&head_dim);
+        && gpu_head_dim(head_dim)
+        && head_dim <= MMA_MAX_HEAD_DIM;
     if mma { BwdKernel::Mma } else { BwdKernel::Simt }
 }
 
 /// The tensor-core module of one dtype and head_dim, when the kernel takes them.
 fn mma_module(dtype: DType, head_dim: usize) -> Option<(ModuleSpec, MmaBwdTiles)> {
-    if !matches!(dtype, DType::F16 | DType::BF16) || !head_dim.is_multiple_of(8) {
+    if !matches!(dtype, DType::F16 | DType::BF16) || !gpu_head_dim(head_dim) {
         return None;
     }
     let tiles = MmaBwdTiles::for_head_dim(head_dim)?;
     module("bwd_mma.cu", dtype, head_dim, &tiles.defines()).ok().map(|spec| (spec, tiles))
-}
-
-/// Every tensor-core dK/dV module for these head_dims (f16 and bf16), with its entry, block
-/// size and dynamic shared memory, for `cargo xtask build-kernels` (sm_80+ only).
-pub fn mma_bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<super::Variant> {
-    let mut out = Vec::new();
-    for &dtype in dtypes {
-        for &d in head_dims {
-            if let Some((spec, tiles)) = mma_module(dtype, d) {
-                out.push((spec, vec![(MMA_ENTRY.to_string(), tiles.threads(), tiles.smem_bytes(d))]));
-            }
-        }
-    }
-    out
-}
-
-/// Errors unless the kernels are built for `head_dim`: a multiple of 8 in 8..=256.
-pub fn check_head_dim(head_dim: usize) -> Result<()> {
-    if head_dim.is_multiple_of(8) && (8..=256).contains(&head_dim) {
-        return Ok(());
-    }
-    Err(AttentionError::Shape(format!(
-        "the GPU attention backward supports head_dim a multiple of 8 from 8 to 256, got {head_dim}; \
-         pad head_dim, or run flash::backward on the CPU"
-    )))
-}
-
-/// Entry names and block sizes of the backward module.
-fn entries(tiles: &Tiles) -> Vec<(String, u32)> {
-    vec![
-        ("attn_bwd_dot".to_string(), EW_THREADS),
-        ("attn_bwd_dkdv".to_string(), tiles.threads),
-        ("attn_bwd_dq".to_string(), tiles.threads),
-        ("attn_bwd_dq_convert".to_string(), EW_THREADS),
-    ]
 }
 
 /// The backward module of one dtype and head_dim.
@@ -205,18 +182,112 @@ fn bwd_module(dtype: DType, head_dim: usize) -> Result<(ModuleSpec, Tiles)> {
     Ok((module("bwd.cu", dtype, head_dim, &tiles.defines())?, tiles))
 }
 
-/// Every module, entry and block size [`backward`] can launch for these dtypes and head_dims
-/// (unsupported head_dims are skipped), for `cargo xtask build-kernels`.
-pub fn bwd_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
-    let mut out = Vec::new();
-    for &dtype in dtypes {
-        for &d in head_dims.iter().filter(|&&d| check_head_dim(d).is_ok()) {
-            if let Ok((spec, tiles)) = bwd_module(dtype, d) {
-                out.push((spec, entries(&tiles)));
-            }
-        }
+/// A step of the backward, in launch order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BwdStep {
+    /// `attn_bwd_dot`: `delta = rowsum(dout * out)` per query row.
+    Delta,
+    /// The dK/dV kernel of the plan's [`BwdKernel`] (adding dQ by f32 atomics unless
+    /// deterministic).
+    DkDv,
+    /// `attn_bwd_dq`: the deterministic dQ kernel.
+    Dq,
+    /// `attn_bwd_dq_convert`: the f32 dQ accumulator into the input dtype (atomic dQ, f16/bf16).
+    DqConvert,
+}
+
+/// One launch of a [`BwdPlan`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BwdLaunch {
+    /// What it computes.
+    pub step: BwdStep,
+    /// Its module.
+    pub module: ModuleSpec,
+    /// The entry point.
+    pub entry: &'static str,
+    /// Threads per block.
+    pub threads: u32,
+    /// Dynamic shared memory per block, bytes.
+    pub smem: u32,
+    /// What one block covers along grid x: rows (delta), keys (dK/dV), queries (dQ) or
+    /// elements (conversion).
+    pub per_block: usize,
+    /// The one arch the module is built for (`Some` for the tensor-core kernel, launched on
+    /// sm_80+ only), `None` when the same module serves every arch.
+    pub arch: Option<u32>,
+}
+
+/// The backward's kernel plan: the launches [`backward_with`] runs, in order, and what
+/// `cargo xtask build-kernels` and `bench-attn`'s static report list. One value, so the
+/// variant list cannot drift from what runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BwdPlan {
+    /// The dK/dV kernel kind.
+    pub kernel: BwdKernel,
+    /// The launches in order.
+    pub launches: Vec<BwdLaunch>,
+}
+
+impl BwdPlan {
+    /// Whether the plan runs `step`.
+    pub fn runs(&self, step: BwdStep) -> bool {
+        self.launches.iter().any(|l| l.step == step)
     }
-    out
+}
+
+/// The backward plan of a call in `dtype` at `head_dim` on an `arch` GPU, with 16-byte
+/// aligned q, k, v and dout rows or not, deterministic dQ or not. The dK/dV kernel is
+/// `forced` or, with `None`, [`pick_backward`]'s; forcing [`BwdKernel::Mma`] where it cannot
+/// run is an error, not a silent fallback.
+pub fn plan(
+    dtype: DType,
+    head_dim: usize,
+    arch: u32,
+    aligned16: bool,
+    deterministic: bool,
+    forced: Option<BwdKernel>,
+) -> Result<BwdPlan> {
+    let auto = pick_backward(dtype, arch, aligned16, head_dim);
+    let kernel = match forced {
+        None => auto,
+        Some(BwdKernel::Mma) if auto != BwdKernel::Mma => {
+            return Err(AttentionError::Param(format!(
+                "the tensor-core backward (bwd_mma) needs f16/bf16, sm_80+, head_dim a multiple of 8 up to \
+                 {MMA_MAX_HEAD_DIM} and 16-byte aligned q, k, v and dout rows; got {dtype}, sm_{arch}, head_dim \
+                 {head_dim}, aligned {aligned16}; use BwdKernel::Simt"
+            )));
+        }
+        Some(k) => k,
+    };
+    let (spec, tiles) = bwd_module(dtype, head_dim)?;
+    let smem = tiles.shared_bytes(head_dim);
+    let simt = |step, entry, threads, smem, per_block| BwdLaunch {
+        step,
+        module: spec.clone(),
+        entry,
+        threads,
+        smem,
+        per_block,
+        arch: None,
+    };
+    let mut launches = vec![simt(BwdStep::Delta, "attn_bwd_dot", EW_THREADS, 0, (EW_THREADS / 32) as usize)];
+    launches.push(match kernel {
+        BwdKernel::Simt => simt(BwdStep::DkDv, "attn_bwd_dkdv", tiles.threads, smem, tiles.bn as usize),
+        BwdKernel::Mma => {
+            let (module, mt) = mma_module(dtype, head_dim).ok_or_else(|| {
+                AttentionError::Param(format!("no tensor-core backward for {dtype} at head_dim {head_dim}"))
+            })?;
+            let (threads, smem, per_block) = (mt.threads(), mt.smem_bytes(head_dim), mt.bn());
+            BwdLaunch { step: BwdStep::DkDv, module, entry: MMA_ENTRY, threads, smem, per_block, arch: Some(arch) }
+        }
+    });
+    if deterministic {
+        launches.push(simt(BwdStep::Dq, "attn_bwd_dq", tiles.threads, smem, tiles.bm as usize));
+    } else if dtype != DType::F32 {
+        // f32 atomics accumulate straight into an f32 dq; other dtypes go through dq_accum.
+        launches.push(simt(BwdStep::DqConvert, "attn_bwd_dq_convert", EW_THREADS, 0, EW_THREADS as usize));
+    }
+    Ok(BwdPlan { kernel, launches })
 }
 
 /// Errors unless `t` has `dims` and `dtype` and lives on the call's device.
@@ -258,6 +329,7 @@ fn extent(what: &str, n: usize, max: usize) -> Result<u32> {
     Ok(n as u32)
 }
 
+#[cfg(feature = "testing")]
 /// Gradients `(dq, dk, dv)` of the attention of `call`, given the forward's `out`
 /// (q's shape and dtype, or f32: the unrounded output of an f16/bf16 forward, which the
 /// `rowsum(dout * out)` pre-pass then reads) and `lse` (`(batch, heads_q, seq_q)`, f32), and the output gradient
@@ -304,8 +376,7 @@ pub fn backward_with(
         // No query sees a key: every gradient is zero.
         return Ok((zeros(&q_dims, dtype)?, zeros(&k_dims, dtype)?, zeros(&k_dims, dtype)?));
     }
-    check_head_dim(pb.head_dim)?;
-    let (spec, tiles) = bwd_module(dtype, pb.head_dim)?;
+    call.check_supported()?;
 
     // Inputs the kernels read as contiguous rows: out and lse (dout only needs unit stride on
     // head_dim). Kept alive until the launches are done.
@@ -315,14 +386,21 @@ pub fn backward_with(
     let delta = Tensor::uninit_on_gpu("attention backward", rows, DType::F32, device)?;
     // dK/dV are zeroed: keys outside every segment (key padding) get no gradient.
     let (dk, dv) = (zeros(&k_dims, dtype)?, zeros(&k_dims, dtype)?);
-    // f32 atomics accumulate straight into an f32 dq; other dtypes go through dq_accum.
-    let (dq, dq_accum) = match (deterministic, dtype) {
-        (true, _) => (Tensor::uninit_on_gpu("attention backward", q_dims, dtype, device)?, None),
-        (false, DType::F32) => (zeros(&q_dims, dtype)?, None),
-        (false, _) => {
-            let acc = zeros(&q_dims, DType::F32)?;
-            (Tensor::uninit_on_gpu("attention backward", q_dims, dtype, device)?, Some(acc))
-        }
+    let dout_strides = {
+        let s = dout.stride();
+        [s[0] as i64, s[1] as i64, s[2] as i64]
+    };
+    let dout_aligned = super::rows_aligned16(call.address(&dout)?, dout_strides, dtype.size_in_bytes() as i64);
+    let plan = plan(dtype, pb.head_dim, call.arch(), call.aligned16 && dout_aligned, deterministic, kernel)?;
+    // The deterministic dQ kernel writes every dq row; atomics add into a zeroed dq (f32) or
+    // a zeroed f32 accumulator that the plan's conversion step rounds into dq.
+    let (dq, dq_accum) = if deterministic {
+        (Tensor::uninit_on_gpu("attention backward", q_dims, dtype, device)?, None)
+    } else if plan.runs(BwdStep::DqConvert) {
+        let acc = zeros(&q_dims, DType::F32)?;
+        (Tensor::uninit_on_gpu("attention backward", q_dims, dtype, device)?, Some(acc))
+    } else {
+        (zeros(&q_dims, dtype)?, None)
     };
 
     let mut p = call.params;
@@ -342,64 +420,27 @@ pub fn backward_with(
         (None, false) => p.dq,
         (None, true) => 0,
     };
-    let s = dout.stride();
-    [p.dout_batch_stride, p.dout_head_stride, p.dout_row_stride] = [s[0] as i64, s[1] as i64, s[2] as i64];
-    let aligned16 = call.aligned16
-        && super::rows_aligned16(
-            p.dout,
-            [p.dout_batch_stride, p.dout_head_stride, p.dout_row_stride],
-            dtype.size_in_bytes() as i64,
-        );
-    let auto = pick_backward(dtype, call.arch(), aligned16, pb.head_dim);
-    let kernel = match kernel {
-        None => auto,
-        Some(BwdKernel::Mma) if auto != BwdKernel::Mma => {
-            return Err(AttentionError::Param(format!(
-                "the tensor-core backward (bwd_mma) needs f16/bf16, sm_80+, head_dim a multiple of 8 up to \
-                 {MMA_MAX_HEAD_DIM} and 16-byte aligned q, k, v and dout rows; got {dtype}, sm_{}, head_dim {}, \
-                 aligned {aligned16}; use BwdKernel::Simt",
-                call.arch(),
-                pb.head_dim
-            )));
-        }
-        Some(k) => k,
-    };
+    [p.dout_batch_stride, p.dout_head_stride, p.dout_row_stride] = dout_strides;
     let args = vec![KernelArg::pod(&p)];
-    let launch = |entry: &str, grid: Dim3, block: u32, shared: u32| -> Result<()> {
-        call.launch(&LaunchPlan::new(spec.clone(), entry, grid, Dim3::x(block), args.clone()).with_shared(shared))
-    };
-
     let nrows = pb.batch * pb.heads_q * pb.seq_q;
-    launch("attn_bwd_dot", ew_grid(nrows, (EW_THREADS / 32) as usize), EW_THREADS, 0)?;
     let segs = extent("the number of segments", pb.segments.len(), 65535)?;
-    let smem = tiles.shared_bytes(pb.head_dim);
-    let grid_k = Dim3::new(
-        extent("the key tiles", max_k.div_ceil(tiles.bn as usize), i32::MAX as usize)?,
-        extent("heads_kv", pb.heads_kv, 65535)?,
-        segs,
-    );
-    match kernel {
-        BwdKernel::Simt => launch("attn_bwd_dkdv", grid_k, tiles.threads, smem)?,
-        BwdKernel::Mma => {
-            let (mspec, mt) = mma_module(dtype, pb.head_dim).ok_or_else(|| {
-                AttentionError::Param(format!("no tensor-core backward for {dtype} at head_dim {}", pb.head_dim))
-            })?;
-            let grid =
-                Dim3::new(extent("the key tiles", max_k.div_ceil(mt.bn()), i32::MAX as usize)?, grid_k.y, grid_k.z);
-            let plan = LaunchPlan::new(mspec, MMA_ENTRY, grid, Dim3::x(mt.threads()), args.clone())
-                .with_shared(mt.smem_bytes(pb.head_dim));
-            call.launch(&plan)?;
-        }
-    }
-    if deterministic {
-        let grid_q = Dim3::new(
-            extent("the query tiles", max_q.div_ceil(tiles.bm as usize), i32::MAX as usize)?,
-            extent("heads_q", pb.heads_q, 65535)?,
-            segs,
-        );
-        launch("attn_bwd_dq", grid_q, tiles.threads, smem)?;
-    } else if dq_accum.is_some() {
-        launch("attn_bwd_dq_convert", ew_grid(nrows * pb.head_dim, EW_THREADS as usize), EW_THREADS, 0)?;
+    for l in &plan.launches {
+        let grid = match l.step {
+            BwdStep::Delta => ew_grid(nrows, l.per_block),
+            BwdStep::DkDv => Dim3::new(
+                extent("the key tiles", max_k.div_ceil(l.per_block), i32::MAX as usize)?,
+                extent("heads_kv", pb.heads_kv, 65535)?,
+                segs,
+            ),
+            BwdStep::Dq => Dim3::new(
+                extent("the query tiles", max_q.div_ceil(l.per_block), i32::MAX as usize)?,
+                extent("heads_q", pb.heads_q, 65535)?,
+                segs,
+            ),
+            BwdStep::DqConvert => ew_grid(nrows * pb.head_dim, l.per_block),
+        };
+        let launch = LaunchPlan::new(l.module.clone(), l.entry, grid, Dim3::x(l.threads), args.clone());
+        call.launch(&launch.with_shared(l.smem))?;
     }
     Ok((dq, dk, dv))
 }

@@ -6,9 +6,9 @@
 //! - f16/bf16 on sm_80+ with 16-byte aligned rows: the tensor-core kernel (`fwd_mma.cu`);
 //! - otherwise (f32, older GPUs, unaligned views): the SIMT kernel, in full f32 accuracy.
 //!
-//! Backward: the `bwd.cu` pre-pass, then the dK/dV kernel of [`bwd::pick_backward`] (the
-//! tensor-core `bwd_mma.cu` for f16/bf16 on sm_80+ with aligned rows and head_dim <= 128, the
-//! SIMT `bwd.cu` kernel otherwise), dQ by f32 atomics or, with
+//! Backward: the launches of [`bwd::plan`]: the `bwd.cu` pre-pass, then the dK/dV kernel of
+//! [`bwd::pick_backward`] (the tensor-core `bwd_mma.cu` for f16/bf16 on sm_80+ with aligned
+//! rows and head_dim <= 128, the SIMT `bwd.cu` kernel otherwise), dQ by f32 atomics or, with
 //! `AttentionParams::deterministic`, by a separate atomic-free dQ kernel.
 //! `ATTUNE_ATTN_BWD_KERNEL=simt|mma` forces the dK/dV kernel.
 //!
@@ -33,6 +33,7 @@ pub enum FwdKernel {
 }
 
 impl FwdKernel {
+    #[cfg(feature = "testing")]
     /// Short name for tables.
     pub fn name(self) -> &'static str {
         match self {
@@ -95,11 +96,15 @@ pub fn choose_forward(call: &GpuCall) -> Result<FwdKernel> {
     })
 }
 
-/// Runs one forward kernel family on a prepared call; with `f32_out` and f16/bf16 inputs the
-/// kernel also writes the unrounded output (`AttentionOutput::out_f32`).
-pub fn forward_with(call: &mut GpuCall, kernel: FwdKernel, f32_out: bool) -> Result<AttentionOutput> {
+/// Runs one forward kernel family on a prepared call; with `keep_f32` and f16/bf16 inputs the
+/// kernel also writes the output before rounding, in f32 (see [`forward_saving_f32`]).
+pub(crate) fn run_forward(
+    call: &mut GpuCall,
+    kernel: FwdKernel,
+    keep_f32: bool,
+) -> Result<(AttentionOutput, Option<Tensor>)> {
     let (out, lse) = call.alloc_forward_outputs()?;
-    let out_f32 = if f32_out && matches!(call.dtype, DType::F16 | DType::BF16) {
+    let out_f32 = if keep_f32 && matches!(call.dtype, DType::F16 | DType::BF16) {
         let t = Tensor::uninit_on_gpu("attention", out.dims().to_vec(), DType::F32, call.device)?;
         call.params.out_f32 = call.address(&t)?;
         Some(t)
@@ -117,32 +122,34 @@ pub fn forward_with(call: &mut GpuCall, kernel: FwdKernel, f32_out: bool) -> Res
     };
     call.params.out_f32 = 0;
     run?;
-    Ok(AttentionOutput { out, lse, out_f32 })
+    Ok((AttentionOutput { out, lse }, out_f32))
 }
 
 /// Fused attention forward on the inputs' GPU device (`Cuda` or `Emu`), choosing the kernel.
 /// Not differentiable by itself: [`crate::attention`] wraps it with autograd.
 pub fn forward(q: &Tensor, k: &Tensor, v: &Tensor, params: &AttentionParams) -> Result<AttentionOutput> {
-    forward_ext(q, k, v, params, false)
+    Ok(forward_saving_f32(q, k, v, params, false)?.0)
 }
 
-/// [`forward`]; with `f32_out` and f16/bf16 inputs it also returns the unrounded output, what
-/// [`backward`] should be given as `out` (see `AttentionOutput::out_f32`).
-pub fn forward_ext(
+/// [`forward`]; with `keep_f32` and f16/bf16 inputs it also returns the output before rounding,
+/// in f32, what the differentiable op and the case checker give [`backward`] as `out` (the
+/// reason is on `crate::flash`'s `forward_saving_f32`).
+pub(crate) fn forward_saving_f32(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     params: &AttentionParams,
-    f32_out: bool,
-) -> Result<AttentionOutput> {
+    keep_f32: bool,
+) -> Result<(AttentionOutput, Option<Tensor>)> {
     let pb = validate(q, k, v, params)?;
     let mut call = GpuCall::new(q, k, v, &pb)?;
     let kernel = choose_forward(&call)?;
-    forward_with(&mut call, kernel, f32_out)
+    run_forward(&mut call, kernel, keep_f32)
 }
 
 /// The gradients of q, k and v on the inputs' GPU device, from the forward's `out` (q's
-/// dtype, or the f32 output of [`forward_ext`]) and `lse`.
+/// dtype, or f32: the output of an f16/bf16 forward before rounding, which
+/// [`crate::attention`] keeps for its backward) and `lse`.
 pub fn backward(
     q: &Tensor,
     k: &Tensor,

@@ -17,8 +17,6 @@ use attune_tensor::{DType, Tensor};
 const FILE: &str = "fwd_mma.cu";
 /// The entry point.
 pub const ENTRY: &str = "attn_fwd_mma";
-/// Largest head_dim the kernel is compiled for.
-pub const MAX_HEAD_DIM: usize = 256;
 
 /// The tile shape of one (head_dim, arch): `bm` query rows per block (16 per warp), `bn` keys
 /// per K/V tile, `warps` warps per block.
@@ -68,8 +66,8 @@ pub fn mma_tiles(head_dim: usize, arch: u32) -> MmaTiles {
     MmaTiles { bm: 64, bn, warps: 4 }
 }
 
-/// Checks what the kernel needs beyond the validated problem: f16/bf16, head_dim a multiple
-/// of 8 up to 256, 16-byte aligned inputs, sm_80 or newer.
+/// Checks what the kernel needs beyond the validated problem: f16/bf16, a head_dim the GPU
+/// kernels take ([`crate::supports`]), 16-byte aligned inputs, sm_80 or newer.
 fn check(call: &GpuCall) -> Result<()> {
     if !matches!(call.dtype, DType::F16 | DType::BF16) {
         return Err(AttentionError::Shape(format!(
@@ -77,12 +75,7 @@ fn check(call: &GpuCall) -> Result<()> {
             call.dtype
         )));
     }
-    let d = call.problem.head_dim;
-    if d == 0 || !d.is_multiple_of(8) || d > MAX_HEAD_DIM {
-        return Err(AttentionError::Shape(format!(
-            "the tensor-core forward (fwd_mma) needs head_dim a multiple of 8 in 8..={MAX_HEAD_DIM}, got {d}; pad head_dim or use the SIMT kernel"
-        )));
-    }
+    call.check_supported()?;
     if !call.aligned16 {
         return Err(AttentionError::Shape(format!(
             "the tensor-core forward (fwd_mma) needs q, k and v 16-byte aligned with 16-byte aligned row strides (cp.async), got strides q {:?} k {:?} v {:?} (elements); make them contiguous or use the SIMT kernel",
@@ -147,12 +140,13 @@ pub fn launch_fwd_mma_tiles(call: &GpuCall, out: &Tensor, lse: &Tensor, tiles: M
     call.dev.launch(&plan).map_err(gpu_err)
 }
 
-/// Every module [`launch_fwd_mma`] can build for these head dims (multiples of 8 up to 256;
-/// others are skipped) and archs, f16 and bf16, each with its entry and block size (for
+#[cfg(feature = "testing")]
+/// Every module [`launch_fwd_mma`] can build for these head dims (those [`crate::supports`]
+/// takes on a GPU; others are skipped) and archs, f16 and bf16, each with its entry and block size (for
 /// `cargo xtask build-kernels`). Archs that share a tile shape share the module.
 pub fn mma_variants(head_dims: &[usize], archs: &[u32]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
     let mut out: Vec<(ModuleSpec, Vec<(String, u32)>)> = Vec::new();
-    for &d in head_dims.iter().filter(|&&d| d > 0 && d.is_multiple_of(8) && d <= MAX_HEAD_DIM) {
+    for &d in head_dims.iter().filter(|&&d| crate::support::gpu_head_dim(d)) {
         for &arch in archs.iter().filter(|&&a| a >= 80) {
             let t = mma_tiles(d, arch);
             for dtype in [DType::F16, DType::BF16] {

@@ -5,9 +5,9 @@
 //! threads, dynamic shared memory [`SimtConfig::shared_bytes`] (always <= 48 KiB, so no opt-in
 //! is needed on any GPU). The block shape depends only on head_dim ([`SimtConfig::forward`]).
 
-use super::{GpuCall, dtype_code, module};
+use super::{GpuCall, module};
 use crate::error::{AttentionError, Result};
-use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
+use attune_cuda::{Dim3, KernelArg, LaunchPlan};
 use attune_tensor::{DType, Tensor};
 
 /// Shared memory a block may use without opting in (every arch).
@@ -74,17 +74,6 @@ impl SimtConfig {
     }
 }
 
-/// Checks that the kernels are compiled for `head_dim`: a multiple of 8 in 8..=256.
-pub fn check_head_dim(head_dim: usize) -> Result<()> {
-    if !head_dim.is_multiple_of(8) || !(8..=256).contains(&head_dim) {
-        return Err(AttentionError::Shape(format!(
-            "the attention CUDA kernels take head_dim a multiple of 8 in 8..=256, got {head_dim}; \
-             pad head_dim with zeros (and keep the scale) or run on the CPU"
-        )));
-    }
-    Ok(())
-}
-
 /// Checks that `out` and `lse` are the contiguous outputs of `call` (as
 /// [`GpuCall::alloc_forward_outputs`] makes them).
 pub(crate) fn check_outputs(call: &GpuCall, out: &Tensor, lse: &Tensor) -> Result<()> {
@@ -126,8 +115,7 @@ pub(crate) fn check_grid_yz(what: &str, heads_q: usize, segments: usize) -> Resu
 /// contiguous as [`GpuCall::alloc_forward_outputs`] makes them.
 pub fn launch_fwd_simt(call: &GpuCall, out: &Tensor, lse: &Tensor) -> Result<()> {
     let pb = &call.problem;
-    check_head_dim(pb.head_dim)?;
-    dtype_code(call.dtype)?;
+    call.check_supported()?;
     check_outputs(call, out, lse)?;
     let mut params = call.params;
     if params.max_q_len <= 0 || pb.heads_q == 0 || pb.segments.is_empty() {
@@ -153,18 +141,14 @@ pub fn launch_fwd_simt(call: &GpuCall, out: &Tensor, lse: &Tensor) -> Result<()>
     call.launch(&plan)
 }
 
-/// Every head_dim the SIMT kernels are compiled for: 8, 16, ..., 256.
-pub fn supported_head_dims() -> Vec<usize> {
-    (8..=256).step_by(8).collect()
-}
-
+#[cfg(feature = "testing")]
 /// The `fwd_simt.cu` modules for these dtypes and head dims (unsupported ones skipped), each
 /// with its entry and block size, for `cargo xtask build-kernels`.
-pub fn simt_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
+pub fn simt_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(attune_cuda::ModuleSpec, Vec<(String, u32)>)> {
     let mut out = Vec::new();
     for &dt in dtypes {
         for &hd in head_dims {
-            if check_head_dim(hd).is_err() {
+            if !crate::support::gpu_head_dim(hd) {
                 continue;
             }
             if let Ok(spec) = module("fwd_simt.cu", dt, hd, &[]) {
@@ -181,7 +165,7 @@ mod tests {
 
     #[test]
     fn shared_memory_fits_without_opt_in() {
-        for hd in supported_head_dims() {
+        for hd in crate::support::gpu_head_dims() {
             for cfg in [SimtConfig::forward(hd), SimtConfig::split(hd)] {
                 assert!(cfg.shared_bytes() <= SMEM_LIMIT, "hd {hd}: {cfg:?} needs {} B", cfg.shared_bytes());
                 assert_eq!(cfg.threads() % 32, 0);

@@ -5,11 +5,11 @@
 //! and `attn_split_combine` (one warp per row, 4 per 128-thread block) merges them by their lse
 //! into `out` (input dtype) and `lse`.
 
-use super::fwd_simt::{SimtConfig, check_grid_yz, check_head_dim, check_outputs};
-use super::{GpuCall, dtype_code, module};
+use super::fwd_simt::{SimtConfig, check_grid_yz, check_outputs};
+use super::{GpuCall, module};
 use crate::error::{AttentionError, Result};
 use crate::params::Problem;
-use attune_cuda::{Dim3, KernelArg, LaunchPlan, ModuleSpec};
+use attune_cuda::{Dim3, KernelArg, LaunchPlan};
 use attune_tensor::{DType, Tensor};
 
 /// Most query rows a segment may have on the split-KV path (one block holds them all).
@@ -49,8 +49,7 @@ pub fn choose_splits(pb: &Problem, sm_count: usize) -> usize {
 /// The f32 partial workspaces (`num_splits * rows * (head_dim + 1)` floats) are allocated here.
 pub fn launch_fwd_split(call: &GpuCall, out: &Tensor, lse: &Tensor, num_splits: usize) -> Result<()> {
     let pb = &call.problem;
-    check_head_dim(pb.head_dim)?;
-    dtype_code(call.dtype)?;
+    call.check_supported()?;
     check_outputs(call, out, lse)?;
     if !(1..=65535).contains(&num_splits) {
         return Err(AttentionError::Param(format!(
@@ -102,13 +101,14 @@ pub fn launch_fwd_split(call: &GpuCall, out: &Tensor, lse: &Tensor, num_splits: 
     Ok(())
 }
 
+#[cfg(feature = "testing")]
 /// The `fwd_split.cu` modules for these dtypes and head dims (unsupported ones skipped), each
 /// with both entries and their block sizes, for `cargo xtask build-kernels`.
-pub fn split_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(ModuleSpec, Vec<(String, u32)>)> {
+pub fn split_variants(dtypes: &[DType], head_dims: &[usize]) -> Vec<(attune_cuda::ModuleSpec, Vec<(String, u32)>)> {
     let mut out = Vec::new();
     for &dt in dtypes {
         for &hd in head_dims {
-            if check_head_dim(hd).is_err() {
+            if !crate::support::gpu_head_dim(hd) {
                 continue;
             }
             if let Ok(spec) = module("fwd_split.cu", dt, hd, &[]) {

@@ -198,11 +198,10 @@ impl MultiHeadAttention {
             k = rope.apply(&k, 0)?;
         }
         let scale = 1.0 / (hd as f64).sqrt();
-        // The fused kernels on GPU devices (CUDA and the emulator) take f32/f16/bf16 and head
-        // dims that are multiples of 8 up to 256; anything else there is composed of tensor ops.
-        let unfused_on_gpu =
-            x.device().is_gpu() && (x.dtype() == attune_tensor::DType::F64 || !hd.is_multiple_of(8) || hd > 256);
-        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || unfused_on_gpu {
+        // What the fused op does not take on this device (attune_attention::supports: the GPU
+        // kernels' dtypes and head dims) is composed of tensor ops.
+        let unsupported = attune_attention::supports(x.device(), x.dtype(), hd).is_err();
+        let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || unsupported {
             let spec = MaskSpec {
                 seq_q: sq,
                 seq_k: sk,

@@ -10,8 +10,6 @@ mod index;
 mod loss;
 mod meta;
 mod norm;
-pub mod parity;
-mod parity_more;
 mod random;
 mod reduce;
 mod softmax;
