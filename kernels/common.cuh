@@ -1,4 +1,4 @@
-// The one header every kernel includes (GUIDE.md section 5). Kernel files compile unchanged
+// The one header every kernel includes (docs/kernels.md). Kernel files compile unchanged
 // under NVRTC (for the GPU) and under the host C++ compiler (for the CUDA emulator, Device::Emu):
 // under NVRTC this pulls in NVIDIA's 16-bit float headers and defines the helpers below with
 // inline PTX; otherwise emu/emu.h provides the same names, emulated.

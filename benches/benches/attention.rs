@@ -1,5 +1,5 @@
 //! CPU flash attention, forward and forward+backward, at a training-like shape with and
-//! without the causal mask. Throughput counts FLOPs by GUIDE.md §4 (forward
+//! without the causal mask. Throughput counts FLOPs by docs/benchmarks.md (forward
 //! 4*B*H*Sq*Sk*D, halved when causal; forward+backward 3.5x), so `cargo xtask bench` shows
 //! GFLOP/s. The PyTorch peer runs outside criterion: benches/peers/torch_sdpa.py.
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes crates/attention/tests/data/torch_cases.safetensors: attention reference cases
-computed by PyTorch in float64 with explicit masks (GUIDE.md §2 semantics), in the case-file
-format of GUIDE.md §3.
+computed by PyTorch in float64 with explicit masks (docs/attention.md semantics), in the case-file
+format of docs/attention.md.
 
 Run from the repository root:  python benches/peers/make_attention_cases.py [--out FILE]
 

@@ -3,7 +3,7 @@
 `cargo xtask bench-attn`, with the same flags and, with --json, the same keys
 (fwd_ms, fwd_gflops, and with --bwd fwdbwd_ms, fwdbwd_gflops, plus the shape).
 
-FLOPs follow GUIDE.md §4: forward 4*B*Hq*Sq*Sk*D, halved when causal; backward 2.5x forward,
+FLOPs follow docs/benchmarks.md: forward 4*B*Hq*Sq*Sk*D, halved when causal; backward 2.5x forward,
 so forward+backward counts 3.5x. Causal masks are aligned bottom-right as in Attune (for
 seq_q != seq_k that is torch's causal_lower_right bias; for equal lengths is_causal=True).
 
@@ -60,7 +60,7 @@ def main():
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     a = ap.parse_args()
     if a.iters < 10:
-        ap.error(f"--iters {a.iters} is too few: report medians of at least 10 timed runs (GUIDE.md §4)")
+        ap.error(f"--iters {a.iters} is too few: report medians of at least 10 timed runs, docs/benchmarks.md")
     if a.threads:
         torch.set_num_threads(a.threads)
     b, hq, sq, d = a.shape

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch peer of Attune's training (issue 6): the model of MODEL_SPEC.md written in plain
+"""PyTorch peer of Attune's training (issue 6): the model of docs/model.md written in plain
 PyTorch, with the same parameter names and layouts as Attune's model.safetensors.
 
   bench   times one AdamW training step (zero_grad, forward, loss, backward, step) on random
@@ -47,7 +47,7 @@ def complete_config(m):
     """Fills the spec's defaults and validates, so every later step sees a full model object."""
     missing = [k for k in ("kind", "vocab_size", "max_seq_len", "d_model", "n_layers", "n_heads") if k not in m]
     if missing:
-        raise ValueError(f"model config lacks {missing} (MODEL_SPEC.md lists the fields): {m}")
+        raise ValueError(f"model config lacks {missing} (docs/model.md lists the fields): {m}")
     c = {"n_kv_heads": m["n_heads"], "d_ff": 4 * m["d_model"], "mlp": "gelu", "norm": "layernorm",
          "positions": "learned", "rope_theta": 10000.0, "causal": m["kind"] == "lm", "window": None,
          "softcap": None, "dropout": 0.0, **m}
@@ -490,7 +490,7 @@ def main():
     s.add_argument("--atol", type=float, default=1e-4)
     a = ap.parse_args()
     if a.cmd == "bench" and a.steps < 10:
-        ap.error(f"--steps {a.steps} is too few: report medians of at least 10 timed steps (GUIDE.md §4)")
+        ap.error(f"--steps {a.steps} is too few: report medians of at least 10 timed steps, docs/benchmarks.md")
     try:
         {"bench": cmd_bench, "check": cmd_check, "export": cmd_export, "selftest": cmd_selftest}[a.cmd](a)
     except (ValueError, OSError, KeyError) as e:  # bad config, missing file or tensor: one line, no traceback

@@ -1,4 +1,4 @@
-// The contract shared by every attention kernel (GUIDE.md section 2) and its Rust mirror,
+// The contract shared by every attention kernel (docs/attention.md) and its Rust mirror,
 // crates/attention/src/gpu/abi.rs: one parameter struct passed by value, the segment table, the
 // mask, softcap and dropout rules, and 16-bit load/store helpers.
 //

@@ -1,7 +1,7 @@
 // Attention backward, FlashAttention-2 scheme, SIMT with f32 arithmetic for f32/f16/bf16 inputs.
 // For f16/bf16 on sm_80+ with aligned rows and HD <= 128 the host runs bwd_mma.cu's tensor-core
 // dK/dV kernel in place of attn_bwd_dkdv (the other entries here serve both). Semantics:
-// attn_common.cuh and GUIDE.md section 2.
+// attn_common.cuh and docs/attention.md.
 //
 // With P recomputed from lse (P = exp(s - lse)), mult the dropout multiplier (0, 1/(1-p) or 1),
 // D = rowsum(dO * O) and s'(dot) the derivative of the score (attn_score_grad: softcap aware):

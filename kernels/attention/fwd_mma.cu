@@ -1,5 +1,5 @@
 // FlashAttention-2-style forward for f16/bf16 inputs on sm_80+ (tensor cores), with every
-// feature of GUIDE.md section 2 through the contract in attn_common.cuh.
+// feature of docs/attention.md through the contract in attn_common.cuh.
 //
 // Defines: ATTN_DTYPE (1 f16, 2 bf16), HD (head_dim: a multiple of 8 in 8..256), BM (query rows
 // per block), BN (keys per tile, a multiple of 16), WARPS (BM = 16 * WARPS: each warp owns 16

@@ -1,6 +1,6 @@
 // Attention forward on CUDA cores in plain f32 (no tensor cores, no TF32, no f16 arithmetic):
 // the full-accuracy f32 path, and the path for f16/bf16 inputs on GPUs older than sm_80 (their
-// elements are converted to f32 when loaded). Semantics: attn_common.cuh (GUIDE.md section 2).
+// elements are converted to f32 when loaded). Semantics: attn_common.cuh (docs/attention.md).
 //
 // Thread mapping (one block = WARPS warps, BM = WARPS * R query rows, key tiles of BN = 32 * KPL):
 // - the block's q rows are converted to f32 into shared memory once; each K tile, then each V

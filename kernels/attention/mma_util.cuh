@@ -1,6 +1,6 @@
 // Tensor-core helpers shared by the f16/bf16 attention kernels (fwd_mma.cu, bwd_mma.cu): the
 // m16n8k16 product of the kernel dtype, packing two f32 into one A-fragment register, and the
-// cp.async row loader. Fragment layouts: GUIDE.md "Fragment layouts" (PTX ISA).
+// cp.async row loader. Fragment layouts: docs/kernels.md, "Fragment layouts" (PTX ISA).
 #pragma once
 #include "attn_common.cuh"
 

@@ -210,7 +210,7 @@ inline void warp_collective(const char* name, CollectiveFn fn, const Deposit& d)
         w.name = name;
     } else if (w.fn != fn) {
         fail("warp %u: lane %u reached %s while other lanes wait in %s; every lane of a warp must reach "
-             "the same warp collective (full masks, GUIDE.md section 5)",
+             "the same warp collective (full masks, docs/kernels.md)",
              f->warp, f->lane, name, w.name);
     }
     w.lane[f->lane] = d;

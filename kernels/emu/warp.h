@@ -1,7 +1,7 @@
 // attune CUDA emulator: block barriers, warp shuffles and votes.
 //
 // Every *_sync function is a warp collective (runtime.h): every live lane of the warp must take
-// part, as GUIDE.md section 5 asks of kernels. So the mask must be full (0xffffffff): a partial
+// part, as docs/kernels.md asks of kernels. So the mask must be full (0xffffffff): a partial
 // mask would pass here while meaning something else on a GPU, and is reported as a failure. A
 // collective that some live lanes never reach is reported as a deadlock.
 #pragma once
@@ -34,12 +34,12 @@ inline void complete_nothing(Warp&) {}
 
 inline uint32_t lane_id() { return cur_fiber()->lane; }
 
-// GUIDE.md section 5: collectives take full masks. The emulator cannot model a partial mask
+// docs/kernels.md: collectives take full masks. The emulator cannot model a partial mask
 // (it would need per-lane participation sets), so it refuses one instead of ignoring it.
 inline void require_full_mask(const char* name, unsigned mask) {
     if (mask != 0xffffffffu)
         fail("%s called with mask 0x%08x: Attune kernels must pass the full mask 0xffffffff to warp "
-             "collectives (GUIDE.md section 5)",
+             "collectives (docs/kernels.md)",
              name, mask);
 }
 

@@ -101,7 +101,7 @@ extern "C" __global__ void divergent_collective(int* out) {
 }
 
 // A shuffle over half a warp's mask: legal CUDA, but Attune's kernels must pass full masks
-// (GUIDE.md section 5), and the emulator cannot model partial ones, so it must refuse this.
+// (docs/kernels.md), and the emulator cannot model partial ones, so it must refuse this.
 extern "C" __global__ void partial_mask(int* out, unsigned mask) {
     unsigned t = threadIdx.x;
     out[t] = __shfl_xor_sync(mask, (int)t, 1);

@@ -1,5 +1,5 @@
 //! `cargo xtask bench-attn`: median forward and forward+backward times of one attention shape
-//! and their GFLOP/s by GUIDE.md §4 (forward `4 * b * hq * sq * sk * d`, halved when causal;
+//! and their GFLOP/s by docs/benchmarks.md (forward `4 * b * hq * sq * sk * d`, halved when causal;
 //! backward 2.5x forward, so forward+backward counts 3.5x). The flags match
 //! benches/peers/torch_sdpa.py, and `--json` prints the same keys, so the two compare directly.
 
@@ -41,7 +41,7 @@ pub struct BenchAttnArgs {
     /// Untimed runs first.
     #[arg(long, default_value_t = 3)]
     pub(crate) warmup: usize,
-    /// Timed runs (at least 10, GUIDE.md §4); the median is reported.
+    /// Timed runs (at least 10, docs/benchmarks.md); the median is reported.
     #[arg(long, default_value_t = 10)]
     pub(crate) iters: usize,
     /// Print one JSON object instead of text.
@@ -67,7 +67,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
-/// Forward FLOPs of GUIDE.md §4.
+/// Forward FLOPs of docs/benchmarks.md.
 pub fn fwd_flops(b: usize, hq: usize, sq: usize, sk: usize, d: usize, causal: bool) -> f64 {
     let f = 4.0 * (b * hq) as f64 * sq as f64 * sk as f64 * d as f64;
     if causal { f / 2.0 } else { f }
@@ -175,7 +175,7 @@ pub fn run(args: &BenchAttnArgs) -> Result<ExitCode> {
         return Ok(not_built(args.backend));
     };
     if args.iters < 10 {
-        bail!("--iters {} is too few: report medians of at least 10 timed runs (GUIDE.md §4)", args.iters);
+        bail!("--iters {} is too few: report medians of at least 10 timed runs, docs/benchmarks.md", args.iters);
     }
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(t) = args.threads {

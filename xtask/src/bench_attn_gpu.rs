@@ -215,7 +215,7 @@ pub fn run(args: &BenchAttnArgs) -> Result<ExitCode> {
         bail!("--dtype {dtype} is not benchmarked; use f32, f16 or bf16");
     }
     if args.iters < 10 {
-        bail!("--iters {} is too few: report medians of at least 10 timed runs (GUIDE.md §4)", args.iters);
+        bail!("--iters {} is too few: report medians of at least 10 timed runs, docs/benchmarks.md", args.iters);
     }
     match attune_cuda::cuda::unavailable_reason() {
         Some(why) => static_report(args, dtype, &why),

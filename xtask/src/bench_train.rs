@@ -2,11 +2,11 @@
 //! PyTorch on the CPU (benches/peers/torch_train.py), in the same run with the same threads.
 //!
 //! For each preset, `attune bench-step` and the peer's `bench` run alternately for `--rounds`
-//! rounds (GUIDE.md §4: a core's speed drifts over minutes, so both sides see the same
+//! rounds (docs/benchmarks.md: a core's speed drifts over minutes, so both sides see the same
 //! drift; the order flips every round). Each run reports the median of its timed steps; the
 //! table shows the median over rounds of each side and the ratio torch / attune (> 1: Attune
 //! is faster). PyTorch runs with jemalloc preloaded when it is installed (glibc malloc costs
-//! it up to 2-3x on fresh buffers, GUIDE.md §4) and the table says which allocator it had.
+//! it up to 2-3x on fresh buffers, docs/benchmarks.md) and the table says which allocator it had.
 
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
@@ -147,7 +147,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// `cargo xtask bench-train`.
 pub fn run(a: &BenchTrainArgs) -> Result<()> {
     if a.steps < 10 {
-        bail!("--steps {} is too few: report medians of at least 10 timed steps (GUIDE.md §4)", a.steps);
+        bail!("--steps {} is too few: report medians of at least 10 timed steps, docs/benchmarks.md", a.steps);
     }
     if a.rounds == 0 || a.threads == 0 {
         bail!("--rounds and --threads must be positive");
@@ -170,7 +170,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
     if jemalloc.is_none() {
         eprintln!(
             "bench-train: warning: {JEMALLOC} not found (apt-get install libjemalloc2, or set ATTUNE_JEMALLOC); \
-             PyTorch runs on glibc malloc, which can cost it 2-3x (GUIDE.md §4)"
+             PyTorch runs on glibc malloc, which can cost it 2-3x (docs/benchmarks.md)"
         );
     }
     let attune = match &a.attune {

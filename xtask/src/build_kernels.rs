@@ -2,7 +2,7 @@
 //! every kernel module variant with NVRTC to PTX for each arch, assembles it with the
 //! installed ptxas (`-arch=sm_XX -v`), and prints per entry the registers, spills, shared and
 //! constant memory and the theoretical occupancy at its block size (static figures: no GPU is
-//! needed, GUIDE.md §4). Exits non-zero on any spill or compile error.
+//! needed, docs/benchmarks.md). Exits non-zero on any spill or compile error.
 
 use crate::occupancy::{ArchLimits, occupancy};
 use crate::ptxas::{self, FunctionResources};
@@ -171,7 +171,7 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
 
     let mut rows = Vec::new();
     let mut failures = Vec::new();
-    // Progress on a terminal only (GUIDE.md §6); the table is the output.
+    // Progress on a terminal only (docs/architecture.md); the table is the output.
     let progress = std::io::stderr().is_terminal();
     let total = variants.len() * archs.len();
     for (vi, (spec, launches, only)) in variants.iter().enumerate() {

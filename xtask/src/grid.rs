@@ -1,5 +1,5 @@
 //! The parity grid: geometries and features of generated attention cases (every feature,
-//! the bug-finding inputs of GUIDE.md §3), with expected values from the f64 oracle. The case
+//! the bug-finding inputs of docs/testing.md), with expected values from the f64 oracle. The case
 //! type and its input generator are the tests' own ([`GridCase`], attune_attention::testing).
 
 pub use attune_attention::testing::GridCase;

@@ -35,7 +35,7 @@ mod test_devices;
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-// Fresh large buffers cost page faults under glibc malloc (GUIDE.md §4); time what users get.
+// Fresh large buffers cost page faults under glibc malloc (docs/benchmarks.md); time what users get.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

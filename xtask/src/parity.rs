@@ -1,9 +1,9 @@
 //! `cargo xtask parity`: an attention backend against the f64 oracle over a grid of inputs
-//! that find bugs (GUIDE.md §3), plus the cases of reference files.
+//! that find bugs (docs/testing.md), plus the cases of reference files.
 //!
 //! Each grid entry builds q, k, v (and dout) in its dtype, computes the expected values with
 //! the oracle from exactly those inputs, and hands the [`Case`] to the same checker the tests
-//! use ([`check_case`]), so tolerances are those of GUIDE.md §3 everywhere.
+//! use ([`check_case`]), so tolerances are those of docs/attention.md everywhere.
 
 use anyhow::{Context, Result};
 use attune_attention::cases::{Backend, Case, CaseResult, Metric, check_case, load_cases};
@@ -68,7 +68,7 @@ pub struct ParityArgs {
     /// Implementation to check.
     #[arg(long, value_enum, default_value = "cpu")]
     backend: BackendArg,
-    /// A case file (GUIDE.md §3) whose cases run after the grid; repeatable.
+    /// A case file (docs/attention.md) whose cases run after the grid; repeatable.
     #[arg(long = "cases", value_name = "FILE")]
     cases: Vec<PathBuf>,
     /// Run the larger grid (minutes to tens of minutes).

@@ -9,7 +9,7 @@
 //! ```
 //! `--cpu` reports CPU seconds (all threads) instead of wall-clock seconds; `--dtype f16|bf16`
 //! and `--dropout P` time those paths (the line then says so).
-//! FLOPs (GUIDE.md §4): forward `4 B H Sq Sk D`, halved when causal; backward 2.5x forward,
+//! FLOPs (docs/benchmarks.md): forward `4 B H Sq Sk D`, halved when causal; backward 2.5x forward,
 //! so forward+backward counts 3.5x. `--kernels` instead times the tile micro-kernel against
 //! the `gemm` crate on the attention passes' tile shapes.
 

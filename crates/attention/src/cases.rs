@@ -1,4 +1,4 @@
-//! Attention case files (GUIDE.md §3): externally computed reference cases in safetensors.
+//! Attention case files (docs/attention.md): externally computed reference cases in safetensors.
 //!
 //! For each case `NAME` a file holds `NAME.q`, `NAME.k`, `NAME.v` (batch, heads, seq, dim),
 //! the expected `NAME.out` and optionally `NAME.lse`; for backward `NAME.dout` and the expected

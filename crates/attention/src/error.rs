@@ -1,4 +1,4 @@
-//! The typed error of attune-attention (GUIDE.md §6: what, the values, and the fix).
+//! The typed error of attune-attention (docs/architecture.md, "Errors": what, the values, and the fix).
 
 /// Errors of the attention API.
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! attune-attention: fused attention with the semantics of GUIDE.md §2.
+//! attune-attention: fused attention with the semantics of docs/attention.md.
 //!
 //! - [`AttentionParams`]: scale, causal, sliding window, softcap, GQA/MQA (from the head
 //!   counts), key padding, packed variable-length sequences, dropout with a Philox stream.
@@ -6,7 +6,7 @@
 //! - [`flash`]: the CPU flash implementation (tiled, online softmax), forward and backward.
 //! - [`attention`]: the differentiable Tensor-level op (autograd through `CustomOp`).
 //! - [`supports`]: which devices, dtypes and head dims the fused op takes (ask before calling).
-//! - [`cases`]: reference case files (GUIDE.md §3) and the checker shared by tests and xtask.
+//! - [`cases`]: reference case files (docs/attention.md) and the checker shared by tests and xtask.
 
 pub mod cases;
 pub mod error;

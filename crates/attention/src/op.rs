@@ -86,7 +86,7 @@ impl CustomOp for AttentionOp {
     }
 }
 
-/// Fused attention on the inputs' device (GUIDE.md §2 semantics), differentiable with
+/// Fused attention on the inputs' device (docs/attention.md semantics), differentiable with
 /// respect to q, k and v. Returns `out` (input dtype) and `lse` (f32; not differentiable).
 /// On the CPU, f32/f16/bf16 run the flash kernels and f64 runs the exact f64 oracle (the
 /// dtype of references and finite-difference checks). On `Cuda` and `Emu` the CUDA kernels run

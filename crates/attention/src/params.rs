@@ -1,9 +1,9 @@
-//! Attention parameters (GUIDE.md §2) and their validation against the inputs' shapes.
+//! Attention parameters (docs/attention.md) and their validation against the inputs' shapes.
 
 use crate::error::{AttentionError, Result};
 use attune_tensor::Tensor;
 
-/// Attention dropout: probability `p` and the Philox stream `(seed, offset)` (GUIDE.md §2).
+/// Attention dropout: probability `p` and the Philox stream `(seed, offset)` (docs/attention.md, "Dropout").
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     /// Probability of dropping a probability entry, in `[0, 1)`.
@@ -137,7 +137,7 @@ impl Problem {
     }
 
     /// Visible keys of local query `i` in a segment, as a half-open range of local key
-    /// indices (every mask of GUIDE.md §2 leaves an interval). Empty when none is visible.
+    /// indices (every mask of docs/attention.md leaves an interval). Empty when none is visible.
     pub fn key_range(&self, seg: &Segment, i: usize) -> (usize, usize) {
         // Bottom-right alignment: the diagonal of query i is key i + k_len - q_len.
         let diag = i as i64 + seg.k_len as i64 - seg.q_len as i64;
@@ -164,7 +164,7 @@ impl Problem {
         if (w >> 8) < philox::threshold_24(dr.p) { 0.0 } else { 1.0 / (1.0 - dr.p) }
     }
 
-    /// Forward FLOPs by GUIDE.md §4 (`4 * b * hq * sq * sk * d`, halved when causal).
+    /// Forward FLOPs by docs/benchmarks.md (`4 * b * hq * sq * sk * d`, halved when causal).
     pub fn fwd_flops(&self, causal: bool) -> f64 {
         let f = 4.0 * (self.batch * self.heads_q) as f64 * self.seq_q as f64 * self.seq_k as f64 * self.head_dim as f64;
         if causal { f / 2.0 } else { f }

@@ -1,4 +1,4 @@
-//! CPU flash attention against the f64 oracle (GUIDE.md §3): every feature, awkward lengths
+//! CPU flash attention against the f64 oracle (docs/attention.md, "Tolerances"): every feature, awkward lengths
 //! and head dims, GQA/MQA, strided inputs, x20 outliers, fully masked rows, low precision
 //! against twice the error of a naive low-precision implementation, exact dropout masks, and
 //! bit-identical results for any thread count.
@@ -78,7 +78,7 @@ fn check_f32(c: &Case, dtype: DType) {
     assert_close(&format!("{} lse", c.name), &f.lse, &o.lse, ATOL, RTOL);
     let g = flash::backward(&x.q, &x.k, &x.v, &f.out, &f.lse, &x.dout, &c.params).unwrap();
     let og = oracle::backward(&x.q, &x.k, &x.v, &x.dout, &c.params).unwrap();
-    // The case that "says otherwise" (GUIDE.md §3): x20 query rows make every term of the
+    // The case that "says otherwise" (docs/attention.md, "Tolerances"): x20 query rows make every term of the
     // gradient sums (dS q in dK, the f32 score errors in all three) 20x larger, and the
     // absolute f32 rounding error with them (measured: dK off by 2.4e-4 where the largest
     // entry is 48), so the outlier cases scale the gradients' atol by that factor.
@@ -295,7 +295,7 @@ fn naive_reference_with_exact_rounding_is_an_oracle() {
     }
 }
 
-/// GUIDE.md §3's low-precision criterion: for each output, the max abs error of flash
+/// The low-precision criterion of docs/attention.md: for each output, the max abs error of flash
 /// against the oracle is at most twice the naive low-precision implementation's + 1e-5.
 #[test]
 fn low_precision_within_twice_the_naive_error() {

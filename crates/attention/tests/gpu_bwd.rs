@@ -1,5 +1,5 @@
 //! The GPU attention backward (kernels/attention/bwd.cu and the tensor-core dK/dV of
-//! bwd_mma.cu) on the CUDA emulator against the f64 oracle (GUIDE.md §3): every feature,
+//! bwd_mma.cu) on the CUDA emulator against the f64 oracle (docs/attention.md, "Tolerances"): every feature,
 //! awkward lengths, head dims 8..256, both dQ modes, f16 and bf16 against twice the naive
 //! low-precision error on both dK/dV kernels, bitwise-reproducible deterministic mode, zero
 //! gradients for fully masked rows. Forward outputs come from the CPU flash.
@@ -76,7 +76,7 @@ fn assert_pass(c: &Case, what: &str, m: &Metric) {
     );
 }
 
-/// f32 gradients of both modes against the oracle at GUIDE.md §3's f32 tolerances.
+/// f32 gradients of both modes against the oracle at the f32 tolerances of docs/attention.md.
 fn check_f32(c: &Case) {
     let x = inputs(c, DType::F32);
     let og = oracle::backward(&x[0], &x[1], &x[2], &x[3], &c.params).unwrap();
@@ -136,7 +136,7 @@ fn every_head_dim_matches_the_oracle() {
     }
 }
 
-/// GUIDE.md §3's low-precision criterion: the max error against the oracle is at most twice
+/// The low-precision criterion of docs/attention.md: the max error against the oracle is at most twice
 /// the naive low-precision implementation's (cases::lowp_backward) + 1e-5, in both modes.
 #[test]
 fn low_precision_within_twice_the_naive_error() {
@@ -172,7 +172,7 @@ fn low_precision_within_twice_the_naive_error() {
 }
 
 /// The f16/bf16 gradients of `c` by `kernel` against the oracle, within twice the naive
-/// low-precision error + 1e-5 (GUIDE.md §3), in the given dQ modes.
+/// low-precision error + 1e-5 (docs/attention.md), in the given dQ modes.
 fn check_lowp(dtype: DType, c: &Case, kernel: BwdKernel, modes: &[bool]) {
     let x = inputs(c, dtype);
     let og = oracle::backward(&x[0], &x[1], &x[2], &x[3], &c.params).unwrap();
@@ -189,7 +189,7 @@ fn check_lowp(dtype: DType, c: &Case, kernel: BwdKernel, modes: &[bool]) {
 
 /// The tensor-core dK/dV kernel on every feature and on head_dims that exercise its paddings
 /// (head_dim % 16 == 8, an odd number of 8-column tiles) and its three tile shapes (BM 64, 32
-/// and 16), f16 and bf16, against GUIDE.md §3's low-precision criterion.
+/// and 16), f16 and bf16, against the low-precision criterion of docs/attention.md.
 #[test]
 fn tensor_core_backward_on_every_feature() {
     let mut cases = feature_cases();

@@ -1,5 +1,5 @@
 //! The tensor-core forward (kernels/attention/fwd_mma.cu) on the CUDA emulator against the f64
-//! oracle, with the low-precision criterion of GUIDE.md §3 (at most twice the error of the
+//! oracle, with the low-precision criterion of docs/attention.md (at most twice the error of the
 //! naive f16/bf16 implementation, plus 1e-5) for out and lse: every head_dim class, awkward
 //! lengths, seq_q != seq_k, causal, windows, softcap, GQA/MQA, key padding, varlen, dropout
 //! (the same Philox mask as the oracle), fully masked rows, x20 outlier rows, strided (bshd)

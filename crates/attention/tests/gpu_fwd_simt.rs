@@ -1,5 +1,5 @@
 //! The SIMT forward (fwd_simt.cu) and the split-KV forward (fwd_split.cu) on the CUDA emulator
-//! against the f64 oracle (GUIDE.md §3): f32 elementwise within atol 2e-5 / rtol 2e-4, f16/bf16
+//! against the f64 oracle (docs/attention.md): f32 elementwise within atol 2e-5 / rtol 2e-4, f16/bf16
 //! within twice the error of the naive low-precision implementation plus 1e-5. Every head_dim
 //! class, awkward lengths, every mask and feature, GQA/MQA, key padding, packed sequences,
 //! dropout (the oracle's Philox mask), fully masked rows, x20 outlier rows and a strided

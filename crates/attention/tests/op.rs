@@ -1,5 +1,5 @@
 //! The Tensor-level attention op in attune-tensor's autograd: its gradients equal those
-//! through the composed primitives (GUIDE.md §3) and finite differences, in f64.
+//! through the composed primitives (docs/testing.md) and finite differences, in f64.
 
 use attune_attention::{AttentionParams, attention};
 use attune_tensor::grad_check::grad_check;

@@ -1,4 +1,4 @@
-//! The oracle against first principles: masks against GUIDE.md §2's formulas, the forward
+//! The oracle against first principles: masks against the formulas of docs/attention.md, the forward
 //! against composed tensor ops, the backward against finite differences of the forward, and
 //! every invalid input as a typed error.
 

@@ -1,6 +1,6 @@
 //! Matrix multiply on a GPU through cuBLAS (loaded at run time by cudarc): row-major,
 //! strided-batched, for f32, f64, f16 and bf16 (halves accumulate in f32; f32 stays f32, no
-//! TF32, so results match the CPU within GUIDE.md §3's f32 tolerances).
+//! TF32, so results match the CPU within the f32 tolerances of docs/attention.md).
 //!
 //! cuBLAS is column-major. A row-major `C = A B` (m x n) is the column-major `C^T = B^T A^T`
 //! (n x m) over the same memory, so cuBLAS gets B as its first operand and A as its second,
@@ -8,7 +8,7 @@
 //! i.e. either stride is 1): the unit stride picks cuBLAS's `N` or `T` and the other stride is
 //! the leading dimension.
 //!
-//! On the emulator matrix multiply runs the CPU gemm over the emulated buffers (GUIDE.md §1),
+//! On the emulator matrix multiply runs the CPU gemm over the emulated buffers (docs/architecture.md),
 //! so [`gemm`] accepts only CUDA devices.
 
 use crate::{Error, GpuDevice, Result};

@@ -1,5 +1,5 @@
 //! The typed error of attune-cuda. Messages name the operation, the kernel, the values involved
-//! and the fix (GUIDE.md §6).
+//! and the fix (docs/architecture.md, "Errors").
 
 /// Errors of the GPU runtime (toolchain discovery, compilation, launches, memory).
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! attune-cuda: Attune's GPU runtime (GUIDE.md §1, §5).
+//! attune-cuda: Attune's GPU runtime (docs/architecture.md, docs/kernels.md).
 //!
 //! - [`LaunchPlan`]: a kernel file + defines, entry point, grid, block, shared memory and typed
 //!   arguments, built by plain Rust.

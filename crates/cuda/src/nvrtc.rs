@@ -6,7 +6,7 @@
 //!   (forward compatibility).
 //! - `-std=c++17`: the dialect the kernels and the emulator's host compiler share.
 //! - `--fmad=true`: lets NVRTC contract `a * b + c` into FMA, as nvcc does by default. The
-//!   tolerances of GUIDE.md §3 cover the difference from the unfused CPU reference, and
+//!   tolerances of docs/attention.md cover the difference from the unfused CPU reference, and
 //!   attention kernels lose 10-20% of their arithmetic throughput without it.
 //! - `-default-device`: unannotated functions are device functions, so shared helpers in
 //!   headers need no `__device__` (and still compile for the host in the emulator).

@@ -1,5 +1,5 @@
 //! `LaunchPlan`: everything needed to run one kernel, built by plain Rust and handed to either
-//! executor (the CUDA driver or the emulator; GUIDE.md §1). Only the executor differs between
+//! executor (the CUDA driver or the emulator; docs/architecture.md). Only the executor differs between
 //! devices, so a plan that passes on the emulator runs the same code on a GPU.
 
 /// Grid or block dimensions.
@@ -109,7 +109,7 @@ pub struct LaunchPlan {
     pub entry: String,
     /// Number of blocks.
     pub grid: Dim3,
-    /// Threads per block (a multiple of 32, GUIDE.md §5).
+    /// Threads per block (a multiple of 32, docs/kernels.md).
     pub block: Dim3,
     /// Dynamic shared memory in bytes (`extern __shared__`).
     pub shared_mem_bytes: u32,

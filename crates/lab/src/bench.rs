@@ -34,7 +34,7 @@ pub struct BenchStepArgs {
     /// Tokens per sequence.
     #[arg(long, default_value_t = 64)]
     pub seq: usize,
-    /// Timed steps (at least 10, GUIDE.md §4); the median is reported.
+    /// Timed steps (at least 10, docs/benchmarks.md); the median is reported.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
     /// Untimed steps first.
@@ -87,7 +87,7 @@ pub fn parse_model(arg: &str) -> Result<ModelConfig> {
         map.entry("d_ff").or_insert(json!(ModelConfig::default_d_ff(d as usize)));
     }
     map.entry("causal").or_insert(json!(is_lm));
-    serde_json::from_value(obj).context("--model: not a valid model config (MODEL_SPEC.md lists the fields)")
+    serde_json::from_value(obj).context("--model: not a valid model config (docs/model.md lists the fields)")
 }
 
 /// Quartiles by Python's `statistics.quantiles(data, n=4)` (the default "exclusive" method),
@@ -211,7 +211,7 @@ pub fn to_json(a: &BenchStepArgs, r: &StepTimes) -> Result<Value> {
 /// `attune bench-step`.
 pub fn run(a: &BenchStepArgs) -> Result<()> {
     if a.steps < 10 {
-        bail!("--steps {} is too few: report medians of at least 10 timed steps (GUIDE.md §4)", a.steps);
+        bail!("--steps {} is too few: report medians of at least 10 timed steps, docs/benchmarks.md", a.steps);
     }
     let cfg = parse_model(&a.model)?;
     let mut builder = rayon::ThreadPoolBuilder::new();

@@ -1,4 +1,4 @@
-//! The typed error of attune-nn (GUIDE.md §6: what went wrong, the values, and the fix).
+//! The typed error of attune-nn (docs/architecture.md, "Errors": what went wrong, the values, and the fix).
 
 use std::path::PathBuf;
 

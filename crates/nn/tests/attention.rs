@@ -56,7 +56,7 @@ fn reference(store: &ParamStore, cfg: &AttentionConfig, x: &Tensor, lens: Option
                     rope(&mut qi, i);
                 }
                 // Self-attention over a right-padded batch: query i sits at position i (the
-                // padding does not shift masks or ALiBi distances; MODEL_SPEC.md).
+                // padding does not shift masks or ALiBi distances; docs/attention.md, "Masks").
                 let row = i as i64;
                 let mut scores = vec![f64::NEG_INFINITY; s];
                 for j in 0..s {

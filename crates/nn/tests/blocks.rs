@@ -31,7 +31,7 @@ fn builder(seed: u64, dtype: DType) -> (ParamStore, ParamBuilder) {
     (store, pb)
 }
 
-/// The names and shapes one block must create under `layers.{i}.`, written from MODEL_SPEC.md
+/// The names and shapes one block must create under `layers.{i}.`, written from docs/model.md
 /// (and `norm_cross` / `cross_attn`, laid out like `norm1` / `attn`, for cross-attention).
 fn expected_block(i: usize, cfg: &BlockConfig) -> Vec<(String, Vec<usize>)> {
     let dk = cfg.attn.n_kv_heads * (D / cfg.attn.n_heads);

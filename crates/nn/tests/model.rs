@@ -1,4 +1,4 @@
-//! Model: parameter names and shapes exactly as MODEL_SPEC.md lists them, initialisation,
+//! Model: parameter names and shapes exactly as docs/model.md lists them, initialisation,
 //! determinism, logits shapes, causality, padding, inspection, gradients and input errors.
 
 mod common;
@@ -7,7 +7,7 @@ use attune_nn::{Ctx, MlpKind, Model, ModelConfig, ModelKind, NormKind, Positions
 use attune_tensor::{DType, Device, Tensor};
 use common::{check_grads, max_diff};
 
-/// `(name, shape)` of every parameter, in the order MODEL_SPEC.md lists them (PyTorch's
+/// `(name, shape)` of every parameter, in the order docs/model.md lists them (PyTorch's
 /// `state_dict` order for the peer's module tree), written from the spec's table.
 fn spec_params(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, f, v) = (c.d_model, c.d_ff, c.vocab_size);

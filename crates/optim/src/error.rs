@@ -1,5 +1,5 @@
 //! The typed error of attune-optim. Messages name the optimizer (or schedule), the parameter
-//! and the values involved, and how to fix them (GUIDE.md §6).
+//! and the values involved, and how to fix them (docs/architecture.md, "Errors").
 
 /// Errors of optimizers, schedules, clipping and early stopping.
 #[derive(Debug, thiserror::Error)]

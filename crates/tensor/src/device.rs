@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-/// A compute device: the CPU, a CUDA GPU, or the CUDA emulator (GUIDE.md §1), which runs the
+/// A compute device: the CPU, a CUDA GPU, or the CUDA emulator (docs/architecture.md), which runs the
 /// GPU kernels on the host so every GPU code path can be tested without a GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Device {
@@ -64,9 +64,11 @@ impl Device {
             device: self,
             why: match self {
                 Device::Cpu => "the CPU backend is always available; this is a bug".into(),
-                Device::Cuda(_) => "this op has no CUDA kernel yet; move the tensor to Device::Cpu".into(),
+                Device::Cuda(_) => {
+                    "no usable CUDA GPU with this ordinal on this machine; use Device::Cpu or Device::Emu".into()
+                }
                 Device::Emu => {
-                    "this op has no CUDA kernel yet (so the emulator cannot run it); move the tensor to Device::Cpu"
+                    "the CUDA emulator could not start: it needs a host C++ compiler (install g++ or set CXX); use Device::Cpu"
                         .into()
                 }
             },

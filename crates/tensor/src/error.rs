@@ -1,5 +1,5 @@
 //! The typed error of attune-tensor. Every message names the op, the values involved and,
-//! where there is one, the fix (GUIDE.md §6).
+//! where there is one, the fix (docs/architecture.md, "Errors").
 
 use crate::{DType, Device, Shape};
 
@@ -32,7 +32,7 @@ pub enum Error {
     #[error("{op}: {source}")]
     Gpu { op: &'static str, source: Box<attune_cuda::Error> },
 
-    /// The device exists in the API but cannot run ops (yet, or on this machine).
+    /// The device cannot run ops on this machine (no GPU with that ordinal, or no C++ compiler for Emu).
     #[error("{op}: device {device} is not available: {why}")]
     DeviceNotAvailable { op: &'static str, device: Device, why: String },
 
@@ -70,7 +70,7 @@ pub enum Error {
 
     /// backward() called on a tensor that does not need gradients.
     #[error(
-        "backward: the tensor does not depend on any variable (shape {shape:?}); create parameters with Var::new or Tensor::to_var"
+        "backward: the tensor does not depend on any variable (shape {shape:?}); create parameters with Var::from_tensor or Tensor::to_var"
     )]
     NoGradient { shape: Shape },
 

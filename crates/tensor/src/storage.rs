@@ -1,5 +1,5 @@
-//! Storage: the buffer behind one or more tensors. `Storage` is the device-level enum (only the
-//! CPU today; CUDA and emulator buffers become new variants without changing the Tensor API),
+//! Storage: the buffer behind one or more tensors. `Storage` is the device-level enum (host
+//! memory, or a GPU's or the CUDA emulator's behind one `GpuStorage`; the Tensor API is the same),
 //! `CpuStorage` the dtype-level enum of host vectors.
 
 use crate::{DType, Device, Layout, WithDType};

@@ -1,4 +1,4 @@
-//! Running a [`Case`] on a backend and comparing every expected tensor (GUIDE.md §3).
+//! Running a [`Case`] on a backend and comparing every expected tensor (docs/attention.md, "Tolerances").
 //!
 //! Tolerances, per compared tensor:
 //! - f32/f64 inputs, or any tensor whose case sets `atol`/`rtol` (`atol_dX` for gradient X):

@@ -1,5 +1,5 @@
 //! The textbook attention run in low precision: the yardstick of the f16/bf16 criterion
-//! (GUIDE.md §3, "twice the error of the naive implementation in the same precision").
+//! (docs/attention.md, "Tolerances": "twice the error of the naive implementation in the same precision").
 //!
 //! It mimics what the composed framework ops produce on f16/bf16 tensors: every op accumulates
 //! in f32 or better but rounds its result to the input dtype (scores, scaled scores, the capped

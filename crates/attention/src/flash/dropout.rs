@@ -1,4 +1,4 @@
-//! Dropout multipliers of a score tile from the Philox stream of GUIDE.md §2, bit-identical
+//! Dropout multipliers of a score tile from the Philox stream of docs/attention.md, bit-identical
 //! to the oracle: element `idx = dropout_index(b, h, i, j)` reads word `idx % 4` of block
 //! `offset + idx / 4`; it is kept iff `(word >> 8) >= threshold_24(p)`, and kept values are
 //! scaled by `1 / (1 - p)`.

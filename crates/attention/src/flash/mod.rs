@@ -1,5 +1,5 @@
 //! CPU flash attention: tiled, online softmax, f32 accumulation, forward and backward, with
-//! every feature of GUIDE.md §2 (scale, causal, sliding window, softcap, GQA/MQA without
+//! every feature of docs/attention.md (scale, causal, sliding window, softcap, GQA/MQA without
 //! copying K/V, key padding, packed variable-length sequences, Philox dropout).
 //!
 //! # Design

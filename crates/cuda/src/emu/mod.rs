@@ -1,4 +1,4 @@
-//! The CUDA emulator (`Device::Emu`, GUIDE.md §5): the same .cu sources the GPU runs, compiled
+//! The CUDA emulator (`Device::Emu`, docs/kernels.md): the same .cu sources the GPU runs, compiled
 //! by the host C++ compiler against kernels/emu/ and run on the CPU.
 //!
 //! - Device memory is host memory (256-byte aligned). Uninitialised allocations are filled with

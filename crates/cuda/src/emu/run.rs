@@ -128,7 +128,7 @@ struct Shared {
 // blocks only read them.
 unsafe impl Sync for Shared {}
 
-/// Checks the launch geometry like the driver does (GUIDE.md §5 adds the multiple of 32).
+/// Checks the launch geometry like the driver does (docs/kernels.md adds the multiple of 32).
 pub(crate) fn validate(plan: &LaunchPlan) -> Result<()> {
     let bad = |why: String| Error::BadLaunch {
         backend: "emu",
@@ -143,7 +143,7 @@ pub(crate) fn validate(plan: &LaunchPlan) -> Result<()> {
         return Err(bad(format!("a block has {threads} threads; it must have 1 to 1024")));
     }
     if !threads.is_multiple_of(32) {
-        return Err(bad(format!("a block has {threads} threads, not a multiple of 32 (whole warps, GUIDE.md §5)")));
+        return Err(bad(format!("a block has {threads} threads, not a multiple of 32 (whole warps, docs/kernels.md)")));
     }
     if plan.block.z > 64 {
         return Err(bad(format!("block z extent {} exceeds 64", plan.block.z)));

@@ -91,7 +91,7 @@ pub fn alibi_slopes(heads: usize) -> Vec<f64> {
     slopes
 }
 
-/// What the dense mask must express (GUIDE.md §2 semantics).
+/// What the dense mask must express (docs/attention.md, "Masks").
 #[derive(Debug, Clone, Copy)]
 pub struct MaskSpec<'a> {
     pub seq_q: usize,

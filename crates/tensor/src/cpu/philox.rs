@@ -1,7 +1,7 @@
 //! Philox4x32-10, the counter-based generator of Salmon, Moraes, Dror and Shaw ("Parallel
 //! random numbers: as easy as 1, 2, 3", SC'11), and the one stream convention every Attune
 //! backend (CPU, CUDA emulator, GPU) follows, so that the same `(seed, offset)` gives the same
-//! numbers and drops the same elements everywhere (GUIDE.md §2).
+//! numbers and drops the same elements everywhere (docs/attention.md, "Dropout").
 //!
 //! # Stream convention
 //!

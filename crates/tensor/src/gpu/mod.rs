@@ -1,5 +1,5 @@
 //! The GPU backend of attune-tensor: `Device::Cuda` and `Device::Emu` storage and the launch
-//! plans of every op (GUIDE.md §1). Each op builds an [`attune_cuda::LaunchPlan`] from plain
+//! plans of every op (docs/architecture.md). Each op builds an [`attune_cuda::LaunchPlan`] from plain
 //! Rust and hands it to the device; the same plan runs on a GPU (NVRTC + driver) or on the
 //! emulator, so the emulator parity tests cover the GPU code path. Kernels live in
 //! kernels/tensor/.

@@ -127,7 +127,7 @@ impl Plan {
 const BATCH_PAR_THRESHOLD: usize = 1 << 18;
 
 /// Matrix multiply of GPU operands. The emulator's memory is host memory, so it runs the CPU
-/// gemm over the emulated buffers (GUIDE.md §1); a GPU runs cuBLAS, one gemm per batch entry
+/// gemm over the emulated buffers (docs/architecture.md); a GPU runs cuBLAS, one gemm per batch entry
 /// of the plan (the plan's batch offsets need not be evenly strided).
 fn matmul_gpu(plan: &Plan, x: &crate::gpu::GpuStorage, y: &crate::gpu::GpuStorage) -> Result<crate::gpu::GpuStorage> {
     const OP: &str = "matmul";
