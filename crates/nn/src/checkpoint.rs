@@ -94,8 +94,8 @@ pub fn load_tensors(path: &Path) -> Result<TensorFile> {
 /// `path` only names the file in errors.
 pub fn parse_tensors(path: &Path, bytes: &[u8]) -> Result<TensorFile> {
     let bad = |e: safetensors::SafeTensorError| NnError::checkpoint(path, format!("not a valid safetensors file: {e}"));
-    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
-    let st = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(bad)?;
+    let st = SafeTensors::deserialize(bytes).map_err(bad)?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         let t = from_view(&view).map_err(|m| NnError::checkpoint(path, format!("tensor {name}: {m}")))?;
