@@ -9,6 +9,9 @@ use attune_lab::flags::TrainFlags;
 use attune_lab::runstate::OnDamage;
 use attune_lab::tasks::{self, TaskConfig};
 use attune_optim::ScheduleConfig;
+use common::run_dir::TINY;
+
+mod common;
 
 fn attune(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_attune")).args(args).output().expect("running attune")
@@ -17,30 +20,6 @@ fn attune(args: &[&str]) -> Output {
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
-
-/// A model and task small enough that a debug-build step takes milliseconds.
-const TINY: [&str; 20] = [
-    "--vocab",
-    "32",
-    "--seq-len",
-    "16",
-    "--kv-pairs",
-    "2",
-    "--d-model",
-    "16",
-    "--layers",
-    "1",
-    "--heads",
-    "2",
-    "--batch",
-    "4",
-    "--eval-batches",
-    "1",
-    "--device",
-    "cpu",
-    "--threads",
-    "1",
-];
 
 fn sample_text() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("data/sample_sentiment.jsonl")
@@ -52,6 +31,7 @@ fn tiny_run(steps: &str) -> tempfile::TempDir {
     let out = dir.path().to_str().unwrap();
     let mut args = vec!["train", "--out", out, "--steps", steps, "--eval-every", "2", "--quiet", "--no-plots"];
     args.extend(TINY);
+    args.extend(["--batch", "4"]);
     let run = attune(&args);
     assert!(run.status.success(), "tiny run failed: {}", stderr(&run));
     dir
@@ -82,6 +62,7 @@ fn tiny_run_with_file() -> (tempfile::TempDir, PathBuf) {
     let mut args = vec!["train", "--config", file.to_str().unwrap(), "--out", out.to_str().unwrap()];
     args.extend(["--steps", "2", "--eval-every", "2", "--quiet", "--no-plots"]);
     args.extend(TINY);
+    args.extend(["--batch", "4"]);
     let run = attune(&args);
     assert!(run.status.success(), "{}", stderr(&run));
     (dir, out)

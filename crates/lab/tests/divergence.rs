@@ -5,38 +5,13 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use attune_lab::metrics;
+use common::run_dir::TINY;
+
+mod common;
 
 fn diverging_run(dir: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        "--lr",
-        "1e9",
-        "--steps",
-        "30",
-        "--eval-every",
-        "10",
-        "--vocab",
-        "32",
-        "--seq-len",
-        "16",
-        "--kv-pairs",
-        "2",
-        "--d-model",
-        "16",
-        "--layers",
-        "1",
-        "--heads",
-        "2",
-        "--batch",
-        "4",
-        "--eval-batches",
-        "1",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-    ];
+    let mut args = vec!["train", "--lr", "1e9", "--steps", "30", "--eval-every", "10", "--batch", "4", "--quiet"];
+    args.extend(TINY);
     args.extend(["--out", dir.to_str().unwrap()]);
     args.extend(extra);
     Command::new(env!("CARGO_BIN_EXE_attune")).args(&args).output().expect("running attune")

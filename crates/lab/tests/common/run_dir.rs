@@ -8,47 +8,49 @@ use std::process::{Command, Output};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_attune");
 
+/// The MQAR model and task every binary-driven lab test trains: small enough that a step of a
+/// debug build takes milliseconds.
+pub const TINY: [&str; 18] = [
+    "--vocab",
+    "32",
+    "--seq-len",
+    "16",
+    "--kv-pairs",
+    "2",
+    "--d-model",
+    "16",
+    "--layers",
+    "1",
+    "--heads",
+    "2",
+    "--eval-batches",
+    "1",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+];
+
 /// A 12-step run with a checkpoint every 2 steps (6 checkpoints), evaluation every 4, tiny
 /// enough that one run takes a fraction of a second.
 pub fn run_args(dir: &Path, steps: u64) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "train",
-        "--task",
-        "mqar",
-        "--vocab",
-        "32",
-        "--seq-len",
-        "16",
-        "--kv-pairs",
-        "2",
-        "--d-model",
-        "16",
-        "--layers",
-        "1",
-        "--heads",
-        "2",
+    let mut a: Vec<String> = ["train", "--task", "mqar"].iter().chain(&TINY).map(|s| s.to_string()).collect();
+    for s in [
         "--batch",
         "8",
         "--eval-every",
         "4",
-        "--eval-batches",
-        "1",
         "--checkpoint-every",
         "2",
         "--target-accuracy",
         "0",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
         "--quiet",
         "--no-plots",
         "--dropout",
         "0.1",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ] {
+        a.push(s.into());
+    }
     a.extend(["--steps".into(), steps.to_string(), "--out".into(), dir.display().to_string()]);
     a
 }
