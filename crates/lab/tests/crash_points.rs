@@ -41,23 +41,58 @@ fn reference(scratch: &Path) -> Outcome {
 }
 
 /// Recovers `dir` and checks it against the reference; returns a failure description.
-fn recovered_exactly(dir: &Path, reference: &Outcome, label: &str) -> Result<(), String> {
+fn recovered_exactly(dir: &Path, reference: &Outcome) -> Result<(), String> {
     let out = recover(dir, STEPS);
     if !out.status.success() {
-        return Err(format!("{label}: recovery failed: {}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!("recovery failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
     let got = outcome(dir);
     if got != *reference {
-        return Err(format!("{label}: recovered run differs from the uninterrupted one: {}", got.diff(reference)));
+        return Err(format!("recovered run differs from the uninterrupted one: {}", got.diff(reference)));
     }
     let temps = temporaries(dir);
     if !temps.is_empty() {
-        return Err(format!("{label}: temporaries left: {temps:?}"));
+        return Err(format!("temporaries left: {temps:?}"));
     }
     Ok(())
 }
 
-/// Runs `scenario` once per crash point and returns (recovered exactly, total, failures).
+/// The abort signal `ATTUNE_FAULT_CRASH_AT` ends the process with.
+const SIGABRT: i32 = 6;
+
+/// One fault per selected step of `steps`: a fresh directory from `prepare`, the binary run with
+/// the fault's environment, `check` on how it ended, then recovery compared with the reference.
+/// Returns (recovered exactly, faults injected, failures).
+#[allow(clippy::too_many_arguments)]
+fn inject_each(
+    name: &str,
+    fault: &str,
+    steps: &[(String, String)],
+    select: &dyn Fn(&str) -> bool,
+    env: &dyn Fn(usize) -> Vec<(&'static str, String)>,
+    check: &dyn Fn(&std::process::Output, &str) -> Result<(), String>,
+    reference: &Outcome,
+    prepare: &dyn Fn(&Path) -> Vec<String>,
+    scratch: &Path,
+) -> (usize, usize, Vec<String>) {
+    let (mut failures, mut total) = (Vec::new(), 0);
+    for (k, (kind, path)) in steps.iter().enumerate().map(|(i, s)| (i + 1, s)) {
+        if !select(kind) {
+            continue;
+        }
+        total += 1;
+        let dir = scratch.join(format!("{name}-{fault}-{k}"));
+        let out = attune(&prepare(&dir), &env(k));
+        let label = format!("{name} {fault} at step {k} ({kind} {path})");
+        if let Err(e) = check(&out, path).and_then(|()| recovered_exactly(&dir, reference)) {
+            failures.push(format!("{label}: {e}"));
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    (total - failures.len(), total, failures)
+}
+
+/// Aborts the process on entering each step of `steps`; each must recover exactly.
 fn crash_every_step(
     name: &str,
     steps: &[(String, String)],
@@ -65,27 +100,22 @@ fn crash_every_step(
     prepare: &dyn Fn(&Path) -> Vec<String>,
     scratch: &Path,
 ) -> (usize, usize, Vec<String>) {
-    let mut failures = Vec::new();
-    for k in 1..=steps.len() {
-        let dir = scratch.join(format!("{name}-crash-{k}"));
-        let args = prepare(&dir);
-        let out = attune(&args, &[("ATTUNE_FAULT_CRASH_AT", k.to_string())]);
-        let (kind, path) = &steps[k - 1];
-        let label = format!("{name} crash at step {k} ({kind} {path})");
-        if out.status.signal() != Some(libc_sigabrt()) {
-            failures.push(format!("{label}: the process was not aborted ({})", out.status));
-            continue;
-        }
-        if let Err(e) = recovered_exactly(&dir, reference, &label) {
-            failures.push(e);
-        }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    (steps.len() - failures.len(), steps.len(), failures)
+    let check = |out: &std::process::Output, _: &str| match out.status.signal() {
+        Some(SIGABRT) => Ok(()),
+        _ => Err(format!("the process was not aborted ({})", out.status)),
+    };
+    let env = |k: usize| vec![("ATTUNE_FAULT_CRASH_AT", k.to_string())];
+    inject_each(name, "crash", steps, &|_| true, &env, &check, reference, prepare, scratch)
 }
 
-fn libc_sigabrt() -> i32 {
-    6
+/// The file a step's path stands for, as an error message names it: a temporary's name ends
+/// with the file it replaces; an event file's name holds the second it was created, which
+/// differs between runs.
+fn named_file(path: &str) -> String {
+    let file = Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let file = file.rsplit_once(attune_persist::TEMP_MARKER).map_or(file.as_str(), |(_, rest)| rest);
+    let file = file.split_once('.').filter(|_| file.starts_with(|c: char| c.is_ascii_digit())).map_or(file, |(_, f)| f);
+    if file.starts_with("events.out.tfevents.") { "events.out.tfevents." } else { file }.to_string()
 }
 
 /// Injects `errno` at every write and fsync of `steps`; each must fail with a clear error and
@@ -98,36 +128,21 @@ fn fail_every_write(
     prepare: &dyn Fn(&Path) -> Vec<String>,
     scratch: &Path,
 ) -> (usize, usize, Vec<String>) {
-    let mut failures = Vec::new();
-    let mut total = 0;
     let expected = if errno == "eio" { "Input/output error" } else { "No space left on device" };
-    for (k, (kind, path)) in steps.iter().enumerate().map(|(i, s)| (i + 1, s)) {
-        if !matches!(kind.as_str(), "write" | "fsync" | "append") {
-            continue;
-        }
-        total += 1;
-        let dir = scratch.join(format!("{name}-{errno}-{k}"));
-        let args = prepare(&dir);
-        let out = attune(&args, &[("ATTUNE_FAULT_FAIL_AT", k.to_string()), ("ATTUNE_FAULT_ERRNO", errno.to_string())]);
-        let label = format!("{name} {errno} at step {k} ({kind} {path})");
+    let check = |out: &std::process::Output, path: &str| {
         let stderr = String::from_utf8_lossy(&out.stderr);
-        let file = Path::new(path).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        // A temporary's name ends with the file it stands for; an event file's name holds the
-        // second it was created, which differs between runs.
-        let file = file.rsplit_once(attune_persist::TEMP_MARKER).map_or(file.as_str(), |(_, rest)| rest);
-        let file =
-            file.split_once('.').filter(|_| file.starts_with(|c: char| c.is_ascii_digit())).map_or(file, |(_, f)| f);
-        let file = if file.starts_with("events.out.tfevents.") { "events.out.tfevents." } else { file }.to_string();
+        let file = named_file(path);
         if out.status.success() || out.status.signal().is_some() {
-            failures.push(format!("{label}: expected a clean error exit, got {}", out.status));
+            Err(format!("expected a clean error exit, got {}", out.status))
         } else if !stderr.contains(expected) || !stderr.contains(&file) {
-            failures.push(format!("{label}: the error does not name the fault and the file {file:?}: {stderr}"));
-        } else if let Err(e) = recovered_exactly(&dir, reference, &label) {
-            failures.push(e);
+            Err(format!("the error does not name the fault and the file {file:?}: {stderr}"))
+        } else {
+            Ok(())
         }
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    (total - failures.len(), total, failures)
+    };
+    let env = |k: usize| vec![("ATTUNE_FAULT_FAIL_AT", k.to_string()), ("ATTUNE_FAULT_ERRNO", errno.to_string())];
+    let writes = |kind: &str| matches!(kind, "write" | "fsync" | "append");
+    inject_each(name, errno, steps, &writes, &env, &check, reference, prepare, scratch)
 }
 
 #[test]
