@@ -22,7 +22,7 @@ pub mod config;
 pub mod error;
 pub mod induction;
 pub mod mqar;
-pub mod rng;
+pub use attune_rng as rng;
 pub mod selective_copying;
 mod synthetic;
 pub mod text;

@@ -1,4 +1,5 @@
-//! A small counter-based random number generator for the task generators.
+//! attune-rng: a small counter-based random number generator, shared by the lab's task
+//! generators and the search samplers (crates/search).
 //!
 //! Every example is drawn from its own stream, keyed by a hash of
 //! `(seed, task tag, split, example index, ...)` (see [`Rng::from_key`]). Nothing is carried
@@ -75,6 +76,20 @@ impl Rng {
     /// A uniform float in `[0, 1)` with 53 random bits.
     pub fn unit_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A standard normal draw (Box-Muller on two uniforms; the second variate is dropped so
+    /// the stream position depends only on the number of draws).
+    pub fn normal(&mut self) -> f64 {
+        // 1 - u keeps the logarithm's argument in (0, 1].
+        let u1 = 1.0 - self.unit_f64();
+        let u2 = self.unit_f64();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    /// True with probability `p` (clamped to [0, 1]).
+    pub fn chance(&mut self, p: f64) -> bool {
+        self.unit_f64() < p
     }
 
     /// Shuffles `items` in place (Fisher-Yates), every permutation equally likely.

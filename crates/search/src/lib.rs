@@ -1,0 +1,27 @@
+//! attune-search: decision optimisation of attention models (docs/search.md).
+//!
+//! - [`space`]: search spaces declared in TOML, validated with named errors.
+//! - [`sampler`]: random, grid, TPE, genetic (NSGA-II for several objectives), simulated
+//!   annealing and a REINFORCE controller; each a pure function of the stored trials.
+//! - [`pruner`]: median, ASHA and Hyperband on intermediate values.
+//! - `pbt`: population-based training's exploit/explore decisions.
+//! - [`storage`]: one trait, in memory and SQLite.
+//! - [`study`]: ask / report / tell over a storage, and the summary.
+//!
+//! The crate depends on no tensor code: the lab (crates/lab) drives it with training runs,
+//! any program drives it through `attune search --command`.
+
+pub mod error;
+pub mod pareto;
+pub mod pruner;
+pub mod sampler;
+pub mod space;
+pub mod storage;
+pub mod study;
+pub mod trial;
+
+pub use error::{Result, SearchError};
+pub use space::{Direction, Distribution, Param, Space};
+pub use storage::{MemoryStorage, Storage, StudyRecord};
+pub use study::{Asked, Study, Summary};
+pub use trial::{Finish, Trial, TrialState};

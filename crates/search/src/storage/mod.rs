@@ -1,0 +1,61 @@
+//! Study storage behind one trait: in memory ([`MemoryStorage`]) for tests and benchmarks, and
+//! SQLite (`sqlite`) as the on-disk default. Every method is one atomic state change, so
+//! several workers (threads, processes, machines: docs/search.md) may share one study, and
+//! samplers rebuild everything they know from [`Storage::trials`].
+
+mod memory;
+
+pub use memory::MemoryStorage;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::error::Result;
+use crate::space::Space;
+use crate::trial::{Finish, Trial};
+
+/// What a study is: its space and directions, how it samples and prunes, its seed, and
+/// free-form settings of the driver (the objective, the metric names).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyRecord {
+    /// The search space and directions.
+    pub space: Space,
+    /// The sampler's configuration (`sampler::SamplerConfig` as JSON).
+    pub sampler: Value,
+    /// The pruner's configuration, if any.
+    pub pruner: Option<Value>,
+    /// The study's seed: every random draw is keyed by it and the trial number.
+    pub seed: u64,
+    /// The driver's settings (objective, metrics, ...), stored so a resume can check them.
+    pub driver: Value,
+}
+
+/// One store of one study.
+pub trait Storage: Send + Sync {
+    /// Where the study lives (a file, or `:memory:`), for messages.
+    fn location(&self) -> PathBuf;
+
+    /// Stores `record` if the study is new; returns the stored record either way (the caller
+    /// compares it with what it was given).
+    fn init_study(&self, record: &StudyRecord) -> Result<StudyRecord>;
+
+    /// The stored record, if the study has been created.
+    fn study(&self) -> Result<Option<StudyRecord>>;
+
+    /// Creates a running trial at `params` with the next free number and returns the number.
+    fn create_trial(&self, params: &[f64], worker: &str, attrs: &Map<String, Value>) -> Result<u64>;
+
+    /// Records an intermediate value of a running trial.
+    fn report(&self, number: u64, step: u64, value: f64) -> Result<()>;
+
+    /// Sets one attribute of a trial.
+    fn set_attr(&self, number: u64, key: &str, value: &Value) -> Result<()>;
+
+    /// Finishes a running trial; finishing a finished trial is an error.
+    fn finish(&self, number: u64, finish: &Finish) -> Result<()>;
+
+    /// Every trial, in number order.
+    fn trials(&self) -> Result<Vec<Trial>>;
+}
