@@ -6,12 +6,14 @@
 //! - [`pruner`]: median, ASHA and Hyperband on intermediate values.
 //! - `pbt`: population-based training's exploit/explore decisions.
 //! - [`storage`]: one trait, in memory and SQLite.
+//! - [`importance`]: random-forest parameter importance for the study's plot.
 //! - [`study`]: ask / report / tell over a storage, and the summary.
 //!
 //! The crate depends on no tensor code: the lab (crates/lab) drives it with training runs,
 //! any program drives it through `attune search --command`.
 
 pub mod error;
+pub mod importance;
 pub mod pareto;
 pub mod pruner;
 pub mod sampler;
