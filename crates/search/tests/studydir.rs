@@ -10,6 +10,16 @@ use attune_search::studydir::{STUDY_DB, STUDY_JSON, SUMMARY_JSON, TRIALS_JSONL};
 use attune_search::{Finish, SearchError, Space, Storage, Study, StudyDir, StudyRecord, Summary};
 use serde_json::{Value, json};
 
+/// Held by the tests that spawn a child process and by those that drop a directory's lock and
+/// take it again at once: a child being spawned holds copies of every descriptor of this
+/// process, the lock file's included, until it execs (they close on exec), so for that moment
+/// the lock is not free even though its `StudyDir` is gone.
+static FORK_GUARD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn fork_guard() -> std::sync::MutexGuard<'static, ()> {
+    FORK_GUARD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn record() -> StudyRecord {
     let space = Space::from_toml(
         r#"
@@ -126,6 +136,7 @@ fn exports_parse_back_to_the_stored_trials() {
 
 #[test]
 fn a_reopened_directory_resumes_its_study() {
+    let _guard = fork_guard();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("study");
     let dir = StudyDir::create(&path).unwrap();
@@ -211,6 +222,7 @@ fn open_from_child(dir: &Path) -> String {
 
 #[test]
 fn a_held_directory_refuses_a_second_opener_in_this_process_or_another() {
+    let _guard = fork_guard();
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("study");
     let held = StudyDir::create(&path).unwrap();
