@@ -2,9 +2,13 @@
 //! its seed and the trial number, so a resumed or shared study samples exactly as an
 //! uninterrupted one would (no state lives in the process).
 
+pub mod annealing;
+pub mod controller;
 mod grid;
 mod random;
 
+pub use annealing::{SaConfig, SaSampler};
+pub use controller::{ReinforceConfig, ReinforceSampler};
 pub use grid::GridSampler;
 pub use random::RandomSampler;
 
@@ -65,6 +69,10 @@ pub enum SamplerConfig {
     Random,
     /// Every combination once, in a seeded order.
     Grid(grid::GridConfig),
+    /// Simulated annealing, replayed from the finished trials.
+    Sa(SaConfig),
+    /// A REINFORCE controller: a factorised policy trained from the trials' rewards.
+    Reinforce(ReinforceConfig),
 }
 
 impl SamplerConfig {
@@ -73,6 +81,8 @@ impl SamplerConfig {
         Ok(match name {
             "random" => SamplerConfig::Random,
             "grid" => SamplerConfig::Grid(grid::GridConfig::default()),
+            "sa" => SamplerConfig::Sa(SaConfig::default()),
+            "reinforce" => SamplerConfig::Reinforce(ReinforceConfig::default()),
             other => {
                 return Err(crate::error::SearchError::config(
                     "sampler",
@@ -84,13 +94,15 @@ impl SamplerConfig {
     }
 
     /// The names `by_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["random", "grid"];
+    pub const NAMES: &'static [&'static str] = &["random", "grid", "sa", "reinforce"];
 
     /// The sampler.
     pub fn build(&self) -> Box<dyn Sampler> {
         match self {
             SamplerConfig::Random => Box::new(RandomSampler),
             SamplerConfig::Grid(c) => Box::new(GridSampler::new(c.clone())),
+            SamplerConfig::Sa(c) => Box::new(SaSampler::new(c.clone())),
+            SamplerConfig::Reinforce(c) => Box::new(ReinforceSampler::new(c.clone())),
         }
     }
 }
