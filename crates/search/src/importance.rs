@@ -89,7 +89,7 @@ fn grow(x: &[&[f64]], y: &[f64], idx: Vec<usize>, depth: usize, cfg: ForestConfi
         return;
     }
     let mut best: Option<(f64, usize, f64)> = None;
-    for f in 0..gain.len() {
+    for f in (0..gain.len()).collect::<Vec<_>>() {
         let mut order = idx.clone();
         order.sort_by(|&a, &b| x[a][f].partial_cmp(&x[b][f]).unwrap_or(std::cmp::Ordering::Equal));
         // Prefix sums give each split's squared error in O(1).
