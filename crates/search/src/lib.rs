@@ -4,7 +4,7 @@
 //! - [`sampler`]: random, grid, TPE, genetic (NSGA-II for several objectives), simulated
 //!   annealing and a REINFORCE controller; each a pure function of the stored trials.
 //! - [`pruner`]: median, ASHA and Hyperband on intermediate values.
-//! - `pbt`: population-based training's exploit/explore decisions.
+//! - [`pbt`]: population-based training's exploit/explore decisions.
 //! - [`storage`]: one trait, in memory and SQLite.
 //! - [`importance`]: random-forest parameter importance for the study's plot.
 //! - [`study`]: ask / report / tell over a storage, and the summary.
@@ -16,6 +16,7 @@
 pub mod error;
 pub mod importance;
 pub mod pareto;
+pub mod pbt;
 pub mod pruner;
 pub mod sampler;
 pub mod space;
