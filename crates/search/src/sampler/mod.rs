@@ -4,9 +4,11 @@
 
 mod grid;
 mod random;
+mod tpe;
 
 pub use grid::GridSampler;
 pub use random::RandomSampler;
+pub use tpe::{TpeConfig, TpeSampler};
 
 use attune_rng::{Rng, tag};
 use serde::{Deserialize, Serialize};
@@ -65,6 +67,8 @@ pub enum SamplerConfig {
     Random,
     /// Every combination once, in a seeded order.
     Grid(grid::GridConfig),
+    /// The tree-structured Parzen estimator (multivariate, constant liar).
+    Tpe(tpe::TpeConfig),
 }
 
 impl SamplerConfig {
@@ -73,6 +77,7 @@ impl SamplerConfig {
         Ok(match name {
             "random" => SamplerConfig::Random,
             "grid" => SamplerConfig::Grid(grid::GridConfig::default()),
+            "tpe" => SamplerConfig::Tpe(tpe::TpeConfig::default()),
             other => {
                 return Err(crate::error::SearchError::config(
                     "sampler",
@@ -84,13 +89,14 @@ impl SamplerConfig {
     }
 
     /// The names `by_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["random", "grid"];
+    pub const NAMES: &'static [&'static str] = &["random", "grid", "tpe"];
 
     /// The sampler.
     pub fn build(&self) -> Box<dyn Sampler> {
         match self {
             SamplerConfig::Random => Box::new(RandomSampler),
             SamplerConfig::Grid(c) => Box::new(GridSampler::new(c.clone())),
+            SamplerConfig::Tpe(c) => Box::new(TpeSampler::new(c.clone())),
         }
     }
 }
