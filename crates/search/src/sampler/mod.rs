@@ -6,11 +6,13 @@ pub mod annealing;
 pub mod controller;
 mod grid;
 mod random;
+mod tpe;
 
 pub use annealing::{SaConfig, SaSampler};
 pub use controller::{ReinforceConfig, ReinforceSampler};
 pub use grid::GridSampler;
 pub use random::RandomSampler;
+pub use tpe::{TpeConfig, TpeSampler};
 
 use attune_rng::{Rng, tag};
 use serde::{Deserialize, Serialize};
@@ -69,6 +71,8 @@ pub enum SamplerConfig {
     Random,
     /// Every combination once, in a seeded order.
     Grid(grid::GridConfig),
+    /// The tree-structured Parzen estimator (multivariate, constant liar).
+    Tpe(tpe::TpeConfig),
     /// Simulated annealing, replayed from the finished trials.
     Sa(SaConfig),
     /// A REINFORCE controller: a factorised policy trained from the trials' rewards.
@@ -81,6 +85,7 @@ impl SamplerConfig {
         Ok(match name {
             "random" => SamplerConfig::Random,
             "grid" => SamplerConfig::Grid(grid::GridConfig::default()),
+            "tpe" => SamplerConfig::Tpe(tpe::TpeConfig::default()),
             "sa" => SamplerConfig::Sa(SaConfig::default()),
             "reinforce" => SamplerConfig::Reinforce(ReinforceConfig::default()),
             other => {
@@ -94,13 +99,14 @@ impl SamplerConfig {
     }
 
     /// The names `by_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["random", "grid", "sa", "reinforce"];
+    pub const NAMES: &'static [&'static str] = &["random", "grid", "tpe", "sa", "reinforce"];
 
     /// The sampler.
     pub fn build(&self) -> Box<dyn Sampler> {
         match self {
             SamplerConfig::Random => Box::new(RandomSampler),
             SamplerConfig::Grid(c) => Box::new(GridSampler::new(c.clone())),
+            SamplerConfig::Tpe(c) => Box::new(TpeSampler::new(c.clone())),
             SamplerConfig::Sa(c) => Box::new(SaSampler::new(c.clone())),
             SamplerConfig::Reinforce(c) => Box::new(ReinforceSampler::new(c.clone())),
         }
