@@ -2,9 +2,11 @@
 //! its seed and the trial number, so a resumed or shared study samples exactly as an
 //! uninterrupted one would (no state lives in the process).
 
+mod genetic;
 mod grid;
 mod random;
 
+pub use genetic::{GaConfig, GaSampler};
 pub use grid::GridSampler;
 pub use random::RandomSampler;
 
@@ -65,6 +67,8 @@ pub enum SamplerConfig {
     Random,
     /// Every combination once, in a seeded order.
     Grid(grid::GridConfig),
+    /// A generational genetic algorithm; NSGA-II for several objectives.
+    Ga(GaConfig),
 }
 
 impl SamplerConfig {
@@ -73,6 +77,7 @@ impl SamplerConfig {
         Ok(match name {
             "random" => SamplerConfig::Random,
             "grid" => SamplerConfig::Grid(grid::GridConfig::default()),
+            "ga" => SamplerConfig::Ga(GaConfig::default()),
             other => {
                 return Err(crate::error::SearchError::config(
                     "sampler",
@@ -84,13 +89,14 @@ impl SamplerConfig {
     }
 
     /// The names `by_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["random", "grid"];
+    pub const NAMES: &'static [&'static str] = &["random", "grid", "ga"];
 
     /// The sampler.
     pub fn build(&self) -> Box<dyn Sampler> {
         match self {
             SamplerConfig::Random => Box::new(RandomSampler),
             SamplerConfig::Grid(c) => Box::new(GridSampler::new(c.clone())),
+            SamplerConfig::Ga(c) => Box::new(GaSampler::new(c.clone())),
         }
     }
 }
