@@ -4,12 +4,14 @@
 
 pub mod annealing;
 pub mod controller;
+mod genetic;
 mod grid;
 mod random;
 mod tpe;
 
 pub use annealing::{SaConfig, SaSampler};
 pub use controller::{ReinforceConfig, ReinforceSampler};
+pub use genetic::{GaConfig, GaSampler};
 pub use grid::GridSampler;
 pub use random::RandomSampler;
 pub use tpe::{TpeConfig, TpeSampler};
@@ -77,6 +79,8 @@ pub enum SamplerConfig {
     Sa(SaConfig),
     /// A REINFORCE controller: a factorised policy trained from the trials' rewards.
     Reinforce(ReinforceConfig),
+    /// A generational genetic algorithm; NSGA-II for several objectives.
+    Ga(GaConfig),
 }
 
 impl SamplerConfig {
@@ -88,6 +92,7 @@ impl SamplerConfig {
             "tpe" => SamplerConfig::Tpe(tpe::TpeConfig::default()),
             "sa" => SamplerConfig::Sa(SaConfig::default()),
             "reinforce" => SamplerConfig::Reinforce(ReinforceConfig::default()),
+            "ga" => SamplerConfig::Ga(GaConfig::default()),
             other => {
                 return Err(crate::error::SearchError::config(
                     "sampler",
@@ -99,7 +104,7 @@ impl SamplerConfig {
     }
 
     /// The names `by_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["random", "grid", "tpe", "sa", "reinforce"];
+    pub const NAMES: &'static [&'static str] = &["random", "grid", "tpe", "ga", "sa", "reinforce"];
 
     /// The sampler.
     pub fn build(&self) -> Box<dyn Sampler> {
@@ -109,6 +114,7 @@ impl SamplerConfig {
             SamplerConfig::Tpe(c) => Box::new(TpeSampler::new(c.clone())),
             SamplerConfig::Sa(c) => Box::new(SaSampler::new(c.clone())),
             SamplerConfig::Reinforce(c) => Box::new(ReinforceSampler::new(c.clone())),
+            SamplerConfig::Ga(c) => Box::new(GaSampler::new(c.clone())),
         }
     }
 }
