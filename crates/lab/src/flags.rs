@@ -172,6 +172,13 @@ pub struct TrainFlags {
     /// Skip the PNG plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// Start from another run's newest checkpoint (weights, optimizer state, step) with this
+    /// run's hyper-parameters: population-based training's exploit step.
+    #[arg(long, conflicts_with = "resume")]
+    pub init_from: Option<PathBuf>,
+    /// Print each validation as a JSON line on stdout (the `attune search` trial protocol).
+    #[arg(long, hide = true)]
+    pub report_json: bool,
     /// Act as if Ctrl-C arrived after N steps (for testing resume).
     #[arg(long, hide = true)]
     pub interrupt_after: Option<u64>,

@@ -24,6 +24,7 @@ pub mod probe;
 mod progress;
 pub mod rundir;
 pub mod runstate;
+pub mod search;
 pub mod tasks;
 pub mod tensorboard;
 pub mod train;

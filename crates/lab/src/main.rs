@@ -29,6 +29,8 @@ enum Command {
     Train(Box<TrainFlags>),
     /// Measure a trained model on fresh held-out data.
     Eval(EvalArgs),
+    /// Search configurations: samplers, pruners and a study directory (docs/search.md).
+    Search(Box<attune_lab::search::SearchFlags>),
     /// Time training steps on random tokens (the peer of benches/peers/torch_train.py bench).
     BenchStep(attune_lab::bench::BenchStepArgs),
 }
@@ -58,6 +60,7 @@ fn main() -> Result<()> {
         Command::Train(args) => run_train(*args),
         Command::Eval(args) => run_eval(args),
         Command::BenchStep(args) => attune_lab::bench::run(&args),
+        Command::Search(args) => attune_lab::search::run(&args),
     }
 }
 
@@ -71,9 +74,13 @@ fn run_train(a: TrainFlags) -> Result<()> {
         quiet: a.quiet,
         no_plots: a.no_plots,
         overwrite: a.overwrite,
+        report_json: a.report_json,
+        init_from: a.init_from.clone(),
     };
     match train(cfg, &dir, &opts)? {
         Ending::Interrupted { .. } => Ok(()),
+        // stdout belongs to the search protocol; summary.json holds the outcome.
+        Ending::Done(_) if a.report_json => Ok(()),
         Ending::Done(s) => {
             println!(
                 "attune: {} finished after {} steps in {:.1}s ({}): held-out {} accuracy {:.2}%, loss {:.4} ({} targets)",

@@ -12,6 +12,7 @@
 
 mod attention;
 mod pooling;
+pub mod search;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -82,6 +82,23 @@ pub struct LoopOptions {
     pub no_plots: bool,
     /// Start a new run in a directory that holds one (its files are removed first).
     pub overwrite: bool,
+    /// Print each validation as a JSON line `{"step": k, "value": accuracy, "loss": l}` on
+    /// stdout: the intermediate values `attune search` feeds its pruner (docs/search.md).
+    pub report_json: bool,
+    /// Start this new run from the weights, optimizer state and step of another run's newest
+    /// committed checkpoint, with this run's own hyper-parameters (population-based training's
+    /// exploit step; the model's shape must match).
+    pub init_from: Option<PathBuf>,
+}
+
+/// One intermediate-value line of the search protocol on stdout, flushed at once so the
+/// search sees it while the run goes on (a non-finite loss is written as null).
+fn report_json_line(step: u64, accuracy: f64, loss: f64) {
+    use std::io::Write;
+    let line = serde_json::json!({"step": step, "value": accuracy, "loss": loss.is_finite().then_some(loss)});
+    let mut out = std::io::stdout().lock();
+    // A closed pipe means the search stopped this trial; training ends when it is killed.
+    let _ = writeln!(out, "{line}").and_then(|_| out.flush());
 }
 
 /// Picks the device named in the config.
@@ -209,7 +226,25 @@ impl Run {
                 }
             }
         } else {
-            (RunDir::create(dir, opts.overwrite)?, RunState::fresh(seed, cfg.optimizer.lr()), None)
+            let rundir = RunDir::create(dir, opts.overwrite)?;
+            let state = match &opts.init_from {
+                None => RunState::fresh(seed, cfg.optimizer.lr()),
+                Some(src) => {
+                    let (newest, _) = runstate::newest_valid(src, OnDamage::Refuse)?;
+                    let c = newest
+                        .with_context(|| format!("--init-from {}: no committed checkpoint there", src.display()))?;
+                    let mut state = runstate::load(&c, &model, optimizer.as_mut(), None, None).with_context(|| {
+                        format!("--init-from {}: its checkpoint does not fit this model", src.display())
+                    })?;
+                    // This run's own learning rate, metrics and stopping state; the donor's
+                    // weights, moments and step.
+                    state.base_lr = cfg.optimizer.lr();
+                    state.metrics_bytes = 0;
+                    (state.early_stopping, state.plateau, state.best_accuracy) = (None, None, None);
+                    state
+                }
+            };
+            (rundir, state, None)
         };
         // Written on resume too: config.json records what --resume was allowed to change.
         let saved = SavedConfig {
@@ -372,6 +407,9 @@ impl Run {
                     100.0 * ev.accuracy,
                     self.state.elapsed_s
                 ));
+                if opts.report_json {
+                    report_json_line(step, ev.accuracy, ev.loss);
+                }
                 if let Some(s) = self.observe(step, &ev)? {
                     stopped = s;
                     break;

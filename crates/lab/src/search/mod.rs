@@ -1,0 +1,219 @@
+//! `attune search`: decision optimisation of training runs or of any program (docs/search.md).
+//!
+//! - `protocol`: the JSON-lines protocol between the search and a trial's process.
+//! - [`objective`]: what a trial runs (a lab training run or a command) and its metrics.
+//! - [`driver`]: `--parallel K` worker threads, pruning, the progress bar.
+//! - `plots`: the study's PNG plots.
+//!
+//! The study itself (space, samplers, pruners, storage) is crates/search (attune-search);
+//! its directory is `attune_search::studydir`.
+
+pub mod driver;
+pub mod objective;
+mod protocol;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use attune_search::pruner::PrunerConfig;
+use attune_search::sampler::SamplerConfig;
+use attune_search::studydir::StudyDir;
+use attune_search::{Direction, Space, Storage, Study, StudyRecord};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::config::RunConfig;
+use driver::{DriverOptions, fail_orphans, run_trials, status_line};
+use objective::{Metric, Objective};
+
+/// Flags of `attune search`.
+#[derive(Args, Debug, Clone)]
+pub struct SearchFlags {
+    /// The search space (TOML, docs/search.md).
+    #[arg(long, required_unless_present = "resume")]
+    pub space: Option<PathBuf>,
+    /// Continue the study in this directory (its stored space, sampler, seed and objective).
+    #[arg(long, conflicts_with_all = ["out", "sampler", "pruner", "seed", "command", "config", "set", "metric"])]
+    pub resume: Option<PathBuf>,
+    /// Study directory (default runs/search-<sampler>-seed<seed>, or the first free -N).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Trials in the study when it stops (a resumed study counts the ones it has).
+    #[arg(long, default_value_t = 20)]
+    pub trials: u64,
+    /// random, grid, tpe, ga, sa or reinforce.
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// median, asha or hyperband (on intermediate values).
+    #[arg(long)]
+    pub pruner: Option<String>,
+    /// The study's seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Trials at a time.
+    #[arg(long, default_value_t = 1)]
+    pub parallel: usize,
+    /// Objective program (`sh -c`), speaking the trial protocol; without it each trial trains.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// Base run config of training trials (TOML or JSON).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// KEY=JSON overrides of the base run config, e.g. --set train.steps=300.
+    #[arg(long)]
+    pub set: Vec<String>,
+    /// Metric(s) of training trials, one per direction: eval_accuracy, steps_to_target, ...
+    #[arg(long, value_delimiter = ',')]
+    pub metric: Vec<String>,
+    /// Kill and fail a trial after this many seconds.
+    #[arg(long)]
+    pub trial_timeout: Option<f64>,
+    /// CPU threads per training trial (default: the cores shared out over --parallel).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Skip the PNG plots.
+    #[arg(long)]
+    pub no_plots: bool,
+}
+
+/// The driver's part of the stored study: what a resume needs to run the same trials.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DriverRecord {
+    objective: Objective,
+    trial_timeout: Option<f64>,
+}
+
+/// Runs `attune search`.
+pub fn run(f: &SearchFlags) -> Result<()> {
+    let (dir, study_dir, record) = match &f.resume {
+        Some(dir) => {
+            let sd = StudyDir::open(dir)?;
+            let record = sd.storage().study()?.with_context(|| format!("{} holds no study record", dir.display()))?;
+            if let Some(space) = &f.space {
+                let given = Space::from_file(space)?;
+                if given != record.space {
+                    bail!(
+                        "study {}: its stored space differs from {}; resume without --space (the study keeps its own) or start a new study with --out",
+                        dir.display(),
+                        space.display()
+                    );
+                }
+            }
+            (dir.clone(), sd, record)
+        }
+        None => {
+            let space_path = f.space.as_ref().context("--space FILE is needed for a new study")?;
+            let space = Space::from_file(space_path)?;
+            let sampler = SamplerConfig::by_name(f.sampler.as_deref().unwrap_or("tpe"))?;
+            let pruner = f.pruner.as_deref().map(PrunerConfig::by_name).transpose()?;
+            let objective = objective_from_flags(f)?;
+            objective.check(&space, &space_path.display().to_string())?;
+            let seed = f.seed.unwrap_or(0);
+            let dir = f.out.clone().unwrap_or_else(|| {
+                crate::rundir::fresh_default(&PathBuf::from(format!(
+                    "runs/search-{}-seed{seed}",
+                    f.sampler.as_deref().unwrap_or("tpe")
+                )))
+            });
+            let driver = DriverRecord { objective, trial_timeout: f.trial_timeout };
+            let record = StudyRecord {
+                space,
+                sampler: serde_json::to_value(&sampler)?,
+                pruner: pruner.as_ref().map(serde_json::to_value).transpose()?,
+                seed,
+                driver: serde_json::to_value(&driver)?,
+            };
+            (dir.clone(), StudyDir::create(&dir)?, record)
+        }
+    };
+    let sampler: SamplerConfig = serde_json::from_value(record.sampler.clone()).context("the stored sampler")?;
+    let pruner: Option<PrunerConfig> =
+        record.pruner.clone().map(serde_json::from_value).transpose().context("the stored pruner")?;
+    if let Some(p) = &pruner {
+        p.validate()?;
+    }
+    let driver: DriverRecord = serde_json::from_value(record.driver.clone()).context("the stored objective")?;
+    let mut study = Study::open(study_dir.storage(), record, sampler.build(), pruner.map(|p| p.build()))?;
+    if matches!(driver.objective, Objective::Train { .. }) {
+        // Training trials report validation accuracy, whatever the objective.
+        study.set_intermediate_direction(Direction::Maximize);
+    }
+    let orphans = fail_orphans(&study)?;
+    if orphans > 0 {
+        eprintln!("attune: {orphans} trial(s) were running when the study last stopped; recorded as failed");
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let opts = DriverOptions {
+        trials: f.trials,
+        parallel: f.parallel.max(1),
+        trial_timeout: driver.trial_timeout.map(Duration::from_secs_f64),
+        threads: f.threads.unwrap_or((cores / f.parallel.max(1)).max(1)),
+        quiet: f.quiet,
+        worker: format!("{}:{}", hostname(), std::process::id()),
+    };
+    let export = |s: &Study| -> Result<()> { Ok(study_dir.export(s)?) };
+    let summary = run_trials(&study, &driver.objective, &dir, &opts, &export)?;
+    println!("attune: study {}: {}", dir.display(), status_line(&summary));
+    if let (Some(v), Some(p)) = (summary.best_value, &summary.best_params) {
+        println!(
+            "attune: best value {v} (trial {}) at {}",
+            summary.best_trial.unwrap_or(0),
+            serde_json::Value::Object(p.clone())
+        );
+    }
+    if let Some(front) = &summary.pareto_front {
+        println!(
+            "attune: Pareto front of {} trial(s): {:?}",
+            front.len(),
+            front.iter().map(|p| p.number).collect::<Vec<_>>()
+        );
+    }
+    if !f.no_plots {
+        crate::plots::search::write_all(&dir, study.space(), &study.trials()?)?;
+        println!("attune: plots {}/plots/{{history,parallel,importance,intermediate}}.png", dir.display());
+    }
+    println!("attune: {}/summary.json, trials.jsonl, study.json", dir.display());
+    Ok(())
+}
+
+fn objective_from_flags(f: &SearchFlags) -> Result<Objective> {
+    if let Some(command) = &f.command {
+        if f.config.is_some() || !f.set.is_empty() || !f.metric.is_empty() {
+            bail!("--config, --set and --metric describe training trials; a --command objective prints its own values");
+        }
+        return Ok(Objective::Command { command: command.clone() });
+    }
+    let mut base = match &f.config {
+        Some(p) => RunConfig::from_file(p)?,
+        None => RunConfig::default(),
+    };
+    for kv in &f.set {
+        let (k, v) =
+            kv.split_once('=').with_context(|| format!("--set {kv}: write KEY=VALUE, e.g. train.steps=300"))?;
+        // A bare word is a string (--set model.positions=rope); anything else is JSON.
+        let value = serde_json::from_str(v).unwrap_or_else(|_| serde_json::Value::String(v.to_string()));
+        crate::overlay::set(&mut base, k, value).with_context(|| format!("--set {kv}"))?;
+    }
+    base.clone().resolve().context("the base run config (--config/--set) is invalid")?;
+    let metrics = if f.metric.is_empty() {
+        vec![Metric::EvalAccuracy]
+    } else {
+        f.metric.iter().map(|m| Metric::parse(m)).collect::<Result<_>>()?
+    };
+    Ok(Objective::Train { base, metrics })
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether `dir` holds a study (for messages of other commands).
+pub fn is_study(dir: &Path) -> bool {
+    dir.join("study.db").is_file()
+}

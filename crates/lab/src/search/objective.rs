@@ -1,0 +1,212 @@
+//! What a trial runs: the lab's own training (space keys are run-config keys, the objective
+//! is a `summary.json` metric) or any program speaking the trial protocol (`protocol`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use attune_search::{Finish, Space};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::protocol::ProcessEnd;
+use crate::config::RunConfig;
+use crate::overlay;
+use crate::train::Summary;
+
+/// A metric of a training trial, read from its `summary.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    /// Held-out accuracy at the end.
+    EvalAccuracy,
+    /// Held-out loss at the end.
+    EvalLoss,
+    /// The best validation accuracy seen.
+    BestValidAccuracy,
+    /// Optimizer steps until `train.target_accuracy` was reached.
+    StepsToTarget,
+    /// Seconds of training until `train.target_accuracy` was reached.
+    TimeToTarget,
+    /// Seconds of training.
+    ElapsedS,
+    /// Trainable parameters.
+    Parameters,
+    /// Training throughput.
+    TokensPerS,
+}
+
+impl Metric {
+    /// Every metric with its name, for parsing and messages.
+    pub const ALL: [(&'static str, Metric); 8] = [
+        ("eval_accuracy", Metric::EvalAccuracy),
+        ("eval_loss", Metric::EvalLoss),
+        ("best_valid_accuracy", Metric::BestValidAccuracy),
+        ("steps_to_target", Metric::StepsToTarget),
+        ("time_to_target", Metric::TimeToTarget),
+        ("elapsed_s", Metric::ElapsedS),
+        ("parameters", Metric::Parameters),
+        ("tokens_per_s", Metric::TokensPerS),
+    ];
+
+    /// The metric called `name`.
+    pub fn parse(name: &str) -> Result<Metric> {
+        match Metric::ALL.iter().find(|(n, _)| *n == name) {
+            Some(&(_, m)) => Ok(m),
+            None => bail!(
+                "unknown metric '{name}'; choose from {}",
+                Metric::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+
+    fn needs_target(self) -> bool {
+        matches!(self, Metric::StepsToTarget | Metric::TimeToTarget)
+    }
+
+    /// The metric's value in a summary; `None` when the run did not reach its target.
+    fn value(self, s: &Summary) -> Option<f64> {
+        let reached = s.stopped.starts_with("reached target accuracy");
+        Some(match self {
+            Metric::EvalAccuracy => s.eval_accuracy,
+            Metric::EvalLoss => s.eval_loss,
+            Metric::BestValidAccuracy => s.best_valid_accuracy.map(|(_, a)| a).unwrap_or(f64::NAN),
+            Metric::StepsToTarget => return reached.then_some(s.steps as f64),
+            Metric::TimeToTarget => return reached.then_some(s.elapsed_s),
+            Metric::ElapsedS => s.elapsed_s,
+            Metric::Parameters => s.parameters as f64,
+            Metric::TokensPerS => s.tokens_per_s,
+        })
+    }
+}
+
+/// What each trial runs, as stored with the study (so `--resume` runs the same thing).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// A program speaking the trial protocol, run with `sh -c`.
+    Command {
+        /// The command line.
+        command: String,
+    },
+    /// A training run of the lab per trial.
+    Train {
+        /// The run config the space's keys are overlaid on.
+        base: RunConfig,
+        /// The objectives, one per direction of the space.
+        metrics: Vec<Metric>,
+    },
+}
+
+/// A trial made ready to run: the process to start and how to read its end.
+pub struct Prepared {
+    /// The process.
+    pub command: Command,
+    /// The training run's directory (train objectives).
+    pub run_dir: Option<PathBuf>,
+}
+
+impl Objective {
+    /// Checks the objective against the space before any trial runs: every key of a training
+    /// search must be a run-config key taking the space's values, and there must be one metric
+    /// per direction. Errors name the space file and the parameter.
+    pub fn check(&self, space: &Space, space_name: &str) -> Result<()> {
+        let Objective::Train { base, metrics } = self else { return Ok(()) };
+        if metrics.len() != space.directions.len() {
+            bail!(
+                "{space_name}: the space has {} direction(s) but --metric names {} metric(s); give one metric per direction",
+                space.directions.len(),
+                metrics.len()
+            );
+        }
+        if metrics.iter().any(|m| m.needs_target()) && base.train.target_accuracy.is_none() {
+            bail!(
+                "steps_to_target and time_to_target need a target: set train.target_accuracy in --config or with --set"
+            );
+        }
+        for p in &space.params {
+            for u in [0.0, 1.0] {
+                let mut cfg = base.clone();
+                overlay::set(&mut cfg, &p.name, p.dist.external(p.dist.from_unit(u)))
+                    .with_context(|| format!("{space_name}: parameter '{}' is not a train-config key that takes its values (docs/run-config.md lists the keys)", p.name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The process of trial `number` at `params` (external values), with `dir` its folder.
+    /// A training config the parameters make invalid (e.g. heads not dividing the width) is
+    /// a failed trial, returned as `Err(Finish)`.
+    pub fn prepare(
+        &self,
+        number: u64,
+        params: &Map<String, Value>,
+        dir: &Path,
+        threads: usize,
+    ) -> Result<Result<Prepared, Finish>> {
+        match self {
+            Objective::Command { command } => {
+                let mut c = Command::new("sh");
+                c.arg("-c").arg(command).env("ATTUNE_TRIAL", number.to_string()).env("ATTUNE_TRIAL_DIR", dir);
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                Ok(Ok(Prepared { command: c, run_dir: None }))
+            }
+            Objective::Train { base, .. } => {
+                let mut cfg = base.clone();
+                for (k, v) in params {
+                    if let Err(e) = overlay::set(&mut cfg, k, v.clone()) {
+                        return Ok(Err(Finish::failed(format!("{k} = {v}: {e:#}"))));
+                    }
+                }
+                if let Err(e) = cfg.clone().resolve() {
+                    return Ok(Err(Finish::failed(format!("the trial's config is invalid: {e:#}"))));
+                }
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                let config = dir.join("config.json");
+                attune_persist::write_atomic(&config, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
+                let run_dir = dir.join("run");
+                let exe = std::env::current_exe().context("finding the attune binary")?;
+                let mut c = Command::new(exe);
+                c.arg("train").arg("--config").arg(&config).arg("--out").arg(&run_dir);
+                c.args(["--overwrite", "--quiet", "--no-plots", "--report-json", "--threads", &threads.to_string()]);
+                Ok(Ok(Prepared { command: c, run_dir: Some(run_dir) }))
+            }
+        }
+    }
+
+    /// The trial's input line on the protocol's stdin.
+    pub fn input(number: u64, params: &Map<String, Value>) -> String {
+        json!({"trial": number, "params": params}).to_string()
+    }
+
+    /// How the trial ends, from how its process ended.
+    pub fn finish(&self, end: ProcessEnd, run_dir: Option<&Path>) -> Finish {
+        match (self, end) {
+            (_, ProcessEnd::Pruned) => Finish::pruned(),
+            (_, ProcessEnd::Failed(why)) => Finish::failed(why),
+            (Objective::Command { .. }, ProcessEnd::Exited(Some(values))) => Finish::complete(values),
+            (Objective::Command { .. }, ProcessEnd::Exited(None)) => {
+                Finish::failed("exited 0 without a final {\"value\": v} or {\"values\": [..]} line")
+            }
+            (Objective::Train { metrics, .. }, ProcessEnd::Exited(_)) => {
+                let Some(dir) = run_dir else { return Finish::failed("no run directory") };
+                let path = dir.join("summary.json");
+                let summary: Summary = match std::fs::read(&path)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+                {
+                    Ok(s) => s,
+                    Err(e) => return Finish::failed(format!("cannot read {}: {e}", path.display())),
+                };
+                let values: Option<Vec<f64>> = metrics.iter().map(|m| m.value(&summary)).collect();
+                match values {
+                    Some(v) => Finish::complete(v),
+                    None => Finish {
+                        error: Some(format!("did not reach the target accuracy ({})", summary.stopped)),
+                        ..Finish::pruned()
+                    },
+                }
+            }
+        }
+    }
+}

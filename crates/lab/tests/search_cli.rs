@@ -1,0 +1,345 @@
+//! `attune search` end to end through the binary: command objectives (values, pruning,
+//! parallel workers, every kind of bad objective), training objectives, bad spaces and
+//! studies, and kill -9 then `--resume` (docs/search.md).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::run_dir::BIN;
+use serde_json::Value;
+
+/// One variable in [0, 1]; the objective (x - 0.3)^2 is minimised at 0.3.
+const SPACE_1D: &str = "direction = \"minimize\"\n[params]\nx = { type = \"float\", low = 0.0, high = 1.0 }\n";
+
+/// The protocol's reference objective: reports `steps` intermediate values that approach the
+/// final value (x - 0.3)^2 from above, then prints it.
+const QUADRATIC: &str = r#"
+import json, sys
+req = json.loads(sys.stdin.readline())
+x = req["params"]["x"]
+final = (x - 0.3) ** 2
+for step in range(1, 6):
+    print(json.dumps({"step": step, "value": final + 1.0 / step}), flush=True)
+print(json.dumps({"value": final}))
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn search(args: &[&str]) -> Output {
+    Command::new(BIN).arg("search").args(args).output().expect("running attune search")
+}
+
+fn ok(out: &Output) -> String {
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "attune search failed:\n{text}");
+    text
+}
+
+fn err_text(out: &Output) -> String {
+    assert!(!out.status.success(), "expected a failure:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn trials(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("trials.jsonl")).unwrap();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn summary(dir: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(dir.join("summary.json")).unwrap()).unwrap()
+}
+
+fn python_objective(dir: &Path, name: &str, body: &str) -> String {
+    format!("python3 {}", write(dir, name, body).display())
+}
+
+#[test]
+fn a_command_study_records_every_trial_and_its_best() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(tmp.path(), "space.toml", SPACE_1D);
+    let cmd = python_objective(tmp.path(), "obj.py", QUADRATIC);
+    let out = tmp.path().join("study");
+    let args = ["--space", space.to_str().unwrap(), "--trials", "12", "--sampler", "random", "--seed", "3"];
+    ok(&search(&[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet"]].concat()));
+    let t = trials(&out);
+    assert_eq!(t.len(), 12);
+    let mut best = f64::INFINITY;
+    for (i, trial) in t.iter().enumerate() {
+        assert_eq!(trial["number"], i as u64);
+        assert_eq!(trial["state"], "complete", "{trial}");
+        let x = trial["params"]["x"].as_f64().unwrap();
+        let v = trial["values"][0].as_f64().unwrap();
+        // The value is the objective's own at the parameter it was given, to the digit.
+        assert!((v - (x - 0.3f64).powi(2)).abs() < 1e-12, "{trial}");
+        assert_eq!(trial["intermediate"].as_array().unwrap().len(), 5);
+        best = best.min(v);
+    }
+    let s = summary(&out);
+    assert_eq!(s["n_complete"], 12);
+    assert_eq!(s["best_value"].as_f64().unwrap(), best);
+    for plot in ["history", "parallel", "importance", "intermediate"] {
+        assert!(out.join(format!("plots/{plot}.png")).is_file(), "{plot}.png missing");
+    }
+    let study: Value = serde_json::from_slice(&std::fs::read(out.join("study.json")).unwrap()).unwrap();
+    assert_eq!(study["seed"], 3);
+}
+
+#[test]
+fn a_pruned_trial_is_stopped_before_its_end() {
+    // Trials report 1..=20; the median pruner stops the ones behind the median from step 2 on.
+    let slow = r#"
+import json, sys, time
+x = json.loads(sys.stdin.readline())["params"]["x"]
+for step in range(1, 21):
+    print(json.dumps({"step": step, "value": x}), flush=True)
+    time.sleep(0.02)
+print(json.dumps({"value": x}))
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(tmp.path(), "space.toml", SPACE_1D);
+    let cmd = python_objective(tmp.path(), "obj.py", slow);
+    let out = tmp.path().join("study");
+    let args = ["--space", space.to_str().unwrap(), "--trials", "16", "--sampler", "random", "--pruner", "median"];
+    ok(&search(&[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet", "--no-plots"]].concat()));
+    let t = trials(&out);
+    let pruned: Vec<&Value> = t.iter().filter(|t| t["state"] == "pruned").collect();
+    assert!(!pruned.is_empty(), "no trial was pruned: {t:?}");
+    for p in &pruned {
+        let steps = p["intermediate"].as_array().unwrap();
+        assert!(steps.len() < 20, "a pruned trial ran to its end: {p}");
+    }
+    assert_eq!(summary(&out)["n_pruned"].as_u64().unwrap() as usize, pruned.len());
+}
+
+#[test]
+fn parallel_workers_run_trials_at_the_same_time() {
+    let sleepy = r#"
+import json, sys, time
+x = json.loads(sys.stdin.readline())["params"]["x"]
+time.sleep(0.4)
+print(json.dumps({"value": x}))
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(tmp.path(), "space.toml", SPACE_1D);
+    let cmd = python_objective(tmp.path(), "obj.py", sleepy);
+    let out = tmp.path().join("study");
+    let args = ["--space", space.to_str().unwrap(), "--trials", "6", "--sampler", "tpe", "--parallel", "3"];
+    ok(&search(&[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet", "--no-plots"]].concat()));
+    let t = trials(&out);
+    assert_eq!(t.len(), 6);
+    let workers: std::collections::BTreeSet<&str> = t.iter().map(|t| t["worker"].as_str().unwrap()).collect();
+    assert!(workers.len() >= 2, "one worker ran everything: {workers:?}");
+    // Some two trials overlap in time.
+    let spans: Vec<(f64, f64)> =
+        t.iter().map(|t| (t["started"].as_f64().unwrap(), t["finished"].as_f64().unwrap())).collect();
+    let overlap = spans.iter().enumerate().any(|(i, a)| spans[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlap, "no two trials ran at once: {spans:?}");
+}
+
+#[test]
+fn bad_objectives_fail_their_trial_with_the_reason_and_keep_the_study() {
+    let cases: [(&str, &str, &str); 5] = [
+        ("garbage", "print('epoch 1 loss 0.5')", "stdout line 1 is not a protocol line"),
+        ("crash", "import sys\nsys.stderr.write('boom: out of cheese\\n')\nsys.exit(3)", "out of cheese"),
+        ("nonfinite", "print('{\"value\": \"NaN\"}')", "non-finite"),
+        ("novalue", "print('{\"step\": 1, \"value\": 0.5}')", "without a final"),
+        ("hang", "import time\ntime.sleep(60)", "timed out"),
+    ];
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(tmp.path(), "space.toml", SPACE_1D);
+    for (name, body, expected) in cases {
+        let cmd = python_objective(
+            tmp.path(),
+            &format!("{name}.py"),
+            &format!("import sys, json\nsys.stdin.readline()\n{body}\n"),
+        );
+        let out = tmp.path().join(name);
+        let start = Instant::now();
+        let args = ["--space", space.to_str().unwrap(), "--trials", "2", "--sampler", "random", "--trial-timeout", "2"];
+        ok(&search(
+            &[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet", "--no-plots"]].concat(),
+        ));
+        assert!(start.elapsed() < Duration::from_secs(30), "{name}: the timeout did not stop it");
+        let t = trials(&out);
+        assert_eq!(t.len(), 2, "{name}");
+        for trial in &t {
+            assert_eq!(trial["state"], "failed", "{name}: {trial}");
+            let error = trial["error"].as_str().unwrap();
+            assert!(error.contains(expected), "{name}: error {error:?} should say {expected:?}");
+        }
+        assert_eq!(summary(&out)["n_failed"], 2, "{name}");
+    }
+}
+
+#[test]
+fn bad_spaces_and_studies_are_refused_with_the_file_and_the_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cmd = "true";
+    let spaces = [
+        ("unknown-type", "[params]\nx = { type = \"complex\", low = 0, high = 1 }\n", "params.x.type"),
+        ("low-high", "[params]\nx = { type = \"float\", low = 1.0, high = 1.0 }\n", "low 1 >= high 1"),
+        (
+            "log-zero",
+            "[params]\nx = { type = \"float\", low = 0.0, high = 1.0, log = true }\n",
+            "log range must be positive",
+        ),
+        ("empty-choices", "[params]\nx = { type = \"categorical\", choices = [] }\n", "the list is empty"),
+    ];
+    for (name, text, expected) in spaces {
+        let space = write(tmp.path(), &format!("{name}.toml"), text);
+        let out = tmp.path().join(name);
+        let e =
+            err_text(&search(&["--space", space.to_str().unwrap(), "--command", cmd, "--out", out.to_str().unwrap()]));
+        assert!(e.contains(expected) && e.contains(&format!("{name}.toml")) && e.contains("fix"), "{name}: {e}");
+    }
+    // A train-config key that does not exist, named with the space file.
+    let space =
+        write(tmp.path(), "bad-key.toml", "[params]\n\"model.d_modle\" = { type = \"int\", low = 16, high = 32 }\n");
+    let e = err_text(&search(&["--space", space.to_str().unwrap(), "--out", tmp.path().join("k").to_str().unwrap()]));
+    assert!(e.contains("model.d_modle") && e.contains("bad-key.toml") && e.contains("d_model"), "{e}");
+    // --resume of a directory that is not a study.
+    let not_study = tmp.path().join("not-a-study");
+    std::fs::create_dir_all(&not_study).unwrap();
+    std::fs::write(not_study.join("study.db"), b"this is not sqlite").unwrap();
+    let e = err_text(&search(&["--resume", not_study.to_str().unwrap()]));
+    assert!(e.contains("not an attune study") || e.contains("not a study"), "{e}");
+    assert_eq!(std::fs::read(not_study.join("study.db")).unwrap(), b"this is not sqlite");
+}
+
+#[test]
+fn a_resumed_study_refuses_another_space_and_keeps_its_trials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(tmp.path(), "space.toml", SPACE_1D);
+    let cmd = python_objective(tmp.path(), "obj.py", QUADRATIC);
+    let out = tmp.path().join("study");
+    ok(&search(&[
+        "--space",
+        space.to_str().unwrap(),
+        "--trials",
+        "3",
+        "--command",
+        &cmd,
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-plots",
+    ]));
+    let before = trials(&out);
+    let other = write(tmp.path(), "other.toml", &SPACE_1D.replace("high = 1.0", "high = 2.0"));
+    let e = err_text(&search(&["--resume", out.to_str().unwrap(), "--space", other.to_str().unwrap()]));
+    assert!(e.contains("differs"), "{e}");
+    ok(&search(&["--resume", out.to_str().unwrap(), "--trials", "5", "--quiet", "--no-plots"]));
+    let after = trials(&out);
+    assert_eq!(after.len(), 5);
+    assert_eq!(&after[..3], &before[..], "resuming changed stored trials");
+}
+
+#[test]
+fn kill_9_loses_at_most_the_running_trial_and_resume_finishes_the_study() {
+    let slowish = r#"
+import json, sys, time
+x = json.loads(sys.stdin.readline())["params"]["x"]
+time.sleep(0.25)
+print(json.dumps({"value": (x - 0.3) ** 2}))
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(tmp.path(), "space.toml", SPACE_1D);
+    let cmd = python_objective(tmp.path(), "obj.py", slowish);
+    let out = tmp.path().join("study");
+    let mut child = Command::new(BIN)
+        .args(["search", "--space", space.to_str().unwrap(), "--trials", "40", "--sampler", "tpe", "--command", &cmd])
+        .args(["--out", out.to_str().unwrap(), "--quiet", "--no-plots"])
+        .spawn()
+        .unwrap();
+    // Wait for a few complete trials, then kill -9 mid-trial.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let done = std::fs::read_to_string(out.join("trials.jsonl")).map(|t| t.lines().count()).unwrap_or(0);
+        if done >= 4 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(120));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let exported = trials(&out);
+    let complete_before: Vec<&Value> = exported.iter().filter(|t| t["state"] == "complete").collect();
+    assert!(complete_before.len() >= 4);
+    let text = ok(&search(&["--resume", out.to_str().unwrap(), "--trials", "12", "--quiet", "--no-plots"]));
+    let after = trials(&out);
+    assert_eq!(after.len(), 12);
+    // Every trial complete before the kill is still complete with the same values.
+    for t in complete_before {
+        let n = t["number"].as_u64().unwrap() as usize;
+        assert_eq!(after[n]["values"], t["values"]);
+        assert_eq!(after[n]["state"], "complete");
+    }
+    let lost: Vec<&Value> = after.iter().filter(|t| t["state"] == "failed").collect();
+    assert!(lost.len() <= 1, "more than the running trial was lost: {lost:?}\n{text}");
+    for t in lost {
+        assert!(t["error"].as_str().unwrap().contains("lost"), "{t}");
+    }
+}
+
+#[test]
+fn a_training_study_overlays_config_keys_and_reads_the_run_summary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(
+        tmp.path(),
+        "space.toml",
+        "direction = \"maximize\"\n[params]\n\"optimizer.lr\" = { type = \"float\", low = 1e-3, high = 1e-2, log = true }\n\"model.positions\" = { type = \"categorical\", choices = [\"learned\", \"rope\"] }\n",
+    );
+    let out = tmp.path().join("study");
+    let sets = [
+        "task.vocab_size=32",
+        "task.seq_len=16",
+        "task.num_kv_pairs=2",
+        "model.d_model=16",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "train.steps=8",
+        "train.batch_size=8",
+        "train.eval_every=4",
+        "train.eval_batches=1",
+        "train.target_accuracy=null",
+        "device=cpu",
+    ];
+    let mut args: Vec<&str> = vec!["--space", space.to_str().unwrap(), "--trials", "3", "--sampler", "random"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    args.extend([
+        "--metric",
+        "eval_accuracy",
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+        "--no-plots",
+        "--threads",
+        "1",
+    ]);
+    ok(&search(&args));
+    let t = trials(&out);
+    assert_eq!(t.len(), 3);
+    for trial in &t {
+        assert_eq!(trial["state"], "complete", "{trial}");
+        let run = out.join(trial["attrs"]["run_dir"].as_str().unwrap());
+        let run_summary: Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+        assert_eq!(trial["values"][0], run_summary["eval_accuracy"]);
+        let cfg: Value = serde_json::from_slice(&std::fs::read(run.join("config.json")).unwrap()).unwrap();
+        assert_eq!(cfg["optimizer"]["lr"], trial["params"]["optimizer.lr"]);
+        assert_eq!(cfg["model"]["positions"], trial["params"]["model.positions"]);
+        // Validation every 4 of 8 steps: two intermediate values, at steps 4 and 8.
+        let steps: Vec<u64> =
+            trial["intermediate"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
+        assert_eq!(steps, [4, 8]);
+    }
+}
