@@ -343,3 +343,113 @@ fn a_training_study_overlays_config_keys_and_reads_the_run_summary() {
         assert_eq!(steps, [4, 8]);
     }
 }
+
+/// A program that "trains" in PBT segments: its state is a score that grows by
+/// `gain(lr) = 1 - (log10(lr) + 1)^2` per step (best at lr = 0.1); it restores the score from
+/// `restore_from` and saves it to `save_to`.
+const PBT_PROGRAM: &str = r#"
+import json, math, os, sys
+req = json.loads(sys.stdin.readline())
+lr, pbt = req["params"]["lr"], req["pbt"]
+score = 0.0
+if pbt["restore_from"]:
+    score = json.load(open(os.path.join(pbt["restore_from"], "state.json")))["score"]
+start = score
+score += pbt["interval"] * (1 - (math.log10(lr) + 1) ** 2)
+json.dump({"score": score, "start": start, "lr": lr}, open(os.path.join(pbt["save_to"], "state.json"), "w"))
+print(json.dumps({"value": score}))
+"#;
+
+#[test]
+fn pbt_copies_the_top_members_weights_and_perturbs_their_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(
+        tmp.path(),
+        "space.toml",
+        "direction = \"maximize\"\n[params]\nlr = { type = \"float\", low = 1e-4, high = 1.0, log = true }\n",
+    );
+    let cmd = python_objective(tmp.path(), "pbt.py", PBT_PROGRAM);
+    let out = tmp.path().join("study");
+    let args =
+        ["--space", space.to_str().unwrap(), "--pbt", "--population", "4", "--generations", "3", "--interval", "10"];
+    ok(&search(
+        &[&args[..], &["--command", &cmd, "--seed", "5", "--out", out.to_str().unwrap(), "--quiet", "--no-plots"]]
+            .concat(),
+    ));
+    let t = trials(&out);
+    assert_eq!(t.len(), 12, "4 members x 3 generations");
+    let state = |n: u64| -> Value {
+        serde_json::from_slice(&std::fs::read(out.join(format!("trials/{n:05}/state.json"))).unwrap()).unwrap()
+    };
+    let segment =
+        |m: u64, g: u64| t.iter().find(|x| x["attrs"]["pbt_member"] == m && x["attrs"]["pbt_generation"] == g).unwrap();
+    for g in 1..3u64 {
+        // 4 members, quantile 0.25: exactly one exploits, the worst of the previous generation.
+        let prev: Vec<f64> = (0..4).map(|m| segment(m, g - 1)["values"][0].as_f64().unwrap()).collect();
+        let worst = (0..4u64).min_by(|&a, &b| prev[a as usize].total_cmp(&prev[b as usize])).unwrap();
+        let best = (0..4u64).max_by(|&a, &b| prev[a as usize].total_cmp(&prev[b as usize])).unwrap();
+        for m in 0..4u64 {
+            let seg = segment(m, g);
+            let start = state(seg["number"].as_u64().unwrap())["start"].as_f64().unwrap();
+            let parent = &seg["attrs"]["pbt_parent"];
+            if m == worst {
+                assert_eq!(parent, best, "generation {g}: member {m} should copy the best member {best}");
+                // It starts from the donor's weights (score) with the donor's lr times 0.8 or 1.2.
+                assert_eq!(start, prev[best as usize]);
+                let donor_lr = segment(best, g - 1)["params"]["lr"].as_f64().unwrap();
+                let lr = seg["params"]["lr"].as_f64().unwrap();
+                let ratio = lr / donor_lr;
+                assert!((ratio - 0.8).abs() < 1e-9 || (ratio - 1.2).abs() < 1e-9, "lr {lr} from {donor_lr}");
+            } else {
+                assert!(parent.is_null(), "generation {g}: member {m} should continue");
+                assert_eq!(start, prev[m as usize]);
+                assert_eq!(seg["params"], segment(m, g - 1)["params"]);
+            }
+        }
+    }
+    let schedule: Value = serde_json::from_slice(&std::fs::read(out.join("pbt_schedule.json")).unwrap()).unwrap();
+    assert_eq!(schedule["entries"].as_array().unwrap().len(), 12);
+    assert_eq!(schedule["best_lineage"].as_array().unwrap().len(), 3);
+}
+
+#[test]
+fn pbt_training_segments_start_from_the_previous_segments_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(
+        tmp.path(),
+        "space.toml",
+        "direction = \"maximize\"\n[params]\n\"optimizer.lr\" = { type = \"float\", low = 1e-3, high = 1e-2, log = true }\n",
+    );
+    let out = tmp.path().join("study");
+    let mut args: Vec<&str> =
+        vec!["--space", space.to_str().unwrap(), "--pbt", "--population", "2", "--generations", "2", "--interval", "4"];
+    for s in [
+        "task.vocab_size=32",
+        "task.seq_len=16",
+        "task.num_kv_pairs=2",
+        "model.d_model=16",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "train.batch_size=8",
+        "train.eval_every=4",
+        "train.eval_batches=1",
+        "train.target_accuracy=null",
+        "device=cpu",
+    ] {
+        args.extend(["--set", s]);
+    }
+    args.extend(["--out", out.to_str().unwrap(), "--quiet", "--no-plots", "--threads", "1"]);
+    ok(&search(&args));
+    for trial in trials(&out) {
+        assert_eq!(trial["state"], "complete", "{trial}");
+        let run = out.join(trial["attrs"]["run_dir"].as_str().unwrap());
+        let summary: Value = serde_json::from_slice(&std::fs::read(run.join("summary.json")).unwrap()).unwrap();
+        let g = trial["attrs"]["pbt_generation"].as_u64().unwrap();
+        // Generation g trains to step 4 (g + 1); a later segment continues from step 4 g, so it
+        // validates only at its own steps.
+        assert_eq!(summary["steps"], 4 * (g + 1));
+        let steps: Vec<u64> =
+            trial["intermediate"].as_array().unwrap().iter().map(|p| p[0].as_u64().unwrap()).collect();
+        assert_eq!(steps, [4 * (g + 1)], "generation {g}");
+    }
+}

@@ -3,16 +3,16 @@
 //! pruner, tells the study how it ended and refreshes the study directory's exports.
 
 use std::io::IsTerminal;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Result;
-use attune_search::{Study, Summary, TrialState};
+use attune_search::{Asked, Finish, Study, Summary, TrialState};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::objective::Objective;
+use super::objective::{Objective, Segment};
 use super::protocol::run_process;
 
 /// How the driver runs trials.
@@ -82,38 +82,82 @@ pub fn run_trials(
 
 fn one_trial(study: &Study, objective: &Objective, dir: &Path, opts: &DriverOptions, worker: &str) -> Result<()> {
     let asked = study.ask(worker)?;
-    let trial_dir = dir.join("trials").join(format!("{:05}", asked.number));
-    let finish = match objective.prepare(asked.number, &asked.external, &trial_dir, opts.threads)? {
-        Err(finish) => finish,
-        Ok(prepared) => {
-            if let Some(run) = &prepared.run_dir {
-                let rel = run.strip_prefix(dir).unwrap_or(run);
-                study.storage().set_attr(asked.number, "run_dir", &serde_json::json!(rel))?;
-            }
-            let mut report_error = None;
-            let end = run_process(
-                prepared.command,
-                &Objective::input(asked.number, &asked.external),
-                opts.trial_timeout,
-                |step, value| match study.report(asked.number, step, value) {
-                    Ok(prune) => prune,
-                    Err(e) => {
-                        report_error.get_or_insert(e);
-                        true
-                    }
-                },
-            );
-            if let Some(e) = report_error {
-                return Err(e.into());
-            }
-            objective.finish(end, prepared.run_dir.as_deref())
-        }
-    };
+    let finish = run_asked(study, objective, dir, opts, &asked, None)?;
     study.tell(asked.number, finish)?;
     Ok(())
 }
 
-fn progress_bar(total: u64, done: u64, quiet: bool) -> Option<ProgressBar> {
+/// Runs an asked trial's process (a PBT segment when `segment` is given) and says how it
+/// ended; intermediate values go to the study and its pruner on the way.
+pub fn run_asked(
+    study: &Study,
+    objective: &Objective,
+    dir: &Path,
+    opts: &DriverOptions,
+    asked: &Asked,
+    segment: Option<&Segment>,
+) -> Result<Finish> {
+    let trial_dir = trial_dir(dir, asked.number);
+    let prepared = match objective.prepare(asked.number, &asked.external, &trial_dir, opts.threads, segment)? {
+        Err(finish) => return Ok(finish),
+        Ok(p) => p,
+    };
+    if let Some(run) = &prepared.run_dir {
+        let rel = run.strip_prefix(dir).unwrap_or(run);
+        study.storage().set_attr(asked.number, "run_dir", &serde_json::json!(rel))?;
+    }
+    let mut report_error = None;
+    let input = Objective::input(asked.number, &asked.external, segment, &trial_dir);
+    let end = run_process(prepared.command, &input, opts.trial_timeout, |step, value| {
+        match study.report(asked.number, step, value) {
+            Ok(prune) => prune,
+            Err(e) => {
+                report_error.get_or_insert(e);
+                true
+            }
+        }
+    });
+    if let Some(e) = report_error {
+        return Err(e.into());
+    }
+    Ok(objective.finish(end, prepared.run_dir.as_deref()))
+}
+
+/// The folder of trial `number` in the study directory.
+pub fn trial_dir(dir: &Path, number: u64) -> PathBuf {
+    dir.join("trials").join(format!("{number:05}"))
+}
+
+/// Runs `jobs` on `parallel` worker threads; the first error stops the rest from starting.
+pub fn run_pool<T: Sync>(jobs: &[T], parallel: usize, job: impl Fn(&T, usize) -> Result<()> + Sync) -> Result<()> {
+    let next = AtomicU64::new(0);
+    let first_error: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for w in 0..parallel.max(1) {
+            let (next, first_error, job) = (&next, &first_error, &job);
+            scope.spawn(move || {
+                loop {
+                    if first_error.lock().map(|e| e.is_some()).unwrap_or(true) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                    let Some(item) = jobs.get(i) else { return };
+                    if let Err(e) = job(item, w)
+                        && let Ok(mut slot) = first_error.lock()
+                    {
+                        slot.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().ok().flatten() {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+pub(super) fn progress_bar(total: u64, done: u64, quiet: bool) -> Option<ProgressBar> {
     (!quiet && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new(total);
         bar.set_style(
@@ -131,7 +175,7 @@ pub fn status_line(s: &Summary) -> String {
     format!("complete {} running {} pruned {} failed {} best {best}", s.n_complete, s.n_running, s.n_pruned, s.n_failed)
 }
 
-fn show(bar: &Option<ProgressBar>, s: &Summary, trials: u64) {
+pub(super) fn show(bar: &Option<ProgressBar>, s: &Summary, trials: u64) {
     match bar {
         Some(bar) => {
             bar.set_position(trials - s.n_running as u64);
@@ -147,7 +191,7 @@ pub fn fail_orphans(study: &Study) -> Result<usize> {
     let orphans: Vec<u64> =
         study.trials()?.iter().filter(|t| t.state == TrialState::Running).map(|t| t.number).collect();
     for &n in &orphans {
-        study.tell(n, attune_search::Finish::failed("lost: the search process stopped while it ran (resumed)"))?;
+        study.tell(n, Finish::failed("lost: the search process stopped while it ran (resumed)"))?;
     }
     Ok(orphans.len())
 }

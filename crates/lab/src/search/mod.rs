@@ -3,6 +3,7 @@
 //! - `protocol`: the JSON-lines protocol between the search and a trial's process.
 //! - [`objective`]: what a trial runs (a lab training run or a command) and its metrics.
 //! - [`driver`]: `--parallel K` worker threads, pruning, the progress bar.
+//! - [`pbt`]: population-based training (`--pbt`) as generations of trials.
 //! - `plots`: the study's PNG plots.
 //!
 //! The study itself (space, samplers, pruners, storage) is crates/search (attune-search);
@@ -10,12 +11,14 @@
 
 pub mod driver;
 pub mod objective;
+pub mod pbt;
 mod protocol;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use attune_search::pbt::PbtConfig;
 use attune_search::pruner::PrunerConfig;
 use attune_search::sampler::SamplerConfig;
 use attune_search::studydir::StudyDir;
@@ -26,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::RunConfig;
 use driver::{DriverOptions, fail_orphans, run_trials, status_line};
 use objective::{Metric, Objective};
+use pbt::PbtSettings;
 
 /// Flags of `attune search`.
 #[derive(Args, Debug, Clone)]
@@ -54,6 +58,19 @@ pub struct SearchFlags {
     /// Trials at a time.
     #[arg(long, default_value_t = 1)]
     pub parallel: usize,
+    /// Population-based training: --population members train --generations segments of
+    /// --interval steps; the bottom quantile copies a top member and perturbs its parameters.
+    #[arg(long, conflicts_with = "pruner")]
+    pub pbt: bool,
+    /// PBT: members.
+    #[arg(long, default_value_t = 8)]
+    pub population: u64,
+    /// PBT: segments per member.
+    #[arg(long, default_value_t = 4)]
+    pub generations: u64,
+    /// PBT: training steps per segment.
+    #[arg(long, default_value_t = 250)]
+    pub interval: u64,
     /// Objective program (`sh -c`), speaking the trial protocol; without it each trial trains.
     #[arg(long)]
     pub command: Option<String>,
@@ -85,6 +102,8 @@ pub struct SearchFlags {
 struct DriverRecord {
     objective: Objective,
     trial_timeout: Option<f64>,
+    #[serde(default)]
+    pbt: Option<PbtSettings>,
 }
 
 /// Runs `attune search`.
@@ -108,7 +127,9 @@ pub fn run(f: &SearchFlags) -> Result<()> {
         None => {
             let space_path = f.space.as_ref().context("--space FILE is needed for a new study")?;
             let space = Space::from_file(space_path)?;
-            let sampler = SamplerConfig::by_name(f.sampler.as_deref().unwrap_or("tpe"))?;
+            // PBT's first generation is a random population unless a sampler is named.
+            let default_sampler = if f.pbt { "random" } else { "tpe" };
+            let sampler = SamplerConfig::by_name(f.sampler.as_deref().unwrap_or(default_sampler))?;
             let pruner = f.pruner.as_deref().map(PrunerConfig::by_name).transpose()?;
             let objective = objective_from_flags(f)?;
             objective.check(&space, &space_path.display().to_string())?;
@@ -116,10 +137,15 @@ pub fn run(f: &SearchFlags) -> Result<()> {
             let dir = f.out.clone().unwrap_or_else(|| {
                 crate::rundir::fresh_default(&PathBuf::from(format!(
                     "runs/search-{}-seed{seed}",
-                    f.sampler.as_deref().unwrap_or("tpe")
+                    if f.pbt { "pbt" } else { f.sampler.as_deref().unwrap_or("tpe") }
                 )))
             });
-            let driver = DriverRecord { objective, trial_timeout: f.trial_timeout };
+            let pbt = f.pbt.then(|| PbtSettings {
+                population: f.population,
+                generations: f.generations,
+                config: PbtConfig { interval: f.interval, ..PbtConfig::default() },
+            });
+            let driver = DriverRecord { objective, trial_timeout: f.trial_timeout, pbt };
             let record = StudyRecord {
                 space,
                 sampler: serde_json::to_value(&sampler)?,
@@ -156,7 +182,13 @@ pub fn run(f: &SearchFlags) -> Result<()> {
         worker: format!("{}:{}", hostname(), std::process::id()),
     };
     let export = |s: &Study| -> Result<()> { Ok(study_dir.export(s)?) };
-    let summary = run_trials(&study, &driver.objective, &dir, &opts, &export)?;
+    let summary = match &driver.pbt {
+        Some(settings) => pbt::run_pbt(&study, &driver.objective, &dir, &opts, settings, &export)?,
+        None => run_trials(&study, &driver.objective, &dir, &opts, &export)?,
+    };
+    if driver.pbt.is_some() {
+        println!("attune: PBT schedule and the best member's lineage: {}/pbt_schedule.json", dir.display());
+    }
     println!("attune: study {}: {}", dir.display(), status_line(&summary));
     if let (Some(v), Some(p)) = (summary.best_value, &summary.best_params) {
         println!(

@@ -98,6 +98,21 @@ pub enum Objective {
     },
 }
 
+/// One PBT segment of a member: where its weights come from and how far it trains.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment {
+    /// The member.
+    pub member: u64,
+    /// The generation (0: the start).
+    pub generation: u64,
+    /// Train until this step (training trials) or for this many steps more (`interval`).
+    pub until_step: u64,
+    /// Steps per generation.
+    pub interval: u64,
+    /// The run directory (or, for a program, the folder it saved into) to start from.
+    pub restore_from: Option<PathBuf>,
+}
+
 /// A trial made ready to run: the process to start and how to read its end.
 pub struct Prepared {
     /// The process.
@@ -143,6 +158,7 @@ impl Objective {
         params: &Map<String, Value>,
         dir: &Path,
         threads: usize,
+        segment: Option<&Segment>,
     ) -> Result<Result<Prepared, Finish>> {
         match self {
             Objective::Command { command } => {
@@ -158,6 +174,10 @@ impl Objective {
                         return Ok(Err(Finish::failed(format!("{k} = {v}: {e:#}"))));
                     }
                 }
+                if let Some(seg) = segment {
+                    overlay::set(&mut cfg, "train.steps", json!(seg.until_step))?;
+                    overlay::set(&mut cfg, "train.epochs", Value::Null)?;
+                }
                 if let Err(e) = cfg.clone().resolve() {
                     return Ok(Err(Finish::failed(format!("the trial's config is invalid: {e:#}"))));
                 }
@@ -169,14 +189,31 @@ impl Objective {
                 let mut c = Command::new(exe);
                 c.arg("train").arg("--config").arg(&config).arg("--out").arg(&run_dir);
                 c.args(["--overwrite", "--quiet", "--no-plots", "--report-json", "--threads", &threads.to_string()]);
+                if let Some(from) = segment.and_then(|s| s.restore_from.as_ref()) {
+                    c.arg("--init-from").arg(from);
+                }
                 Ok(Ok(Prepared { command: c, run_dir: Some(run_dir) }))
             }
         }
     }
 
-    /// The trial's input line on the protocol's stdin.
-    pub fn input(number: u64, params: &Map<String, Value>) -> String {
-        json!({"trial": number, "params": params}).to_string()
+    /// The trial's input line on the protocol's stdin; a PBT segment adds
+    /// `"pbt": {"member", "generation", "interval", "until_step", "restore_from", "save_to"}`.
+    /// `save_to` is the trial's folder (also in `ATTUNE_TRIAL_DIR`), where a program saves the
+    /// state the next segment restores.
+    pub fn input(number: u64, params: &Map<String, Value>, segment: Option<&Segment>, save_to: &Path) -> String {
+        match segment {
+            None => json!({"trial": number, "params": params}).to_string(),
+            Some(s) => json!({"trial": number, "params": params, "pbt": {
+                "member": s.member,
+                "generation": s.generation,
+                "interval": s.interval,
+                "until_step": s.until_step,
+                "restore_from": s.restore_from,
+                "save_to": save_to,
+            }})
+            .to_string(),
+        }
     }
 
     /// How the trial ends, from how its process ended.
