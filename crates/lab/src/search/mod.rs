@@ -46,10 +46,12 @@ pub struct SearchFlags {
     /// Trials in the study when it stops (a resumed study counts the ones it has).
     #[arg(long, default_value_t = 20)]
     pub trials: u64,
-    /// random, grid, tpe, ga, sa or reinforce.
+    /// random, grid, tpe, ga, sa or reinforce; or a JSON object with settings,
+    /// e.g. '{"kind": "tpe", "n_startup_trials": 5}' (docs/search.md).
     #[arg(long)]
     pub sampler: Option<String>,
-    /// median, asha or hyperband (on intermediate values).
+    /// median, asha or hyperband (on intermediate values); or a JSON object with settings,
+    /// e.g. '{"kind": "asha", "min_resource": 100}'.
     #[arg(long)]
     pub pruner: Option<String>,
     /// The study's seed.
@@ -129,16 +131,16 @@ pub fn run(f: &SearchFlags) -> Result<()> {
             let space = Space::from_file(space_path)?;
             // PBT's first generation is a random population unless a sampler is named.
             let default_sampler = if f.pbt { "random" } else { "tpe" };
-            let sampler = SamplerConfig::by_name(f.sampler.as_deref().unwrap_or(default_sampler))?;
-            let pruner = f.pruner.as_deref().map(PrunerConfig::by_name).transpose()?;
+            let sampler =
+                settings(f.sampler.as_deref().unwrap_or(default_sampler), "--sampler", SamplerConfig::by_name)?;
+            let pruner = f.pruner.as_deref().map(|p| settings(p, "--pruner", PrunerConfig::by_name)).transpose()?;
             let objective = objective_from_flags(f)?;
             objective.check(&space, &space_path.display().to_string())?;
             let seed = f.seed.unwrap_or(0);
+            let kind = serde_json::to_value(&sampler)?["kind"].as_str().unwrap_or("search").to_string();
+            let name = if f.pbt { "pbt".to_string() } else { kind };
             let dir = f.out.clone().unwrap_or_else(|| {
-                crate::rundir::fresh_default(&PathBuf::from(format!(
-                    "runs/search-{}-seed{seed}",
-                    if f.pbt { "pbt" } else { f.sampler.as_deref().unwrap_or("tpe") }
-                )))
+                crate::rundir::fresh_default(&PathBuf::from(format!("runs/search-{name}-seed{seed}")))
             });
             let pbt = f.pbt.then(|| PbtSettings {
                 population: f.population,
@@ -210,6 +212,20 @@ pub fn run(f: &SearchFlags) -> Result<()> {
     }
     println!("attune: {}/summary.json, trials.jsonl, study.json", dir.display());
     Ok(())
+}
+
+/// A sampler's or pruner's settings: a name (its defaults) or a JSON object with `kind`.
+fn settings<T: serde::de::DeserializeOwned>(
+    text: &str,
+    flag: &str,
+    by_name: impl Fn(&str) -> attune_search::Result<T>,
+) -> Result<T> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text)
+            .with_context(|| format!("{flag} {text}: not valid settings (docs/search.md lists them)"))
+    } else {
+        Ok(by_name(text)?)
+    }
 }
 
 fn objective_from_flags(f: &SearchFlags) -> Result<Objective> {
