@@ -4,24 +4,30 @@
 //! - [`sampler`]: random, grid, TPE, genetic (NSGA-II for several objectives), simulated
 //!   annealing and a REINFORCE controller; each a pure function of the stored trials.
 //! - [`pruner`]: median, ASHA and Hyperband on intermediate values.
-//! - `pbt`: population-based training's exploit/explore decisions.
+//! - [`pbt`]: population-based training's exploit/explore decisions.
 //! - [`storage`]: one trait, in memory and SQLite.
+//! - [`importance`]: random-forest parameter importance for the study's plot.
 //! - [`study`]: ask / report / tell over a storage, and the summary.
+//! - [`studydir`]: a study's directory: its database, its lock and its exports.
 //!
 //! The crate depends on no tensor code: the lab (crates/lab) drives it with training runs,
 //! any program drives it through `attune search --command`.
 
 pub mod error;
+pub mod importance;
 pub mod pareto;
+pub mod pbt;
 pub mod pruner;
 pub mod sampler;
 pub mod space;
 pub mod storage;
 pub mod study;
+pub mod studydir;
 pub mod trial;
 
 pub use error::{Result, SearchError};
 pub use space::{Direction, Distribution, Param, Space};
-pub use storage::{MemoryStorage, Storage, StudyRecord};
+pub use storage::{MemoryStorage, SqliteStorage, Storage, StudyRecord};
 pub use study::{Asked, Study, Summary};
+pub use studydir::StudyDir;
 pub use trial::{Finish, Trial, TrialState};

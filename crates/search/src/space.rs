@@ -418,7 +418,7 @@ fn parse_distribution(spec: &toml::Table) -> std::result::Result<Distribution, F
                 None => None,
                 Some(_) => {
                     let s = num("step")?;
-                    if log || !(s > 0.0) || s > high - low {
+                    if log || s.is_nan() || s <= 0.0 || s > high - low {
                         return Err(fe(
                             "step",
                             format!("step {s} is not usable here"),

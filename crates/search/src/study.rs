@@ -11,7 +11,7 @@ use crate::error::{Result, SearchError};
 use crate::pareto;
 use crate::pruner::{PruneContext, Pruner};
 use crate::sampler::{SampleContext, Sampler};
-use crate::space::Space;
+use crate::space::{Direction, Space};
 use crate::storage::{Storage, StudyRecord};
 use crate::trial::{Finish, Trial, TrialState};
 
@@ -21,6 +21,7 @@ pub struct Study {
     record: StudyRecord,
     sampler: Box<dyn Sampler>,
     pruner: Option<Box<dyn Pruner>>,
+    intermediate: Direction,
 }
 
 /// A trial handed out by [`Study::ask`].
@@ -89,7 +90,14 @@ impl Study {
                     .into(),
             });
         }
-        Ok(Study { storage, record: stored, sampler, pruner })
+        let intermediate = stored.space.directions[0];
+        Ok(Study { storage, record: stored, sampler, pruner, intermediate })
+    }
+
+    /// Sets which way intermediate values improve (by default the first objective's): a search
+    /// for the fastest run to a target accuracy minimises time but reports accuracy.
+    pub fn set_intermediate_direction(&mut self, direction: Direction) {
+        self.intermediate = direction;
     }
 
     /// The stored settings.

@@ -88,7 +88,7 @@ impl Sampler for GridSampler {
         let b = rng.below(n.max(1));
         for i in 0..n {
             let p = Self::point(&axes, (a.wrapping_mul(i % n) % n + b) % n);
-            if !used.iter().any(|u| *u == p.as_slice()) {
+            if !used.contains(&p.as_slice()) {
                 return Ok(p);
             }
         }

@@ -2,11 +2,19 @@
 //! its seed and the trial number, so a resumed or shared study samples exactly as an
 //! uninterrupted one would (no state lives in the process).
 
+pub mod annealing;
+pub mod controller;
+mod genetic;
 mod grid;
 mod random;
+mod tpe;
 
+pub use annealing::{SaConfig, SaSampler};
+pub use controller::{ReinforceConfig, ReinforceSampler};
+pub use genetic::{GaConfig, GaSampler};
 pub use grid::GridSampler;
 pub use random::RandomSampler;
+pub use tpe::{TpeConfig, TpeSampler};
 
 use attune_rng::{Rng, tag};
 use serde::{Deserialize, Serialize};
@@ -65,6 +73,14 @@ pub enum SamplerConfig {
     Random,
     /// Every combination once, in a seeded order.
     Grid(grid::GridConfig),
+    /// The tree-structured Parzen estimator (multivariate, constant liar).
+    Tpe(tpe::TpeConfig),
+    /// Simulated annealing, replayed from the finished trials.
+    Sa(SaConfig),
+    /// A REINFORCE controller: a factorised policy trained from the trials' rewards.
+    Reinforce(ReinforceConfig),
+    /// A generational genetic algorithm; NSGA-II for several objectives.
+    Ga(GaConfig),
 }
 
 impl SamplerConfig {
@@ -73,6 +89,10 @@ impl SamplerConfig {
         Ok(match name {
             "random" => SamplerConfig::Random,
             "grid" => SamplerConfig::Grid(grid::GridConfig::default()),
+            "tpe" => SamplerConfig::Tpe(tpe::TpeConfig::default()),
+            "sa" => SamplerConfig::Sa(SaConfig::default()),
+            "reinforce" => SamplerConfig::Reinforce(ReinforceConfig::default()),
+            "ga" => SamplerConfig::Ga(GaConfig::default()),
             other => {
                 return Err(crate::error::SearchError::config(
                     "sampler",
@@ -84,13 +104,17 @@ impl SamplerConfig {
     }
 
     /// The names `by_name` accepts.
-    pub const NAMES: &'static [&'static str] = &["random", "grid"];
+    pub const NAMES: &'static [&'static str] = &["random", "grid", "tpe", "ga", "sa", "reinforce"];
 
     /// The sampler.
     pub fn build(&self) -> Box<dyn Sampler> {
         match self {
             SamplerConfig::Random => Box::new(RandomSampler),
             SamplerConfig::Grid(c) => Box::new(GridSampler::new(c.clone())),
+            SamplerConfig::Tpe(c) => Box::new(TpeSampler::new(c.clone())),
+            SamplerConfig::Sa(c) => Box::new(SaSampler::new(c.clone())),
+            SamplerConfig::Reinforce(c) => Box::new(ReinforceSampler::new(c.clone())),
+            SamplerConfig::Ga(c) => Box::new(GaSampler::new(c.clone())),
         }
     }
 }

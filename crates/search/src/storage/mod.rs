@@ -1,11 +1,13 @@
 //! Study storage behind one trait: in memory ([`MemoryStorage`]) for tests and benchmarks, and
-//! SQLite (`sqlite`) as the on-disk default. Every method is one atomic state change, so
+//! SQLite ([`SqliteStorage`]) as the on-disk default. Every method is one atomic state change, so
 //! several workers (threads, processes, machines: docs/search.md) may share one study, and
 //! samplers rebuild everything they know from [`Storage::trials`].
 
 mod memory;
+mod sqlite;
 
 pub use memory::MemoryStorage;
+pub use sqlite::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteStorage};
 
 use std::path::PathBuf;
 

@@ -1,0 +1,272 @@
+//! Simulated annealing: the acceptance rule and a replay worked by hand, restarts, determinism,
+//! validity, and search quality against random search over several seeds.
+
+mod sampler_runs;
+
+use attune_search::sampler::annealing::{RestartFrom, Schedule, metropolis_accept, normalised_delta};
+use attune_search::sampler::{SaConfig, SaSampler, Sampler, SamplerConfig};
+use attune_search::{SearchError, Space};
+use sampler_runs::{
+    bests, context, finished, median, mixed_loss, mixed_space, quadratic, rastrigin, rastrigin_space, run, run_batched,
+};
+
+fn one_float() -> Space {
+    Space::from_toml("[params]\nx = { type = \"float\", low = 0.0, high = 1.0 }", "one").unwrap()
+}
+
+#[test]
+fn metropolis_rule_hand_worked() {
+    // Improvements and ties are always accepted, whatever the draw or temperature.
+    assert!(metropolis_accept(-1.0, 1.0, 0.999));
+    assert!(metropolis_accept(0.0, 0.0, 0.999));
+    // One unit worse at T = 1: accepted when u < e^-1 = 0.3679.
+    assert!(metropolis_accept(1.0, 1.0, 0.36));
+    assert!(!metropolis_accept(1.0, 1.0, 0.37));
+    // Two units worse at T = 0.5: e^-4 = 0.01832.
+    assert!(metropolis_accept(2.0, 0.5, 0.018));
+    assert!(!metropolis_accept(2.0, 0.5, 0.019));
+    // At T = 0 only improvements pass.
+    assert!(!metropolis_accept(1e-9, 0.0, 0.0));
+}
+
+#[test]
+fn delta_is_normalised_by_the_loss_spread() {
+    assert_eq!(normalised_delta(3.0, 1.0, 4.0), 0.5);
+    assert_eq!(normalised_delta(1.0, 3.0, 4.0), -2.0);
+    // No spread yet: a worsening counts as one unit, an improvement keeps its sign.
+    assert_eq!(normalised_delta(3.0, 1.0, 0.0), 1.0);
+    assert_eq!(normalised_delta(1.0, 3.0, 0.0), -2.0);
+}
+
+/// Losses 5, 3, 4, 2, (failed), 6, 1 on trials 0..=6.
+fn hand_trials() -> Vec<attune_search::Trial> {
+    [Some(5.0), Some(3.0), Some(4.0), Some(2.0), None, Some(6.0), Some(1.0)]
+        .into_iter()
+        .enumerate()
+        .map(|(i, loss)| finished(i as u64, vec![i as f64 / 10.0], loss))
+        .collect()
+}
+
+fn constant_temperature(t: f64) -> SaSampler {
+    SaSampler::new(SaConfig {
+        schedule: Schedule::Geometric { t0: t, alpha: 1.0 },
+        restart_after: None,
+        ..SaConfig::default()
+    })
+}
+
+#[test]
+fn cold_replay_accepts_only_improvements() {
+    // At T = 1e-3, trial 2 (4 vs current 3, spread std(5, 3) = 1.414) is 0.707 units worse:
+    // accepted with probability e^-707; trial 5 (6 vs 2) is worse still. The failed trial 4 is
+    // a rejected move. So the current state follows the improvements 0, 1, 3, 6.
+    let space = one_float();
+    let trials = hand_trials();
+    let chain = constant_temperature(1e-3).chain(&context(&space, &trials, 7)).unwrap();
+    assert_eq!(chain.accepted, vec![0, 1, 3, 6]);
+    assert_eq!(chain.current.as_ref().map(|v| v.number), Some(6));
+    assert_eq!(chain.best.as_ref().map(|v| (v.number, v.loss)), Some((6, 1.0)));
+    assert_eq!(chain.step, 7);
+    // After trial 5: non-improving trials 4 and 5 in a row.
+    let prefix = constant_temperature(1e-3).chain(&context(&space, &trials[..6], 7)).unwrap();
+    assert_eq!((prefix.stale, prefix.current.map(|v| v.number)), (2, Some(3)));
+}
+
+#[test]
+fn hot_replay_accepts_worse_moves_and_keeps_the_best_apart() {
+    // At T = 1e6 trial 2 is accepted with probability e^(-0.707e-6) and trial 5 with
+    // e^(-2.4e-6) (spread std(5, 3, 4, 2) = 1.29): both are taken, the failed trial is not.
+    let space = one_float();
+    let trials = hand_trials();
+    let chain = constant_temperature(1e6).chain(&context(&space, &trials, 7)).unwrap();
+    assert_eq!(chain.accepted, vec![0, 1, 2, 3, 5, 6]);
+    let prefix = constant_temperature(1e6).chain(&context(&space, &trials[..6], 7)).unwrap();
+    assert_eq!(prefix.current.as_ref().map(|v| (v.number, v.loss)), Some((5, 6.0)));
+    assert_eq!(prefix.best.as_ref().map(|v| (v.number, v.loss)), Some((3, 2.0)));
+}
+
+#[test]
+fn temperature_follows_the_schedule_through_the_replay() {
+    let space = one_float();
+    let trials = hand_trials();
+    let sa = SaSampler::new(SaConfig {
+        schedule: Schedule::Geometric { t0: 2.0, alpha: 0.5 },
+        restart_after: None,
+        ..SaConfig::default()
+    });
+    let chain = sa.chain(&context(&space, &trials, 1)).unwrap();
+    assert_eq!(chain.temperature, 2.0 * 0.5f64.powi(7));
+    let empty = sa.chain(&context(&space, &[], 1)).unwrap();
+    assert_eq!((empty.temperature, empty.current), (2.0, None));
+}
+
+#[test]
+fn restarts_after_the_configured_count() {
+    // Restart after 3 steps without a new best. Trial 0 (5) is the best until trial 7 (1):
+    // trials 1-3 and 4-6 make two restarts, trials 8-10 a third.
+    let space = one_float();
+    let losses = [5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 1.0, 2.0, 2.0, 2.0];
+    let trials: Vec<_> =
+        losses.iter().enumerate().map(|(i, &l)| finished(i as u64, vec![i as f64 / 20.0], Some(l))).collect();
+    let config = |from| SaConfig {
+        schedule: Schedule::Geometric { t0: 1.0, alpha: 0.5 },
+        restart_after: Some(3),
+        restart_from: from,
+        ..SaConfig::default()
+    };
+    let sa = SaSampler::new(config(RestartFrom::Best));
+    let chain = |n: usize| sa.chain(&context(&space, &trials[..n], 3)).unwrap();
+    assert_eq!(chain(3).restarts, 0);
+    let first = chain(4);
+    assert_eq!((first.restarts, first.step, first.stale, first.temperature), (1, 0, 0, 1.0));
+    assert_eq!(first.current.map(|v| v.number), Some(0));
+    assert_eq!(chain(7).restarts, 2);
+    assert_eq!(chain(10).restarts, 2);
+    let all = chain(11);
+    assert_eq!((all.restarts, all.current.map(|v| v.number)), (3, Some(7)));
+
+    // From a random point the chain has no current state until the next trial finishes, and
+    // that trial becomes the current one whatever its loss.
+    let random = SaSampler::new(config(RestartFrom::Random));
+    assert_eq!(random.chain(&context(&space, &trials[..4], 3)).unwrap().current, None);
+    let after = random.chain(&context(&space, &trials[..5], 3)).unwrap();
+    assert_eq!(after.current.map(|v| v.number), Some(4));
+}
+
+#[test]
+fn replaying_the_stored_trials_reproduces_every_proposal() {
+    // A resumed study sees only the stored trials: the proposal for trial n, rebuilt from
+    // trials 0..n, must be what the uninterrupted study asked for.
+    let space = mixed_space();
+    let config = SaConfig { restart_after: Some(8), ..SaConfig::default() };
+    let trials = run(&SamplerConfig::Sa(config.clone()), &space, 11, 60, |_, x| mixed_loss(x));
+    let sa = SaSampler::new(config);
+    for n in 0..trials.len() {
+        let proposal = space.snap(&sa.sample(&context(&space, &trials[..n], 11)).unwrap());
+        assert_eq!(proposal, trials[n].params, "trial {n}");
+    }
+    assert!(sa.chain(&context(&space, &trials, 11)).unwrap().restarts >= 1);
+}
+
+#[test]
+fn same_seed_same_study_other_seed_other_study() {
+    let space = rastrigin_space();
+    let sa = SamplerConfig::by_name("sa").unwrap();
+    let a = run_batched(&sa, &space, 5, 40, 4, |_, x| rastrigin(x));
+    let b = run_batched(&sa, &space, 5, 40, 4, |_, x| rastrigin(x));
+    let c = run_batched(&sa, &space, 6, 40, 4, |_, x| rastrigin(x));
+    let params = |t: &[attune_search::Trial]| t.iter().map(|t| t.params.clone()).collect::<Vec<_>>();
+    assert_eq!(params(&a), params(&b));
+    assert_ne!(params(&a), params(&c));
+    // Four workers asking from the same state get four different proposals.
+    for batch in a.chunks(4) {
+        for i in 0..batch.len() {
+            for j in i + 1..batch.len() {
+                assert_ne!(batch[i].params, batch[j].params);
+            }
+        }
+    }
+}
+
+#[test]
+fn proposals_are_valid_and_move_one_to_max_moved_parameters() {
+    let space = Space::from_toml(
+        r#"
+        [params]
+        a = { type = "categorical", choices = ["only"] }
+        b = { type = "float", low = 0.5, high = 2.0, step = 0.5 }
+        c = { type = "int", low = 2, high = 64, log = true }
+        d = { type = "int", low = 0, high = 100, step = 10 }
+        e = { type = "float", low = 1e-4, high = 1.0, log = true }
+        f = { type = "categorical", choices = [true, false] }
+        "#,
+        "validity",
+    )
+    .unwrap();
+    for from in [RestartFrom::Best, RestartFrom::Random] {
+        let config = SaConfig { max_moved: 3, restart_after: Some(5), restart_from: from, ..SaConfig::default() };
+        let sa = SaSampler::new(config.clone());
+        // Every fifth trial fails (a NaN objective is stored as failed).
+        let trials = run_batched(&SamplerConfig::Sa(config), &space, 2, 120, 3, |n, x| {
+            if n % 5 == 4 { f64::NAN } else { x.iter().map(|v| v.abs().ln_1p()).sum() }
+        });
+        for n in 0..=trials.len() {
+            let ctx = context(&space, &trials[..n], 2);
+            let point = sa.sample(&ctx).unwrap();
+            for (p, &x) in space.params.iter().zip(&point) {
+                assert!(p.dist.contains(x), "{} = {x} is not valid", p.name);
+            }
+            if let Some(current) = sa.chain(&ctx).unwrap().current {
+                let moved = point.iter().zip(&current.params).filter(|(a, b)| a != b).count();
+                assert!((1..=3).contains(&moved), "{moved} parameters moved");
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_settings_are_named() {
+    let space = one_float();
+    let bad = [
+        SaConfig { schedule: Schedule::Geometric { t0: 0.0, alpha: 0.9 }, ..SaConfig::default() },
+        SaConfig { schedule: Schedule::Geometric { t0: 1.0, alpha: 1.5 }, ..SaConfig::default() },
+        SaConfig { schedule: Schedule::Linear { t0: 1.0, steps: 0 }, ..SaConfig::default() },
+        SaConfig { step: 0.0, ..SaConfig::default() },
+        SaConfig { min_step: 0.5, step: 0.2, ..SaConfig::default() },
+        SaConfig { max_moved: 0, ..SaConfig::default() },
+        SaConfig { restart_after: Some(0), ..SaConfig::default() },
+    ];
+    for config in bad {
+        let err = SaSampler::new(config.clone()).sample(&context(&space, &[], 0)).unwrap_err();
+        assert!(matches!(&err, SearchError::Config { component, .. } if component == "sa"), "{config:?}: {err}");
+    }
+}
+
+#[test]
+fn config_round_trips_by_name_and_json() {
+    let by_name = SamplerConfig::by_name("sa").unwrap();
+    assert_eq!(by_name, SamplerConfig::Sa(SaConfig::default()));
+    assert!(SamplerConfig::NAMES.contains(&"sa"));
+    let json = serde_json::to_value(&by_name).unwrap();
+    assert_eq!(serde_json::from_value::<SamplerConfig>(json).unwrap(), by_name);
+    let partial: SamplerConfig =
+        serde_json::from_str(r#"{"kind": "sa", "schedule": {"type": "linear", "t0": 2.0, "steps": 50}}"#).unwrap();
+    let expected = SaConfig { schedule: Schedule::Linear { t0: 2.0, steps: 50 }, ..SaConfig::default() };
+    assert_eq!(partial, SamplerConfig::Sa(expected));
+}
+
+/// Median best of SA and of random search over seeds 0..10 at 150 trials, and how many seeds
+/// SA beat random on.
+fn against_random(space: &Space, objective: fn(&[f64]) -> f64) -> (f64, f64, usize) {
+    let sa = bests(&SamplerConfig::by_name("sa").unwrap(), space, 0..10, 150, |_, x| objective(x));
+    let random = bests(&SamplerConfig::Random, space, 0..10, 150, |_, x| objective(x));
+    let wins = sa.iter().zip(&random).filter(|(s, r)| s < r).count();
+    eprintln!("SA median {} random median {} SA wins {wins}/10", median(&sa), median(&random));
+    (median(&sa), median(&random), wins)
+}
+
+#[test]
+fn beats_random_on_rastrigin() {
+    // Measured: SA median 10.6, random 25.2, SA better on 10 of 10 seeds.
+    let (sa, random, wins) = against_random(&rastrigin_space(), rastrigin);
+    assert!(sa < 0.7 * random, "SA median {sa} vs random {random}");
+    assert!(wins >= 7, "SA won on {wins} of 10 seeds");
+}
+
+#[test]
+fn beats_random_on_a_quadratic() {
+    // Measured: SA median 0.023, random 2.54, 10 of 10.
+    let (sa, random, wins) = against_random(&rastrigin_space(), quadratic);
+    assert!(sa < 0.25 * random, "SA median {sa} vs random {random}");
+    assert!(wins >= 8, "SA won on {wins} of 10 seeds");
+}
+
+#[test]
+fn beats_random_on_a_mixed_space_and_finds_its_best() {
+    let (sa, random, wins) = against_random(&mixed_space(), mixed_loss);
+    assert!(sa < 0.25 * random, "SA median {sa} vs random {random}");
+    assert!(wins >= 8, "SA won on {wins} of 10 seeds");
+    // Measured: SA median 0.24, random 1.77, 10 of 10. The known best (gelu, 0.1, 6, 1e-3,
+    // 256) has loss 0, and the next-best activation alone costs 0.5.
+    assert!(sa < 0.5, "SA median {sa}");
+}
