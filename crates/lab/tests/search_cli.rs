@@ -453,3 +453,66 @@ fn pbt_training_segments_start_from_the_previous_segments_checkpoint() {
         assert_eq!(steps, [4 * (g + 1)], "generation {g}");
     }
 }
+
+#[test]
+fn a_two_objective_study_reports_its_pareto_front() {
+    // f1 = x^2, f2 = (x - 2)^2 on [-1, 3]: the front is x in [0, 2].
+    let program = r#"
+import json, sys
+x = json.loads(sys.stdin.readline())["params"]["x"]
+print(json.dumps({"values": [x * x, (x - 2) ** 2]}))
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(
+        tmp.path(),
+        "space.toml",
+        "directions = [\"minimize\", \"minimize\"]\n[params]\nx = { type = \"float\", low = -1.0, high = 3.0 }\n",
+    );
+    let cmd = python_objective(tmp.path(), "obj.py", program);
+    let out = tmp.path().join("study");
+    let args = ["--space", space.to_str().unwrap(), "--trials", "16", "--sampler", "ga", "--command", &cmd];
+    ok(&search(&[&args[..], &["--out", out.to_str().unwrap(), "--quiet"]].concat()));
+    let front = summary(&out)["pareto_front"].as_array().unwrap().clone();
+    let t = trials(&out);
+    let xs: Vec<f64> = t.iter().map(|t| t["params"]["x"].as_f64().unwrap()).collect();
+    // Exactly the trials with x in [0, 2] are on the front (no two have the same x).
+    let expected: Vec<u64> = (0..t.len() as u64).filter(|&i| (0.0..=2.0).contains(&xs[i as usize])).collect();
+    let mut got: Vec<u64> = front.iter().map(|p| p["number"].as_u64().unwrap()).collect();
+    got.sort();
+    assert_eq!(got, expected, "x = {xs:?}");
+    assert!(out.join("plots/pareto.png").is_file());
+}
+
+#[test]
+fn a_grid_study_stops_when_every_point_is_tried() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = write(
+        tmp.path(),
+        "space.toml",
+        "[params]\na = { type = \"int\", low = 0, high = 2 }\nb = { type = \"categorical\", choices = [\"x\", \"y\"] }\n",
+    );
+    let cmd = python_objective(
+        tmp.path(),
+        "obj.py",
+        "import json, sys\np = json.loads(sys.stdin.readline())['params']\nprint(json.dumps({'value': p['a']}))\n",
+    );
+    let out = tmp.path().join("study");
+    let args = [
+        "--space",
+        space.to_str().unwrap(),
+        "--trials",
+        "50",
+        "--sampler",
+        "grid",
+        "--parallel",
+        "2",
+        "--command",
+        &cmd,
+    ];
+    ok(&search(&[&args[..], &["--out", out.to_str().unwrap(), "--quiet", "--no-plots"]].concat()));
+    let t = trials(&out);
+    let mut points: Vec<String> = t.iter().map(|t| t["params"].to_string()).collect();
+    points.sort();
+    points.dedup();
+    assert_eq!((t.len(), points.len()), (6, 6), "3 x 2 grid points, each once: {points:?}");
+}
