@@ -11,6 +11,8 @@
 //!   benches/peers/torch_sdpa.py.
 //! - `bench-train [--threads T] [--rounds R] [--json OUT]`: a training step of Attune against
 //!   the same model in PyTorch (benches/peers/torch_train.py), alternating, with the ratios.
+//! - `bench-search [--seeds 10] [--trials 200] [--python PATH]`: the search samplers against
+//!   Optuna 5 (benches/peers/bench_search.sh, docs/benchmarks-search.md).
 //! - `parity --backend emu|cuda`: every tensor op family on that backend against the CPU.
 //! - `test-devices`: attune-tensor's op test suite on the emulator (and a GPU when present).
 //! - `cuda-tools [--cublas]`: installs the pinned CUDA 12.9 wheels (NVRTC, headers, ptxas)
@@ -21,6 +23,7 @@
 mod bench;
 mod bench_attn;
 mod bench_attn_gpu;
+mod bench_search;
 mod bench_train;
 mod build_kernels;
 mod cuda_tools;
@@ -56,6 +59,8 @@ enum Command {
     BenchAttn(bench_attn::BenchAttnArgs),
     /// Time a training step against the PyTorch peer, alternating, and print the ratios.
     BenchTrain(bench_train::BenchTrainArgs),
+    /// Attune's samplers against Optuna on HPOLib, Branin and Hartmann-6, and the overhead.
+    BenchSearch(bench_search::BenchSearchArgs),
     /// Run attune-tensor's op tests on the emulator (and on a GPU when present).
     TestDevices(test_devices::TestDevicesArgs),
     /// Install the pinned CUDA wheels (NVRTC, headers, ptxas) and print the toolchain found.
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Parity(args) => parity::run(&args),
         Command::BenchAttn(args) => bench_attn::run(&args),
         Command::BenchTrain(args) => bench_train::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::BenchSearch(args) => bench_search::run(&args),
         Command::TestDevices(args) => test_devices::run(&args).map(|()| ExitCode::SUCCESS),
         Command::CudaTools(args) => cuda_tools::run(&args).map(|()| ExitCode::SUCCESS),
         Command::BuildKernels(args) => build_kernels::run(&args),
