@@ -10,6 +10,9 @@ use crate::space::Direction;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TrialState {
+    /// Waiting for a worker: a trial whose worker's lease expired, re-queued with the same
+    /// number and parameters (shared studies, docs/search.md).
+    Queued,
     /// Asked for and not yet finished (or its worker died: see docs/search.md).
     Running,
     /// Finished with its values.
@@ -23,12 +26,13 @@ pub enum TrialState {
 impl TrialState {
     /// Whether the trial will not change any more.
     pub fn is_finished(self) -> bool {
-        self != TrialState::Running
+        !matches!(self, TrialState::Running | TrialState::Queued)
     }
 
     /// The state's name as stored (`running`, `complete`, `pruned`, `failed`).
     pub fn name(self) -> &'static str {
         match self {
+            TrialState::Queued => "queued",
             TrialState::Running => "running",
             TrialState::Complete => "complete",
             TrialState::Pruned => "pruned",
@@ -39,6 +43,7 @@ impl TrialState {
     /// The state of a stored name.
     pub fn from_name(name: &str) -> Option<TrialState> {
         Some(match name {
+            "queued" => TrialState::Queued,
             "running" => TrialState::Running,
             "complete" => TrialState::Complete,
             "pruned" => TrialState::Pruned,
@@ -71,6 +76,9 @@ pub struct Trial {
     pub error: Option<String>,
     /// Free-form attributes (PBT lineage, run directory, ...).
     pub attrs: Map<String, Value>,
+    /// How many times the trial was re-queued after its worker's lease expired.
+    #[serde(default)]
+    pub retries: u32,
 }
 
 impl Trial {

@@ -10,6 +10,7 @@ pub use memory::MemoryStorage;
 pub use sqlite::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteStorage};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -60,4 +61,38 @@ pub trait Storage: Send + Sync {
 
     /// Every trial, in number order.
     fn trials(&self) -> Result<Vec<Trial>>;
+
+    // Shared studies (many workers on one study; docs/search.md "Shared studies"). A running
+    // trial created or claimed by these methods holds a lease: `worker` owns it until
+    // `lease` from now, measured by the storage's own clock, and keeps it by `renew`.
+
+    /// Creates a running trial leased to `worker`, unless the study already holds `limit`
+    /// trials (queued, running and finished all count): then `None`. The check and the insert
+    /// are one transaction, so workers racing for the last trial create exactly `limit`.
+    fn create_leased(
+        &self,
+        params: &[f64],
+        worker: &str,
+        attrs: &Map<String, Value>,
+        lease: Duration,
+        limit: Option<u64>,
+    ) -> Result<Option<u64>>;
+
+    /// Extends `worker`'s lease on a running trial; `false` when the trial is no longer this
+    /// worker's to run (its lease expired and it was re-queued, or it finished).
+    fn renew(&self, number: u64, worker: &str, lease: Duration) -> Result<bool>;
+
+    /// Re-queues every running trial whose lease has expired: same number and parameters,
+    /// intermediate values dropped, `retries` + 1; one that has already been re-queued
+    /// `max_retries` times is failed instead, with the worker and the count in its error.
+    /// Returns the numbers it touched.
+    fn expire_leases(&self, max_retries: u32) -> Result<Vec<u64>>;
+
+    /// Claims the lowest-numbered queued trial for `worker` with a fresh lease (one
+    /// transaction; no two workers ever claim the same trial).
+    fn claim_queued(&self, worker: &str, lease: Duration) -> Result<Option<Trial>>;
+
+    /// Finishes a trial only if `worker` still holds its lease; `false` (and nothing written)
+    /// when it does not, so a worker presumed dead cannot finish a trial someone else now runs.
+    fn finish_leased(&self, number: u64, worker: &str, finish: &Finish) -> Result<bool>;
 }

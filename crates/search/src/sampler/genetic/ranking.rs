@@ -38,7 +38,7 @@ pub(super) fn usable(trial: &Trial, directions: &[Direction]) -> bool {
     match trial.state {
         TrialState::Complete => trial.values.as_ref().is_some_and(|v| v.len() == directions.len()),
         TrialState::Pruned => true,
-        TrialState::Running | TrialState::Failed => false,
+        TrialState::Queued | TrialState::Running | TrialState::Failed => false,
     }
 }
 
