@@ -10,12 +10,21 @@
 //!   probability `exp(-delta / T)` ([`metropolis_accept`]). The uniform draw is keyed by the
 //!   study seed and the candidate's trial number, so the replay gives the same decisions
 //!   every time, in every process.
-//! - `delta` is the loss difference divided by the standard deviation of the losses replayed
-//!   before the candidate ([`normalised_delta`]). Losses come in any unit (a perplexity, an
-//!   accuracy, seconds), so a temperature means "how many standard deviations of what the
-//!   study has seen are worth accepting": at `T = 1` a move one standard deviation worse is
-//!   accepted with probability `1/e`. Before there are two distinct losses the scale is
-//!   undefined, and a worse move counts as exactly one scale unit.
+//! - `delta` is by default the share of the losses replayed before the candidate that the move
+//!   jumps over ([`rank_delta`]): `(k + 1) / (n + 1)` when `k` of the `n` seen losses lie
+//!   strictly between the current loss and the candidate's. Losses come in any unit (a
+//!   perplexity, an accuracy, seconds) and, in hyperparameter search, with heavy tails (a
+//!   diverged run scores thousands of times the median), so the temperature is a share of
+//!   what the study has seen: at `T = 0.05` a move worse than 5% more of the seen trials is
+//!   accepted with probability `1/e`, whatever the losses' unit or spread. Ties with
+//!   the current loss are free and a block of equal losses counts once (it is not jumped
+//!   over), so a chain can walk off a plateau of equal losses, such as the runs that
+//!   diverged to the same constant predictor.
+//! - With [`DeltaScale::Std`] `delta` is instead the loss difference divided by the standard
+//!   deviation of the losses replayed before the candidate ([`normalised_delta`]); before
+//!   there are two distinct losses a worse move counts as exactly one unit. One outlying loss
+//!   inflates that deviation until every move among the good trials looks free, so the chain
+//!   wanders instead of descending: use it only for losses without heavy tails.
 //! - Pruned and failed trials are rejected moves: a pruned trial's last intermediate value is
 //!   not comparable with final values, and a failure has none.
 //! - Every replayed trial is one step of the temperature schedule ([`Schedule`]). After
@@ -65,7 +74,9 @@ pub enum Schedule {
 
 impl Default for Schedule {
     fn default() -> Self {
-        Schedule::Geometric { t0: 0.5, alpha: 0.93 }
+        // T0 in rank units: a move past 5% of the seen trials is taken with probability 1/e at
+        // a (re)start.
+        Schedule::Geometric { t0: 0.05, alpha: 0.96 }
     }
 }
 
@@ -92,14 +103,14 @@ impl Schedule {
             return Err(SearchError::config(
                 "sa",
                 format!("schedule t0 = {t0} is not positive"),
-                "give t0 > 0, e.g. 0.5",
+                "give t0 > 0, e.g. 0.05",
             ));
         }
         match *self {
             Schedule::Geometric { alpha, .. } if !(alpha > 0.0 && alpha <= 1.0) => Err(SearchError::config(
                 "sa",
                 format!("geometric alpha = {alpha} is outside (0, 1]"),
-                "give 0 < alpha <= 1, e.g. 0.93",
+                "give 0 < alpha <= 1, e.g. 0.96",
             )),
             Schedule::Linear { steps: 0, .. } => {
                 Err(SearchError::config("sa", "linear schedule with steps = 0", "give steps >= 1, e.g. 100"))
@@ -120,6 +131,20 @@ pub enum RestartFrom {
     Random,
 }
 
+/// The unit a loss change is measured in before the temperature divides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaScale {
+    /// The share of the replayed losses that the move jumps over ([`rank_delta`]): invariant
+    /// to the losses' unit and to any monotone rescaling of them.
+    #[default]
+    Rank,
+    /// The change divided by the standard deviation of the replayed losses
+    /// ([`normalised_delta`]). Temperatures are then in standard deviations, ten times the
+    /// rank scale's or so: give the schedule too (e.g. `t0 = 0.5, alpha = 0.93`).
+    Std,
+}
+
 /// Simulated-annealing settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -137,6 +162,8 @@ pub struct SaConfig {
     pub restart_after: Option<u64>,
     /// Where a restart goes.
     pub restart_from: RestartFrom,
+    /// The unit of a loss change (the temperature is in that unit).
+    pub delta: DeltaScale,
 }
 
 impl Default for SaConfig {
@@ -146,8 +173,9 @@ impl Default for SaConfig {
             step: 0.2,
             min_step: 0.02,
             max_moved: 2,
-            restart_after: Some(25),
+            restart_after: Some(40),
             restart_from: RestartFrom::Best,
+            delta: DeltaScale::default(),
         }
     }
 }
@@ -233,6 +261,70 @@ pub fn normalised_delta(candidate: f64, current: f64, scale: f64) -> f64 {
     }
 }
 
+/// The share of the seen losses that a move from `current` to `candidate` jumps over, when
+/// `between` of the `seen` losses lie strictly between the two: `(between + 1) / (seen + 1)`,
+/// negative for an improvement, 0 for a tie. The `+ 1`s count the candidate itself, so every
+/// worsening is positive (and refused at temperature 0) however few losses were seen.
+pub fn rank_delta(candidate: f64, current: f64, between: u64, seen: u64) -> f64 {
+    let share = (between + 1) as f64 / (seen + 1) as f64;
+    if candidate > current {
+        share
+    } else if candidate < current {
+        -share
+    } else {
+        0.0
+    }
+}
+
+/// The losses replayed so far, as counts over the sorted distinct losses of the whole replay
+/// (a Fenwick tree), so each insertion and count costs `O(log n)` and a replay `O(n log n)`.
+#[derive(Debug)]
+struct SeenLosses {
+    /// The distinct losses the replay will meet, ascending.
+    values: Vec<f64>,
+    /// Fenwick tree over `values`: how many of each have been seen.
+    tree: Vec<u64>,
+    len: u64,
+}
+
+impl SeenLosses {
+    fn new(mut values: Vec<f64>) -> SeenLosses {
+        values.sort_by(f64::total_cmp);
+        values.dedup();
+        SeenLosses { tree: vec![0; values.len() + 1], values, len: 0 }
+    }
+
+    fn insert(&mut self, loss: f64) {
+        // Every replayed loss was given to `new`, so it is found; a miss is only skipped.
+        if let Ok(k) = self.values.binary_search_by(|v| v.total_cmp(&loss)) {
+            let mut i = k + 1;
+            while i < self.tree.len() {
+                self.tree[i] += 1;
+                i += i & i.wrapping_neg();
+            }
+            self.len += 1;
+        }
+    }
+
+    /// How many seen losses are among the first `k` distinct values.
+    fn prefix(&self, k: usize) -> u64 {
+        let (mut i, mut sum) = (k, 0);
+        while i > 0 {
+            sum += self.tree[i];
+            i -= i & i.wrapping_neg();
+        }
+        sum
+    }
+
+    /// How many seen losses lie strictly between `a` and `b` (in either order).
+    fn between(&self, a: f64, b: f64) -> u64 {
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let below_hi = self.prefix(self.values.partition_point(|&v| v < hi));
+        let up_to_lo = self.prefix(self.values.partition_point(|&v| v <= lo));
+        below_hi.saturating_sub(up_to_lo)
+    }
+}
+
 /// Welford's running mean and variance of the losses replayed so far.
 #[derive(Debug, Default)]
 struct Spread {
@@ -284,19 +376,26 @@ impl SaSampler {
             restarts: 0,
             accepted: Vec::new(),
         };
+        let loss_of = |trial: &Trial| match trial.state {
+            TrialState::Complete => trial.loss(direction).filter(|l| l.is_finite()),
+            _ => None,
+        };
         let mut spread = Spread::default();
+        let mut seen = SeenLosses::new(finished.iter().filter_map(|t| loss_of(t)).collect());
         for trial in finished {
-            let loss = match trial.state {
-                TrialState::Complete => trial.loss(direction).filter(|l| l.is_finite()),
-                _ => None,
-            };
+            let loss = loss_of(trial);
             let mut improved = false;
             if let Some(loss) = loss {
                 let visit = Visit { number: trial.number, params: trial.params.clone(), loss };
                 let accept = match &chain.current {
                     None => true,
                     Some(current) => {
-                        let delta = normalised_delta(loss, current.loss, spread.std());
+                        let delta = match self.config.delta {
+                            DeltaScale::Std => normalised_delta(loss, current.loss, spread.std()),
+                            DeltaScale::Rank => {
+                                rank_delta(loss, current.loss, seen.between(loss, current.loss), seen.len)
+                            }
+                        };
                         let u = Rng::from_key(&[ctx.seed, tag(b"sa-acc"), trial.number]).unit_f64();
                         metropolis_accept(delta, chain.temperature, u)
                     }
@@ -310,6 +409,7 @@ impl SaSampler {
                     chain.current = Some(visit);
                 }
                 spread.push(loss);
+                seen.insert(loss);
             }
             chain.step += 1;
             chain.stale = if improved { 0 } else { chain.stale + 1 };
@@ -420,6 +520,20 @@ mod tests {
         assert_eq!((l.temperature(1), l.temperature(4), l.temperature(9)), (0.75, 0.0, 0.0));
         let ln = Schedule::Logarithmic { t0: 1.0 };
         assert!((ln.temperature(0) - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn seen_losses_count_only_inserted_losses_strictly_between() {
+        let mut seen = SeenLosses::new(vec![5.0, 2.0, 1.0, 2.0, 3.0, 9.0]);
+        for x in [1.0, 2.0, 2.0, 3.0, 5.0] {
+            seen.insert(x);
+        }
+        assert_eq!(seen.len, 5);
+        // Strictly between 1 and 5: 2, 2, 3 (either order); 9 was never inserted.
+        assert_eq!((seen.between(1.0, 5.0), seen.between(5.0, 1.0)), (3, 3));
+        assert_eq!((seen.between(2.0, 3.0), seen.between(2.0, 2.0)), (0, 0));
+        assert_eq!((seen.between(0.0, 10.0), seen.between(1.5, 2.5)), (5, 2));
+        assert_eq!(seen.between(5.0, 9.0), 0);
     }
 
     #[test]
