@@ -6,7 +6,7 @@
 mod memory;
 mod sqlite;
 
-pub use memory::MemoryStorage;
+pub use memory::{MemoryStorage, lease_failure};
 pub use sqlite::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteStorage};
 
 use std::path::PathBuf;
