@@ -178,8 +178,9 @@ impl Study {
     pub fn tell(&self, number: u64, finish: Finish) -> Result<()> {
         let n = self.record.space.directions.len();
         let finish = match (&finish.state, &finish.values) {
-            (TrialState::Running, _) => {
-                return Err(SearchError::Trial { number, problem: "cannot finish as running".into() });
+            (TrialState::Running | TrialState::Queued, _) => {
+                let problem = format!("cannot finish as {}", finish.state.name());
+                return Err(SearchError::Trial { number, problem });
             }
             (TrialState::Complete, Some(v)) if v.len() != n => {
                 Finish::failed(format!("the objective gave {} values for {n} objectives", v.len()))

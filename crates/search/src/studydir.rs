@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! DIR/.attune.lock   the flock of the owning process (attune-persist's DirLock)
-//! DIR/study.db       the study (SqliteStorage): the one source of truth
+//! DIR/study.db       the study (SqliteStorage, study DEFAULT_STUDY): the one source of truth
 //! DIR/study.json     the study's record: space, sampler, pruner, seed, driver settings
 //! DIR/trials.jsonl   one JSON object per trial (see ExportedTrial)
 //! DIR/summary.json   the study's figures (crate::study::Summary)
@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Result, SearchError};
 use crate::space::Space;
-use crate::storage::SqliteStorage;
+use crate::storage::{DEFAULT_STUDY, SqliteStorage};
 use crate::study::{Study, summarize};
 use crate::trial::{Trial, TrialState};
 
@@ -98,7 +98,7 @@ impl StudyDir {
         let lock = DirLock::acquire(dir).map_err(|e| SearchError::storage(op, e))?;
         // Another process may have filled it between the look and the lock.
         refuse_non_empty(dir, op)?;
-        let storage = SqliteStorage::create(&dir.join(STUDY_DB))?;
+        let storage = SqliteStorage::create(&dir.join(STUDY_DB), DEFAULT_STUDY)?;
         Ok(StudyDir { dir: dir.to_path_buf(), storage: Arc::new(storage), _lock: lock })
     }
 
@@ -121,7 +121,7 @@ impl StudyDir {
         let lock = DirLock::acquire(dir).map_err(|e| SearchError::storage(op, e))?;
         // A crashed export leaves its temporary behind; the lock makes them ours to remove.
         remove_temporaries(dir).map_err(|e| SearchError::storage(op, e))?;
-        let storage = SqliteStorage::open(&db)?;
+        let storage = SqliteStorage::open(&db, DEFAULT_STUDY)?;
         Ok(StudyDir { dir: dir.to_path_buf(), storage: Arc::new(storage), _lock: lock })
     }
 

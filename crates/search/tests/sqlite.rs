@@ -1,230 +1,44 @@
-//! The storage contract, written once and run against both stores (memory and SQLite), then
-//! what only a file can show: reopening, several handles and threads on one file, files that
+//! The storage contract (tests/storage_contract) run against both stores, memory and SQLite,
+//! then what only a file can show: reopening, several handles and threads on one file, files that
 //! are not studies (refused and left byte-identical), and a worker killed with SIGKILL.
+
+mod storage_contract;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
+use std::time::Duration;
 
-use attune_search::{Finish, MemoryStorage, SearchError, Space, SqliteStorage, Storage, StudyRecord, TrialState};
-use serde_json::{Map, Value, json};
+use attune_search::{Finish, MemoryStorage, SearchError, SqliteStorage, Storage, TrialState};
+use serde_json::{Map, json};
+use storage_contract::{AWKWARD, Fresh, attrs, bits, record};
 
-/// A fresh store, and the temporary directory its file lives in (kept alive with it).
-type Fresh = (Arc<dyn Storage>, Option<tempfile::TempDir>);
+/// The study every single-study test here uses.
+const STUDY: &str = attune_search::storage::DEFAULT_STUDY;
 
 fn memory() -> Fresh {
-    (Arc::new(MemoryStorage::new()), None)
+    Fresh::shared(Arc::new(MemoryStorage::new()))
 }
 
 fn sqlite() -> Fresh {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::create(&dir.path().join("study.db")).unwrap();
-    (Arc::new(storage), Some(dir))
-}
-
-/// Every contract test, once per store.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod memory_store {
-            $( #[test] fn $name() { super::$name(&super::memory); } )*
-        }
-        mod sqlite_store {
-            $( #[test] fn $name() { super::$name(&super::sqlite); } )*
-        }
-    };
-}
-
-contract!(
-    creates_running_trials_numbered_from_zero,
-    report_keeps_steps_ascending_and_a_repeated_step_replaces,
-    set_attr_adds_and_replaces,
-    finish_records_state_values_and_error,
-    finishing_twice_is_a_trial_error,
-    trials_come_in_number_order,
-    init_study_keeps_the_first_record,
-    two_threads_get_distinct_numbers,
-);
-
-fn attrs(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn bits(xs: &[f64]) -> Vec<u64> {
-    xs.iter().map(|x| x.to_bits()).collect()
-}
-
-/// Values whose shortest decimal forms are long or extreme, so an inexact store shows.
-const AWKWARD: [f64; 4] = [0.1 + 0.2, 1.0 / 3.0, f64::MIN_POSITIVE, -1.234_567_890_123_456_7e300];
-
-fn creates_running_trials_numbered_from_zero(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let before = attune_search::trial::now();
-    let n0 = s.create_trial(&AWKWARD, "host:1", &attrs(&[("seed", json!(7))])).unwrap();
-    let n1 = s.create_trial(&[2.5], "host:2", &Map::new()).unwrap();
-    let after = attune_search::trial::now();
-    assert_eq!((n0, n1), (0, 1));
-    let trials = s.trials().unwrap();
-    assert_eq!(trials.len(), 2);
-    let t = &trials[0];
-    assert_eq!((t.number, t.state, t.worker.as_str()), (0, TrialState::Running, "host:1"));
-    assert_eq!(bits(&t.params), bits(&AWKWARD), "params must come back bit for bit");
-    assert_eq!(t.attrs, attrs(&[("seed", json!(7))]));
-    assert!(t.values.is_none() && t.finished.is_none() && t.error.is_none() && t.intermediate.is_empty());
-    assert!(before <= t.started && t.started <= after, "started {} not in [{before}, {after}]", t.started);
-    assert_eq!((trials[1].params.as_slice(), trials[1].worker.as_str()), ([2.5].as_slice(), "host:2"));
-}
-
-fn report_keeps_steps_ascending_and_a_repeated_step_replaces(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let n = s.create_trial(&[0.0], "w", &Map::new()).unwrap();
-    for (step, value) in [(5, 0.5), (1, 0.9), (5, 0.4), (3, AWKWARD[1])] {
-        s.report(n, step, value).unwrap();
-    }
-    let t = &s.trials().unwrap()[0];
-    assert_eq!(t.intermediate, vec![(1, 0.9), (3, AWKWARD[1]), (5, 0.4)]);
-    assert_eq!(t.state, TrialState::Running);
-    assert!(matches!(s.report(9, 0, 1.0), Err(SearchError::Trial { number: 9, .. })));
-}
-
-fn set_attr_adds_and_replaces(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let n = s.create_trial(&[0.0], "w", &attrs(&[("a", json!(1))])).unwrap();
-    s.set_attr(n, "b", &json!("x")).unwrap();
-    s.set_attr(n, "a", &json!([1, {"k": null}])).unwrap();
-    s.finish(n, &Finish::pruned()).unwrap();
-    // Attributes outlive the trial's run: a driver records where its outputs went afterwards.
-    s.set_attr(n, "run_dir", &json!("runs/t0")).unwrap();
-    let t = &s.trials().unwrap()[0];
-    assert_eq!(t.attrs, attrs(&[("a", json!([1, {"k": null}])), ("b", json!("x")), ("run_dir", json!("runs/t0"))]));
-    assert!(matches!(s.set_attr(4, "a", &json!(1)), Err(SearchError::Trial { number: 4, .. })));
-}
-
-fn finish_records_state_values_and_error(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    for _ in 0..3 {
-        s.create_trial(&[0.0], "w", &Map::new()).unwrap();
-    }
-    s.finish(0, &Finish::complete(vec![AWKWARD[0], AWKWARD[3]])).unwrap();
-    s.finish(1, &Finish::pruned()).unwrap();
-    s.finish(2, &Finish::failed("exit status 3: out of memory")).unwrap();
-    let trials = s.trials().unwrap();
-    assert_eq!(trials[0].state, TrialState::Complete);
-    assert_eq!(bits(trials[0].values.as_ref().unwrap()), bits(&[AWKWARD[0], AWKWARD[3]]));
-    assert_eq!((trials[1].state, &trials[1].values), (TrialState::Pruned, &None));
-    assert_eq!(trials[2].state, TrialState::Failed);
-    assert_eq!(trials[2].error.as_deref(), Some("exit status 3: out of memory"));
-    for t in &trials {
-        let d = t.duration().expect("a finished trial has a duration");
-        assert!((0.0..60.0).contains(&d), "trial {} took {d} s", t.number);
-    }
-}
-
-fn finishing_twice_is_a_trial_error(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let n = s.create_trial(&[0.0], "w", &Map::new()).unwrap();
-    s.report(n, 0, 2.0).unwrap();
-    s.finish(n, &Finish::complete(vec![1.0])).unwrap();
-    let again = s.finish(n, &Finish::failed("late"));
-    assert!(
-        matches!(&again, Err(SearchError::Trial { number: 0, problem }) if problem.contains("complete")),
-        "{again:?}"
-    );
-    assert!(matches!(s.report(n, 1, 3.0), Err(SearchError::Trial { number: 0, .. })));
-    assert!(matches!(s.finish(7, &Finish::pruned()), Err(SearchError::Trial { number: 7, .. })));
-    let t = &s.trials().unwrap()[0];
-    assert_eq!((t.state, t.values.clone(), t.error.clone()), (TrialState::Complete, Some(vec![1.0]), None));
-    assert_eq!(t.intermediate, vec![(0, 2.0)], "the refused report left no trace");
-}
-
-fn trials_come_in_number_order(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    for i in 0..5 {
-        s.create_trial(&[i as f64], "w", &Map::new()).unwrap();
-    }
-    for n in [3, 0, 4] {
-        s.finish(n, &Finish::complete(vec![n as f64])).unwrap();
-    }
-    let trials = s.trials().unwrap();
-    assert_eq!(trials.iter().map(|t| t.number).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
-    assert_eq!(trials.iter().map(|t| t.params[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0, 3.0, 4.0]);
-    let complete: Vec<u64> = trials.iter().filter(|t| t.state == TrialState::Complete).map(|t| t.number).collect();
-    assert_eq!(complete, vec![0, 3, 4]);
-}
-
-/// A record with floats whose decimal forms are long, so an inexact JSON round trip shows.
-fn record(seed: u64) -> StudyRecord {
-    let space = Space::from_toml(
-        r#"
-        direction = "maximize"
-        [params]
-        lr = { type = "float", low = 1.1e-5, high = 0.030000000000000002, log = true }
-        layers = { type = "int", low = 1, high = 8 }
-        act = { type = "categorical", choices = ["relu", "gelu", 0.7] }
-        "#,
-        "<test>",
-    )
-    .unwrap();
-    StudyRecord {
-        space,
-        sampler: json!({"kind": "random"}),
-        pruner: Some(json!({"kind": "median", "warmup": 3})),
-        seed,
-        driver: json!({"metric": "valid_acc", "budget": 0.1}),
-    }
-}
-
-fn init_study_keeps_the_first_record(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    assert_eq!(s.study().unwrap(), None);
-    assert_eq!(s.init_study(&record(1)).unwrap(), record(1));
-    assert_eq!(s.init_study(&record(2)).unwrap(), record(1), "a second init returns the stored record");
-    assert_eq!(s.study().unwrap(), Some(record(1)));
-}
-
-/// Creates `count` trials from `threads` threads, each on its own store from `store(thread)`,
-/// and returns every number handed out.
-fn create_concurrently(threads: usize, count: usize, store: impl Fn(usize) -> Arc<dyn Storage>) -> Vec<u64> {
-    let handles: Vec<_> = (0..threads)
-        .map(|i| {
-            let s = store(i);
-            std::thread::spawn(move || {
-                (0..count / threads)
-                    .map(|_| s.create_trial(&[i as f64], &format!("thread{i}"), &Map::new()).unwrap())
-                    .collect::<Vec<u64>>()
-            })
-        })
-        .collect();
-    let mut numbers: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    numbers.sort_unstable();
-    numbers
-}
-
-fn two_threads_get_distinct_numbers(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let numbers = create_concurrently(2, 200, |_| Arc::clone(&s));
-    assert_eq!(numbers, (0..200).collect::<Vec<u64>>());
-    assert_eq!(s.trials().unwrap().len(), 200);
-}
-
-#[test]
-fn two_handles_on_one_file_get_distinct_numbers() {
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("study.db");
-    SqliteStorage::create(&path).unwrap();
-    let numbers = create_concurrently(2, 200, |_| Arc::new(SqliteStorage::open(&path).unwrap()));
-    assert_eq!(numbers, (0..200).collect::<Vec<u64>>());
-    let trials = SqliteStorage::open(&path).unwrap().trials().unwrap();
-    // Each thread's trials carry its own params: no row was written by the wrong creator.
-    assert!(trials.iter().all(|t| t.worker == format!("thread{}", t.params[0])));
+    let store = Arc::new(SqliteStorage::create(&path, STUDY).unwrap());
+    // Each handle is a connection of its own, as another process's would be.
+    let handle = Box::new(move || Arc::new(SqliteStorage::open(&path, STUDY).unwrap()) as Arc<dyn Storage>);
+    Fresh { store, handle, guard: Box::new(dir) }
 }
+
+storage_contract::contract!(memory_store, memory);
+storage_contract::contract!(sqlite_store, sqlite);
 
 #[test]
 fn a_reopened_study_holds_everything_it_was_given() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("study.db");
-    let s = SqliteStorage::create(&path).unwrap();
+    let s = SqliteStorage::create(&path, STUDY).unwrap();
     s.init_study(&record(9)).unwrap();
     for i in 0..4 {
         let n = s.create_trial(&[AWKWARD[i], i as f64], &format!("w{i}"), &attrs(&[("i", json!(i))])).unwrap();
@@ -238,7 +52,7 @@ fn a_reopened_study_holds_everything_it_was_given() {
     let written = s.trials().unwrap();
     drop(s);
 
-    let s = SqliteStorage::open(&path).unwrap();
+    let s = SqliteStorage::open(&path, STUDY).unwrap();
     assert_eq!(s.study().unwrap(), Some(record(9)));
     let read = s.trials().unwrap();
     assert_eq!(read, written);
@@ -247,38 +61,133 @@ fn a_reopened_study_holds_everything_it_was_given() {
         assert_eq!(bits(&a.params), bits(&b.params));
         assert_eq!(a.started.to_bits(), b.started.to_bits());
     }
-    assert_eq!(SqliteStorage::open_or_create(&path).unwrap().trials().unwrap(), written);
+    assert_eq!(SqliteStorage::open_or_create(&path, STUDY).unwrap().trials().unwrap(), written);
 }
 
 #[test]
-fn create_refuses_an_existing_file_and_open_a_missing_one() {
+fn create_refuses_an_existing_study_and_open_a_missing_one() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("study.db");
-    let missing = SqliteStorage::open(&path);
+    let missing = SqliteStorage::open(&path, STUDY);
     assert!(matches!(&missing, Err(SearchError::NotAStudy { path: p, .. }) if p == &path), "{missing:?}");
     assert!(!path.exists(), "open must not create the file");
 
-    SqliteStorage::create(&path).unwrap().create_trial(&[1.0], "w", &Map::new()).unwrap();
+    SqliteStorage::create(&path, STUDY).unwrap().create_trial(&[1.0], "w", &Map::new()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    let err = SqliteStorage::create(&path).unwrap_err().to_string();
-    assert!(err.contains("study.db") && err.contains("fix:"), "{err}");
+    let err = SqliteStorage::create(&path, STUDY).unwrap_err().to_string();
+    assert!(err.contains("study.db") && err.contains(&format!("'{STUDY}'")) && err.contains("fix:"), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
-    assert_eq!(SqliteStorage::open(&path).unwrap().trials().unwrap().len(), 1);
+    assert_eq!(SqliteStorage::open(&path, STUDY).unwrap().trials().unwrap().len(), 1);
+
+    let err = SqliteStorage::open(&path, "nightly").unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, SearchError::NotAStudy { .. }), "{msg}");
+    assert!(
+        msg.contains("'nightly'") && msg.contains(&format!("'{STUDY}' (1 trials)")) && msg.contains("fix:"),
+        "{msg}"
+    );
+    assert!(matches!(SqliteStorage::create(&path, ""), Err(SearchError::Config { .. })));
+    assert_eq!(SqliteStorage::list_studies(&path).unwrap(), vec![(STUDY.to_string(), 1)]);
+}
+
+#[test]
+fn a_file_holds_several_studies_each_numbered_from_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("studies.db");
+    let a = SqliteStorage::create(&path, "a").unwrap();
+    let b = SqliteStorage::create(&path, "b").unwrap();
+    assert_eq!((a.study_name(), b.study_name()), ("a", "b"));
+    a.init_study(&record(1)).unwrap();
+    assert_eq!(b.study().unwrap(), None, "b has no record of its own yet");
+    b.init_study(&record(2)).unwrap();
+    // The same trial numbers in both studies, with different params, reports and attributes.
+    for i in 0..3 {
+        let n = a.create_leased(&[i as f64], "wa", &attrs(&[("s", json!("a"))]), Duration::ZERO, None).unwrap();
+        a.report(n.unwrap(), 0, 10.0 + i as f64).unwrap();
+    }
+    for i in 0..2 {
+        let n = b.create_leased(&[-(i as f64)], "wb", &attrs(&[("s", json!("b"))]), Duration::ZERO, None).unwrap();
+        b.report(n.unwrap(), 0, 20.0 + i as f64).unwrap();
+    }
+    assert_eq!(a.create_leased(&[0.0], "wa", &Map::new(), Duration::ZERO, Some(3)).unwrap(), None, "a's limit");
+    assert_eq!(b.create_leased(&[0.0], "wb", &Map::new(), Duration::ZERO, Some(3)).unwrap(), Some(2), "b's own");
+    let a_trials = a.trials().unwrap();
+    let b_trials = b.trials().unwrap();
+    assert_eq!(a_trials.iter().map(|t| (t.number, t.params[0])).collect::<Vec<_>>(), [(0, 0.0), (1, 1.0), (2, 2.0)]);
+    assert_eq!(b_trials.iter().map(|t| (t.number, t.params[0])).collect::<Vec<_>>(), [(0, -0.0), (1, -1.0), (2, 0.0)]);
+    assert!(a_trials.iter().all(|t| t.attrs == attrs(&[("s", json!("a"))]) && t.intermediate[0].1 >= 10.0));
+    assert_eq!(b_trials[1].intermediate, vec![(0, 21.0)]);
+
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(a.expire_leases(5).unwrap(), vec![0, 1, 2], "a's leases only");
+    assert_eq!(b.trials().unwrap(), b_trials, "b's lapsed leases are b's to expire");
+    assert!(b.claim_queued("wb", Duration::ZERO).unwrap().is_none(), "a's queued trials are not b's");
+    assert_eq!(a.claim_queued("wa", Duration::ZERO).unwrap().map(|t| t.params), Some(vec![0.0]));
+    assert!(!b.finish_leased(0, "wa", &Finish::pruned()).unwrap(), "b's trial 0 is not wa's");
+    assert!(a.finish_leased(0, "wa", &Finish::pruned()).unwrap());
+    assert_eq!(b.trials().unwrap()[0].state, TrialState::Running);
+
+    let names = |l: Vec<(String, u64)>| l.into_iter().map(|(n, c)| format!("{n}:{c}")).collect::<Vec<_>>();
+    assert_eq!(names(SqliteStorage::list_studies(&path).unwrap()), ["a:3", "b:3"]);
+    drop((a, b));
+    let c = SqliteStorage::open_or_create(&path, "c").unwrap();
+    assert!(c.trials().unwrap().is_empty() && c.study().unwrap().is_none());
+    assert_eq!(names(SqliteStorage::list_studies(&path).unwrap()), ["a:3", "b:3", "c:0"]);
+    assert_eq!(SqliteStorage::open(&path, "b").unwrap().study().unwrap(), Some(record(2)));
+}
+
+#[test]
+fn processes_racing_to_open_or_create_one_study_share_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Arc::new(dir.path().join("race.db"));
+    let threads: Vec<_> = (0..4)
+        .map(|i| {
+            let path = Arc::clone(&path);
+            std::thread::spawn(move || {
+                let s = SqliteStorage::open_or_create(&path, "race").unwrap();
+                s.create_trial(&[i as f64], "w", &Map::new()).unwrap()
+            })
+        })
+        .collect();
+    let mut numbers: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, [0, 1, 2, 3]);
+    assert_eq!(SqliteStorage::list_studies(&path).unwrap(), vec![("race".to_string(), 4)]);
+}
+
+#[test]
+fn the_hot_queries_read_their_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("study.db");
+    SqliteStorage::create(&path, STUDY).unwrap();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let plan = |sql: &str| -> String {
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = stmt.query_map([], |r| r.get::<_, String>(3)).unwrap();
+        rows.map(|r| r.unwrap()).collect::<Vec<_>>().join("; ")
+    };
+    // The shapes of ops.rs's claim, expiry and per-study queries.
+    let claim = plan("SELECT number FROM trials WHERE study_id = 1 AND state = 'queued' ORDER BY number LIMIT 1");
+    assert!(claim.contains("trials_queued"), "{claim}");
+    let expiry = plan("SELECT number FROM trials WHERE study_id = 1 AND state = 'running' AND lease_expires < 5.0");
+    assert!(expiry.contains("trials_lease_expiry"), "{expiry}");
+    let next = plan("SELECT COALESCE(MAX(number) + 1, 0) FROM trials WHERE study_id = 1");
+    assert!(next.contains("PRIMARY KEY") && !next.contains("SCAN trials"), "{next}");
 }
 
 #[test]
 fn open_or_create_makes_a_study_of_a_missing_or_empty_file() {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("new.db");
-    SqliteStorage::open_or_create(&missing).unwrap().create_trial(&[1.0], "w", &Map::new()).unwrap();
-    assert_eq!(SqliteStorage::open(&missing).unwrap().trials().unwrap().len(), 1);
+    SqliteStorage::open_or_create(&missing, STUDY).unwrap().create_trial(&[1.0], "w", &Map::new()).unwrap();
+    assert_eq!(SqliteStorage::open(&missing, STUDY).unwrap().trials().unwrap().len(), 1);
 
     let empty = dir.path().join("empty.db");
     std::fs::write(&empty, b"").unwrap();
-    assert!(matches!(SqliteStorage::open(&empty), Err(SearchError::NotAStudy { .. })));
+    assert!(matches!(SqliteStorage::open(&empty, STUDY), Err(SearchError::NotAStudy { .. })));
     assert_eq!(std::fs::read(&empty).unwrap(), b"", "open must not initialise an empty file");
-    SqliteStorage::open_or_create(&empty).unwrap();
-    assert!(SqliteStorage::open(&empty).is_ok());
+    SqliteStorage::open_or_create(&empty, STUDY).unwrap();
+    assert!(SqliteStorage::open(&empty, STUDY).is_ok());
 }
 
 /// Sorted names in `dir`.
@@ -294,8 +203,12 @@ fn listing(dir: &Path) -> Vec<String> {
 fn assert_refused_untouched(path: &Path, expect: &str) {
     let bytes = std::fs::read(path).unwrap();
     let names = listing(path.parent().unwrap());
-    for (how, result) in [("open", SqliteStorage::open(path)), ("open_or_create", SqliteStorage::open_or_create(path))]
-    {
+    let ways = [
+        ("open", SqliteStorage::open(path, STUDY).map(|_| ())),
+        ("open_or_create", SqliteStorage::open_or_create(path, STUDY).map(|_| ())),
+        ("list_studies", SqliteStorage::list_studies(path).map(|_| ())),
+    ];
+    for (how, result) in ways {
         match result {
             Err(e @ SearchError::NotAStudy { .. }) => {
                 let msg = e.to_string();
@@ -307,7 +220,7 @@ fn assert_refused_untouched(path: &Path, expect: &str) {
         assert!(std::fs::read(path).unwrap() == bytes, "{how} changed {}", path.display());
         assert_eq!(listing(path.parent().unwrap()), names, "{how} left files beside {}", path.display());
     }
-    assert!(SqliteStorage::create(path).is_err());
+    assert!(SqliteStorage::create(path, STUDY).is_err());
     assert!(std::fs::read(path).unwrap() == bytes);
 }
 
@@ -328,11 +241,27 @@ fn files_that_are_not_studies_are_refused_and_left_byte_identical() {
     assert_refused_untouched(&foreign, "without attune's tables (it has notes)");
 
     let future = dir.path().join("future.db");
-    SqliteStorage::create(&future).unwrap().create_trial(&[1.0], "w", &Map::new()).unwrap();
+    SqliteStorage::create(&future, STUDY).unwrap().create_trial(&[1.0], "w", &Map::new()).unwrap();
     let conn = rusqlite::Connection::open(&future).unwrap();
     conn.execute("UPDATE schema_version SET version = ?1", [attune_search::storage::SCHEMA_VERSION + 1]).unwrap();
     drop(conn);
     assert_refused_untouched(&future, "newer attune");
+
+    // Schema version 1 (one study per file, no leases) is refused, not read or converted.
+    let v1 = dir.path().join("v1.db");
+    let conn = rusqlite::Connection::open(&v1).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_version (format TEXT NOT NULL, version INTEGER NOT NULL);
+         INSERT INTO schema_version VALUES ('attune-study', 1);
+         CREATE TABLE study (id INTEGER PRIMARY KEY CHECK (id = 0), record TEXT NOT NULL);
+         CREATE TABLE trials (number INTEGER PRIMARY KEY, state TEXT NOT NULL, params BLOB NOT NULL,
+             objective_values BLOB, worker TEXT NOT NULL, started REAL NOT NULL, heartbeat REAL NOT NULL,
+             finished REAL, error TEXT);
+         INSERT INTO trials VALUES (0, 'running', x'000000000000F03F', NULL, 'w', 1.0, 1.0, NULL, NULL);",
+    )
+    .unwrap();
+    drop(conn);
+    assert_refused_untouched(&v1, "schema version 1, written by a development build");
 }
 
 // --- SIGKILL ----------------------------------------------------------------------------------
@@ -356,7 +285,7 @@ fn expected_step(n: u64, step: u64) -> f64 {
 #[test]
 fn kill_child_role() {
     let Ok(path) = std::env::var(KILL_CHILD_ENV) else { return };
-    let s = SqliteStorage::open(Path::new(&path)).unwrap();
+    let s = SqliteStorage::open(Path::new(&path), STUDY).unwrap();
     let mut out = std::io::stdout().lock();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::time::Instant::now() < deadline {
@@ -407,7 +336,7 @@ fn run_and_kill(path: &Path, kill_after: usize, extra_delay: std::time::Duration
 fn a_killed_worker_loses_at_most_its_running_trial() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("study.db");
-    SqliteStorage::create(&path).unwrap();
+    SqliteStorage::create(&path, STUDY).unwrap();
     let mut told_before = BTreeSet::new();
     let mut lost_before = BTreeSet::new();
     // Different moments: at once (before the worker has opened the file), a few milliseconds in
@@ -419,7 +348,7 @@ fn a_killed_worker_loses_at_most_its_running_trial() {
         let told = run_and_kill(&path, kill_after, delay);
         assert!(told.len() >= kill_after, "round {round}: the worker told {} trials", told.len());
 
-        let s = SqliteStorage::open(&path).expect("a killed worker's study reopens");
+        let s = SqliteStorage::open(&path, STUDY).expect("a killed worker's study reopens");
         let check: String =
             rusqlite::Connection::open(&path).unwrap().query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok", "round {round}");

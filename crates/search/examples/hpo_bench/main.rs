@@ -154,7 +154,9 @@ fn run_benchmark(a: &Args) -> Result<(), String> {
 fn open_storage(kind: &str, path: &Path) -> Result<Arc<dyn Storage>, String> {
     match kind {
         "memory" => Ok(Arc::new(MemoryStorage::new())),
-        "sqlite" => Ok(Arc::new(SqliteStorage::create(path).map_err(|e| e.to_string())?)),
+        "sqlite" => {
+            Ok(Arc::new(SqliteStorage::create(path, attune_search::storage::DEFAULT_STUDY).map_err(|e| e.to_string())?))
+        }
         other => Err(format!("storage '{other}' is not in this build; use some of {}", STORAGES.join(","))),
     }
 }

@@ -1,13 +1,13 @@
 //! Study storage behind one trait: in memory ([`MemoryStorage`]) for tests and benchmarks, and
-//! SQLite ([`SqliteStorage`]) as the on-disk default. Every method is one atomic state change, so
+//! SQLite ([`SqliteStorage`], any number of named studies in one file) as the on-disk default. Every method is one atomic state change, so
 //! several workers (threads, processes, machines: docs/search.md) may share one study, and
 //! samplers rebuild everything they know from [`Storage::trials`].
 
 mod memory;
 mod sqlite;
 
-pub use memory::MemoryStorage;
-pub use sqlite::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteStorage};
+pub use memory::{MemoryStorage, lease_failure};
+pub use sqlite::{BUSY_TIMEOUT, DEFAULT_STUDY, SCHEMA_VERSION, SqliteStorage};
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -68,7 +68,8 @@ pub(super) fn split<'a>(
     order.extend(silent);
     let mut above = order.split_off(n_below);
     if constant_liar {
-        above.extend(trials.iter().filter(|t| t.state == TrialState::Running));
+        // A queued trial (its worker died) will run at its stored point: a lie as much as a running one.
+        above.extend(trials.iter().filter(|t| matches!(t.state, TrialState::Running | TrialState::Queued)));
     }
     Split { below: order, above, ranked }
 }
@@ -159,6 +160,7 @@ mod tests {
             finished: None,
             error: None,
             attrs: Map::new(),
+            retries: 0,
         }
     }
 
@@ -179,6 +181,7 @@ mod tests {
             trial(6, Running, None, vec![]),
             trial(7, Pruned, None, vec![]),
             trial(8, Complete, Some(vec![0.2]), vec![]),
+            trial(9, Queued, None, vec![]),
         ];
         // Maximizing: 3 (0.9) > 0 (0.5) > 8 (0.2); then the step-3 prunes 4 (0.7) > 5 (0.6);
         // then the step-1 prune 1; then 7, which reported nothing. Failed 2 is ignored.
@@ -187,11 +190,11 @@ mod tests {
         assert_eq!(all.ranked, 7);
         let two = split(&trials, &[Direction::Maximize], |_| 2, true);
         assert_eq!(numbers(&two.below), [3, 0]);
-        assert_eq!(numbers(&two.above), [8, 4, 5, 1, 7, 6]);
+        assert_eq!(numbers(&two.above), [8, 4, 5, 1, 7, 6, 9], "the liar counts running and queued trials");
         let minimizing = split(&trials, &[Direction::Minimize], |_| 4, false);
         // Minimizing turns each group's order around, but not the groups' order or the steps'.
         assert_eq!(numbers(&minimizing.below), [8, 0, 3, 5]);
-        assert!(!numbers(&minimizing.above).contains(&6));
+        assert!(!numbers(&minimizing.above).contains(&6) && !numbers(&minimizing.above).contains(&9));
     }
 
     #[test]
