@@ -404,6 +404,7 @@ impl TrialRow {
             finished: self.finished,
             error: self.error,
             attrs: Map::new(),
+            retries: 0,
         })
     }
 }
@@ -551,5 +552,34 @@ impl Storage for SqliteStorage {
 
     fn trials(&self) -> Result<Vec<Trial>> {
         self.read("read trials", read_trials)
+    }
+
+    // TEMPORARY (branch pg2): lets the crate compile until the SQLite port of the lease API
+    // (branch sqlite2) is merged; that merge replaces this file.
+    fn create_leased(
+        &self,
+        _params: &[f64],
+        _worker: &str,
+        _attrs: &Map<String, Value>,
+        _lease: Duration,
+        _limit: Option<u64>,
+    ) -> Result<Option<u64>> {
+        Err(SearchError::storage("create leased trial", "not yet on SQLite"))
+    }
+
+    fn renew(&self, _number: u64, _worker: &str, _lease: Duration) -> Result<bool> {
+        Err(SearchError::storage("renew lease", "not yet on SQLite"))
+    }
+
+    fn expire_leases(&self, _max_retries: u32) -> Result<Vec<u64>> {
+        Err(SearchError::storage("expire leases", "not yet on SQLite"))
+    }
+
+    fn claim_queued(&self, _worker: &str, _lease: Duration) -> Result<Option<Trial>> {
+        Err(SearchError::storage("claim queued trial", "not yet on SQLite"))
+    }
+
+    fn finish_leased(&self, _number: u64, _worker: &str, _finish: &Finish) -> Result<bool> {
+        Err(SearchError::storage("finish leased trial", "not yet on SQLite"))
     }
 }
