@@ -203,6 +203,7 @@ fn trial(number: u64, state: TrialState, params: Vec<f64>, values: Option<Vec<f6
         finished: state.is_finished().then_some(1.0),
         error: None,
         attrs: Map::new(),
+        retries: 0,
     }
 }
 

@@ -24,6 +24,7 @@ fn trial(number: u64, state: TrialState, reports: &[(u64, f64)], sign: f64) -> T
         finished: None,
         error: None,
         attrs: Map::new(),
+        retries: 0,
     }
 }
 

@@ -97,6 +97,7 @@ pub fn finished(number: u64, params: Vec<f64>, loss: Option<f64>) -> Trial {
         finished: Some(0.0),
         error: loss.is_none().then(|| "failed by the test".to_string()),
         attrs: Default::default(),
+        retries: 0,
     }
 }
 

@@ -159,6 +159,7 @@ mod tests {
             finished: None,
             error: None,
             attrs: Map::new(),
+            retries: 0,
         }
     }
 
