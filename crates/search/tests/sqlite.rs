@@ -1,6 +1,8 @@
-//! The storage contract, written once and run against both stores (memory and SQLite), then
-//! what only a file can show: reopening, several handles and threads on one file, files that
+//! The storage contract (tests/storage_contract) run against both stores, memory and SQLite,
+//! then what only a file can show: reopening, several handles and threads on one file, files that
 //! are not studies (refused and left byte-identical), and a worker killed with SIGKILL.
+
+mod storage_contract;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
@@ -8,217 +10,25 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use attune_search::{Finish, MemoryStorage, SearchError, Space, SqliteStorage, Storage, StudyRecord, TrialState};
-use serde_json::{Map, Value, json};
-
-/// A fresh store, and the temporary directory its file lives in (kept alive with it).
-type Fresh = (Arc<dyn Storage>, Option<tempfile::TempDir>);
+use attune_search::{Finish, MemoryStorage, SearchError, SqliteStorage, Storage, TrialState};
+use serde_json::{Map, json};
+use storage_contract::{AWKWARD, Fresh, attrs, bits, record};
 
 fn memory() -> Fresh {
-    (Arc::new(MemoryStorage::new()), None)
+    Fresh::shared(Arc::new(MemoryStorage::new()))
 }
 
 fn sqlite() -> Fresh {
     let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::create(&dir.path().join("study.db")).unwrap();
-    (Arc::new(storage), Some(dir))
-}
-
-/// Every contract test, once per store.
-macro_rules! contract {
-    ($($name:ident),* $(,)?) => {
-        mod memory_store {
-            $( #[test] fn $name() { super::$name(&super::memory); } )*
-        }
-        mod sqlite_store {
-            $( #[test] fn $name() { super::$name(&super::sqlite); } )*
-        }
-    };
-}
-
-contract!(
-    creates_running_trials_numbered_from_zero,
-    report_keeps_steps_ascending_and_a_repeated_step_replaces,
-    set_attr_adds_and_replaces,
-    finish_records_state_values_and_error,
-    finishing_twice_is_a_trial_error,
-    trials_come_in_number_order,
-    init_study_keeps_the_first_record,
-    two_threads_get_distinct_numbers,
-);
-
-fn attrs(pairs: &[(&str, Value)]) -> Map<String, Value> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
-}
-
-fn bits(xs: &[f64]) -> Vec<u64> {
-    xs.iter().map(|x| x.to_bits()).collect()
-}
-
-/// Values whose shortest decimal forms are long or extreme, so an inexact store shows.
-const AWKWARD: [f64; 4] = [0.1 + 0.2, 1.0 / 3.0, f64::MIN_POSITIVE, -1.234_567_890_123_456_7e300];
-
-fn creates_running_trials_numbered_from_zero(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let before = attune_search::trial::now();
-    let n0 = s.create_trial(&AWKWARD, "host:1", &attrs(&[("seed", json!(7))])).unwrap();
-    let n1 = s.create_trial(&[2.5], "host:2", &Map::new()).unwrap();
-    let after = attune_search::trial::now();
-    assert_eq!((n0, n1), (0, 1));
-    let trials = s.trials().unwrap();
-    assert_eq!(trials.len(), 2);
-    let t = &trials[0];
-    assert_eq!((t.number, t.state, t.worker.as_str()), (0, TrialState::Running, "host:1"));
-    assert_eq!(bits(&t.params), bits(&AWKWARD), "params must come back bit for bit");
-    assert_eq!(t.attrs, attrs(&[("seed", json!(7))]));
-    assert!(t.values.is_none() && t.finished.is_none() && t.error.is_none() && t.intermediate.is_empty());
-    assert!(before <= t.started && t.started <= after, "started {} not in [{before}, {after}]", t.started);
-    assert_eq!((trials[1].params.as_slice(), trials[1].worker.as_str()), ([2.5].as_slice(), "host:2"));
-}
-
-fn report_keeps_steps_ascending_and_a_repeated_step_replaces(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let n = s.create_trial(&[0.0], "w", &Map::new()).unwrap();
-    for (step, value) in [(5, 0.5), (1, 0.9), (5, 0.4), (3, AWKWARD[1])] {
-        s.report(n, step, value).unwrap();
-    }
-    let t = &s.trials().unwrap()[0];
-    assert_eq!(t.intermediate, vec![(1, 0.9), (3, AWKWARD[1]), (5, 0.4)]);
-    assert_eq!(t.state, TrialState::Running);
-    assert!(matches!(s.report(9, 0, 1.0), Err(SearchError::Trial { number: 9, .. })));
-}
-
-fn set_attr_adds_and_replaces(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let n = s.create_trial(&[0.0], "w", &attrs(&[("a", json!(1))])).unwrap();
-    s.set_attr(n, "b", &json!("x")).unwrap();
-    s.set_attr(n, "a", &json!([1, {"k": null}])).unwrap();
-    s.finish(n, &Finish::pruned()).unwrap();
-    // Attributes outlive the trial's run: a driver records where its outputs went afterwards.
-    s.set_attr(n, "run_dir", &json!("runs/t0")).unwrap();
-    let t = &s.trials().unwrap()[0];
-    assert_eq!(t.attrs, attrs(&[("a", json!([1, {"k": null}])), ("b", json!("x")), ("run_dir", json!("runs/t0"))]));
-    assert!(matches!(s.set_attr(4, "a", &json!(1)), Err(SearchError::Trial { number: 4, .. })));
-}
-
-fn finish_records_state_values_and_error(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    for _ in 0..3 {
-        s.create_trial(&[0.0], "w", &Map::new()).unwrap();
-    }
-    s.finish(0, &Finish::complete(vec![AWKWARD[0], AWKWARD[3]])).unwrap();
-    s.finish(1, &Finish::pruned()).unwrap();
-    s.finish(2, &Finish::failed("exit status 3: out of memory")).unwrap();
-    let trials = s.trials().unwrap();
-    assert_eq!(trials[0].state, TrialState::Complete);
-    assert_eq!(bits(trials[0].values.as_ref().unwrap()), bits(&[AWKWARD[0], AWKWARD[3]]));
-    assert_eq!((trials[1].state, &trials[1].values), (TrialState::Pruned, &None));
-    assert_eq!(trials[2].state, TrialState::Failed);
-    assert_eq!(trials[2].error.as_deref(), Some("exit status 3: out of memory"));
-    for t in &trials {
-        let d = t.duration().expect("a finished trial has a duration");
-        assert!((0.0..60.0).contains(&d), "trial {} took {d} s", t.number);
-    }
-}
-
-fn finishing_twice_is_a_trial_error(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let n = s.create_trial(&[0.0], "w", &Map::new()).unwrap();
-    s.report(n, 0, 2.0).unwrap();
-    s.finish(n, &Finish::complete(vec![1.0])).unwrap();
-    let again = s.finish(n, &Finish::failed("late"));
-    assert!(
-        matches!(&again, Err(SearchError::Trial { number: 0, problem }) if problem.contains("complete")),
-        "{again:?}"
-    );
-    assert!(matches!(s.report(n, 1, 3.0), Err(SearchError::Trial { number: 0, .. })));
-    assert!(matches!(s.finish(7, &Finish::pruned()), Err(SearchError::Trial { number: 7, .. })));
-    let t = &s.trials().unwrap()[0];
-    assert_eq!((t.state, t.values.clone(), t.error.clone()), (TrialState::Complete, Some(vec![1.0]), None));
-    assert_eq!(t.intermediate, vec![(0, 2.0)], "the refused report left no trace");
-}
-
-fn trials_come_in_number_order(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    for i in 0..5 {
-        s.create_trial(&[i as f64], "w", &Map::new()).unwrap();
-    }
-    for n in [3, 0, 4] {
-        s.finish(n, &Finish::complete(vec![n as f64])).unwrap();
-    }
-    let trials = s.trials().unwrap();
-    assert_eq!(trials.iter().map(|t| t.number).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
-    assert_eq!(trials.iter().map(|t| t.params[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0, 3.0, 4.0]);
-    let complete: Vec<u64> = trials.iter().filter(|t| t.state == TrialState::Complete).map(|t| t.number).collect();
-    assert_eq!(complete, vec![0, 3, 4]);
-}
-
-/// A record with floats whose decimal forms are long, so an inexact JSON round trip shows.
-fn record(seed: u64) -> StudyRecord {
-    let space = Space::from_toml(
-        r#"
-        direction = "maximize"
-        [params]
-        lr = { type = "float", low = 1.1e-5, high = 0.030000000000000002, log = true }
-        layers = { type = "int", low = 1, high = 8 }
-        act = { type = "categorical", choices = ["relu", "gelu", 0.7] }
-        "#,
-        "<test>",
-    )
-    .unwrap();
-    StudyRecord {
-        space,
-        sampler: json!({"kind": "random"}),
-        pruner: Some(json!({"kind": "median", "warmup": 3})),
-        seed,
-        driver: json!({"metric": "valid_acc", "budget": 0.1}),
-    }
-}
-
-fn init_study_keeps_the_first_record(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    assert_eq!(s.study().unwrap(), None);
-    assert_eq!(s.init_study(&record(1)).unwrap(), record(1));
-    assert_eq!(s.init_study(&record(2)).unwrap(), record(1), "a second init returns the stored record");
-    assert_eq!(s.study().unwrap(), Some(record(1)));
-}
-
-/// Creates `count` trials from `threads` threads, each on its own store from `store(thread)`,
-/// and returns every number handed out.
-fn create_concurrently(threads: usize, count: usize, store: impl Fn(usize) -> Arc<dyn Storage>) -> Vec<u64> {
-    let handles: Vec<_> = (0..threads)
-        .map(|i| {
-            let s = store(i);
-            std::thread::spawn(move || {
-                (0..count / threads)
-                    .map(|_| s.create_trial(&[i as f64], &format!("thread{i}"), &Map::new()).unwrap())
-                    .collect::<Vec<u64>>()
-            })
-        })
-        .collect();
-    let mut numbers: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
-    numbers.sort_unstable();
-    numbers
-}
-
-fn two_threads_get_distinct_numbers(make: &dyn Fn() -> Fresh) {
-    let (s, _dir) = make();
-    let numbers = create_concurrently(2, 200, |_| Arc::clone(&s));
-    assert_eq!(numbers, (0..200).collect::<Vec<u64>>());
-    assert_eq!(s.trials().unwrap().len(), 200);
-}
-
-#[test]
-fn two_handles_on_one_file_get_distinct_numbers() {
-    let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("study.db");
-    SqliteStorage::create(&path).unwrap();
-    let numbers = create_concurrently(2, 200, |_| Arc::new(SqliteStorage::open(&path).unwrap()));
-    assert_eq!(numbers, (0..200).collect::<Vec<u64>>());
-    let trials = SqliteStorage::open(&path).unwrap().trials().unwrap();
-    // Each thread's trials carry its own params: no row was written by the wrong creator.
-    assert!(trials.iter().all(|t| t.worker == format!("thread{}", t.params[0])));
+    let store = Arc::new(SqliteStorage::create(&path).unwrap());
+    // Each handle is a connection of its own, as another process's would be.
+    let handle = Box::new(move || Arc::new(SqliteStorage::open(&path).unwrap()) as Arc<dyn Storage>);
+    Fresh { store, handle, guard: Box::new(dir) }
 }
+
+storage_contract::contract!(memory_store, memory);
+storage_contract::contract!(sqlite_store, sqlite);
 
 #[test]
 fn a_reopened_study_holds_everything_it_was_given() {

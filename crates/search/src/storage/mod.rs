@@ -9,7 +9,7 @@ mod postgres;
 mod sqlite;
 
 pub use self::postgres::{CONNECT_TIMEOUT, LOCK_TIMEOUT, POSTGRES_SCHEMA_VERSION, PostgresStorage, list_studies};
-pub use memory::MemoryStorage;
+pub use memory::{MemoryStorage, lease_failure};
 pub use sqlite::{BUSY_TIMEOUT, SCHEMA_VERSION, SqliteStorage};
 
 use std::path::PathBuf;

@@ -554,8 +554,7 @@ impl Storage for SqliteStorage {
         self.read("read trials", read_trials)
     }
 
-    // TEMPORARY (branch pg2): lets the crate compile until the SQLite port of the lease API
-    // (branch sqlite2) is merged; that merge replaces this file.
+    // Schema v1 has no lease columns: these are placeholders until schema v2.
     fn create_leased(
         &self,
         _params: &[f64],
@@ -564,22 +563,22 @@ impl Storage for SqliteStorage {
         _lease: Duration,
         _limit: Option<u64>,
     ) -> Result<Option<u64>> {
-        Err(SearchError::storage("create leased trial", "not yet on SQLite"))
+        Err(SearchError::storage("create leased trial", "not yet implemented in schema v1"))
     }
 
     fn renew(&self, _number: u64, _worker: &str, _lease: Duration) -> Result<bool> {
-        Err(SearchError::storage("renew lease", "not yet on SQLite"))
+        Err(SearchError::storage("renew lease", "not yet implemented in schema v1"))
     }
 
     fn expire_leases(&self, _max_retries: u32) -> Result<Vec<u64>> {
-        Err(SearchError::storage("expire leases", "not yet on SQLite"))
+        Err(SearchError::storage("expire leases", "not yet implemented in schema v1"))
     }
 
     fn claim_queued(&self, _worker: &str, _lease: Duration) -> Result<Option<Trial>> {
-        Err(SearchError::storage("claim queued trial", "not yet on SQLite"))
+        Err(SearchError::storage("claim queued trial", "not yet implemented in schema v1"))
     }
 
     fn finish_leased(&self, _number: u64, _worker: &str, _finish: &Finish) -> Result<bool> {
-        Err(SearchError::storage("finish leased trial", "not yet on SQLite"))
+        Err(SearchError::storage("finish leased trial", "not yet implemented in schema v1"))
     }
 }
