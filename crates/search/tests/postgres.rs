@@ -1,18 +1,35 @@
-//! PostgresStorage on a throwaway cluster (tests/pg_cluster): the same answers as
-//! MemoryStorage for every method, many workers on one study, several studies in one database,
+//! PostgresStorage on a throwaway cluster (tests/pg_cluster): the shared storage contract
+//! (tests/storage_contract), the same answers as MemoryStorage for a script of every method, many workers on one study, several studies in one database,
 //! databases it must refuse and leave untouched, servers it cannot reach, a broken connection,
 //! a worker killed with SIGKILL mid-transaction, and reading 10,000 trials.
 
 mod pg_cluster;
 mod pg_script;
+mod storage_contract;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use attune_search::storage::{PostgresStorage, list_studies};
 use attune_search::{Finish, SearchError, Storage, TrialState};
 use serde_json::{Map, json};
+use storage_contract::Fresh;
+
+/// A new study for a contract test: its own name in one database of the shared cluster;
+/// every further handle its own connection, so the racing tests race real transactions.
+fn postgres() -> Fresh {
+    static DATABASE: OnceLock<String> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let url = DATABASE.get_or_init(|| pg_cluster::shared().database("contract")).clone();
+    let name = format!("contract{}", NEXT.fetch_add(1, Ordering::SeqCst));
+    let store = Arc::new(PostgresStorage::connect(&url, &name).unwrap());
+    let handle = move || Arc::new(PostgresStorage::connect(&url, &name).unwrap()) as Arc<dyn Storage>;
+    Fresh { store, handle: Box::new(handle), guard: Box::new(()) }
+}
+
+// Never skipped: a missing PostgreSQL fails the tests (tests/pg_cluster says how to install it).
+storage_contract::contract!(postgres_store, postgres);
 
 fn bits(xs: &[f64]) -> Vec<u64> {
     xs.iter().map(|x| x.to_bits()).collect()
