@@ -145,8 +145,8 @@ pub fn refusal(shown: &str, contents: Contents) -> SearchError {
         Contents::Version { format, version } if format == FORMAT => match version.parse::<i64>() {
             Ok(v) if v > SCHEMA_VERSION => format!(
                 "its attune tables are of schema version {v}, written by a newer attune (this one reads version \
-                 {SCHEMA_VERSION}); they were left unchanged; fix: use that attune or a newer one, or {}",
-                "give the URL of another database"
+                 {SCHEMA_VERSION}); they were left unchanged; fix: use that attune or a newer one, or give the \
+                 URL of another database"
             ),
             _ => format!(
                 "its attune tables are of schema version {version}, which this attune (version {SCHEMA_VERSION}) \
