@@ -5,7 +5,7 @@
 //!   annealing and a REINFORCE controller; each a pure function of the stored trials.
 //! - [`pruner`]: median, ASHA and Hyperband on intermediate values.
 //! - [`pbt`]: population-based training's exploit/explore decisions.
-//! - [`storage`]: one trait, in memory and SQLite.
+//! - [`storage`]: one trait, in memory, SQLite and PostgreSQL.
 //! - [`importance`]: random-forest parameter importance for the study's plot.
 //! - [`study`]: ask / report / tell over a storage, and the summary.
 //! - [`studydir`]: a study's directory: its database, its lock and its exports.
@@ -27,7 +27,7 @@ pub mod trial;
 
 pub use error::{Result, SearchError};
 pub use space::{Direction, Distribution, Param, Space};
-pub use storage::{MemoryStorage, SqliteStorage, Storage, StudyRecord};
+pub use storage::{MemoryStorage, PostgresStorage, SqliteStorage, Storage, StudyRecord};
 pub use study::{Asked, Study, Summary};
 pub use studydir::StudyDir;
 pub use trial::{Finish, Trial, TrialState};

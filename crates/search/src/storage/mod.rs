@@ -1,11 +1,14 @@
-//! Study storage behind one trait: in memory ([`MemoryStorage`]) for tests and benchmarks, and
-//! SQLite ([`SqliteStorage`], any number of named studies in one file) as the on-disk default. Every method is one atomic state change, so
+//! Study storage behind one trait: in memory ([`MemoryStorage`]) for tests and benchmarks,
+//! SQLite ([`SqliteStorage`], any number of named studies in one file) as the on-disk default, and PostgreSQL ([`PostgresStorage`]) for
+//! studies shared by workers on many machines. Every method is one atomic state change, so
 //! several workers (threads, processes, machines: docs/search.md) may share one study, and
 //! samplers rebuild everything they know from [`Storage::trials`].
 
 mod memory;
+mod postgres;
 mod sqlite;
 
+pub use self::postgres::{CONNECT_TIMEOUT, LOCK_TIMEOUT, POSTGRES_SCHEMA_VERSION, PostgresStorage, list_studies};
 pub use memory::{MemoryStorage, lease_failure};
 pub use sqlite::{BUSY_TIMEOUT, DEFAULT_STUDY, SCHEMA_VERSION, SqliteStorage};
 
