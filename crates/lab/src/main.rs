@@ -31,6 +31,11 @@ enum Command {
     Eval(EvalArgs),
     /// Search configurations: samplers, pruners and a study directory (docs/search.md).
     Search(Box<attune_lab::search::SearchFlags>),
+    /// Join a shared study as one of its workers (docs/search.md "Shared studies").
+    Worker(attune_lab::search::worker::WorkerFlags),
+    /// List, show or export the studies in a storage.
+    #[command(subcommand)]
+    Study(attune_lab::search::study_cmd::StudyCommand),
     /// Time training steps on random tokens (the peer of benches/peers/torch_train.py bench).
     BenchStep(attune_lab::bench::BenchStepArgs),
 }
@@ -61,6 +66,8 @@ fn main() -> Result<()> {
         Command::Eval(args) => run_eval(args),
         Command::BenchStep(args) => attune_lab::bench::run(&args),
         Command::Search(args) => attune_lab::search::run(&args),
+        Command::Worker(args) => attune_lab::search::worker::run(&args),
+        Command::Study(c) => attune_lab::search::study_cmd::run(&c),
     }
 }
 

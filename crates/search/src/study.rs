@@ -3,6 +3,7 @@
 //! decision reads the storage, so any number of `Study` values over one storage cooperate.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -154,6 +155,31 @@ impl Study {
         Ok(Asked { number, params, external })
     }
 
+    /// Samples a point and creates a running trial there leased to `worker` (shared studies),
+    /// unless the study already holds `limit` trials: then `None`.
+    pub fn ask_leased(&self, worker: &str, lease: Duration, limit: Option<u64>) -> Result<Option<Asked>> {
+        let trials = self.storage.trials()?;
+        if limit.is_some_and(|l| trials.len() as u64 >= l) || self.sampler.remaining(&self.context(&trials)) == Some(0)
+        {
+            return Ok(None);
+        }
+        let params = self.space().snap(&self.sampler.sample(&self.context(&trials))?);
+        let Some(number) = self.storage.create_leased(&params, worker, &Map::new(), lease, limit)? else {
+            return Ok(None);
+        };
+        let external = self.space().external(&params);
+        Ok(Some(Asked { number, params, external }))
+    }
+
+    /// Claims a re-queued trial for `worker` (its worker's lease expired), if there is one.
+    pub fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Asked>> {
+        Ok(self.storage.claim_queued(worker, lease)?.map(|t| Asked {
+            number: t.number,
+            external: self.space().external(&t.params),
+            params: t.params,
+        }))
+    }
+
     /// Records an intermediate value and says whether the trial should stop.
     pub fn report(&self, number: u64, step: u64, value: f64) -> Result<bool> {
         if !value.is_finite() {
@@ -176,6 +202,19 @@ impl Study {
     /// Finishes a trial. A complete trial needs one finite value per direction; anything else
     /// is stored as failed with the reason, so a bad objective never loses the study.
     pub fn tell(&self, number: u64, finish: Finish) -> Result<()> {
+        let finish = self.checked(number, finish)?;
+        self.storage.finish(number, &finish)
+    }
+
+    /// [`Study::tell`] for a leased trial: `false` (nothing stored) when `worker` no longer
+    /// holds its lease, because the trial was re-queued and someone else runs it now.
+    pub fn tell_leased(&self, number: u64, worker: &str, finish: Finish) -> Result<bool> {
+        let finish = self.checked(number, finish)?;
+        self.storage.finish_leased(number, worker, &finish)
+    }
+
+    /// The finish a study stores: values checked against the directions.
+    fn checked(&self, number: u64, finish: Finish) -> Result<Finish> {
         let n = self.record.space.directions.len();
         let finish = match (&finish.state, &finish.values) {
             (TrialState::Running | TrialState::Queued, _) => {
@@ -191,7 +230,7 @@ impl Study {
             (TrialState::Complete, None) => Finish::failed("the objective gave no value"),
             _ => finish,
         };
-        self.storage.finish(number, &finish)
+        Ok(finish)
     }
 
     /// The study's figures.

@@ -138,7 +138,6 @@ impl StudyDir {
     /// Rewrites `study.json`, `trials.jsonl` and `summary.json` from one snapshot of the
     /// study's trials. `study` must be the study in this directory.
     pub fn export(&self, study: &Study) -> Result<()> {
-        let op = "export study";
         if study.storage().location() != self.storage.path() {
             return Err(SearchError::config(
                 "study directory",
@@ -150,19 +149,27 @@ impl StudyDir {
                 "export a study opened on this directory's storage (StudyDir::storage)",
             ));
         }
-        let trials = study.trials()?;
-        let record = to_json(study.record(), true)?;
-        let mut lines = Vec::new();
-        for trial in &trials {
-            lines.extend(to_json(&ExportedTrial::new(study.space(), trial), false)?);
-        }
-        let summary = to_json(&summarize(study.space(), &trials), true)?;
-        let write = |name: &str, bytes: &[u8]| write_atomic(&self.dir.join(name), bytes);
-        write(STUDY_JSON, &record)
-            .and_then(|()| write(TRIALS_JSONL, &lines))
-            .and_then(|()| write(SUMMARY_JSON, &summary))
-            .map_err(|e| SearchError::storage(op, e))
+        export_to(&self.dir, study)
     }
+}
+
+/// Writes `study.json`, `trials.jsonl` and `summary.json` of `study` into `dir`, each replaced
+/// whole (`write_atomic`), from one snapshot of the trials: the study directory's exports, and
+/// a shared study's (any storage) in its artifacts folder.
+pub fn export_to(dir: &Path, study: &Study) -> Result<()> {
+    let op = "export study";
+    let trials = study.trials()?;
+    let record = to_json(study.record(), true)?;
+    let mut lines = Vec::new();
+    for trial in &trials {
+        lines.extend(to_json(&ExportedTrial::new(study.space(), trial), false)?);
+    }
+    let summary = to_json(&summarize(study.space(), &trials), true)?;
+    let write = |name: &str, bytes: &[u8]| write_atomic(&dir.join(name), bytes);
+    write(STUDY_JSON, &record)
+        .and_then(|()| write(TRIALS_JSONL, &lines))
+        .and_then(|()| write(SUMMARY_JSON, &summary))
+        .map_err(|e| SearchError::storage(op, e))
 }
 
 /// `value` as JSON text ending in a newline: indented for the files people read, one line for

@@ -13,7 +13,7 @@ use attune_search::{Asked, Finish, Study, Summary, TrialState};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::objective::{Objective, Segment};
-use super::protocol::run_process;
+use super::protocol::{Tick, run_process};
 
 /// How the driver runs trials.
 pub struct DriverOptions {
@@ -82,7 +82,7 @@ pub fn run_trials(
 
 fn one_trial(study: &Study, objective: &Objective, dir: &Path, opts: &DriverOptions, worker: &str) -> Result<()> {
     let asked = study.ask(worker)?;
-    let finish = run_asked(study, objective, dir, opts, &asked, None)?;
+    let finish = run_asked(study, objective, dir, opts, &asked, None, None)?;
     study.tell(asked.number, finish)?;
     Ok(())
 }
@@ -96,6 +96,7 @@ pub fn run_asked(
     opts: &DriverOptions,
     asked: &Asked,
     segment: Option<&Segment>,
+    tick: Option<Tick>,
 ) -> Result<Finish> {
     let trial_dir = trial_dir(dir, asked.number);
     let prepared = match objective.prepare(asked.number, &asked.external, &trial_dir, opts.threads, segment)? {
@@ -108,7 +109,7 @@ pub fn run_asked(
     }
     let mut report_error = None;
     let input = Objective::input(asked.number, &asked.external, segment, &trial_dir);
-    let end = run_process(prepared.command, &input, opts.trial_timeout, |step, value| {
+    let end = run_process(prepared.command, &input, opts.trial_timeout, tick, |step, value| {
         match study.report(asked.number, step, value) {
             Ok(prune) => prune,
             Err(e) => {

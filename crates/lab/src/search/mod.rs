@@ -4,6 +4,8 @@
 //! - [`objective`]: what a trial runs (a lab training run or a command) and its metrics.
 //! - [`driver`]: `--parallel K` worker threads, pruning, the progress bar.
 //! - [`pbt`]: population-based training (`--pbt`) as generations of trials.
+//! - [`worker`]: `attune worker`, one process of a shared study (`--storage`, `--workers K`).
+//! - [`study_cmd`]: `attune study list|show|export` for the people watching a shared study.
 //! - `plots`: the study's PNG plots.
 //!
 //! The study itself (space, samplers, pruners, storage) is crates/search (attune-search);
@@ -13,6 +15,9 @@ pub mod driver;
 pub mod objective;
 pub mod pbt;
 mod protocol;
+mod shared;
+pub mod study_cmd;
+pub mod worker;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -97,19 +102,59 @@ pub struct SearchFlags {
     /// Skip the PNG plots.
     #[arg(long)]
     pub no_plots: bool,
+    /// A shared study's storage, sqlite:PATH or postgres://USER@HOST:PORT/DB: trials run in
+    /// --workers processes here and in `attune worker` processes anywhere (docs/search.md).
+    #[arg(long, requires = "study", conflicts_with_all = ["resume", "pbt"])]
+    pub storage: Option<String>,
+    /// The study's name in --storage (run the same command again to continue it).
+    #[arg(long, requires = "storage")]
+    pub study: Option<String>,
+    /// Local worker processes of a shared study (0: create or check the study and return; the
+    /// trials then run in `attune worker` processes).
+    #[arg(long, default_value_t = 1, requires = "storage")]
+    pub workers: usize,
+    /// Where a shared study's trial folders go, reachable by every worker (default: --out,
+    /// or runs/<study>).
+    #[arg(long, requires = "storage")]
+    pub artifacts: Option<PathBuf>,
+    /// Seconds a worker's lease on a trial lasts without renewal (it renews every third).
+    #[arg(long, default_value_t = 30.0)]
+    pub lease: f64,
+    /// Times a trial whose worker died is re-queued before it is failed.
+    #[arg(long, default_value_t = 2)]
+    pub max_retries: u32,
 }
 
-/// The driver's part of the stored study: what a resume needs to run the same trials.
+/// The driver's part of the stored study: what a resume or a worker needs to run the same trials.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct DriverRecord {
+pub struct DriverRecord {
     objective: Objective,
     trial_timeout: Option<f64>,
     #[serde(default)]
     pbt: Option<PbtSettings>,
+    /// Set for a shared study (`--storage`): what its workers read.
+    #[serde(default)]
+    shared: Option<SharedSettings>,
+}
+
+/// A shared study's settings, stored so every worker on every machine runs the same study.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SharedSettings {
+    /// Trials in the study when it is done.
+    pub trials: u64,
+    /// Seconds a worker's lease on a running trial lasts without renewal.
+    pub lease_s: f64,
+    /// Times a trial whose worker died is re-queued before it is failed.
+    pub max_retries: u32,
+    /// Where trial folders go: `ARTIFACTS/<study>/trials/NNNNN`.
+    pub artifacts: PathBuf,
 }
 
 /// Runs `attune search`.
 pub fn run(f: &SearchFlags) -> Result<()> {
+    if f.storage.is_some() {
+        return shared::run(f);
+    }
     let (dir, study_dir, record) = match &f.resume {
         Some(dir) => {
             let sd = StudyDir::open(dir)?;
@@ -127,34 +172,11 @@ pub fn run(f: &SearchFlags) -> Result<()> {
             (dir.clone(), sd, record)
         }
         None => {
-            let space_path = f.space.as_ref().context("--space FILE is needed for a new study")?;
-            let space = Space::from_file(space_path)?;
-            // PBT's first generation is a random population unless a sampler is named.
-            let default_sampler = if f.pbt { "random" } else { "tpe" };
-            let sampler =
-                settings(f.sampler.as_deref().unwrap_or(default_sampler), "--sampler", SamplerConfig::by_name)?;
-            let pruner = f.pruner.as_deref().map(|p| settings(p, "--pruner", PrunerConfig::by_name)).transpose()?;
-            let objective = objective_from_flags(f)?;
-            objective.check(&space, &space_path.display().to_string())?;
-            let seed = f.seed.unwrap_or(0);
-            let kind = serde_json::to_value(&sampler)?["kind"].as_str().unwrap_or("search").to_string();
-            let name = if f.pbt { "pbt".to_string() } else { kind };
+            let (record, name) = new_record(f, None)?;
+            let seed = record.seed;
             let dir = f.out.clone().unwrap_or_else(|| {
                 crate::rundir::fresh_default(&PathBuf::from(format!("runs/search-{name}-seed{seed}")))
             });
-            let pbt = f.pbt.then(|| PbtSettings {
-                population: f.population,
-                generations: f.generations,
-                config: PbtConfig { interval: f.interval, ..PbtConfig::default() },
-            });
-            let driver = DriverRecord { objective, trial_timeout: f.trial_timeout, pbt };
-            let record = StudyRecord {
-                space,
-                sampler: serde_json::to_value(&sampler)?,
-                pruner: pruner.as_ref().map(serde_json::to_value).transpose()?,
-                seed,
-                driver: serde_json::to_value(&driver)?,
-            };
             (dir.clone(), StudyDir::create(&dir)?, record)
         }
     };
@@ -214,6 +236,35 @@ pub fn run(f: &SearchFlags) -> Result<()> {
     Ok(())
 }
 
+/// A new study's record from the flags (space, sampler, pruner, seed, objective, PBT and the
+/// shared settings), and a short name for its default directory.
+pub(crate) fn new_record(f: &SearchFlags, shared: Option<SharedSettings>) -> Result<(StudyRecord, String)> {
+    let space_path = f.space.as_ref().context("--space FILE is needed for a new study")?;
+    let space = Space::from_file(space_path)?;
+    // PBT's first generation is a random population unless a sampler is named.
+    let default_sampler = if f.pbt { "random" } else { "tpe" };
+    let sampler = settings(f.sampler.as_deref().unwrap_or(default_sampler), "--sampler", SamplerConfig::by_name)?;
+    let pruner = f.pruner.as_deref().map(|p| settings(p, "--pruner", PrunerConfig::by_name)).transpose()?;
+    let objective = objective_from_flags(f)?;
+    objective.check(&space, &space_path.display().to_string())?;
+    let kind = serde_json::to_value(&sampler)?["kind"].as_str().unwrap_or("search").to_string();
+    let name = if f.pbt { "pbt".to_string() } else { kind };
+    let pbt = f.pbt.then(|| PbtSettings {
+        population: f.population,
+        generations: f.generations,
+        config: PbtConfig { interval: f.interval, ..PbtConfig::default() },
+    });
+    let driver = DriverRecord { objective, trial_timeout: f.trial_timeout, pbt, shared };
+    let record = StudyRecord {
+        space,
+        sampler: serde_json::to_value(&sampler)?,
+        pruner: pruner.as_ref().map(serde_json::to_value).transpose()?,
+        seed: f.seed.unwrap_or(0),
+        driver: serde_json::to_value(&driver)?,
+    };
+    Ok((record, name))
+}
+
 /// A sampler's or pruner's settings: a name (its defaults) or a JSON object with `kind`.
 fn settings<T: serde::de::DeserializeOwned>(
     text: &str,
@@ -255,7 +306,7 @@ fn objective_from_flags(f: &SearchFlags) -> Result<Objective> {
     Ok(Objective::Train { base, metrics })
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "localhost".into())

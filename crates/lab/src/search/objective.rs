@@ -221,6 +221,7 @@ impl Objective {
         match (self, end) {
             (_, ProcessEnd::Pruned) => Finish::pruned(),
             (_, ProcessEnd::Failed(why)) => Finish::failed(why),
+            (_, ProcessEnd::Abandoned) => Finish::failed("abandoned: this worker lost the trial's lease"),
             (Objective::Command { .. }, ProcessEnd::Exited(Some(values))) => Finish::complete(values),
             (Objective::Command { .. }, ProcessEnd::Exited(None)) => {
                 Finish::failed("exited 0 without a final {\"value\": v} or {\"values\": [..]} line")

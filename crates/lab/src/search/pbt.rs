@@ -127,7 +127,7 @@ pub fn run_pbt(
                 interval: settings.config.interval,
                 restore_from: plan.restore_from.clone(),
             };
-            let finish = run_asked(study, objective, dir, opts, &asked, Some(&segment))?;
+            let finish = run_asked(study, objective, dir, opts, &asked, Some(&segment), None)?;
             study.tell(asked.number, finish)?;
             export(study)
         })?;

@@ -25,6 +25,17 @@ pub enum ProcessEnd {
     Pruned,
     /// Failed, and why (stderr tail included).
     Failed(String),
+    /// Killed because the trial is no longer this worker's (its lease was lost).
+    Abandoned,
+}
+
+/// A check run every `every` while the process runs (a shared study's lease renewal); it
+/// returns whether to abandon the trial.
+pub struct Tick<'a> {
+    /// How often.
+    pub every: Duration,
+    /// The check.
+    pub check: &'a mut dyn FnMut() -> bool,
 }
 
 /// One protocol line from the objective.
@@ -77,6 +88,7 @@ pub fn run_process(
     mut command: Command,
     input: &str,
     timeout: Option<Duration>,
+    mut tick: Option<Tick>,
     mut on_value: impl FnMut(u64, f64) -> bool,
 ) -> ProcessEnd {
     command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
@@ -115,10 +127,21 @@ pub fn run_process(
         });
     }
     let deadline = timeout.map(|t| Instant::now() + t);
+    let mut next_tick = tick.as_ref().map(|t| Instant::now() + t.every);
     let mut finals = None;
     let mut lineno = 0usize;
     let verdict = loop {
-        let wait = deadline.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
+        if let (Some(at), Some(t)) = (next_tick, tick.as_mut())
+            && Instant::now() >= at
+        {
+            if (t.check)() {
+                kill(&mut child);
+                return ProcessEnd::Abandoned;
+            }
+            next_tick = Some(Instant::now() + t.every);
+        }
+        let until = [deadline, next_tick].into_iter().flatten().min();
+        let wait = until.map(|d| d.saturating_duration_since(Instant::now())).unwrap_or(Duration::from_secs(3600));
         match rx.recv_timeout(wait) {
             Ok(Event::Stdout(line)) => {
                 lineno += 1;

@@ -7,6 +7,7 @@
 mod memory;
 mod postgres;
 mod sqlite;
+pub mod url;
 
 pub use self::postgres::{CONNECT_TIMEOUT, LOCK_TIMEOUT, POSTGRES_SCHEMA_VERSION, PostgresStorage, list_studies};
 pub use memory::{MemoryStorage, lease_failure};

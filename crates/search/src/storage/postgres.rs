@@ -387,7 +387,7 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 /// `url` with any password replaced by `***`: in the URL's user information
 /// (`user:secret@`), as a query parameter (`?password=secret`) or as a key/value setting
 /// (`password=secret` or `password='a secret'`).
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let trimmed = url.trim();
     if let Some(scheme_end) =
         ["postgresql://", "postgres://"].iter().find_map(|p| trimmed.starts_with(p).then_some(p.len()))
