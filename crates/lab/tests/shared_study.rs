@@ -2,7 +2,7 @@
 //! one SQLite study while worker processes are killed with SIGKILL and replaced; every trial
 //! must end exactly once. The short form (4 workers, 100 trials, SQLite and PostgreSQL) runs in
 //! CI; the full form (16 workers on PostgreSQL and 8 on SQLite, 1,000 trials each) is
-//! `cargo test --release -p attune-lab --test shared_study -- --ignored --nocapture`.
+//! `cargo test -p attune-lab --test shared_study -- --ignored --nocapture`.
 
 mod common;
 // The one throwaway-PostgreSQL helper of the workspace's tests.
@@ -201,7 +201,7 @@ fn a_killed_coordinator_leaves_its_workers_running_and_the_same_command_continue
 }
 
 #[test]
-#[ignore = "the full chaos run: cargo test --release -p attune-lab --test shared_study -- --ignored --nocapture"]
+#[ignore = "the full chaos run: cargo test -p attune-lab --test shared_study -- --ignored --nocapture"]
 fn full_chaos_run_on_sqlite() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = format!("sqlite:{}", tmp.path().join("shared.db").display());
@@ -215,7 +215,7 @@ fn full_chaos_run_on_sqlite() {
 }
 
 #[test]
-#[ignore = "the full chaos run: cargo test --release -p attune-lab --test shared_study -- --ignored --nocapture"]
+#[ignore = "the full chaos run: cargo test -p attune-lab --test shared_study -- --ignored --nocapture"]
 fn full_chaos_run_on_postgresql() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = pg_cluster::shared().database("chaos_full");
