@@ -109,6 +109,57 @@ fn beats_random_search_on_branin() {
     assert!(tpe * MARGIN < random, "median regret: tpe {tpe:.4}, random {random:.4}");
 }
 
+/// Optuna 5's TPE (multivariate, its defaults) reaches a median Branin regret of 3.3e-3 after
+/// 200 trials (docs/benchmarks-search.md); ours must stay within 3 times that over 10 seeds.
+/// Kernels of a fixed width (12-15% of the range) left 1.8e-2 on these seeds (6.3e-2 on the
+/// benchmark's); they must shrink as the good trials gather.
+#[test]
+fn refines_a_continuous_optimum_like_optuna_on_branin() {
+    let s = space(
+        "[params]\nx1 = { type = \"float\", low = -5.0, high = 10.0 }\nx2 = { type = \"float\", low = 0.0, high = 15.0 }",
+    );
+    let regret = median((0..10).map(|seed| best_after(&s, &tpe(), 100 + seed, 200, &branin)).collect());
+    eprintln!("branin, median regret of 10 after 200 trials: {regret:.2e}");
+    assert!(regret < 1e-2, "median regret {regret:.2e}");
+}
+
+/// Hartmann-6 (Dixon and Szego, 1978) on [0, 1]^6, minimum -3.32237.
+fn hartmann6(p: &Map<String, Value>) -> f64 {
+    const ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
+    const A: [[f64; 6]; 4] = [
+        [10.0, 3.0, 17.0, 3.5, 1.7, 8.0],
+        [0.05, 10.0, 17.0, 0.1, 8.0, 14.0],
+        [3.0, 3.5, 1.7, 10.0, 17.0, 8.0],
+        [17.0, 8.0, 0.05, 10.0, 0.1, 14.0],
+    ];
+    const P: [[f64; 6]; 4] = [
+        [0.1312, 0.1696, 0.5569, 0.0124, 0.8283, 0.5886],
+        [0.2329, 0.4135, 0.8307, 0.3736, 0.1004, 0.9991],
+        [0.2348, 0.1451, 0.3522, 0.2883, 0.3047, 0.6650],
+        [0.4047, 0.8828, 0.8732, 0.5743, 0.1091, 0.0381],
+    ];
+    let x: Vec<f64> = (1..=6).map(|j| num(p, &format!("x{j}"))).collect();
+    -(0..4).map(|i| ALPHA[i] * (-(0..6).map(|j| A[i][j] * (x[j] - P[i][j]).powi(2)).sum::<f64>()).exp()).sum::<f64>()
+}
+
+/// As on Branin: Optuna 5 reaches a median regret of 0.031 on Hartmann-6 after 200 trials; ours
+/// must stay within 3 times that (the fixed-width kernels left 0.15 on these seeds, 0.19 on
+/// the benchmark's).
+#[test]
+fn refines_a_continuous_optimum_like_optuna_on_hartmann6() {
+    let params: String = (1..=6).map(|j| format!("x{j} = {{ type = \"float\", low = 0.0, high = 1.0 }}\n")).collect();
+    let s = space(&format!("[params]\n{params}"));
+    let mut at_minimum = Map::new();
+    for (j, v) in [0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573].iter().enumerate() {
+        at_minimum.insert(format!("x{}", j + 1), Value::from(*v));
+    }
+    const MINIMUM: f64 = -3.322_368_011_415_515;
+    assert!((hartmann6(&at_minimum) - MINIMUM).abs() < 1e-9);
+    let regret = median((0..10).map(|seed| best_after(&s, &tpe(), 100 + seed, 200, &hartmann6) - MINIMUM).collect());
+    eprintln!("hartmann6, median regret of 10 after 200 trials: {regret:.3}");
+    assert!(regret < 0.093, "median regret {regret:.3}");
+}
+
 /// A float, a log int and a categorical: 0 at x = 1, n = 8, c = "b"; every other choice costs
 /// at least 1.
 fn mixed(p: &Map<String, Value>) -> f64 {

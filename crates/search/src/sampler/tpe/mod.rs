@@ -6,14 +6,16 @@
 //! Until `n_startup_trials` trials have finished (complete or pruned), points are random, and
 //! the very same points random search would give (the same `random` stream). After that the
 //! finished trials are split into the good `gamma(n) = min(ceil(0.1 n), 25)` and the rest
-//! ([`split`] says how pruned trials, running trials and several objectives are ranked); a
-//! Parzen estimator `l(x)` is fitted to the good and `g(x)` to the rest ([`parzen`]);
+//! ([`split`] says how pruned trials, running trials and several objectives are ranked, and
+//! how the rest are weighted by age); a Parzen estimator `l(x)` is fitted to the good and
+//! `g(x)` to the rest ([`parzen`], with the bandwidths of [`bandwidth`]);
 //! `n_ei_candidates` points are drawn from `l`, and the one with the largest
 //! `ln l(x) - ln g(x)` (the expected improvement's monotone proxy) is returned.
 //!
 //! Everything is drawn from `SampleContext::rng`, so the same trials, seed and trial number
 //! always give the same point, and a resumed or shared study samples like an uninterrupted one.
 
+mod bandwidth;
 mod normal;
 mod parzen;
 mod split;
@@ -124,8 +126,8 @@ impl Sampler for TpeSampler {
         let axes: Vec<Axis> = ctx.space.params.iter().map(|p| Axis::of(&p.dist)).collect();
         let below: Vec<&[f64]> = split.below.iter().map(|t| t.params.as_slice()).collect();
         let above: Vec<&[f64]> = split.above.iter().map(|t| t.params.as_slice()).collect();
-        let good = Parzen::new(&axes, &below, self.config.prior_weight);
-        let bad = Parzen::new(&axes, &above, self.config.prior_weight);
+        let good = Parzen::new(&axes, &below, &vec![1.0; below.len()], self.config.prior_weight);
+        let bad = Parzen::new(&axes, &above, &split::age_weights(&split.above), self.config.prior_weight);
 
         let mut rng = ctx.rng(b"tpe");
         let mut best: Option<(f64, Vec<f64>)> = None;

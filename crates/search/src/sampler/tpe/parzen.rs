@@ -13,15 +13,14 @@
 //!   with `e = prior_weight / observations`: the prior's weight spread over the kernels, so
 //!   the kernels sharpen as observations accumulate.
 //!
-//! The bandwidth of the observations' numeric kernels is Scott's rule with the 0.2 magnitude
-//! of Watanabe (2023): `0.2 * n^(-1 / (d + 4))` for `n` observations (at least 1) in `d`
-//! dimensions, clipped below by hyperopt's "magic clip" `1 / min(100, k + 1)` for `k` mixture
-//! components (observations and prior), so one point never becomes a spike while few are
-//! known, and above by 1, the width of the whole range. The prior kernel is centred on the
-//! middle of every range with bandwidth 1 and is uniform over choices.
+//! The observations' kernels share one bandwidth per numeric axis ([`bandwidth`]: Scott's rule
+//! with the magic clip). Each observation has a weight (the caller's: 1, or less for old
+//! trials); the prior kernel has `prior_weight`, is centred on the middle of every range with
+//! bandwidth 1 (the whole range) and is uniform over choices.
 
 use attune_rng::Rng;
 
+use super::bandwidth;
 use super::normal::{LN_SQRT_2PI, interval_mass, truncated_unit_draw};
 use crate::space::Distribution;
 
@@ -108,8 +107,8 @@ fn cell(dist: &Distribution, k: u64) -> (f64, f64) {
 struct Kernel {
     /// Unit coordinates (numeric axes) or choice indices (categorical axes).
     centre: Vec<f64>,
-    /// The numeric axes' bandwidth, in unit coordinates.
-    sigma: f64,
+    /// Each axis's bandwidth, in unit coordinates (1 on categorical axes, where it is unused).
+    sigma: Vec<f64>,
     /// ln of the Gaussian's mass inside `[0, 1]` per axis (0 on categorical axes).
     ln_inside: Vec<f64>,
     /// The prior component (uniform over choices).
@@ -129,38 +128,43 @@ pub(super) struct Parzen<'a> {
     choice_smoothing: f64,
 }
 
-/// The observations' bandwidth for `observations` kernels (and the prior) in `dims` dimensions.
-pub(super) fn bandwidth(observations: usize, dims: usize) -> f64 {
-    let scott = 0.2 * (observations.max(1) as f64).powf(-1.0 / (dims as f64 + 4.0));
-    // hyperopt's clip: one more than the mixture's kernels (observations and the prior).
-    let clip = 1.0 / (observations as f64 + 2.0).min(100.0);
-    scott.clamp(clip, 1.0)
-}
-
 impl<'a> Parzen<'a> {
-    /// The estimator of `observations` (internal values, one per axis), each with weight 1,
-    /// and the prior with `prior_weight`.
-    pub(super) fn new(axes: &'a [Axis], observations: &[&[f64]], prior_weight: f64) -> Parzen<'a> {
-        let total = observations.len() as f64 + prior_weight;
-        let sigma = bandwidth(observations.len(), axes.len());
-        let mut kernels: Vec<Kernel> = observations
+    /// The estimator of `observations` (internal values, one per axis) with their `weights`
+    /// (one each, positive) and the prior with `prior_weight`.
+    pub(super) fn new(axes: &'a [Axis], observations: &[&[f64]], weights: &[f64], prior_weight: f64) -> Parzen<'a> {
+        let total = weights.iter().sum::<f64>() + prior_weight;
+        let centres: Vec<Vec<f64>> =
+            observations.iter().map(|x| axes.iter().zip(x.iter()).map(|(a, &v)| a.centre(v)).collect()).collect();
+        let sigma: Vec<f64> = axes
             .iter()
-            .map(|x| {
-                let centre: Vec<f64> = axes.iter().zip(x.iter()).map(|(a, &v)| a.centre(v)).collect();
-                Kernel {
-                    ln_inside: ln_inside(axes, &centre, sigma),
-                    centre,
-                    sigma,
-                    prior: false,
-                    ln_weight: (1.0 / total).ln(),
+            .enumerate()
+            .map(|(j, axis)| {
+                let column: Vec<f64> = centres.iter().map(|c| c[j]).collect();
+                match axis {
+                    Axis::Continuous(_) => bandwidth::numeric(&column, axes.len(), false),
+                    Axis::Discrete(_) => bandwidth::numeric(&column, axes.len(), true),
+                    // Unused: categorical kernels have no bandwidth.
+                    Axis::Categorical(_) => 1.0,
                 }
             })
             .collect();
+        let mut kernels: Vec<Kernel> = centres
+            .into_iter()
+            .zip(weights)
+            .map(|(centre, &w)| Kernel {
+                ln_inside: ln_inside(axes, &centre, &sigma),
+                centre,
+                sigma: sigma.clone(),
+                prior: false,
+                ln_weight: (w / total).ln(),
+            })
+            .collect();
         let centre = vec![0.5; axes.len()];
+        let whole = vec![1.0; axes.len()];
         kernels.push(Kernel {
-            ln_inside: ln_inside(axes, &centre, 1.0),
+            ln_inside: ln_inside(axes, &centre, &whole),
             centre,
-            sigma: 1.0,
+            sigma: whole,
             prior: true,
             ln_weight: (prior_weight / total).ln(),
         });
@@ -185,10 +189,9 @@ impl<'a> Parzen<'a> {
 
     fn ln_kernel(&self, kernel: &Kernel, coords: &[Coord]) -> f64 {
         let mut total = 0.0;
-        for (axis, ((&coord, &mu), &ln_inside)) in
-            self.axes.iter().zip(coords.iter().zip(&kernel.centre).zip(&kernel.ln_inside))
+        for (axis, (((&coord, &mu), &ln_inside), &s)) in
+            self.axes.iter().zip(coords.iter().zip(&kernel.centre).zip(&kernel.ln_inside).zip(&kernel.sigma))
         {
-            let s = kernel.sigma;
             total += match (coord, axis) {
                 (Coord::At(u), _) => {
                     let z = (u - mu) / s;
@@ -215,11 +218,11 @@ impl<'a> Parzen<'a> {
         let kernel = &self.kernels[pick(rng, &self.shares)];
         self.axes
             .iter()
-            .zip(&kernel.centre)
-            .map(|(axis, &mu)| match axis {
-                Axis::Continuous(d) => d.from_unit(truncated_unit_draw(rng, mu, kernel.sigma)),
+            .zip(kernel.centre.iter().zip(&kernel.sigma))
+            .map(|(axis, (&mu, &sigma))| match axis {
+                Axis::Continuous(d) => d.from_unit(truncated_unit_draw(rng, mu, sigma)),
                 Axis::Discrete(d) => {
-                    let u = truncated_unit_draw(rng, mu, kernel.sigma);
+                    let u = truncated_unit_draw(rng, mu, sigma);
                     d.value_at(d.index_of(d.from_unit(u)))
                 }
                 Axis::Categorical(n) if kernel.prior => rng.index(*n) as f64,
@@ -240,10 +243,10 @@ impl<'a> Parzen<'a> {
 }
 
 /// ln of the Gaussian's mass inside `[0, 1]` on each numeric axis.
-fn ln_inside(axes: &[Axis], centre: &[f64], sigma: f64) -> Vec<f64> {
+fn ln_inside(axes: &[Axis], centre: &[f64], sigma: &[f64]) -> Vec<f64> {
     axes.iter()
-        .zip(centre)
-        .map(|(axis, &mu)| match axis {
+        .zip(centre.iter().zip(sigma))
+        .map(|(axis, (&mu, &sigma))| match axis {
             Axis::Categorical(_) => 0.0,
             _ => interval_mass(-mu / sigma, (1.0 - mu) / sigma).ln(),
         })
@@ -280,18 +283,6 @@ mod tests {
     }
 
     #[test]
-    fn bandwidth_follows_scott_with_the_magic_clip() {
-        // 10 observations in 2-D: 0.2 * 10^(-1/6) = 0.13626; the clip 1/12 = 0.0833 is below it.
-        assert!((bandwidth(10, 2) - 0.136_26).abs() < 1e-5);
-        // 1 observation in 1-D: 0.2 * 1^(-1/5) = 0.2, raised to the clip 1/3.
-        assert!((bandwidth(1, 1) - 1.0 / 3.0).abs() < 1e-12);
-        // 1000 observations in 1-D: 0.2 * 1000^(-1/5) = 0.0502; the clip stops at 1/100.
-        assert!((bandwidth(1000, 1) - 0.050_24).abs() < 1e-4);
-        // 5000 observations in 1-D: 0.2 * 5000^(-1/5) = 0.0364; the clip 1/100 still below.
-        assert!((bandwidth(5000, 1) - 0.036_41).abs() < 1e-4);
-    }
-
-    #[test]
     fn log_int_cells_tile_the_unit_interval() {
         let d = int(1, 100, true);
         let mut previous_high = 0.0;
@@ -311,12 +302,12 @@ mod tests {
         for (dist, n) in [(int(0, 9, false), 10), (int(1, 1000, true), 1000), (int(-3, 3, false), 7)] {
             let axes = [Axis::of(&dist)];
             let obs = [dist.value_at(n / 3)];
-            let parzen = Parzen::new(&axes, &[&obs[..]], 1.0);
+            let parzen = Parzen::new(&axes, &[&obs[..]], &[1.0], 1.0);
             let total: f64 = (0..n).map(|k| parzen.ln_density(&[axes[0].coord(dist.value_at(k))]).exp()).sum();
             assert!((total - 1.0).abs() < 1e-5, "{dist:?}: {total}");
         }
         let axes = [Axis::Categorical(4)];
-        let parzen = Parzen::new(&axes, &[&[2.0][..], &[2.0][..]], 1.0);
+        let parzen = Parzen::new(&axes, &[&[2.0][..], &[2.0][..]], &[1.0, 1.0], 1.0);
         let p: Vec<f64> = (0..4).map(|k| parzen.ln_density(&[Coord::Choice(k)]).exp()).collect();
         // Two kernels with e = 1/2: observed 1.5 / 3 = 0.5, others 0.5 / 3; prior 1/4 each;
         // mixture weights 2/3 and 1/3.
@@ -329,7 +320,7 @@ mod tests {
     fn continuous_density_integrates_to_one_and_draws_are_valid() {
         let dist = Distribution::Float { low: 1e-4, high: 1.0, log: true, step: None };
         let axes = [Axis::of(&dist)];
-        let parzen = Parzen::new(&axes, &[&[1e-4][..], &[0.01][..]], 1.0);
+        let parzen = Parzen::new(&axes, &[&[1e-4][..], &[0.01][..]], &[1.0, 1.0], 1.0);
         // The density in unit coordinates, by the midpoint rule over 2000 cells.
         let total: f64 =
             (0..2000).map(|i| parzen.ln_density(&[Coord::At((i as f64 + 0.5) / 2000.0)]).exp() / 2000.0).sum();

@@ -18,6 +18,12 @@
 //! Failed trials are ignored. Running trials are not ranked (they say nothing about what is
 //! good, so they do not grow `gamma(n)`); with the constant liar they join above, as if they
 //! had the worst value, so parallel asks are pushed away from points still being evaluated.
+//!
+//! The above trials are weighted by age ([`age_weights`]; Bergstra et al. 2013, "Making a
+//! science of model search", and Optuna's documented default): the newest 25 weigh 1 and
+//! older ones ramp linearly down to `1 / n`, so `g(x)` follows where the search has been
+//! lately rather than the random start-up points. The good trials all weigh 1: there are at
+//! most `gamma_max` of them, and an old good trial is still among the best found.
 
 use crate::pareto;
 use crate::space::Direction;
@@ -72,6 +78,24 @@ pub(super) fn split<'a>(
         above.extend(trials.iter().filter(|t| matches!(t.state, TrialState::Running | TrialState::Queued)));
     }
     Split { below: order, above, ranked }
+}
+
+/// How many of the newest above trials weigh 1.
+const FULL_WEIGHT_NEWEST: usize = 25;
+
+/// The weights of `trials` by age (trial number): the newest [`FULL_WEIGHT_NEWEST`] weigh 1;
+/// the `m` older ones, oldest first, ramp linearly from `1 / n` to 1 for `n` trials in all.
+pub(super) fn age_weights(trials: &[&Trial]) -> Vec<f64> {
+    let n = trials.len();
+    let mut weights = vec![1.0; n];
+    let older = n.saturating_sub(FULL_WEIGHT_NEWEST);
+    let mut by_age: Vec<usize> = (0..n).collect();
+    by_age.sort_by_key(|&i| trials[i].number);
+    let first = 1.0 / n as f64;
+    for (rank, &i) in by_age.iter().take(older).enumerate() {
+        weights[i] = if older == 1 { first } else { first + (1.0 - first) * rank as f64 / (older - 1) as f64 };
+    }
+    weights
 }
 
 fn rank_single(mut complete: Vec<&Trial>, direction: Direction) -> Vec<&Trial> {
@@ -219,6 +243,28 @@ mod tests {
         let five = split(&trials, &dirs, |_| 5, false);
         assert_eq!(numbers(&five.below), [0, 1, 2, 3, 4]);
         assert_eq!(numbers(&five.above), [5]);
+    }
+
+    #[test]
+    fn older_above_trials_weigh_less() {
+        let make = |numbers: &[u64]| -> Vec<Trial> {
+            numbers.iter().map(|&n| trial(n, TrialState::Complete, Some(vec![0.0]), vec![])).collect()
+        };
+        // Up to 25 trials all weigh 1.
+        let few = make(&(0..25).collect::<Vec<_>>());
+        assert_eq!(age_weights(&few.iter().collect::<Vec<_>>()), vec![1.0; 25]);
+        // 30 trials, listed newest first: the 5 oldest (numbers 0..5) ramp 1/30, 0.275, 0.51667,
+        // 0.75833, 1 (steps of (1 - 1/30) / 4 = 0.241667); the 25 newest weigh 1.
+        let trials = make(&(0..30).rev().collect::<Vec<_>>());
+        let w = age_weights(&trials.iter().collect::<Vec<_>>());
+        let expected = [1.0 / 30.0, 0.275, 0.516_667, 0.758_333, 1.0];
+        for (number, want) in expected.iter().enumerate() {
+            assert!((w[29 - number] - want).abs() < 1e-6, "trial {number}: {} vs {want}", w[29 - number]);
+        }
+        assert!(w[..25].iter().all(|&x| x == 1.0));
+        // 26 trials: the single older one weighs 1/26.
+        let w = age_weights(&make(&(0..26).collect::<Vec<_>>()).iter().collect::<Vec<_>>());
+        assert!((w[0] - 1.0 / 26.0).abs() < 1e-12 && w[1..].iter().all(|&x| x == 1.0));
     }
 
     #[test]
