@@ -94,9 +94,9 @@ fn chaos(dir: &Path, storage: &str, study: &str, c: &Chaos) -> (f64, usize) {
         }
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let victim = (seed >> 33) as usize % pool.len();
-        let _ = pool[victim].kill();
-        let _ = pool[victim].wait();
-        pool.remove(victim);
+        let mut killed = pool.remove(victim);
+        let _ = killed.kill();
+        let _ = killed.wait();
         kills += 1;
         pool.push(worker(storage, study, &format!("w{next_name}")));
         next_name += 1;

@@ -177,12 +177,9 @@ pub fn status_line(s: &Summary) -> String {
 }
 
 pub(super) fn show(bar: &Option<ProgressBar>, s: &Summary, trials: u64) {
-    match bar {
-        Some(bar) => {
-            bar.set_position(trials - s.n_running as u64);
-            bar.set_message(status_line(s));
-        }
-        None => {}
+    if let Some(bar) = bar {
+        bar.set_position(trials - s.n_running as u64);
+        bar.set_message(status_line(s));
     }
 }
 

@@ -303,7 +303,7 @@ fn objective_from_flags(f: &SearchFlags) -> Result<Objective> {
     } else {
         f.metric.iter().map(|m| Metric::parse(m)).collect::<Result<_>>()?
     };
-    Ok(Objective::Train { base, metrics })
+    Ok(Objective::Train { base: Box::new(base), metrics })
 }
 
 pub(crate) fn hostname() -> String {

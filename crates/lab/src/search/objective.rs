@@ -91,8 +91,8 @@ pub enum Objective {
     },
     /// A training run of the lab per trial.
     Train {
-        /// The run config the space's keys are overlaid on.
-        base: RunConfig,
+        /// The run config the space's keys are overlaid on (boxed: it is large).
+        base: Box<RunConfig>,
         /// The objectives, one per direction of the space.
         metrics: Vec<Metric>,
     },
@@ -168,7 +168,7 @@ impl Objective {
                 Ok(Ok(Prepared { command: c, run_dir: None }))
             }
             Objective::Train { base, .. } => {
-                let mut cfg = base.clone();
+                let mut cfg: RunConfig = (**base).clone();
                 for (k, v) in params {
                     if let Err(e) = overlay::set(&mut cfg, k, v.clone()) {
                         return Ok(Err(Finish::failed(format!("{k} = {v}: {e:#}"))));
