@@ -60,14 +60,21 @@ fn python_objective(dir: &Path, name: &str, body: &str) -> String {
     format!("python3 {}", write(dir, name, body).display())
 }
 
+/// Writes `space` and the Python `program` into `dir`, runs `attune search --command` on them
+/// with `flags` into `dir/study` (quietly), and returns the study directory.
+fn command_study(dir: &Path, space: &str, program: &str, flags: &[&str]) -> PathBuf {
+    let space = write(dir, "space.toml", space);
+    let cmd = python_objective(dir, "obj.py", program);
+    let out = dir.join("study");
+    let fixed = ["--space", space.to_str().unwrap(), "--command", &cmd, "--out", out.to_str().unwrap(), "--quiet"];
+    ok(&search(&[&fixed[..], flags].concat()));
+    out
+}
+
 #[test]
 fn a_command_study_records_every_trial_and_its_best() {
     let tmp = tempfile::tempdir().unwrap();
-    let space = write(tmp.path(), "space.toml", SPACE_1D);
-    let cmd = python_objective(tmp.path(), "obj.py", QUADRATIC);
-    let out = tmp.path().join("study");
-    let args = ["--space", space.to_str().unwrap(), "--trials", "12", "--sampler", "random", "--seed", "3"];
-    ok(&search(&[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet"]].concat()));
+    let out = command_study(tmp.path(), SPACE_1D, QUADRATIC, &["--trials", "12", "--sampler", "random", "--seed", "3"]);
     let t = trials(&out);
     assert_eq!(t.len(), 12);
     let mut best = f64::INFINITY;
@@ -103,11 +110,12 @@ for step in range(1, 21):
 print(json.dumps({"value": x}))
 "#;
     let tmp = tempfile::tempdir().unwrap();
-    let space = write(tmp.path(), "space.toml", SPACE_1D);
-    let cmd = python_objective(tmp.path(), "obj.py", slow);
-    let out = tmp.path().join("study");
-    let args = ["--space", space.to_str().unwrap(), "--trials", "16", "--sampler", "random", "--pruner", "median"];
-    ok(&search(&[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet", "--no-plots"]].concat()));
+    let out = command_study(
+        tmp.path(),
+        SPACE_1D,
+        slow,
+        &["--trials", "16", "--sampler", "random", "--pruner", "median", "--no-plots"],
+    );
     let t = trials(&out);
     let pruned: Vec<&Value> = t.iter().filter(|t| t["state"] == "pruned").collect();
     assert!(!pruned.is_empty(), "no trial was pruned: {t:?}");
@@ -127,11 +135,12 @@ time.sleep(0.4)
 print(json.dumps({"value": x}))
 "#;
     let tmp = tempfile::tempdir().unwrap();
-    let space = write(tmp.path(), "space.toml", SPACE_1D);
-    let cmd = python_objective(tmp.path(), "obj.py", sleepy);
-    let out = tmp.path().join("study");
-    let args = ["--space", space.to_str().unwrap(), "--trials", "6", "--sampler", "tpe", "--parallel", "3"];
-    ok(&search(&[&args[..], &["--command", &cmd, "--out", out.to_str().unwrap(), "--quiet", "--no-plots"]].concat()));
+    let out = command_study(
+        tmp.path(),
+        SPACE_1D,
+        sleepy,
+        &["--trials", "6", "--sampler", "tpe", "--parallel", "3", "--no-plots"],
+    );
     let t = trials(&out);
     assert_eq!(t.len(), 6);
     let workers: std::collections::BTreeSet<&str> = t.iter().map(|t| t["worker"].as_str().unwrap()).collect();

@@ -150,8 +150,8 @@ fn two_studies_in_one_database_are_independent() {
     assert_eq!(list_studies(&url).unwrap(), Vec::<String>::new());
     let a = PostgresStorage::connect(&url, "alpha").unwrap();
     let b = PostgresStorage::connect(&url, "beta").unwrap();
-    a.init_study(&pg_script::record(1)).unwrap();
-    b.init_study(&pg_script::record(2)).unwrap();
+    a.init_study(&storage_contract::record(1)).unwrap();
+    b.init_study(&storage_contract::record(2)).unwrap();
     for i in 0..3 {
         assert_eq!(a.create_trial(&[i as f64], "a", &Map::new()).unwrap(), i);
     }
@@ -166,12 +166,12 @@ fn two_studies_in_one_database_are_independent() {
     assert_eq!((tb.len(), tb[0].params.as_slice(), tb[0].state), (1, [9.0].as_slice(), TrialState::Running));
     assert_eq!((ta[0].state, ta[0].intermediate.len()), (TrialState::Complete, 0));
     assert_eq!((tb[0].intermediate.as_slice(), tb[0].attrs.len()), ([(0, 0.5)].as_slice(), 0));
-    assert_eq!(a.study().unwrap(), Some(pg_script::record(1)));
-    assert_eq!(b.study().unwrap(), Some(pg_script::record(2)));
+    assert_eq!(a.study().unwrap(), Some(storage_contract::record(1)));
+    assert_eq!(b.study().unwrap(), Some(storage_contract::record(2)));
     // A second handle on "alpha" is the same study.
     let a2 = PostgresStorage::connect(&url, "alpha").unwrap();
     assert_eq!(a2.trials().unwrap(), ta);
-    assert_eq!(a2.init_study(&pg_script::record(3)).unwrap(), pg_script::record(1));
+    assert_eq!(a2.init_study(&storage_contract::record(3)).unwrap(), storage_contract::record(1));
     assert_eq!(list_studies(&url).unwrap(), vec!["alpha".to_string(), "beta".to_string()]);
     assert!(a.location().to_string_lossy().contains("study 'alpha'"), "{:?}", a.location());
 }
@@ -227,7 +227,7 @@ fn a_newer_or_foreign_schema_is_refused_and_left_untouched() {
     let cluster = pg_cluster::shared();
     let url = cluster.database("newer");
     let s = PostgresStorage::connect(&url, "s").unwrap();
-    s.init_study(&pg_script::record(1)).unwrap();
+    s.init_study(&storage_contract::record(1)).unwrap();
     s.create_trial(&[1.0], "w", &Map::new()).unwrap();
     drop(s);
     cluster.client("newer").batch_execute("UPDATE attune.schema_version SET version = 2").unwrap();

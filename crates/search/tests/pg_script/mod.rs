@@ -8,30 +8,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use attune_search::storage::PostgresStorage;
-use attune_search::{Finish, MemoryStorage, SearchError, Space, Storage, StudyRecord, Trial, TrialState};
+use attune_search::{Finish, MemoryStorage, SearchError, Storage, Trial, TrialState};
 use serde_json::{Map, Value, json};
 
-/// A record with floats whose decimal forms are long, so an inexact JSON round trip shows.
-pub fn record(seed: u64) -> StudyRecord {
-    let space = Space::from_toml(
-        r#"
-        direction = "maximize"
-        [params]
-        lr = { type = "float", low = 1.1e-5, high = 0.030000000000000002, log = true }
-        layers = { type = "int", low = 1, high = 8 }
-        act = { type = "categorical", choices = ["relu", "gelu", 0.7] }
-        "#,
-        "<test>",
-    )
-    .unwrap();
-    StudyRecord {
-        space,
-        sampler: json!({"kind": "random"}),
-        pruner: Some(json!({"kind": "median", "warmup": 3})),
-        seed,
-        driver: json!({"metric": "valid_acc", "budget": 0.1}),
-    }
-}
+use crate::storage_contract::record;
 
 fn attrs(pairs: &[(&str, Value)]) -> Map<String, Value> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
