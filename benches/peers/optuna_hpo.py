@@ -19,6 +19,13 @@ independent sampler (RandomSampler by default; the warning it logs is switched o
 cheap) with TPE and with random, in memory and with RDBStorage("sqlite:///...") on a fresh
 file, printing {"impl": "optuna", "mode": "overhead", "sampler", "storage", "trials",
 "secs_per_trial"}.
+
+--overhead --storage URL [--trials-list 1000,10000]: the same rounds with random (and TPE when
+--samplers names it) in a new study "overhead-SAMPLER-SIZE" per size of RDBStorage(URL), URL
+being sqlite:///PATH or postgresql+psycopg2://USER@HOST:PORT/DB (benches/peers/bench_storage.sh),
+printing {"impl": "optuna", "mode": "storage", "sampler", "storage": "sqlite"|"postgres",
+"trials", "secs_per_trial", "secs_per_trial_last"}; the last is the mean over the last 1000
+trials, the cost per trial once the study has that size.
 """
 
 from __future__ import annotations
@@ -137,6 +144,31 @@ def overhead(sampler: str, storage_kind: str, trials: int, tmp: str) -> dict:
     }
 
 
+TAIL = 1000
+
+
+def storage_overhead(sampler: str, url: str, trials: int) -> dict:
+    """Times `trials` ask + tell rounds in a new study of RDBStorage(url)."""
+    storage = optuna.storages.RDBStorage(url)
+    name = f"overhead-{sampler}-{trials}"
+    study = optuna.create_study(direction="minimize", sampler=make_sampler(sampler, 0), storage=storage, study_name=name)
+    secs = []
+    for _ in range(trials):
+        start = time.perf_counter()
+        trial = study.ask()
+        study.tell(trial, branin_objective(trial))
+        secs.append(time.perf_counter() - start)
+    return {
+        "impl": "optuna",
+        "mode": "storage",
+        "sampler": sampler,
+        "storage": "sqlite" if url.startswith("sqlite") else "postgres",
+        "trials": trials,
+        "secs_per_trial": sum(secs) / trials,
+        "secs_per_trial_last": sum(secs[-TAIL:]) / len(secs[-TAIL:]),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tables", default="target/bench-search/tables", help="hpo_tables.py --out directory")
@@ -147,6 +179,8 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--overhead", action="store_true", help="time ask + tell instead")
     parser.add_argument("--overhead-trials", type=int, default=1000)
+    parser.add_argument("--trials-list", help="with --storage: the study sizes, e.g. 1000,10000")
+    parser.add_argument("--storage", help="with --overhead: an RDBStorage URL to time instead of memory/sqlite")
     args = parser.parse_args()
 
     optuna.logging.disable_default_handler()
@@ -156,6 +190,12 @@ def main() -> None:
     for name in samplers:
         make_sampler(name, 0)
 
+    if args.overhead and args.storage:
+        sizes = [int(n) for n in (args.trials_list or str(args.overhead_trials)).split(",") if n]
+        for sampler in [s for s in ["random", "tpe"] if s in samplers]:
+            for size in sizes:
+                print(json.dumps(storage_overhead(sampler, args.storage, size)), flush=True)
+        return
     if args.overhead:
         with tempfile.TemporaryDirectory() as tmp:
             for storage_kind in ["memory", "sqlite"]:

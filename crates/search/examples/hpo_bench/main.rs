@@ -4,16 +4,18 @@
 //! cargo run --release -p attune-search --example hpo_bench -- [--tables DIR] [--tasks LIST]
 //!     [--samplers random,tpe,ga,sa,reinforce] [--seeds 10] [--first-seed 0] [--trials 200]
 //! cargo run --release -p attune-search --example hpo_bench -- --overhead [--samplers LIST]
-//!     [--overhead-trials 1000] [--storages memory,sqlite]
+//!     [--trials-list 1000] [--storages memory,sqlite | --storage sqlite:PATH|postgres://URL]
 //! cargo run --release -p attune-search --example hpo_bench -- --report ours.jsonl optuna.jsonl
 //! ```
 //!
 //! The first form runs each sampler (`SamplerConfig::by_name`) through `Study` ask / tell on a
 //! `MemoryStorage`, for each task and seed, and prints one JSON line per study in the same
-//! shape as benches/peers/optuna_hpo.py. `--overhead` times ask + tell on Branin, and
+//! shape as benches/peers/optuna_hpo.py. `--overhead` times ask + tell on Branin (with
+//! `--storage URL`: in new studies of that shared store, see storage_overhead.rs), and
 //! `--report` reads both sides' lines and prints the markdown report.
 
 mod report;
+mod storage_overhead;
 mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -40,13 +42,16 @@ struct Args {
     first_seed: u64,
     trials: u64,
     overhead: bool,
-    overhead_trials: u64,
+    /// The trial counts `--overhead` times, each a fresh study.
+    overhead_trials: Vec<u64>,
     storages: Vec<String>,
+    /// A shared store (`sqlite:PATH`, `postgres://...`) `--overhead` times instead of `storages`.
+    storage: Option<String>,
     report: Option<Vec<PathBuf>>,
 }
 
 const USAGE: &str = "usage: hpo_bench [--tables DIR] [--tasks LIST] [--samplers LIST] [--seeds N] [--first-seed N] \
-[--trials N] | --overhead [--samplers LIST] [--overhead-trials N] [--storages LIST] | --report FILE...";
+[--trials N] | --overhead [--samplers LIST] [--trials-list N,...] [--storages LIST | --storage URL] | --report FILE...";
 
 fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
     let list = |s: String| s.split(',').filter(|x| !x.is_empty()).map(str::to_string).collect::<Vec<_>>();
@@ -58,8 +63,9 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
         first_seed: 0,
         trials: 200,
         overhead: false,
-        overhead_trials: 1000,
+        overhead_trials: vec![1000],
         storages: STORAGES.iter().map(|s| s.to_string()).collect(),
+        storage: None,
         report: None,
     };
     while let Some(flag) = argv.next() {
@@ -77,15 +83,17 @@ fn parse_args(mut argv: impl Iterator<Item = String>) -> Result<Args, String> {
             "--first-seed" => a.first_seed = number(value()?)?,
             "--trials" => a.trials = number(value()?)?,
             "--overhead" => a.overhead = true,
-            "--overhead-trials" => a.overhead_trials = number(value()?)?,
+            "--overhead-trials" => a.overhead_trials = vec![number(value()?)?],
+            "--trials-list" => a.overhead_trials = list(value()?).into_iter().map(number).collect::<Result<_, _>>()?,
             "--storages" => a.storages = list(value()?),
+            "--storage" => a.storage = Some(value()?),
             "--report" => a.report = Some(Vec::new()),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown argument '{other}'; {USAGE}")),
         }
     }
-    if a.trials == 0 || a.overhead_trials == 0 {
-        return Err("--trials and --overhead-trials must be at least 1".into());
+    if a.trials == 0 || a.overhead_trials.is_empty() || a.overhead_trials.contains(&0) {
+        return Err("--trials and each of --trials-list must be at least 1".into());
     }
     Ok(a)
 }
@@ -166,17 +174,22 @@ fn run_overhead(a: &Args) -> Result<(), String> {
     let task = Task::load("branin", &a.tables)?;
     // The system's temporary directory, as Optuna's side uses: SQLite's cost is mostly the
     // file system's syncs, so both must write to the same one.
+    if let Some(url) = &a.storage {
+        return storage_overhead::run(url, &configs, &a.overhead_trials, &task);
+    }
     let dir = tempfile::tempdir().map_err(|e| format!("cannot create a temporary directory: {e}"))?;
     for storage_kind in &a.storages {
         for (name, config) in &configs {
-            let storage = open_storage(storage_kind, &dir.path().join(format!("overhead-{name}.db")))?;
-            let study = open_study(&task, config, 0, storage)?;
-            let (_, secs) = optimize(&study, &task, a.overhead_trials)?;
-            let line = json!({
-                "impl": "attune", "mode": "overhead", "sampler": name, "storage": storage_kind,
-                "trials": a.overhead_trials, "secs_per_trial": secs / a.overhead_trials as f64,
-            });
-            println!("{line}");
+            for &trials in &a.overhead_trials {
+                let path = dir.path().join(format!("overhead-{name}-{trials}.db"));
+                let study = open_study(&task, config, 0, open_storage(storage_kind, &path)?)?;
+                let (_, secs) = optimize(&study, &task, trials)?;
+                let line = json!({
+                    "impl": "attune", "mode": "overhead", "sampler": name, "storage": storage_kind,
+                    "trials": trials, "secs_per_trial": secs / trials as f64,
+                });
+                println!("{line}");
+            }
         }
     }
     Ok(())
