@@ -118,3 +118,20 @@ impl SamplerConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_named_sampler_round_trips_through_json_and_unknown_names_list_the_known() {
+        for name in SamplerConfig::NAMES {
+            let config = SamplerConfig::by_name(name).unwrap();
+            let json = serde_json::to_value(&config).unwrap();
+            assert_eq!(json["kind"], *name, "{json}");
+            assert_eq!(serde_json::from_value::<SamplerConfig>(json).unwrap(), config, "{name}");
+        }
+        let err = SamplerConfig::by_name("cma").unwrap_err().to_string();
+        assert!(SamplerConfig::NAMES.iter().all(|n| err.contains(n)), "{err}");
+    }
+}

@@ -389,9 +389,8 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
 /// (`password=secret` or `password='a secret'`).
 pub(crate) fn redact(url: &str) -> String {
     let trimmed = url.trim();
-    if let Some(scheme_end) =
-        ["postgresql://", "postgres://"].iter().find_map(|p| trimmed.starts_with(p).then_some(p.len()))
-    {
+    // Any URL form (`postgres://`, or a wrong scheme in an error message about it).
+    if let Some(scheme_end) = trimmed.find("://").map(|i| i + 3) {
         let rest = &trimmed[scheme_end..];
         let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, tail) = rest.split_at(authority_end);
