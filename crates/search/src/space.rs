@@ -75,6 +75,10 @@ pub enum Distribution {
     },
 }
 
+/// The largest magnitude an int parameter (or a stepped float's step count) may have: the
+/// study stores values as f64, exact up to 2^53.
+const MAX_EXACT: u64 = 1 << 53;
+
 fn one() -> i64 {
     1
 }
@@ -407,6 +411,13 @@ fn parse_distribution(spec: &toml::Table) -> std::result::Result<Distribution, F
             if low >= high {
                 return Err(fe("low", format!("low {low} >= high {high}"), "make low smaller than high"));
             }
+            if !(high - low).is_finite() {
+                return Err(fe(
+                    "high",
+                    format!("the width of [{low}, {high}] is not a finite number"),
+                    "narrow the range",
+                ));
+            }
             if log && low <= 0.0 {
                 return Err(fe(
                     "low",
@@ -418,7 +429,7 @@ fn parse_distribution(spec: &toml::Table) -> std::result::Result<Distribution, F
                 None => None,
                 Some(_) => {
                     let s = num("step")?;
-                    if log || s.is_nan() || s <= 0.0 || s > high - low {
+                    if log || s.is_nan() || s <= 0.0 || s > high - low || (high - low) / s > MAX_EXACT as f64 {
                         return Err(fe(
                             "step",
                             format!("step {s} is not usable here"),
@@ -439,6 +450,14 @@ fn parse_distribution(spec: &toml::Table) -> std::result::Result<Distribution, F
                 }
             };
             let (low, high) = (int("low")?, int("high")?);
+            // Values are stored as f64, exact only up to 2^53.
+            if low.unsigned_abs() > MAX_EXACT || high.unsigned_abs() > MAX_EXACT {
+                return Err(fe(
+                    "low",
+                    format!("the range [{low}, {high}] reaches past 2^53"),
+                    "keep both bounds within +-9007199254740992",
+                ));
+            }
             if low >= high {
                 return Err(fe("low", format!("low {low} >= high {high}"), "make low smaller than high"));
             }

@@ -155,6 +155,10 @@ impl SqliteStorage {
         };
         run(&mut conn).map_err(|e| match e {
             Fail::Sql(e) => file_error(&self.path, op, e),
+            // A damaged row (a record or blob that does not decode) is named by its file.
+            Fail::Search(SearchError::Storage { op, detail }) => {
+                SearchError::Storage { op, detail: format!("{}: {detail}", self.path.display()) }
+            }
             Fail::Search(e) => e,
         })
     }
