@@ -9,7 +9,7 @@ mod common;
 #[path = "../../search/tests/pg_cluster/mod.rs"]
 mod pg_cluster;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
@@ -25,6 +25,16 @@ x = json.loads(sys.stdin.readline())["params"]["x"]
 time.sleep(0.05)
 print(json.dumps({"value": (x - 0.3) ** 2}))
 "#;
+
+/// Writes the space and the objective program into `dir`; returns the space file and the
+/// `--command` line.
+fn study_files(dir: &Path) -> (PathBuf, String) {
+    let space = dir.join("space.toml");
+    std::fs::write(&space, SPACE).unwrap();
+    let obj = dir.join("obj.py");
+    std::fs::write(&obj, OBJECTIVE).unwrap();
+    (space, format!("python3 {}", obj.display()))
+}
 
 fn attune(args: &[&str]) -> Output {
     Command::new(BIN).args(args).output().expect("running attune")
@@ -48,11 +58,7 @@ struct Chaos {
 /// one every `kill_every` and starts a replacement, until the study is done; then checks that
 /// every trial ended exactly once. Returns (trials/s, kills).
 fn chaos(dir: &Path, storage: &str, study: &str, c: &Chaos) -> (f64, usize) {
-    let space = dir.join("space.toml");
-    std::fs::write(&space, SPACE).unwrap();
-    let obj = dir.join("obj.py");
-    std::fs::write(&obj, OBJECTIVE).unwrap();
-    let cmd = format!("python3 {}", obj.display());
+    let (space, cmd) = study_files(dir);
     // --workers 0 creates the study and runs nothing; the chaos workers do every trial.
     let trials = c.trials.to_string();
     let create = attune(&[
@@ -141,11 +147,7 @@ fn workers_killed_at_random_on_postgresql_lose_no_trial_and_run_none_twice() {
 fn a_killed_coordinator_leaves_its_workers_running_and_the_same_command_continues() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = format!("sqlite:{}", tmp.path().join("s.db").display());
-    let space = tmp.path().join("space.toml");
-    std::fs::write(&space, SPACE).unwrap();
-    let obj = tmp.path().join("obj.py");
-    std::fs::write(&obj, OBJECTIVE).unwrap();
-    let cmd = format!("python3 {}", obj.display());
+    let (space, cmd) = study_files(tmp.path());
     let args = [
         "search",
         "--space",
@@ -224,11 +226,7 @@ fn full_chaos_run_on_postgresql() {
 fn a_second_search_with_another_space_is_refused_and_the_study_kept() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = format!("sqlite:{}", tmp.path().join("s.db").display());
-    let space = tmp.path().join("space.toml");
-    std::fs::write(&space, SPACE).unwrap();
-    let obj = tmp.path().join("obj.py");
-    std::fs::write(&obj, OBJECTIVE).unwrap();
-    let cmd = format!("python3 {}", obj.display());
+    let (space, cmd) = study_files(tmp.path());
     let base = [
         "search",
         "--command",
@@ -261,8 +259,7 @@ fn a_second_search_with_another_space_is_refused_and_the_study_kept() {
 fn a_worker_without_the_objective_program_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let storage = format!("sqlite:{}", tmp.path().join("s.db").display());
-    let space = tmp.path().join("space.toml");
-    std::fs::write(&space, SPACE).unwrap();
+    let (space, _) = study_files(tmp.path());
     let made = attune(&[
         "search",
         "--space",

@@ -9,7 +9,8 @@ use attune_search::sampler::annealing::{
 use attune_search::sampler::{SaConfig, SaSampler, Sampler, SamplerConfig};
 use attune_search::{SearchError, Space};
 use sampler_runs::{
-    bests, context, finished, median, mixed_loss, mixed_space, quadratic, rastrigin, rastrigin_space, run, run_batched,
+    bests, context, every_kind_space, finished, median, mixed_loss, mixed_space, quadratic, rastrigin, rastrigin_space,
+    run, run_batched,
 };
 
 fn one_float() -> Space {
@@ -215,19 +216,7 @@ fn same_seed_same_study_other_seed_other_study() {
 
 #[test]
 fn proposals_are_valid_and_move_one_to_max_moved_parameters() {
-    let space = Space::from_toml(
-        r#"
-        [params]
-        a = { type = "categorical", choices = ["only"] }
-        b = { type = "float", low = 0.5, high = 2.0, step = 0.5 }
-        c = { type = "int", low = 2, high = 64, log = true }
-        d = { type = "int", low = 0, high = 100, step = 10 }
-        e = { type = "float", low = 1e-4, high = 1.0, log = true }
-        f = { type = "categorical", choices = [true, false] }
-        "#,
-        "validity",
-    )
-    .unwrap();
+    let space = every_kind_space();
     for from in [RestartFrom::Best, RestartFrom::Random] {
         let config = SaConfig { max_moved: 3, restart_after: Some(5), restart_from: from, ..SaConfig::default() };
         let sa = SaSampler::new(config.clone());

@@ -10,7 +10,7 @@ use attune_search::sampler::controller::{
 };
 use attune_search::sampler::{ReinforceConfig, ReinforceSampler, Sampler, SamplerConfig};
 use attune_search::{SearchError, Space};
-use sampler_runs::{bests, context, finished, median, mixed_loss, mixed_space, run, run_batched};
+use sampler_runs::{bests, context, every_kind_space, finished, median, mixed_loss, mixed_space, run, run_batched};
 
 fn close(a: &[f64], b: &[f64]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12)
@@ -169,20 +169,7 @@ fn same_seed_same_study_other_seed_other_study() {
 
 #[test]
 fn samples_are_valid() {
-    let space = Space::from_toml(
-        r#"
-        [params]
-        a = { type = "categorical", choices = ["only"] }
-        b = { type = "float", low = 0.5, high = 2.0, step = 0.5 }
-        c = { type = "int", low = 2, high = 64, log = true }
-        d = { type = "int", low = 0, high = 100, step = 10 }
-        e = { type = "float", low = 1e-4, high = 1.0, log = true }
-        f = { type = "categorical", choices = [true, false] }
-        g = { type = "float", low = -3.0, high = 3.0 }
-        "#,
-        "validity",
-    )
-    .unwrap();
+    let space = every_kind_space();
     let config = ReinforceConfig { bins: 4, entropy_weight: 0.01, ..ReinforceConfig::default() };
     let controller = ReinforceSampler::new(config.clone());
     let trials = run_batched(&SamplerConfig::Reinforce(config), &space, 3, 90, 3, |n, x| {

@@ -2,6 +2,10 @@
 //! margin), reproducible and resumable, spread out by the constant liar, convergent on a
 //! categorical choice, and always inside the space.
 
+// The benchmark's test functions, one definition for the example and the tests.
+#[path = "../examples/hpo_bench/functions.rs"]
+mod functions;
+
 use std::sync::Arc;
 
 use attune_search::sampler::{SampleContext, Sampler, SamplerConfig, TpeConfig, TpeSampler};
@@ -85,10 +89,7 @@ fn beats_random_search_on_a_quadratic() {
 
 /// Branin (Dixon and Szego, 1978), shifted so its global minimum 0.397887 is 0.
 fn branin(p: &Map<String, Value>) -> f64 {
-    let (x1, x2) = (num(p, "x1"), num(p, "x2"));
-    let pi = std::f64::consts::PI;
-    let (b, c, t) = (5.1 / (4.0 * pi * pi), 5.0 / pi, 1.0 / (8.0 * pi));
-    (x2 - b * x1 * x1 + c * x1 - 6.0).powi(2) + 10.0 * (1.0 - t) * x1.cos() + 10.0 - 0.397_887_357_729_738
+    functions::branin(num(p, "x1"), num(p, "x2")) - functions::BRANIN_MIN
 }
 
 #[test]
@@ -125,21 +126,8 @@ fn refines_a_continuous_optimum_like_optuna_on_branin() {
 
 /// Hartmann-6 (Dixon and Szego, 1978) on [0, 1]^6, minimum -3.32237.
 fn hartmann6(p: &Map<String, Value>) -> f64 {
-    const ALPHA: [f64; 4] = [1.0, 1.2, 3.0, 3.2];
-    const A: [[f64; 6]; 4] = [
-        [10.0, 3.0, 17.0, 3.5, 1.7, 8.0],
-        [0.05, 10.0, 17.0, 0.1, 8.0, 14.0],
-        [3.0, 3.5, 1.7, 10.0, 17.0, 8.0],
-        [17.0, 8.0, 0.05, 10.0, 0.1, 14.0],
-    ];
-    const P: [[f64; 6]; 4] = [
-        [0.1312, 0.1696, 0.5569, 0.0124, 0.8283, 0.5886],
-        [0.2329, 0.4135, 0.8307, 0.3736, 0.1004, 0.9991],
-        [0.2348, 0.1451, 0.3522, 0.2883, 0.3047, 0.6650],
-        [0.4047, 0.8828, 0.8732, 0.5743, 0.1091, 0.0381],
-    ];
     let x: Vec<f64> = (1..=6).map(|j| num(p, &format!("x{j}"))).collect();
-    -(0..4).map(|i| ALPHA[i] * (-(0..6).map(|j| A[i][j] * (x[j] - P[i][j]).powi(2)).sum::<f64>()).exp()).sum::<f64>()
+    functions::hartmann6(&x)
 }
 
 /// As on Branin: Optuna 5 reaches a median regret of 0.031 on Hartmann-6 after 200 trials; ours
@@ -153,7 +141,7 @@ fn refines_a_continuous_optimum_like_optuna_on_hartmann6() {
     for (j, v) in [0.20169, 0.150011, 0.476874, 0.275332, 0.311652, 0.6573].iter().enumerate() {
         at_minimum.insert(format!("x{}", j + 1), Value::from(*v));
     }
-    const MINIMUM: f64 = -3.322_368_011_415_515;
+    const MINIMUM: f64 = functions::HARTMANN6_MIN;
     assert!((hartmann6(&at_minimum) - MINIMUM).abs() < 1e-9);
     let regret = median((0..10).map(|seed| best_after(&s, &tpe(), 100 + seed, 200, &hartmann6) - MINIMUM).collect());
     eprintln!("hartmann6, median regret of 10 after 200 trials: {regret:.3}");

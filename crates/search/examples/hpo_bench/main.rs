@@ -14,6 +14,7 @@
 //! `--storage URL`: in new studies of that shared store, see storage_overhead.rs), and
 //! `--report` reads both sides' lines and prints the markdown report.
 
+mod functions;
 mod report;
 mod storage_overhead;
 mod tasks;

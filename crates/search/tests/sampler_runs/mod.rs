@@ -145,3 +145,22 @@ pub fn mixed_loss(x: &[f64]) -> f64 {
     let width = (x[4].log2() - 8.0).powi(2) / 2.0;
     act + dropout + layers + lr + width
 }
+
+/// A space with every kind of parameter (a single-choice categorical, stepped and log floats,
+/// log and stepped ints, a boolean categorical, a plain float), for validity tests.
+pub fn every_kind_space() -> Space {
+    Space::from_toml(
+        r#"
+        [params]
+        a = { type = "categorical", choices = ["only"] }
+        b = { type = "float", low = 0.5, high = 2.0, step = 0.5 }
+        c = { type = "int", low = 2, high = 64, log = true }
+        d = { type = "int", low = 0, high = 100, step = 10 }
+        e = { type = "float", low = 1e-4, high = 1.0, log = true }
+        f = { type = "categorical", choices = [true, false] }
+        g = { type = "float", low = -3.0, high = 3.0 }
+        "#,
+        "validity",
+    )
+    .unwrap()
+}
