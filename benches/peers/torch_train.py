@@ -249,6 +249,20 @@ class Model(nn.Module):
             layer.attn.force_materialised = on
 
 
+def time_steps(step, warmup, steps):
+    """Runs `step` `warmup` times untimed, then `steps` times timed; returns the median and
+    quartiles in ms (the JSON keys every peer's bench prints) and the last step's result."""
+    for _ in range(warmup):
+        step()
+    times, last = [], None
+    for _ in range(steps):
+        t = time.perf_counter()
+        last = step()
+        times.append((time.perf_counter() - t) * 1e3)
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return {"median_ms": round(statistics.median(times), 4), "q1_ms": round(q1, 4), "q3_ms": round(q3, 4)}, last
+
+
 def cmd_bench(a):
     torch.set_num_threads(a.threads)
     c = parse_model(a.model)
@@ -269,17 +283,9 @@ def cmd_bench(a):
         opt.step()
         return loss.item()
 
-    for _ in range(a.warmup):
-        step()
-    times = []
-    for _ in range(a.steps):
-        t = time.perf_counter()
-        step()
-        times.append((time.perf_counter() - t) * 1e3)
-    q1, _, q3 = statistics.quantiles(times, n=4)
+    stats, _ = time_steps(step, a.warmup, a.steps)
     name = a.model if a.model in PRESETS else c
-    r = {"peer": "torch", "model": name, "batch": a.batch, "seq": a.seq, "threads": a.threads,
-         "median_ms": round(statistics.median(times), 4), "q1_ms": round(q1, 4), "q3_ms": round(q3, 4),
+    r = {"peer": "torch", "model": name, "batch": a.batch, "seq": a.seq, "threads": a.threads, **stats,
          "torch_version": torch.__version__}
     print(json.dumps(r) if a.json else f"torch B={a.batch} S={a.seq} threads={a.threads}: median "
           f"{r['median_ms']:.2f} ms/step (q1 {r['q1_ms']:.2f}, q3 {r['q3_ms']:.2f}) over {a.steps} steps")

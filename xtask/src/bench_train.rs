@@ -1,5 +1,7 @@
 //! `cargo xtask bench-train`: one training step of Attune against the same model trained in
-//! PyTorch on the CPU (benches/peers/torch_train.py), in the same run with the same threads.
+//! PyTorch on the CPU, in the same run with the same threads: the transformer presets against
+//! benches/peers/torch_train.py, the Recurrent Attention Model's (`ram-centred`,
+//! `ram-cluttered`, docs/ram.md) against benches/peers/torch_ram.py.
 //!
 //! For each preset, `attune bench-step` and the peer's `bench` run alternately for `--rounds`
 //! rounds (docs/benchmarks.md: a core's speed drifts over minutes, so both sides see the same
@@ -14,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const JEMALLOC: &str = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2";
-const PEER: &str = "benches/peers/torch_train.py";
+const TRANSFORMER_PEER: &str = "benches/peers/torch_train.py";
+const RAM_PEER: &str = "benches/peers/torch_ram.py";
 
 /// Options of `cargo xtask bench-train`.
 #[derive(clap::Args, Debug)]
@@ -34,7 +37,10 @@ pub struct BenchTrainArgs {
     /// Batch of the `large` preset (sequence 256); `mqar-default` runs batch 64, sequence 64.
     #[arg(long, default_value_t = 8)]
     large_batch: usize,
-    /// Only these presets (comma-separated: mqar-default, large).
+    /// Images per step of the RAM presets (28x28 for ram-centred, 60x60 for ram-cluttered).
+    #[arg(long, default_value_t = 64)]
+    ram_batch: usize,
+    /// Only these presets (comma-separated: mqar-default, large, ram-centred, ram-cluttered).
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
     /// An `attune` binary to time instead of building one (`cargo build --release`).
@@ -49,7 +55,10 @@ pub struct BenchTrainArgs {
 struct Case {
     model: &'static str,
     batch: usize,
+    /// Tokens per sequence; the image side for the RAM.
     seq: usize,
+    /// The PyTorch script whose `bench` is the peer.
+    peer: &'static str,
 }
 
 /// The repository root (xtask lives one level below it).
@@ -144,6 +153,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }
 }
 
+/// The presets `--models` selects (all when unset), in table order.
+fn cases(a: &BenchTrainArgs) -> Result<Vec<Case>> {
+    let all = vec![
+        Case { model: "mqar-default", batch: 64, seq: 64, peer: TRANSFORMER_PEER },
+        Case { model: "large", batch: a.large_batch, seq: 256, peer: TRANSFORMER_PEER },
+        Case { model: "ram-centred", batch: a.ram_batch, seq: 28, peer: RAM_PEER },
+        Case { model: "ram-cluttered", batch: a.ram_batch, seq: 60, peer: RAM_PEER },
+    ];
+    let Some(names) = &a.models else { return Ok(all) };
+    if let Some(bad) = names.iter().find(|n| !all.iter().any(|c| c.model == n.as_str())) {
+        let known: Vec<&str> = all.iter().map(|c| c.model).collect();
+        bail!("--models: unknown preset '{bad}'; choose from {}", known.join(", "));
+    }
+    Ok(all.into_iter().filter(|c| names.iter().any(|n| n == c.model)).collect())
+}
+
 /// `cargo xtask bench-train`.
 pub fn run(a: &BenchTrainArgs) -> Result<()> {
     if a.steps < 10 {
@@ -152,17 +177,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
     if a.rounds == 0 || a.threads == 0 {
         bail!("--rounds and --threads must be positive");
     }
-    let all =
-        [Case { model: "mqar-default", batch: 64, seq: 64 }, Case { model: "large", batch: a.large_batch, seq: 256 }];
-    let cases: Vec<&Case> = match &a.models {
-        None => all.iter().collect(),
-        Some(names) => {
-            if let Some(bad) = names.iter().find(|n| !all.iter().any(|c| c.model == n.as_str())) {
-                bail!("--models: unknown preset '{bad}'; choose mqar-default and/or large");
-            }
-            all.iter().filter(|c| names.iter().any(|n| n == c.model)).collect()
-        }
-    };
+    let cases = cases(a)?;
     let py = python();
     let torch_version = check_python(&py)?;
     let jemalloc = std::env::var("ATTUNE_JEMALLOC").unwrap_or_else(|_| JEMALLOC.into());
@@ -209,12 +224,12 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
                     );
                 } else {
                     let mut cmd = Command::new(&py);
-                    cmd.arg(PEER).arg("bench").args(common(c));
+                    cmd.arg(c.peer).arg("bench").args(common(c));
                     if let Some(j) = &jemalloc {
                         cmd.env("LD_PRELOAD", j);
                     }
                     tor.push(
-                        run_json(cmd, &format!("{PEER} bench --model {}", c.model))?["median_ms"]
+                        run_json(cmd, &format!("{} bench --model {}", c.peer, c.model))?["median_ms"]
                             .as_f64()
                             .unwrap_or(f64::NAN),
                     );
@@ -263,7 +278,8 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
     let load_after = warn_if_busy(a.threads);
     let fmt_load = |l: Option<f64>| l.map_or("?".to_string(), |l| format!("{l:.2}"));
     println!(
-        "(torch/attune > 1: Attune is faster; 1-minute load average {} before, {} after)",
+        "(torch/attune > 1: Attune is faster; seq is the image side for ram-*; 1-minute load average {} before, {} \
+         after)",
         fmt_load(load_before),
         fmt_load(load_after)
     );
@@ -288,6 +304,27 @@ mod tests {
     fn median_of_rounds() {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+    }
+
+    #[test]
+    fn models_select_presets_and_name_the_choices() {
+        let args = |models: Option<&[&str]>| BenchTrainArgs {
+            threads: 2,
+            rounds: 3,
+            steps: 20,
+            warmup: 3,
+            large_batch: 8,
+            ram_batch: 16,
+            models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
+            attune: None,
+            json: None,
+        };
+        assert_eq!(cases(&args(None)).unwrap().len(), 4);
+        let ram = cases(&args(Some(&["ram-cluttered", "ram-centred"]))).unwrap();
+        let got: Vec<_> = ram.iter().map(|c| (c.model, c.batch, c.seq, c.peer)).collect();
+        assert_eq!(got, [("ram-centred", 16, 28, RAM_PEER), ("ram-cluttered", 16, 60, RAM_PEER)]);
+        let e = format!("{:#}", cases(&args(Some(&["nope"]))).err().unwrap());
+        assert!(e.contains("nope") && e.contains("ram-cluttered") && e.contains("large"), "{e}");
     }
 
     #[test]

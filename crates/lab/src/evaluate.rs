@@ -1,10 +1,11 @@
 //! Held-out evaluation: mean loss and accuracy over fresh batches of a split.
 
 use anyhow::Result;
-use attune_nn::{Ctx, Model};
+use attune_nn::Ctx;
 use attune_tensor::Device;
 
 use crate::batch::{DeviceBatch, forward};
+use crate::net::Net;
 use crate::tasks::{Split, Task};
 
 /// Loss and accuracy over held-out data.
@@ -20,7 +21,7 @@ pub struct EvalResult {
 
 /// Evaluates on `batches` batches of `split` (all of a finite split, at most `batches`).
 pub fn evaluate(
-    model: &Model,
+    model: &Net,
     task: &dyn Task,
     split: Split,
     batches: usize,
@@ -43,6 +44,41 @@ pub fn evaluate(
     }
     let c = counted.max(1) as f64;
     Ok(EvalResult { loss: loss_sum / c, accuracy: correct as f64 / c, targets: counted })
+}
+
+/// The RAM's final errors on the `batches` batches of `micro` examples of `split` that
+/// [`evaluate`] measured: `error` from the policy's mean path (its `accuracy`) and
+/// `error_averaged` from class probabilities averaged over the task's sampled glimpse paths
+/// (test-time averaging), drawn from a stream keyed by the run's seed so the figure is
+/// reproducible. Empty for the transformer.
+pub fn ram_errors(
+    net: &Net,
+    task: &dyn Task,
+    split: Split,
+    (batches, micro): (usize, usize),
+    accuracy: f64,
+    (seed, device): (u64, &Device),
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    use anyhow::Context;
+    let Net::Ram { model, test_paths } = net else {
+        return Ok(Default::default());
+    };
+    let n = match task.split_size(split) {
+        Some(examples) => examples.div_ceil(micro).min(batches),
+        None => batches,
+    };
+    let mut rng = attune_tensor::Rng::new(seed ^ attune_rng::tag(b"test_paths"));
+    let (mut right, mut counted) = (0, 0);
+    for i in 0..n {
+        let batch = DeviceBatch::new(&task.batch(split, i as u64, micro)?, device)?;
+        let images = batch.images.as_ref().context("the RAM task yielded a batch without images")?;
+        let probs = model.predict_averaged(images, *test_paths, &mut rng)?;
+        let (c, k) = crate::batch::accuracy_counts(&probs, &batch.host_targets)?;
+        right += c;
+        counted += k;
+    }
+    let averaged = 1.0 - right as f64 / counted.max(1) as f64;
+    Ok([("error".to_string(), 1.0 - accuracy), ("error_averaged".to_string(), averaged)].into_iter().collect())
 }
 
 /// The held-out split for final numbers: `test` when the task has one, else `valid`.
@@ -76,7 +112,7 @@ pub fn evaluate_checkpoint(
     use anyhow::Context;
     let device = crate::train::resolve_device(&saved.device)?;
     let task = crate::tasks::build(&saved.task, saved.train.seed).context("rebuilding the task")?;
-    let model = Model::new(&saved.model, saved.train.seed, attune_tensor::DType::F32, &device)?;
+    let model = Net::build(task.as_ref(), &saved.model, saved.train.seed, &device)?;
     let (newest, _) = crate::runstate::newest_valid(dir, crate::runstate::OnDamage::Refuse)?;
     let c = newest.with_context(|| format!("{} has no committed checkpoint to evaluate", dir.display()))?;
     let path = c.path("model.safetensors");

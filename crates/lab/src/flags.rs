@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::config::{ResolvedConfig, RunConfig, SavedConfig};
 use crate::overlay::{self, Change};
 use crate::runstate::OnDamage;
-use crate::tasks::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
+use crate::tasks::{InductionConfig, MqarConfig, RamTaskConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
 
 /// The settings `--resume` lets a flag change, as dotted keys: when to stop, how often to save,
 /// where to run and what to do on a non-finite step. None of them changes the steps already
@@ -49,9 +49,18 @@ pub struct TrainFlags {
     /// are deleted); without it such a directory is refused.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
-    /// Task: mqar, induction, selective-copying or text.
+    /// Task: mqar, induction, selective-copying, text, ram-centred, ram-translated or ram-cluttered.
     #[arg(long)]
     pub task: Option<String>,
+    /// Image data set of the ram-* tasks: mnist or fashion-mnist.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Glimpses per image (ram-* tasks; default 6 on ram-centred, 8 on 60x60).
+    #[arg(long)]
+    pub glimpses: Option<usize>,
+    /// Glimpse locations of the ram-* tasks: learned (REINFORCE) or random (uniform).
+    #[arg(long)]
+    pub policy: Option<String>,
     /// JSONL file of {"text", "label"} lines (task text).
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -282,7 +291,13 @@ impl TrainFlags {
             "text" => TaskConfig::TextClassification(TextConfig::new(
                 self.data.clone().context("--task text needs --data FILE.jsonl")?,
             )),
-            other => bail!("unknown task '{other}'; choose mqar, induction, selective-copying or text"),
+            "ram-centred" => TaskConfig::RamCentred(RamTaskConfig::default()),
+            "ram-translated" => TaskConfig::RamTranslated(RamTaskConfig::default()),
+            "ram-cluttered" => TaskConfig::RamCluttered(RamTaskConfig::default()),
+            other => bail!(
+                "unknown task '{other}'; choose mqar, induction, selective-copying, text, ram-centred, ram-translated \
+                 or ram-cluttered"
+            ),
         })
     }
 
@@ -293,12 +308,15 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 36] = [
+        let given: [(&str, &str, Option<Value>); 39] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
             ("seq-len", seq_key, self.seq_len.map(|v| json!(v))),
             ("kv-pairs", "task.num_kv_pairs", self.kv_pairs.map(|v| json!(v))),
+            ("dataset", "task.dataset", self.dataset.as_ref().map(lower)),
+            ("glimpses", "task.glimpses", self.glimpses.map(|v| json!(v))),
+            ("policy", "task.policy", self.policy.as_ref().map(lower)),
             ("d-model", "model.d_model", self.d_model.map(|v| json!(v))),
             ("layers", "model.n_layers", self.layers.map(|v| json!(v))),
             ("heads", "model.n_heads", self.heads.map(|v| json!(v))),

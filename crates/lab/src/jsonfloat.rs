@@ -80,6 +80,7 @@ mod tests {
             grad_norm,
             tokens_per_s: None,
             elapsed_s: 1.25,
+            rl: None,
         }
     }
 

@@ -1,7 +1,8 @@
 //! attune-lab: tasks, training loop and reports behind the `attune` binary.
 //!
-//! - [`tasks`]: MQAR, induction heads, selective copying and JSONL text classification,
-//!   generated deterministically from (seed, split, batch index).
+//! - [`tasks`]: MQAR, induction heads, selective copying, JSONL text classification and the
+//!   RAM's image tasks, generated deterministically from (seed, split, batch index).
+//! - [`net`]: the network a run trains, the transformer or the Recurrent Attention Model.
 //! - [`config`]: the run config and its `resolve` step; `config.json` in every run directory.
 //! - [`flags`]: `attune train`'s flags as overlays on the config, and what `--resume` may change.
 //! - [`overlay`]: dotted-key access (`model.d_model`) shared by flags, resume and searches.
@@ -18,6 +19,7 @@ pub mod evaluate;
 pub mod flags;
 pub mod jsonfloat;
 pub mod metrics;
+pub mod net;
 pub mod overlay;
 pub mod plots;
 pub mod probe;

@@ -108,7 +108,9 @@ fn run_train(a: TrainFlags) -> Result<()> {
             }
             println!("attune: checkpoint {}/model.safetensors, metrics {}/metrics.jsonl", dir.display(), dir.display());
             if !a.no_plots {
-                println!("attune: plots {}/plots/{{loss,accuracy,attention}}.png", dir.display());
+                // The RAM draws its glimpse paths where the transformer draws attention.
+                let model_plot = if s.task.starts_with("ram-") { "glimpses" } else { "attention" };
+                println!("attune: plots {}/plots/{{loss,accuracy,{model_plot}}}.png", dir.display());
             }
             Ok(())
         }

@@ -37,6 +37,28 @@ pub struct MetricRow {
     /// Seconds of training so far.
     #[serde(with = "crate::jsonfloat")]
     pub elapsed_s: f64,
+    /// The RAM's REINFORCE figures (training rows of the learned policy), written as four more
+    /// keys of the row; absent for every other model.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub rl: Option<RlRow>,
+}
+
+/// The REINFORCE keys of a RAM training row, each the mean over the row's steps
+/// (docs/metrics.md).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RlRow {
+    /// Mean reward: the fraction of training episodes answered right.
+    #[serde(with = "crate::jsonfloat")]
+    pub reward: f64,
+    /// Mean baseline prediction of the reward.
+    #[serde(with = "crate::jsonfloat")]
+    pub baseline: f64,
+    /// The REINFORCE term of the loss.
+    #[serde(with = "crate::jsonfloat")]
+    pub policy_loss: f64,
+    /// Variance over a batch of each episode's REINFORCE summand `sum_t (R - b_t) log p_t`.
+    #[serde(with = "crate::jsonfloat")]
+    pub reinforce_var: f64,
 }
 
 /// Appends rows to `metrics.jsonl` (an attune-persist [`AppendLog`]: a checkpoint records the

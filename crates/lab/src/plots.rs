@@ -4,13 +4,16 @@
 //! - `attention.png` ([`attention`]): every layer's and head's attention map on one held-out
 //!   example, with position axes, a colour bar and the task's query and source positions marked;
 //! - `pooling.png` ([`pooling`], classifiers only): held-out texts, each byte shaded by the
-//!   weight the attention pooling gave it, with the true and predicted labels.
+//!   weight the attention pooling gave it, with the true and predicted labels;
+//! - `glimpses.png` ([`glimpses`], the RAM's tasks instead of the two above): held-out images
+//!   with the boxes of each glimpse's scales on the policy's mean path, coloured by order.
 //!
 //! Text needs a TrueType font: the DejaVu or Liberation fonts Debian ships
 //! (`fonts-dejavu-core`), or the file `ATTUNE_FONT` names; without one the plots are drawn
 //! without any text.
 
 mod attention;
+mod glimpses;
 mod pooling;
 pub mod search;
 
@@ -18,13 +21,13 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use anyhow::{Result, anyhow};
-use attune_nn::Model;
 use attune_tensor::Device;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::metrics::MetricRow;
+use crate::net::Net;
 use crate::tasks::Task;
 
 const FONT_CANDIDATES: [&str; 4] = [
@@ -61,7 +64,7 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
 type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Writes every plot into `dir/plots/`.
-pub fn write_all(dir: &Path, rows: &[MetricRow], model: &Model, task: &dyn Task, device: &Device) -> Result<()> {
+pub fn write_all(dir: &Path, rows: &[MetricRow], net: &Net, task: &dyn Task, device: &Device) -> Result<()> {
     let plots = dir.join("plots");
     std::fs::create_dir_all(&plots)?;
     // Each picture is drawn into a temporary file and committed whole (docs/persistence.md).
@@ -70,6 +73,10 @@ pub fn write_all(dir: &Path, rows: &[MetricRow], model: &Model, task: &dyn Task,
     };
     commit("loss.png", &|p| curves(p, rows, "loss", |r| r.loss, true))?;
     commit("accuracy.png", &|p| curves(p, rows, "accuracy", |r| r.accuracy, false))?;
+    let model = match net {
+        Net::Transformer(m) => m,
+        Net::Ram { model, .. } => return commit("glimpses.png", &|p| glimpses::write(p, model, task, device)),
+    };
     commit("attention.png", &|p| attention::write(p, model, task, device))?;
     let pooling_png = plots.join("pooling.png");
     if task.num_classes().is_some() {

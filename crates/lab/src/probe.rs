@@ -6,14 +6,19 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::Result;
-use attune_nn::{Ctx, Model};
+use attune_nn::Ctx;
 use attune_tensor::{DType, Device, Tensor};
 
 use crate::batch::DeviceBatch;
+use crate::net::Net;
 use crate::tasks::{Split, Task};
 
-/// Writes `dir/probe.safetensors` from 4 validation examples.
-pub fn write(dir: &Path, model: &Model, task: &dyn Task, device: &Device) -> Result<()> {
+/// Writes `dir/probe.safetensors` from 4 validation examples; nothing for the RAM, which has
+/// no PyTorch peer yet.
+pub fn write(dir: &Path, net: &Net, task: &dyn Task, device: &Device) -> Result<()> {
+    let Some(model) = net.transformer() else {
+        return Ok(());
+    };
     let _guard = attune_tensor::no_grad();
     let batch = DeviceBatch::new(&task.batch(Split::Valid, 0, 4)?, device)?;
     let logits = model.forward(&batch.tokens, batch.lengths.as_deref(), &mut Ctx::eval())?;

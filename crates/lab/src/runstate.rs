@@ -9,14 +9,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use attune_nn::Model;
 use attune_nn::checkpoint::{self, LoadOptions};
 use attune_optim::{EarlyStopping, EarlyStoppingState, Optimizer, OptimizerState, PlateauState, ReduceOnPlateau};
 use attune_persist::{Committed, Staging, link_atomic, remove_committed};
 use attune_tensor::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::MetricRow;
+use crate::batch::RlStats;
+use crate::metrics::{MetricRow, RlRow};
+use crate::net::Net;
 use crate::rundir;
 
 /// Counters and streams a resumed run needs to continue exactly.
@@ -72,6 +73,34 @@ pub struct Window {
     pub time: f64,
     /// Gradient norm of the last step added.
     pub grad_norm: f64,
+    /// Sums of the RAM's REINFORCE figures over `rl_steps` steps.
+    #[serde(default)]
+    pub rl: Option<(RlSums, u64)>,
+}
+
+/// Sums of [`RlStats`] over steps (serialised with a run's state).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct RlSums {
+    /// Sum of mean rewards.
+    pub reward: f64,
+    /// Sum of mean baselines.
+    pub baseline: f64,
+    /// Sum of policy losses.
+    pub policy_loss: f64,
+    /// Sum of REINFORCE variances.
+    pub reinforce_var: f64,
+}
+
+impl Window {
+    /// Adds one step's REINFORCE figures.
+    pub fn add_rl(&mut self, s: &RlStats) {
+        let (sums, n) = self.rl.get_or_insert((RlSums::default(), 0));
+        sums.reward += s.reward;
+        sums.baseline += s.baseline;
+        sums.policy_loss += s.policy_loss;
+        sums.reinforce_var += s.reinforce_var;
+        *n += 1;
+    }
 }
 
 impl Window {
@@ -86,6 +115,15 @@ impl Window {
             grad_norm: Some(self.grad_norm),
             tokens_per_s: Some(self.tokens as f64 / self.time.max(1e-9)),
             elapsed_s,
+            rl: self.rl.map(|(s, n)| {
+                let n = n.max(1) as f64;
+                RlRow {
+                    reward: s.reward / n,
+                    baseline: s.baseline / n,
+                    policy_loss: s.policy_loss / n,
+                    reinforce_var: s.reinforce_var / n,
+                }
+            }),
         })
     }
 }
@@ -127,7 +165,7 @@ struct CheckpointMeta {
 /// The pieces a checkpoint is made of.
 pub struct CheckpointParts<'a> {
     /// The model.
-    pub model: &'a Model,
+    pub model: &'a Net,
     /// The optimizer.
     pub optimizer: &'a dyn Optimizer,
     /// Early stopping (its best weights).
@@ -242,7 +280,7 @@ pub fn committed_tensors(c: &Committed, name: &str) -> Result<BTreeMap<String, a
 /// Reads checkpoint `c` into the model, optimizer and stoppers; returns the run state.
 pub fn load(
     c: &Committed,
-    model: &Model,
+    model: &Net,
     optimizer: &mut dyn Optimizer,
     early: Option<&mut EarlyStopping>,
     plateau: Option<&mut ReduceOnPlateau>,

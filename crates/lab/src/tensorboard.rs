@@ -100,6 +100,16 @@ pub fn scalars_of(row: &MetricRow) -> Vec<(String, f32)> {
     if s == "train" {
         out.push(("train/lr".into(), row.lr as f32));
     }
+    if let Some(rl) = &row.rl {
+        for (k, v) in [
+            ("reward", rl.reward),
+            ("baseline", rl.baseline),
+            ("policy_loss", rl.policy_loss),
+            ("reinforce_var", rl.reinforce_var),
+        ] {
+            out.push((format!("{s}/{k}"), v as f32));
+        }
+    }
     out
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{Ctx, Model};
+use attune_nn::Ctx;
 use attune_optim::{
     DecaySplit, EarlyStopping, GradAccumulator, Mode, Optimizer, ReduceOnPlateau, clip_grad_norm, grad_norm,
     split_decay,
@@ -22,6 +22,7 @@ use crate::batch::{DeviceBatch, forward};
 use crate::config::{OnNonFinite, ResolvedConfig, SavedConfig};
 use crate::evaluate::{EvalResult, evaluate, final_split};
 use crate::metrics::{MetricRow, MetricsLog};
+use crate::net::Net;
 use crate::progress::Progress;
 use crate::rundir::RunDir;
 use crate::runstate::{self, CheckpointParts, OnDamage, RunState, Window};
@@ -58,6 +59,11 @@ pub struct Summary {
     /// Steps whose update was dropped for a non-finite loss or gradient (`on_nonfinite = skip`).
     #[serde(default)]
     pub skipped_steps: u64,
+    /// Further figures on the same data: for the RAM, `error` (the policy's mean path) and
+    /// `error_averaged` (class probabilities averaged over the task's `test_paths` sampled
+    /// paths); empty, and left out, for other models.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// How the loop ended.
@@ -141,7 +147,7 @@ struct Run {
     /// `config.json` as written, copied into every checkpoint.
     config_json: Vec<u8>,
     task: Box<dyn Task>,
-    model: Model,
+    model: Net,
     optimizer: Box<dyn Optimizer>,
     early: Option<EarlyStopping>,
     plateau: Option<ReduceOnPlateau>,
@@ -164,6 +170,8 @@ struct StepOutcome {
     tokens: u64,
     /// Global gradient norm before clipping.
     grad_norm: f64,
+    /// The RAM's REINFORCE figures, averaged over the micro-batches.
+    rl: Option<crate::batch::RlStats>,
 }
 
 impl StepOutcome {
@@ -180,6 +188,9 @@ impl Window {
         self.steps += 1;
         self.tokens += out.tokens;
         self.grad_norm = out.grad_norm;
+        if let Some(rl) = &out.rl {
+            self.add_rl(rl);
+        }
     }
 }
 
@@ -195,7 +206,7 @@ impl Run {
         let seed = cfg.train.seed;
         let task = tasks::build(&cfg.task, seed).context("building the task")?;
         let model_cfg = cfg.model.resolve(task.as_ref());
-        let model = Model::new(&model_cfg, seed, DType::F32, &device).context("building the model")?;
+        let model = Net::build(task.as_ref(), &model_cfg, seed, &device)?;
         let groups = split_decay(model.store().named(), &DecaySplit::default());
         let mut optimizer = cfg.optimizer.build(groups)?;
         let mut early = cfg.train.early_stopping.clone().map(EarlyStopping::new).transpose()?;
@@ -251,6 +262,7 @@ impl Run {
             task: task.config(),
             model: model_cfg,
             model_spec: cfg.model.clone(),
+            ram: model.ram_config(),
             optimizer: cfg.optimizer.clone(),
             schedule: cfg.schedule.clone(),
             train: cfg.train.clone(),
@@ -294,7 +306,15 @@ impl Run {
             out.correct += fwd.correct;
             out.counted += fwd.counted;
             out.tokens += batch.tokens_count as u64;
-            let grads = fwd.loss.backward()?;
+            if let Some(rl) = fwd.rl {
+                let s = out.rl.get_or_insert_default();
+                let k = t.grad_accum as f64;
+                s.reward += rl.reward / k;
+                s.baseline += rl.baseline / k;
+                s.policy_loss += rl.policy_loss / k;
+                s.reinforce_var += rl.reinforce_var / k;
+            }
+            let grads = fwd.objective.backward()?;
             // One micro-batch needs no averaging copy.
             if t.grad_accum == 1 {
                 single = Some(grads);
@@ -400,6 +420,7 @@ impl Run {
                     grad_norm: None,
                     tokens_per_s: None,
                     elapsed_s: self.state.elapsed_s,
+                    rl: None,
                 })?;
                 progress.message(&format!(
                     "step {step:>6}  valid loss {:.4}  accuracy {:.2}%  ({:.1}s)",
@@ -520,6 +541,14 @@ impl Run {
             parameters: self.model.store().num_elements(),
             device: self.device.to_string(),
             skipped_steps: self.state.skipped_steps,
+            eval_metrics: crate::evaluate::ram_errors(
+                &self.model,
+                self.task.as_ref(),
+                split,
+                (2 * t.eval_batches, micro),
+                ev.accuracy,
+                (t.seed, &self.device),
+            )?,
         };
         attune_persist::write_atomic(
             &self.dir.join("summary.json"),

@@ -11,6 +11,7 @@ use anyhow::Context;
 use attune_fuzzkit::{Fuzz, PeakAlloc, Rng, safetensors as st_mut, text};
 use attune_lab::config::{ModelSpec, RunConfig, SavedConfig};
 use attune_lab::metrics::{self, MetricRow};
+use attune_lab::net::Net;
 use attune_lab::runstate::{self, CheckpointParts, OnDamage, RunState};
 use attune_lab::tasks::{self, Split, TaskConfig, TextConfig};
 use attune_nn::{Model, ModelConfig};
@@ -66,6 +67,7 @@ fn fuzz_saved_config() {
         task: task.config(),
         model: run.model.resolve(task.as_ref()),
         model_spec: ModelSpec::default(),
+        ram: None,
         optimizer: run.optimizer.clone(),
         schedule: run.schedule.clone(),
         train: run.train.clone(),
@@ -102,6 +104,7 @@ fn fuzz_metrics_jsonl() {
                 grad_norm: (i % 2 == 0).then_some(0.5),
                 tokens_per_s: (i % 2 == 0).then_some(12345.0),
                 elapsed_s: i as f64,
+                rl: None,
             };
             serde_json::to_string(&row).unwrap()
         })
@@ -152,12 +155,12 @@ fn fuzz_text_jsonl_data() {
     assert!(tally.loaded > 50 && tally.errors > tally.cases / 4, "{}", tally.summary());
 }
 
-fn tiny_model() -> Model {
+fn tiny_model() -> Net {
     let cfg = ModelConfig::lm(16, 8, 8, 1, 2);
-    Model::new(&cfg, 3, DType::F32, &Device::Cpu).unwrap()
+    Net::Transformer(Model::new(&cfg, 3, DType::F32, &Device::Cpu).unwrap())
 }
 
-fn tiny_optimizer(model: &Model) -> Box<dyn Optimizer> {
+fn tiny_optimizer(model: &Net) -> Box<dyn Optimizer> {
     let groups = vec![ParamGroup::new(model.store().named())];
     OptimizerConfig::from_name("adamw").unwrap().build(groups).unwrap()
 }

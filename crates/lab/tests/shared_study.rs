@@ -10,10 +10,11 @@ mod common;
 mod pg_cluster;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::run_dir::BIN;
+use common::shared::{attune, exported, kill_at_random};
 use serde_json::Value;
 
 const SPACE: &str = "direction = \"minimize\"\n[params]\nx = { type = \"float\", low = 0.0, high = 1.0 }\n";
@@ -36,16 +37,35 @@ fn study_files(dir: &Path) -> (PathBuf, String) {
     (space, format!("python3 {}", obj.display()))
 }
 
-fn attune(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).output().expect("running attune")
-}
-
-fn worker(storage: &str, study: &str, name: &str) -> Child {
-    Command::new(BIN)
-        .args(["worker", "--storage", storage, "--study", study, "--name", name])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap()
+/// The SQLite storage in `dir` and the `attune search` arguments of study "s": `trials` trials
+/// of the cheap objective run by two local workers with a one-second lease.
+fn two_local_workers(dir: &Path, trials: u64) -> (String, Vec<String>) {
+    let storage = format!("sqlite:{}", dir.join("s.db").display());
+    let (space, cmd) = study_files(dir);
+    let args = [
+        "search",
+        "--space",
+        space.to_str().unwrap(),
+        "--command",
+        &cmd,
+        "--trials",
+        &trials.to_string(),
+        "--storage",
+        &storage,
+        "--study",
+        "s",
+        "--workers",
+        "2",
+        "--lease",
+        "1",
+        "--quiet",
+        "--no-plots",
+        "--artifacts",
+        dir.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    (storage, args)
 }
 
 struct Chaos {
@@ -87,32 +107,8 @@ fn chaos(dir: &Path, storage: &str, study: &str, c: &Chaos) -> (f64, usize) {
         "--no-plots",
     ]);
     assert!(create.status.success(), "{}", String::from_utf8_lossy(&create.stderr));
-    let start = Instant::now();
-    let mut pool: Vec<Child> = (0..c.workers).map(|i| worker(storage, study, &format!("w{i}"))).collect();
-    let mut kills = 0;
-    let mut seed = 12345u64;
-    let mut next_name = c.workers;
-    loop {
-        std::thread::sleep(c.kill_every);
-        pool.retain_mut(|ch| ch.try_wait().map(|s| s.is_none()).unwrap_or(false));
-        if pool.is_empty() {
-            break;
-        }
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let victim = (seed >> 33) as usize % pool.len();
-        let mut killed = pool.remove(victim);
-        let _ = killed.kill();
-        let _ = killed.wait();
-        kills += 1;
-        pool.push(worker(storage, study, &format!("w{next_name}")));
-        next_name += 1;
-        assert!(start.elapsed() < Duration::from_secs(600), "the study did not finish in 10 minutes");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let export = attune(&["study", "export", "--storage", storage, "--study", study, "--format", "json"]);
-    assert!(export.status.success(), "{}", String::from_utf8_lossy(&export.stderr));
-    let rows: Vec<Value> =
-        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (secs, kills) = kill_at_random(storage, study, c.workers, c.kill_every);
+    let rows = exported(storage, study);
     assert_eq!(rows.len() as u64, c.trials, "trials in the study");
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r["number"], i as u64, "numbers are dense");
@@ -146,28 +142,9 @@ fn workers_killed_at_random_on_postgresql_lose_no_trial_and_run_none_twice() {
 #[test]
 fn a_killed_coordinator_leaves_its_workers_running_and_the_same_command_continues() {
     let tmp = tempfile::tempdir().unwrap();
-    let storage = format!("sqlite:{}", tmp.path().join("s.db").display());
-    let (space, cmd) = study_files(tmp.path());
-    let args = [
-        "search",
-        "--space",
-        space.to_str().unwrap(),
-        "--command",
-        &cmd,
-        "--trials",
-        "40",
-        "--storage",
-        &storage,
-        "--study",
-        "s",
-        "--workers",
-        "2",
-        "--quiet",
-        "--no-plots",
-        "--artifacts",
-        tmp.path().to_str().unwrap(),
-    ];
-    let mut coordinator = Command::new(BIN).args(args).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let (storage, args) = two_local_workers(tmp.path(), 40);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut coordinator = Command::new(BIN).args(&args).stderr(std::process::Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     let count = || {
         let out = attune(&["study", "list", "--storage", &storage]);
@@ -185,9 +162,7 @@ fn a_killed_coordinator_leaves_its_workers_running_and_the_same_command_continue
     // The same command again: it joins the study it finds and brings it to 40 trials.
     let again = attune(&args);
     assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
-    let export = attune(&["study", "export", "--storage", &storage, "--study", "s", "--format", "json"]);
-    let rows: Vec<Value> =
-        String::from_utf8_lossy(&export.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows = exported(&storage, "s");
     assert_eq!(rows.len(), 40);
     assert!(rows.iter().all(|r| r["state"] == "complete"), "{rows:?}");
     let summary: Value = serde_json::from_slice(&std::fs::read(tmp.path().join("s/summary.json")).unwrap()).unwrap();
@@ -294,4 +269,90 @@ fn an_unreachable_storage_fails_fast_with_the_url() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("127.0.0.1:9"), "{text}");
     assert!(start.elapsed() < Duration::from_secs(20), "it hung for {:?}", start.elapsed());
+}
+
+/// A worker killed with SIGKILL takes its trial's processes with it, even the children of the
+/// objective's shell (tests the lifeline of src/search/lifeline.rs): an orphan would otherwise
+/// keep writing into the trial's folder while another worker continues the trial there.
+#[test]
+fn a_killed_workers_trial_processes_die_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = format!("sqlite:{}", tmp.path().join("s.db").display());
+    let (space, _) = study_files(tmp.path());
+    // The shell starts a grandchild and waits; no signal to the shell would reach it.
+    let cmd = "sleep 120 & echo $! > \"$ATTUNE_TRIAL_DIR/sleep.pid\"; wait";
+    let made = attune(&[
+        "search",
+        "--space",
+        space.to_str().unwrap(),
+        "--command",
+        cmd,
+        "--trials",
+        "1",
+        "--storage",
+        &storage,
+        "--study",
+        "s",
+        "--workers",
+        "0",
+        "--artifacts",
+        tmp.path().to_str().unwrap(),
+        "--quiet",
+        "--no-plots",
+    ]);
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let mut w = common::shared::worker(&storage, "s", "doomed");
+    let pid_file = tmp.path().join("s/trials/00000/sleep.pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|t| t.trim().parse::<u32>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the trial never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // A dead process may linger as a zombie where nothing reaps orphans; it runs no more.
+    let alive = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+    };
+    assert!(alive(), "the trial's grandchild runs while its worker does");
+    w.kill().unwrap();
+    w.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(), "the trial's grandchild {pid} outlived its killed worker");
+}
+
+/// A local worker that dies does not fail a study the other workers finish: the coordinator
+/// reports the death, exits 0 and writes the study's files, as for a study without deaths.
+#[test]
+fn a_coordinator_whose_local_worker_dies_still_finishes_the_study() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (storage, args) = two_local_workers(tmp.path(), 30);
+    let coordinator = Command::new(BIN).args(args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let children = format!("/proc/{0}/task/{0}/children", coordinator.id());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let victim = loop {
+        let pids = std::fs::read_to_string(&children).unwrap_or_default();
+        if let Some(pid) = pids.split_whitespace().next().and_then(|p| p.parse::<i32>().ok()) {
+            break pid;
+        }
+        assert!(Instant::now() < deadline, "the coordinator started no worker");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    // SAFETY: kill(2) on a child of the coordinator this test started.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    let out = coordinator.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("1 of the local workers died"), "{stderr}");
+    let rows = exported(&storage, "s");
+    assert_eq!(rows.len(), 30);
+    assert!(rows.iter().all(|r| r["state"] == "complete"), "{rows:?}");
+    let summary: Value = serde_json::from_slice(&std::fs::read(tmp.path().join("s/summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["n_complete"], 30);
 }

@@ -16,14 +16,14 @@ const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_sentiment
 fn seq(task: &dyn Task, split: Split, index: u64, batch: usize) -> SeqBatch {
     match task.batch(split, index, batch).unwrap() {
         Batch::Seq(b) => b,
-        Batch::Class(_) => panic!("{} gave a class batch", task.name()),
+        other => panic!("{} gave a batch of another kind: {other:?}", task.name()),
     }
 }
 
 fn class(task: &dyn Task, split: Split, index: u64, batch: usize) -> ClassBatch {
     match task.batch(split, index, batch).unwrap() {
         Batch::Class(b) => b,
-        Batch::Seq(_) => panic!("{} gave a seq batch", task.name()),
+        other => panic!("{} gave a batch of another kind: {other:?}", task.name()),
     }
 }
 
@@ -642,7 +642,7 @@ fn marks_point_at_the_queries_and_the_tokens_their_answers_need() {
                     let answers: Vec<i64> = m.queries.iter().map(|&q| y[q]).collect();
                     assert_eq!(copied, answers);
                 }
-                TaskConfig::TextClassification(_) => unreachable!(),
+                _ => unreachable!("synthetic_configs holds the sequence tasks only"),
             }
         }
     }

@@ -169,6 +169,7 @@ fn row(step: u64, split: &str, loss: f64) -> MetricRow {
         grad_norm: train.then_some(0.5 * step as f64),
         tokens_per_s: train.then_some(1000.0 + step as f64),
         elapsed_s: 0.25 * step as f64,
+        rl: None,
     }
 }
 

@@ -6,7 +6,13 @@
 //! - Layers: [`Linear`], [`Embedding`], [`LayerNorm`], [`RmsNorm`], [`Dropout`],
 //!   [`MultiHeadAttention`] (GQA, causal/window/softcap, RoPE or ALiBi, probabilities on
 //!   request), [`TransformerBlock`] (pre-norm, GELU MLP or SwiGLU), [`TransformerStack`]
-//!   (encoder / decoder, optional cross-attention) and [`AttentionPooling`].
+//!   (encoder / decoder, optional cross-attention), [`AttentionPooling`], its sampling
+//!   counterpart [`HardAttentionPooling`] (hard attention over tokens) and the RAM's
+//!   [`GlimpseSensor`].
+//! - [`reinforce`]: the Gaussian location policy's log-probability and the REINFORCE and
+//!   baseline losses of hard attention (docs/ram.md).
+//! - [`ram`]: the Recurrent Attention Model ([`RecurrentAttentionModel`]) and its hybrid
+//!   loss of cross-entropy and REINFORCE with a baseline ([`ram_loss`]).
 //! - [`Model`]: the language model and classifier the lab trains, from a [`ModelConfig`].
 //! - Train/eval mode and the dropout stream travel in a [`Ctx`].
 //! - [`checkpoint`]: atomic safetensors save, load with a missing/unexpected/mis-shaped report.
@@ -18,6 +24,8 @@ pub mod init;
 pub mod layers;
 pub mod loss;
 mod model;
+pub mod ram;
+pub mod reinforce;
 mod store;
 
 pub use checkpoint::{LoadOptions, LoadReport};
@@ -27,9 +35,12 @@ pub use init::Init;
 pub use layers::attention::{AttentionConfig, Memory, MultiHeadAttention};
 pub use layers::basic::{Dropout, Embedding, LayerNorm, Norm, NormKind, RmsNorm};
 pub use layers::block::{BlockConfig, TransformerBlock, TransformerStack};
+pub use layers::glimpse::GlimpseSensor;
+pub use layers::hard_pooling::{HardAttentionPooling, HardPooled};
 pub use layers::linear::Linear;
 pub use layers::mlp::{Mlp, MlpKind};
 pub use layers::pooling::AttentionPooling;
 pub use layers::positions::{Positions, Rope};
 pub use model::{Inspection, Model, ModelConfig, ModelKind};
+pub use ram::{GlimpsePolicy, RamConfig, RamLoss, RamMode, RamOutput, RecurrentAttentionModel, RnnCell, ram_loss};
 pub use store::{ParamBuilder, ParamStore};

@@ -1,8 +1,11 @@
 //! A study: ask for a trial, report intermediate values (and hear whether to stop), tell how
 //! it ended, and summarise. The study holds no state of its own beyond its settings: every
 //! decision reads the storage, so any number of `Study` values over one storage cooperate.
+//! What it keeps is a copy of the trials it has read: finished trials never change, so each
+//! read fetches only the trials that were open or new last time (`Storage::trials_since`), and
+//! an ask costs what changed, not the whole study.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +26,8 @@ pub struct Study {
     sampler: Box<dyn Sampler>,
     pruner: Option<Box<dyn Pruner>>,
     intermediate: Direction,
+    /// The trials as last read, in number order.
+    seen: Mutex<Vec<Trial>>,
 }
 
 /// A trial handed out by [`Study::ask`].
@@ -34,6 +39,9 @@ pub struct Asked {
     pub params: Vec<f64>,
     /// `{name: value}` as the objective sees them.
     pub external: Map<String, Value>,
+    /// The trial's attributes when it was created or claimed (a claimed PBT segment's member,
+    /// generation and starting checkpoint).
+    pub attrs: Map<String, Value>,
 }
 
 /// A study's result: the figures of `summary.json` (docs/search.md).
@@ -92,7 +100,7 @@ impl Study {
             });
         }
         let intermediate = stored.space.directions[0];
-        Ok(Study { storage, record: stored, sampler, pruner, intermediate })
+        Ok(Study { storage, record: stored, sampler, pruner, intermediate, seen: Mutex::new(Vec::new()) })
     }
 
     /// Sets which way intermediate values improve (by default the first objective's): a search
@@ -116,31 +124,111 @@ impl Study {
         &self.storage
     }
 
-    /// Every trial.
+    /// Every trial, in number order.
     pub fn trials(&self) -> Result<Vec<Trial>> {
-        self.storage.trials()
+        self.with_trials(|trials| Ok(trials.to_vec()))
+    }
+
+    /// Calls `f` with every trial, brought up to date by reading only the trials that were
+    /// open (queued or running) or not yet there at the last read.
+    fn with_trials<T>(&self, f: impl FnOnce(&[Trial]) -> Result<T>) -> Result<T> {
+        // A panic elsewhere cannot leave the copy half-merged: merging is the only writer.
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let open: Vec<u64> = seen.iter().filter(|t| !t.state.is_finished()).map(|t| t.number).collect();
+        let from = seen.last().map_or(0, |t| t.number + 1);
+        for t in self.storage.trials_since(from, &open)? {
+            match seen.binary_search_by_key(&t.number, |s| s.number) {
+                Ok(i) => seen[i] = t,
+                Err(i) => seen.insert(i, t),
+            }
+        }
+        f(&seen)
     }
 
     /// How many new points the sampler has left (`None`: unlimited).
     pub fn remaining(&self) -> Result<Option<u64>> {
-        let trials = self.storage.trials()?;
-        Ok(self.sampler.remaining(&self.context(&trials)))
+        self.with_trials(|trials| Ok(self.sampler.remaining(&self.context(trials))))
+    }
+
+    /// The point the sampler gives next: the study's trials, seed and trial count decide it.
+    pub fn sample(&self) -> Result<Vec<f64>> {
+        self.with_trials(|trials| Ok(self.space().snap(&self.sampler.sample(&self.context(trials))?)))
     }
 
     fn context<'a>(&'a self, trials: &'a [Trial]) -> SampleContext<'a> {
         SampleContext { space: &self.record.space, trials, seed: self.record.seed, number: trials.len() as u64 }
     }
 
-    /// Samples a point and creates a running trial there.
+    /// Samples a point and creates a running trial there. Threads of one process asking at
+    /// once take turns, so each samples knowing the others' trials.
     pub fn ask(&self, worker: &str) -> Result<Asked> {
-        let trials = self.storage.trials()?;
-        let params = self.space().snap(&self.sampler.sample(&self.context(&trials))?);
-        self.enqueue(params, worker, &Map::new())
+        self.with_trials(|trials| {
+            let params = self.space().snap(&self.sampler.sample(&self.context(trials))?);
+            let number = self.storage.create_trial(&params, worker, &Map::new())?;
+            Ok(self.asked(number, params, Map::new()))
+        })
     }
 
     /// Creates a running trial at given internal values (PBT's explored members, a user's
     /// starting point).
     pub fn enqueue(&self, params: Vec<f64>, worker: &str, attrs: &Map<String, Value>) -> Result<Asked> {
+        self.check_point(&params)?;
+        let number = self.storage.create_trial(&params, worker, attrs)?;
+        Ok(self.asked(number, params, attrs.clone()))
+    }
+
+    /// [`Study::enqueue`] for a shared study: the trial is leased to `worker`, and it is
+    /// created only while the study holds fewer than `limit` trials (else `None`).
+    pub fn enqueue_leased(
+        &self,
+        params: Vec<f64>,
+        worker: &str,
+        attrs: &Map<String, Value>,
+        lease: Duration,
+        limit: Option<u64>,
+    ) -> Result<Option<Asked>> {
+        self.check_point(&params)?;
+        let number = self.storage.create_leased(&params, worker, attrs, lease, limit)?;
+        Ok(number.map(|n| self.asked(n, params, attrs.clone())))
+    }
+
+    /// Samples a point and creates a running trial there leased to `worker` (shared studies),
+    /// unless the study already holds `limit` trials: then `None`. The point is sampled for
+    /// the number the trial gets: when another worker created a trial in between, it samples
+    /// again, so workers never run one point twice and the study samples exactly as a serial
+    /// one would.
+    pub fn ask_leased(&self, worker: &str, lease: Duration, limit: Option<u64>) -> Result<Option<Asked>> {
+        loop {
+            let created = self.with_trials(|trials| {
+                let context = self.context(trials);
+                if limit.is_some_and(|l| context.number >= l) || self.sampler.remaining(&context) == Some(0) {
+                    return Ok(Some(None));
+                }
+                let params = self.space().snap(&self.sampler.sample(&context)?);
+                // Only as trial `context.number`: the limit is one past it.
+                let next = Some(context.number + 1);
+                Ok(self.storage.create_leased(&params, worker, &Map::new(), lease, next)?.map(|number| {
+                    debug_assert_eq!(number, context.number);
+                    Some(self.asked(number, params, Map::new()))
+                }))
+            })?;
+            if let Some(asked) = created {
+                return Ok(asked);
+            }
+        }
+    }
+
+    /// Claims a re-queued trial for `worker` (its worker's lease expired), if there is one.
+    pub fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Asked>> {
+        Ok(self.storage.claim_queued(worker, lease)?.map(|t| self.asked(t.number, t.params, t.attrs)))
+    }
+
+    fn asked(&self, number: u64, params: Vec<f64>, attrs: Map<String, Value>) -> Asked {
+        Asked { number, external: self.space().external(&params), params, attrs }
+    }
+
+    /// Fails unless `params` is a point of the space.
+    fn check_point(&self, params: &[f64]) -> Result<()> {
         if params.len() != self.space().len()
             || params.iter().zip(&self.space().params).any(|(&x, p)| !p.dist.contains(x))
         {
@@ -150,53 +238,31 @@ impl Study {
                 "give one valid value per parameter",
             ));
         }
-        let number = self.storage.create_trial(&params, worker, attrs)?;
-        let external = self.space().external(&params);
-        Ok(Asked { number, params, external })
-    }
-
-    /// Samples a point and creates a running trial there leased to `worker` (shared studies),
-    /// unless the study already holds `limit` trials: then `None`.
-    pub fn ask_leased(&self, worker: &str, lease: Duration, limit: Option<u64>) -> Result<Option<Asked>> {
-        let trials = self.storage.trials()?;
-        if limit.is_some_and(|l| trials.len() as u64 >= l) || self.sampler.remaining(&self.context(&trials)) == Some(0)
-        {
-            return Ok(None);
-        }
-        let params = self.space().snap(&self.sampler.sample(&self.context(&trials))?);
-        let Some(number) = self.storage.create_leased(&params, worker, &Map::new(), lease, limit)? else {
-            return Ok(None);
-        };
-        let external = self.space().external(&params);
-        Ok(Some(Asked { number, params, external }))
-    }
-
-    /// Claims a re-queued trial for `worker` (its worker's lease expired), if there is one.
-    pub fn claim(&self, worker: &str, lease: Duration) -> Result<Option<Asked>> {
-        Ok(self.storage.claim_queued(worker, lease)?.map(|t| Asked {
-            number: t.number,
-            external: self.space().external(&t.params),
-            params: t.params,
-        }))
+        Ok(())
     }
 
     /// Records an intermediate value and says whether the trial should stop.
     pub fn report(&self, number: u64, step: u64, value: f64) -> Result<bool> {
-        if !value.is_finite() {
-            return Err(SearchError::Trial {
-                number,
-                problem: format!("intermediate value {value} at step {step} is not finite"),
-            });
-        }
+        finite_report(number, step, value)?;
         self.storage.report(number, step, value)?;
+        self.should_prune(number, step)
+    }
+
+    /// [`Study::report`] for a leased trial: `None` (nothing stored) when `worker` no longer
+    /// holds its lease; the worker should stop the trial, as someone else runs it now.
+    pub fn report_leased(&self, number: u64, worker: &str, step: u64, value: f64) -> Result<Option<bool>> {
+        finite_report(number, step, value)?;
+        if !self.storage.report_leased(number, worker, step, value)? {
+            return Ok(None);
+        }
+        self.should_prune(number, step).map(Some)
+    }
+
+    fn should_prune(&self, number: u64, step: u64) -> Result<bool> {
         let Some(pruner) = &self.pruner else { return Ok(false) };
-        let trials = self.storage.trials()?;
-        Ok(pruner.should_prune(&PruneContext {
-            direction: self.record.space.directions[0],
-            trials: &trials,
-            number,
-            step,
-        }))
+        self.with_trials(|trials| {
+            Ok(pruner.should_prune(&PruneContext { direction: self.intermediate, trials, number, step }))
+        })
     }
 
     /// Finishes a trial. A complete trial needs one finite value per direction; anything else
@@ -235,7 +301,7 @@ impl Study {
 
     /// The study's figures.
     pub fn summary(&self) -> Result<Summary> {
-        Ok(summarize(&self.record.space, &self.storage.trials()?))
+        self.with_trials(|trials| Ok(summarize(&self.record.space, trials)))
     }
 }
 
@@ -267,6 +333,14 @@ pub fn summarize(space: &Space, trials: &[Trial]) -> Summary {
         n_running: count(TrialState::Running),
         pareto_front,
     }
+}
+
+/// An intermediate value must be finite: pruners compare them.
+fn finite_report(number: u64, step: u64, value: f64) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(SearchError::Trial { number, problem: format!("intermediate value {value} at step {step} is not finite") })
 }
 
 fn describe_difference(stored: &Space, given: &Space) -> String {

@@ -158,9 +158,9 @@ fn two_studies_in_one_database_are_independent() {
     assert_eq!(b.create_leased(&[9.0], "b", &Map::new(), Duration::from_secs(60), Some(1)).unwrap(), Some(0));
     assert_eq!(b.create_leased(&[9.5], "b", &Map::new(), Duration::from_secs(60), Some(1)).unwrap(), None);
     assert_eq!(a.create_leased(&[3.0], "a", &Map::new(), Duration::from_secs(60), Some(4)).unwrap(), Some(3));
+    a.set_attr(0, "k", &json!("alpha")).unwrap();
     a.finish(0, &Finish::complete(vec![1.0])).unwrap();
     b.report(0, 0, 0.5).unwrap();
-    a.set_attr(0, "k", &json!("alpha")).unwrap();
     let (ta, tb) = (a.trials().unwrap(), b.trials().unwrap());
     assert_eq!(ta.iter().map(|t| t.params[0]).collect::<Vec<_>>(), vec![0.0, 1.0, 2.0, 3.0]);
     assert_eq!((tb.len(), tb[0].params.as_slice(), tb[0].state), (1, [9.0].as_slice(), TrialState::Running));

@@ -382,3 +382,41 @@ fn pruner_configs_parse_validate_and_build() {
         assert!(!decide(config.build().as_ref(), Direction::Minimize, &t), "{config:?}");
     }
 }
+
+/// A study minimising time while its trials report accuracy: the pruner must judge the
+/// reports as maximised (`set_intermediate_direction`), not in the objective's direction.
+#[test]
+fn a_study_prunes_in_the_intermediate_direction_not_the_objectives() {
+    use attune_search::sampler::SamplerConfig;
+    use attune_search::{Finish, MemoryStorage, Space, Study, StudyRecord};
+    use std::sync::Arc;
+    let space =
+        Space::from_toml("direction = \"minimize\"\n[params]\nx = { type = \"float\", low = 0, high = 1 }", "<t>")
+            .unwrap();
+    let median = PrunerConfig::Median(MedianConfig { n_startup_trials: 3, ..MedianConfig::default() });
+    let record = StudyRecord {
+        space,
+        sampler: serde_json::json!({"kind": "random"}),
+        pruner: Some(serde_json::to_value(&median).unwrap()),
+        seed: 0,
+        driver: serde_json::Value::Null,
+    };
+    let open = |intermediate: Option<Direction>| {
+        let storage = Arc::new(MemoryStorage::new());
+        let sampler = SamplerConfig::by_name("random").unwrap().build();
+        let mut study = Study::open(storage, record.clone(), sampler, Some(median.build())).unwrap();
+        if let Some(d) = intermediate {
+            study.set_intermediate_direction(d);
+        }
+        // Three finished trials reached 90% accuracy at step 1; a fourth reports 10%.
+        for _ in 0..3 {
+            let t = study.ask("w").unwrap();
+            assert!(!study.report(t.number, 1, 0.9).unwrap());
+            study.tell(t.number, Finish::complete(vec![5.0])).unwrap();
+        }
+        let t = study.ask("w").unwrap();
+        study.report(t.number, 1, 0.1).unwrap()
+    };
+    assert!(open(Some(Direction::Maximize)), "10% accuracy is below the median 90%: pruned");
+    assert!(!open(None), "judged as minimised, 10% looks better than 90% (the default direction)");
+}

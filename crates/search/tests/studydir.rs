@@ -78,10 +78,10 @@ fn exports_parse_back_to_the_stored_trials() {
         for step in 0..i as u64 {
             study.report(asked.number, step * 10, 1.0 / (step + 2) as f64).unwrap();
         }
+        study.storage().set_attr(asked.number, "order", &json!(i)).unwrap();
         if let Some(finish) = outcome {
             study.tell(asked.number, finish).unwrap();
         }
-        study.storage().set_attr(asked.number, "order", &json!(i)).unwrap();
         dir.export(&study).unwrap();
     }
 

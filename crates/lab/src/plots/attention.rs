@@ -41,6 +41,7 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
             let row = b.row(0).context("plotting attention: the held-out batch is empty")?;
             (row.len(), Marks::default(), (row.len() <= MAX_BYTE_TICKS).then(|| row.to_vec()))
         }
+        Batch::Image(_) => anyhow::bail!("plotting attention: image tasks train the RAM, which has glimpses.png"),
     };
     let batch = DeviceBatch::new(&raw, device)?;
     let insp = model.inspect(&batch.tokens, batch.lengths.as_deref(), &mut Ctx::eval())?;

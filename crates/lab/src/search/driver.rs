@@ -29,6 +29,9 @@ pub struct DriverOptions {
     pub quiet: bool,
     /// This process's name in the trials' `worker` field.
     pub worker: String,
+    /// Trials are leased to `worker` (shared studies): reports are stored only while it holds
+    /// the lease, and a lost lease stops the trial.
+    pub leased: bool,
 }
 
 /// Runs trials until the study holds `opts.trials` (or the sampler has no points left);
@@ -110,7 +113,12 @@ pub fn run_asked(
     let mut report_error = None;
     let input = Objective::input(asked.number, &asked.external, segment, &trial_dir);
     let end = run_process(prepared.command, &input, opts.trial_timeout, tick, |step, value| {
-        match study.report(asked.number, step, value) {
+        let reported = match opts.leased {
+            // A lost lease stops the trial like a prune; its result is dropped at the tell.
+            true => study.report_leased(asked.number, &opts.worker, step, value).map(|r| r.unwrap_or(true)),
+            false => study.report(asked.number, step, value),
+        };
+        match reported {
             Ok(prune) => prune,
             Err(e) => {
                 report_error.get_or_insert(e);

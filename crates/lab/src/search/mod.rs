@@ -1,6 +1,7 @@
 //! `attune search`: decision optimisation of training runs or of any program (docs/search.md).
 //!
-//! - `protocol`: the JSON-lines protocol between the search and a trial's process.
+//! - `protocol`: the JSON-lines protocol between the search and a trial's process;
+//!   `lifeline`: a trial's processes die with the worker that started them.
 //! - [`objective`]: what a trial runs (a lab training run or a command) and its metrics.
 //! - [`driver`]: `--parallel K` worker threads, pruning, the progress bar.
 //! - [`pbt`]: population-based training (`--pbt`) as generations of trials.
@@ -12,6 +13,7 @@
 //! its directory is `attune_search::studydir`.
 
 pub mod driver;
+mod lifeline;
 pub mod objective;
 pub mod pbt;
 mod protocol;
@@ -104,7 +106,7 @@ pub struct SearchFlags {
     pub no_plots: bool,
     /// A shared study's storage, sqlite:PATH or postgres://USER@HOST:PORT/DB: trials run in
     /// --workers processes here and in `attune worker` processes anywhere (docs/search.md).
-    #[arg(long, requires = "study", conflicts_with_all = ["resume", "pbt"])]
+    #[arg(long, requires = "study", conflicts_with = "resume")]
     pub storage: Option<String>,
     /// The study's name in --storage (run the same command again to continue it).
     #[arg(long, requires = "storage")]
@@ -204,6 +206,7 @@ pub fn run(f: &SearchFlags) -> Result<()> {
         threads: f.threads.unwrap_or((cores / f.parallel.max(1)).max(1)),
         quiet: f.quiet,
         worker: format!("{}:{}", hostname(), std::process::id()),
+        leased: false,
     };
     let export = |s: &Study| -> Result<()> { Ok(study_dir.export(s)?) };
     let summary = match &driver.pbt {

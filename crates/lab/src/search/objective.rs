@@ -111,6 +111,9 @@ pub struct Segment {
     pub interval: u64,
     /// The run directory (or, for a program, the folder it saved into) to start from.
     pub restore_from: Option<PathBuf>,
+    /// A re-queued segment (its worker died): continue from what the segment itself last
+    /// saved, when it saved anything, rather than from `restore_from`.
+    pub resume: bool,
 }
 
 /// A trial made ready to run: the process to start and how to read its end.
@@ -187,20 +190,30 @@ impl Objective {
                 let run_dir = dir.join("run");
                 let exe = std::env::current_exe().context("finding the attune binary")?;
                 let mut c = Command::new(exe);
-                c.arg("train").arg("--config").arg(&config).arg("--out").arg(&run_dir);
-                c.args(["--overwrite", "--quiet", "--no-plots", "--report-json", "--threads", &threads.to_string()]);
-                if let Some(from) = segment.and_then(|s| s.restore_from.as_ref()) {
-                    c.arg("--init-from").arg(from);
+                c.arg("train");
+                // A re-queued segment continues its own run from its newest committed
+                // checkpoint; one that died before committing any starts over.
+                let own_checkpoint = segment.is_some_and(|s| s.resume)
+                    && crate::rundir::checkpoints(&run_dir).is_ok_and(|c| !c.is_empty());
+                if own_checkpoint {
+                    c.arg("--resume").arg(&run_dir);
+                } else {
+                    c.arg("--config").arg(&config).arg("--out").arg(&run_dir).arg("--overwrite");
+                    if let Some(from) = segment.and_then(|s| s.restore_from.as_ref()) {
+                        c.arg("--init-from").arg(from);
+                    }
                 }
+                c.args(["--quiet", "--no-plots", "--report-json", "--threads", &threads.to_string()]);
                 Ok(Ok(Prepared { command: c, run_dir: Some(run_dir) }))
             }
         }
     }
 
     /// The trial's input line on the protocol's stdin; a PBT segment adds
-    /// `"pbt": {"member", "generation", "interval", "until_step", "restore_from", "save_to"}`.
-    /// `save_to` is the trial's folder (also in `ATTUNE_TRIAL_DIR`), where a program saves the
-    /// state the next segment restores.
+    /// `"pbt": {"member", "generation", "interval", "until_step", "restore_from", "save_to",
+    /// "resume"}`. `save_to` is the trial's folder (also in `ATTUNE_TRIAL_DIR`), where a program
+    /// saves the state the next segment restores; `resume` is true for a re-queued segment
+    /// (its worker died), whose program should continue from what it finds in `save_to`.
     pub fn input(number: u64, params: &Map<String, Value>, segment: Option<&Segment>, save_to: &Path) -> String {
         match segment {
             None => json!({"trial": number, "params": params}).to_string(),
@@ -211,6 +224,7 @@ impl Objective {
                 "until_step": s.until_step,
                 "restore_from": s.restore_from,
                 "save_to": save_to,
+                "resume": s.resume,
             }})
             .to_string(),
         }
@@ -246,5 +260,48 @@ impl Objective {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(c: &Command) -> Vec<String> {
+        c.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    /// A re-queued training segment continues its own run when that run committed a
+    /// checkpoint, and starts over from the donor's when it had not.
+    #[test]
+    fn a_requeued_training_segment_resumes_only_from_its_own_committed_checkpoint() {
+        let tmp = tempfile::tempdir().unwrap();
+        let objective = Objective::Train { base: Box::default(), metrics: vec![Metric::EvalAccuracy] };
+        let donor = tmp.path().join("donor/run");
+        let segment = |resume| Segment {
+            member: 1,
+            generation: 2,
+            until_step: 30,
+            interval: 10,
+            restore_from: Some(donor.clone()),
+            resume,
+        };
+        let trial = tmp.path().join("trials/00009");
+        let prepare = |resume| {
+            let seg = segment(resume);
+            let Ok(Ok(p)) = objective.prepare(9, &Map::new(), &trial, 1, Some(&seg)) else { panic!("prepare") };
+            args(&p.command)
+        };
+        let fresh = prepare(false);
+        assert!(fresh.contains(&"--init-from".to_string()) && fresh.contains(&"--overwrite".to_string()), "{fresh:?}");
+        assert_eq!(prepare(true), fresh, "no checkpoint of its own yet: start over from the donor");
+        let checkpoint = trial.join("run/checkpoints/step-000000025");
+        std::fs::create_dir_all(&checkpoint).unwrap();
+        std::fs::write(checkpoint.join(attune_persist::MANIFEST), "{}").unwrap();
+        let resumed = prepare(true);
+        let at = resumed.iter().position(|a| a == "--resume").expect("--resume");
+        assert_eq!(resumed[at + 1], trial.join("run").display().to_string());
+        assert!(!resumed.iter().any(|a| a == "--init-from" || a == "--overwrite" || a == "--config"), "{resumed:?}");
+        assert_eq!(prepare(false), fresh, "a first attempt never resumes, whatever the folder holds");
     }
 }

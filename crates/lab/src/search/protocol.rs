@@ -95,6 +95,11 @@ pub fn run_process(
     // Its own process group, so that stopping it stops what it started too (`sh -c` runs the
     // program as a child, which would otherwise keep running and hold the pipes open).
     command.process_group(0);
+    // Held until this function returns: the trial's process group lives no longer.
+    let _lifeline = match super::lifeline::attach(&mut command) {
+        Ok(l) => l,
+        Err(e) => return ProcessEnd::Failed(format!("cannot make the trial's lifeline pipe: {e}")),
+    };
     let mut child = match command.spawn() {
         Ok(c) => c,
         Err(e) => return ProcessEnd::Failed(format!("cannot start {:?}: {e}", command.get_program())),

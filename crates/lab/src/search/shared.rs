@@ -2,7 +2,8 @@
 //! created (or, when it exists with the same space, continued) in the storage, K local
 //! `attune worker` processes run it, and any `attune worker --storage URL --study NAME` on
 //! another machine joins. This process only watches: it shows progress, and when the workers
-//! are done it exports the study's files and plots to `ARTIFACTS/<study>/`.
+//! are done it exports the study's files and plots to `ARTIFACTS/<study>/` (and, for `--pbt`,
+//! the population's `pbt_schedule.json`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
@@ -21,7 +22,9 @@ pub fn run(f: &SearchFlags) -> Result<()> {
     let (location, name) = (f.storage.clone().unwrap_or_default(), f.study.clone().unwrap_or_default());
     let artifacts = f.artifacts.clone().or_else(|| f.out.clone()).unwrap_or_else(|| PathBuf::from("runs"));
     let artifacts = std::path::absolute(&artifacts).with_context(|| format!("resolving {}", artifacts.display()))?;
-    let settings = SharedSettings { trials: f.trials, lease_s: f.lease, max_retries: f.max_retries, artifacts };
+    // A PBT study's trials are its segments.
+    let trials = if f.pbt { f.population.saturating_mul(f.generations) } else { f.trials };
+    let settings = SharedSettings { trials, lease_s: f.lease, max_retries: f.max_retries, artifacts };
     if !(settings.lease_s.is_finite() && settings.lease_s >= 1.0) {
         bail!("--lease {} must be at least 1 second", settings.lease_s);
     }
@@ -79,6 +82,21 @@ pub fn run(f: &SearchFlags) -> Result<()> {
         bar.finish_and_clear();
     }
     export_to(&dir, &study)?;
+    // A local worker that died does not stop the others (or joined workers) from finishing the
+    // study, so what counts is whether every trial ended, not how each worker did.
+    let finished = study.trials()?.iter().filter(|t| t.state.is_finished()).count() as u64;
+    let done = finished >= shared.trials;
+    if let Some(p) = &driver.pbt {
+        if done {
+            super::pbt::write_schedule(&dir, &study, &driver.objective, p)?;
+            println!("attune: PBT schedule and the best member's lineage: {}/pbt_schedule.json", dir.display());
+        } else {
+            eprintln!(
+                "attune: {finished} of {} PBT segments finished, so no pbt_schedule.json yet; run the same command again to finish the study",
+                shared.trials
+            );
+        }
+    }
     let summary = study.summary()?;
     if !f.no_plots {
         crate::plots::search::write_all(&dir, study.space(), &study.trials()?)?;
@@ -92,8 +110,23 @@ pub fn run(f: &SearchFlags) -> Result<()> {
         );
     }
     println!("attune: {}/summary.json, trials.jsonl, study.json, plots/", dir.display());
-    if !failures.is_empty() {
-        bail!("{} of the local workers failed ({:?}); the study keeps what they finished", failures.len(), failures);
+    // A worker killed by a signal (SIGKILL, the OOM killer) is a death the study survives; a
+    // worker that exited with an error found something wrong (a missing program, a broken
+    // storage), and the command fails however far the study got.
+    let (died, erred): (Vec<_>, Vec<_>) = failures.into_iter().partition(|s| s.code().is_none());
+    if !erred.is_empty() {
+        bail!("{} of the local workers failed ({erred:?}); the study keeps what they finished", erred.len());
     }
+    if died.is_empty() {
+        return Ok(());
+    }
+    if !done {
+        bail!(
+            "{} of the local workers died ({died:?}) and {finished} of {} trials ended; the study keeps them: run the same command again to finish it",
+            died.len(),
+            shared.trials
+        );
+    }
+    eprintln!("attune: {} of the local workers died ({died:?}); the others finished every trial", died.len());
     Ok(())
 }

@@ -1,8 +1,9 @@
 //! `attune worker`: one process of a shared study (docs/search.md "Shared studies"). It joins
 //! the study in a storage (`sqlite:PATH` or `postgres://...`), and until the study holds its
 //! trial count and none is left running or queued, it re-queues trials whose worker's lease
-//! expired, claims a queued trial or samples a new one, runs it while renewing its lease, and
-//! finishes it only if it still holds the lease. Everything it needs (space, sampler,
+//! expired, claims a queued trial or samples a new one (or, in a PBT study, takes the next
+//! member's segment), runs it while renewing its lease, and finishes it only if it still holds
+//! the lease. Everything it needs (space, sampler,
 //! objective, trial count, lease) comes from the stored study.
 
 use std::path::{Path, PathBuf};
@@ -13,13 +14,13 @@ use anyhow::{Context, Result, bail};
 use attune_search::pruner::PrunerConfig;
 use attune_search::sampler::SamplerConfig;
 use attune_search::storage::url::{self, Open};
-use attune_search::{Direction, Storage, Study, TrialState};
+use attune_search::{Asked, Direction, Storage, Study, TrialState};
 use clap::Args;
 
-use super::DriverRecord;
 use super::driver::{DriverOptions, run_asked};
-use super::objective::Objective;
+use super::objective::{Objective, Segment};
 use super::protocol::Tick;
+use super::{DriverRecord, pbt};
 
 /// Flags of `attune worker`.
 #[derive(Args, Debug, Clone)]
@@ -79,35 +80,59 @@ pub fn run(f: &WorkerFlags) -> Result<()> {
         threads: f.threads.max(1),
         quiet: true,
         worker: worker.clone(),
+        leased: true,
     };
     let lease = Duration::from_secs_f64(shared.lease_s);
     loop {
         study.storage().expire_leases(shared.max_retries)?;
-        let asked = match study.claim(&worker, lease)? {
-            Some(a) => a,
-            None => match study.ask_leased(&worker, lease, Some(shared.trials))? {
-                Some(a) => a,
-                None => {
-                    let open =
-                        study.trials()?.iter().any(|t| matches!(t.state, TrialState::Running | TrialState::Queued));
-                    if !open {
-                        return Ok(());
-                    }
-                    std::thread::sleep(POLL);
-                    continue;
-                }
+        let next = match study.claim(&worker, lease)? {
+            Some(asked) => {
+                let segment = driver.pbt.as_ref().map(|p| pbt::claimed_segment(&asked, p, &dir)).transpose()?;
+                Next::Run(asked, segment)
+            }
+            None => match &driver.pbt {
+                Some(p) => pbt::next_segment(&study, &driver.objective, &dir, p, &worker, lease)?,
+                None => match study.ask_leased(&worker, lease, Some(shared.trials))? {
+                    Some(asked) => Next::Run(asked, None),
+                    None if open_trials(&study)? => Next::Wait,
+                    None => Next::Done,
+                },
             },
+        };
+        let (asked, segment) = match next {
+            Next::Run(asked, segment) => (asked, segment),
+            Next::Wait => {
+                std::thread::sleep(POLL);
+                continue;
+            }
+            Next::Done => return Ok(()),
         };
         let number = asked.number;
         let mut renew = || !study.storage().renew(number, &worker, lease).unwrap_or(true);
         let tick = Tick { every: lease / 3, check: &mut renew };
-        let finish = run_asked(&study, &driver.objective, &dir, &opts, &asked, None, Some(tick))?;
+        let finish = run_asked(&study, &driver.objective, &dir, &opts, &asked, segment.as_ref(), Some(tick))?;
         if !study.tell_leased(number, &worker, finish)? {
             eprintln!(
                 "attune worker {worker}: trial {number} was re-queued while it ran (lease lost); its result is dropped"
             );
         }
     }
+}
+
+/// What a worker does next.
+pub enum Next {
+    /// Run this trial (a PBT segment when the segment is given).
+    Run(Asked, Option<Segment>),
+    /// Nothing to run yet: trials are running elsewhere (their leases may still expire, or a
+    /// PBT generation is finishing).
+    Wait,
+    /// The study is done.
+    Done,
+}
+
+/// Whether a trial is still running or queued somewhere.
+pub fn open_trials(study: &Study) -> Result<bool> {
+    Ok(study.trials()?.iter().any(|t| matches!(t.state, TrialState::Running | TrialState::Queued)))
 }
 
 /// A worker whose objective program is missing on its machine refuses to start, rather than

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::ram::RamTaskConfig;
 use super::text::Label;
 
 /// A task and its parameters; [`super::build`] turns it into a [`super::Task`].
@@ -27,6 +28,15 @@ pub enum TaskConfig {
     /// Classification of the texts in a user JSONL file, `"task": "text"`.
     #[serde(rename = "text")]
     TextClassification(TextConfig),
+    /// The RAM's centred 28x28 images, `"task": "ram-centred"`.
+    #[serde(rename = "ram-centred")]
+    RamCentred(RamTaskConfig),
+    /// The RAM's translated 60x60 images, `"task": "ram-translated"`.
+    #[serde(rename = "ram-translated")]
+    RamTranslated(RamTaskConfig),
+    /// The RAM's cluttered translated 60x60 images, `"task": "ram-cluttered"`.
+    #[serde(rename = "ram-cluttered")]
+    RamCluttered(RamTaskConfig),
 }
 
 impl TaskConfig {
@@ -37,6 +47,9 @@ impl TaskConfig {
             TaskConfig::InductionHeads(_) => "induction",
             TaskConfig::SelectiveCopying(_) => "selective-copying",
             TaskConfig::TextClassification(_) => "text",
+            TaskConfig::RamCentred(_) => "ram-centred",
+            TaskConfig::RamTranslated(_) => "ram-translated",
+            TaskConfig::RamCluttered(_) => "ram-cluttered",
         }
     }
 }

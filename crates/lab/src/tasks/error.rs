@@ -56,6 +56,11 @@ pub enum TaskError {
         label: String,
     },
 
+    /// The image data set of a RAM task is missing or damaged (the message names
+    /// `cargo xtask data`).
+    #[error(transparent)]
+    Data(#[from] attune_data::DataError),
+
     /// A batch was asked of a split the task does not have, or past its end.
     #[error("{task}: {msg}")]
     BadBatch {

@@ -7,6 +7,7 @@
 //! | `induction` | [`induction`] | [`SeqBatch`]: induction heads (H3, Mamba) |
 //! | `selective-copying` | [`selective_copying`] | [`SeqBatch`]: selective copying (Mamba) |
 //! | `text` | [`text`] | [`ClassBatch`]: byte-level text classification |
+//! | `ram-centred`, `ram-translated`, `ram-cluttered` | [`ram`] | [`ImageBatch`]: MNIST or Fashion-MNIST images for the Recurrent Attention Model |
 //!
 //! This is pure data code: batches are plain `Vec`s that the trainer turns into tensors.
 //!
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod induction;
 pub mod mqar;
+pub mod ram;
 pub use attune_rng as rng;
 pub mod selective_copying;
 mod synthetic;
@@ -31,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
 pub use error::TaskError;
+pub use ram::{ImageBatch, RamDataset, RamTaskConfig};
 pub use text::{Label, PAD_ID};
 
 use rng::tag;
@@ -132,12 +135,14 @@ impl ClassBatch {
 
 /// A batch of either kind; which one a task yields is fixed by the task
 /// ([`Task::num_classes`] is `Some` exactly for classification tasks).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Batch {
     /// From a sequence task.
     Seq(SeqBatch),
     /// From a classification task.
     Class(ClassBatch),
+    /// From an image task (the RAM's).
+    Image(ImageBatch),
 }
 
 impl Batch {
@@ -146,6 +151,7 @@ impl Batch {
         match self {
             Batch::Seq(b) => b.batch,
             Batch::Class(b) => b.batch,
+            Batch::Image(b) => b.batch,
         }
     }
 
@@ -154,6 +160,7 @@ impl Batch {
         match self {
             Batch::Seq(b) => b.seq_len,
             Batch::Class(b) => b.seq_len,
+            Batch::Image(b) => b.rows,
         }
     }
 
@@ -161,7 +168,7 @@ impl Batch {
     pub fn as_seq(&self) -> Option<&SeqBatch> {
         match self {
             Batch::Seq(b) => Some(b),
-            Batch::Class(_) => None,
+            _ => None,
         }
     }
 
@@ -169,7 +176,7 @@ impl Batch {
     pub fn as_class(&self) -> Option<&ClassBatch> {
         match self {
             Batch::Class(b) => Some(b),
-            Batch::Seq(_) => None,
+            _ => None,
         }
     }
 }
@@ -223,6 +230,12 @@ pub trait Task: Send + Sync {
     /// the end of a finite split (whose last batch may be short).
     fn batch(&self, split: Split, index: u64, batch_size: usize) -> Result<Batch, TaskError>;
 
+    /// The Recurrent Attention Model an image task trains, and how many sampled glimpse paths
+    /// its final `error_averaged` averages; `None` for the tasks the transformer trains.
+    fn ram_model(&self) -> Option<(attune_nn::RamConfig, usize)> {
+        None
+    }
+
     /// The positions of one example of a sequence batch (its `inputs` and `targets` row) that
     /// plots mark. The default marks the supervised positions and no sources.
     fn marks(&self, inputs: &[u32], targets: &[i64]) -> Marks {
@@ -245,5 +258,8 @@ pub fn build(config: &TaskConfig, seed: u64) -> Result<Box<dyn Task>, TaskError>
         TaskConfig::InductionHeads(c) => Box::new(induction::InductionHeads::new(c.clone(), seed)?),
         TaskConfig::SelectiveCopying(c) => Box::new(selective_copying::SelectiveCopying::new(c.clone(), seed)?),
         TaskConfig::TextClassification(c) => Box::new(text::TextClassification::new(c.clone(), seed)?),
+        TaskConfig::RamCentred(c) => Box::new(ram::RamImageTask::new("ram-centred", c.clone(), seed)?),
+        TaskConfig::RamTranslated(c) => Box::new(ram::RamImageTask::new("ram-translated", c.clone(), seed)?),
+        TaskConfig::RamCluttered(c) => Box::new(ram::RamImageTask::new("ram-cluttered", c.clone(), seed)?),
     })
 }

@@ -2,3 +2,4 @@
 #![allow(dead_code)]
 
 pub mod run_dir;
+pub mod shared;

@@ -3,6 +3,8 @@
 pub mod attention;
 pub mod basic;
 pub mod block;
+pub mod glimpse;
+pub mod hard_pooling;
 pub mod linear;
 pub mod mlp;
 pub mod pooling;

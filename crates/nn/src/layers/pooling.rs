@@ -28,6 +28,15 @@ impl AttentionPooling {
     /// Pools `x (batch, seq, dim)` into `(batch, dim)`; positions `>= lengths[b]` get weight 0.
     /// Returns the pooled vectors and the weights `(batch, seq)` (each row sums to 1).
     pub fn forward(&self, x: &Tensor, lengths: Option<&[usize]>) -> Result<(Tensor, Tensor)> {
+        let weights = self.scores(x, lengths)?.softmax(1usize)?;
+        let pooled = weights.unsqueeze(1usize)?.matmul(x)?.squeeze(1usize)?;
+        Ok((pooled, weights))
+    }
+
+    /// The scores `alpha . tanh(W x_i + b)` of `x (batch, seq, dim)` as `(batch, seq)`, minus
+    /// infinity at positions `>= lengths[b]`: the logits of the weights, which the soft pooling
+    /// averages with and [`crate::HardAttentionPooling`] samples from.
+    pub fn scores(&self, x: &Tensor, lengths: Option<&[usize]>) -> Result<Tensor> {
         if x.rank() != 3 {
             return Err(NnError::input(
                 "AttentionPooling",
@@ -57,8 +66,6 @@ impl AttentionPooling {
             let mask = spec.build(b, 1, scores.dtype(), &scores.device())?.reshape([b, s])?;
             scores = scores.add(&mask)?;
         }
-        let weights = scores.softmax(1usize)?;
-        let pooled = weights.unsqueeze(1usize)?.matmul(x)?.squeeze(1usize)?;
-        Ok((pooled, weights))
+        Ok(scores)
     }
 }

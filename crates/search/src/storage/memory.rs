@@ -149,16 +149,17 @@ impl Storage for MemoryStorage {
     }
 
     fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
-        self.with("report", |i| {
-            let t = running(i, number)?;
-            match t.intermediate.iter_mut().find(|(s, _)| *s == step) {
-                Some(slot) => slot.1 = value,
-                None => {
-                    t.intermediate.push((step, value));
-                    t.intermediate.sort_by_key(|&(s, _)| s);
-                }
+        self.with("report", |i| record_value(i, number, step, value))
+    }
+
+    fn report_leased(&self, number: u64, worker: &str, step: u64, value: f64) -> Result<bool> {
+        self.with("report to a leased trial", |i| {
+            let owns = i.leases.get(&number).is_some_and(|(o, _)| o == worker)
+                && i.trials.get(number as usize).is_some_and(|t| t.state == TrialState::Running);
+            if owns {
+                record_value(i, number, step, value)?;
             }
-            Ok(())
+            Ok(owns)
         })
     }
 
@@ -168,6 +169,9 @@ impl Storage for MemoryStorage {
                 .trials
                 .get_mut(number as usize)
                 .ok_or(SearchError::Trial { number, problem: "no such trial".into() })?;
+            if t.state.is_finished() {
+                return Err(SearchError::Trial { number, problem: format!("already {}", t.state.name()) });
+            }
             t.attrs.insert(key.to_string(), value.clone());
             Ok(())
         })
@@ -214,5 +218,18 @@ fn finish_trial(i: &mut Inner, number: u64, finish: &Finish) -> Result<()> {
     t.values = finish.values.clone();
     t.error = finish.error.clone();
     t.finished = Some(now());
+    Ok(())
+}
+
+/// Stores `value` at `step` of a running trial, replacing an earlier value at that step.
+fn record_value(i: &mut Inner, number: u64, step: u64, value: f64) -> Result<()> {
+    let t = running(i, number)?;
+    match t.intermediate.iter_mut().find(|(s, _)| *s == step) {
+        Some(slot) => slot.1 = value,
+        None => {
+            t.intermediate.push((step, value));
+            t.intermediate.sort_by_key(|&(s, _)| s);
+        }
+    }
     Ok(())
 }

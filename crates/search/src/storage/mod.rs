@@ -57,7 +57,7 @@ pub trait Storage: Send + Sync {
     /// Records an intermediate value of a running trial.
     fn report(&self, number: u64, step: u64, value: f64) -> Result<()>;
 
-    /// Sets one attribute of a trial.
+    /// Sets one attribute of an unfinished trial (a finished trial is final).
     fn set_attr(&self, number: u64, key: &str, value: &Value) -> Result<()>;
 
     /// Finishes a running trial; finishing a finished trial is an error.
@@ -65,6 +65,14 @@ pub trait Storage: Send + Sync {
 
     /// Every trial, in number order.
     fn trials(&self) -> Result<Vec<Trial>>;
+
+    /// The trials numbered `from` or more and those numbered in `open`, in number order: what
+    /// a reader holding every other trial finished needs to be up to date, since a finished
+    /// trial never changes (`Study` reads this way, so an ask costs the trials that changed,
+    /// not the whole study). Numbers that do not exist are left out.
+    fn trials_since(&self, from: u64, open: &[u64]) -> Result<Vec<Trial>> {
+        Ok(self.trials()?.into_iter().filter(|t| t.number >= from || open.contains(&t.number)).collect())
+    }
 
     // Shared studies (many workers on one study; docs/search.md "Shared studies"). A running
     // trial created or claimed by these methods holds a lease: `worker` owns it until
@@ -95,6 +103,11 @@ pub trait Storage: Send + Sync {
     /// Claims the lowest-numbered queued trial for `worker` with a fresh lease (one
     /// transaction; no two workers ever claim the same trial).
     fn claim_queued(&self, worker: &str, lease: Duration) -> Result<Option<Trial>>;
+
+    /// Records an intermediate value only if `worker` still holds the trial's lease; `false`
+    /// (and nothing written) when it does not, so a stalled worker cannot report into a trial
+    /// that was re-queued and that someone else runs now.
+    fn report_leased(&self, number: u64, worker: &str, step: u64, value: f64) -> Result<bool>;
 
     /// Finishes a trial only if `worker` still holds its lease; `false` (and nothing written)
     /// when it does not, so a worker presumed dead cannot finish a trial someone else now runs.

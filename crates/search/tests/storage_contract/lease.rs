@@ -282,6 +282,25 @@ pub fn finish_leased_writes_only_for_the_owner(make: &dyn Fn() -> Fresh) {
     assert_eq!(s.trials().unwrap()[plain as usize].state, TrialState::Running);
 }
 
+pub fn report_leased_writes_only_for_the_owner(make: &dyn Fn() -> Fresh) {
+    let s = make().store;
+    let n = s.create_leased(&[0.0], "stale", &Map::new(), ZERO, None).unwrap().unwrap();
+    assert!(s.report_leased(n, "stale", 0, 1.5).unwrap(), "its owner reports");
+    assert!(!s.report_leased(n, "other", 1, 9.0).unwrap(), "a worker that does not hold the lease");
+    lapse();
+    assert_eq!(s.expire_leases(MANY).unwrap(), vec![n]);
+    assert!(!s.report_leased(n, "stale", 1, 9.0).unwrap(), "the stale owner of a queued trial");
+    s.claim_queued("owner", LONG).unwrap().unwrap();
+    assert!(!s.report_leased(n, "stale", 1, 9.0).unwrap(), "the stale owner of a trial someone else runs");
+    assert!(s.report_leased(n, "owner", 2, 0.5).unwrap());
+    assert_eq!(s.trials().unwrap()[n as usize].intermediate, vec![(2, 0.5)], "only the new owner's value");
+    s.finish_leased(n, "owner", &Finish::pruned()).unwrap();
+    assert!(!s.report_leased(n, "owner", 3, 0.5).unwrap(), "a finished trial");
+    let plain = s.create_trial(&[0.0], "owner", &Map::new()).unwrap();
+    assert!(!s.report_leased(plain, "owner", 0, 0.5).unwrap(), "a trial without a lease");
+    assert!(!s.report_leased(99, "owner", 0, 0.5).unwrap(), "no such trial");
+}
+
 pub fn queued_trials_are_not_finished(make: &dyn Fn() -> Fresh) {
     let s = make().store;
     assert!(!TrialState::Queued.is_finished() && !TrialState::Running.is_finished());

@@ -20,6 +20,7 @@
 //! other.
 //!
 //! - the basics (create, report, set_attr, finish, trials, init_study): this file;
+//! - incremental reads (`trials_since`, a `Study`'s copy of the trials): reads.rs;
 //! - the lease API of shared studies (create_leased, renew, expire_leases, claim_queued,
 //!   finish_leased): lease.rs.
 
@@ -27,6 +28,9 @@
 #![allow(dead_code)]
 
 pub mod lease;
+pub mod reads;
+
+pub use reads::*;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -72,6 +76,9 @@ macro_rules! contract {
             trials_come_in_number_order,
             init_study_keeps_the_first_record,
             threads_on_their_own_handles_get_distinct_dense_numbers,
+            trials_since_gives_the_new_and_the_listed_open_trials,
+            a_study_reading_incrementally_sees_every_change_of_other_handles,
+            threads_asking_on_their_own_handles_sample_as_one_serial_study,
         ], [
             create_leased_counts_queued_running_and_finished_trials_against_the_limit,
             threads_racing_for_the_last_slots_create_exactly_the_limit,
@@ -82,6 +89,7 @@ macro_rules! contract {
             claim_queued_gives_the_lowest_queued_trial_to_a_new_owner,
             threads_claiming_concurrently_never_get_the_same_trial,
             finish_leased_writes_only_for_the_owner,
+            report_leased_writes_only_for_the_owner,
             queued_trials_are_not_finished,
         ]);
     };
@@ -173,9 +181,10 @@ pub fn set_attr_adds_and_replaces(make: &dyn Fn() -> Fresh) {
     let n = s.create_trial(&[0.0], "w", &attrs(&[("a", json!(1))])).unwrap();
     s.set_attr(n, "b", &json!("x")).unwrap();
     s.set_attr(n, "a", &json!([1, {"k": null}])).unwrap();
-    s.finish(n, &Finish::pruned()).unwrap();
-    // Attributes outlive the trial's run: a driver records where its outputs went afterwards.
     s.set_attr(n, "run_dir", &json!("runs/t0")).unwrap();
+    s.finish(n, &Finish::pruned()).unwrap();
+    // A finished trial never changes (so readers may keep it): its attributes are final too.
+    assert!(matches!(s.set_attr(n, "late", &json!(1)), Err(SearchError::Trial { number: 0, .. })));
     let t = &s.trials().unwrap()[0];
     assert_eq!(t.attrs, attrs(&[("a", json!([1, {"k": null}])), ("b", json!("x")), ("run_dir", json!("runs/t0"))]));
     assert!(matches!(s.set_attr(4, "a", &json!(1)), Err(SearchError::Trial { number: 4, .. })));

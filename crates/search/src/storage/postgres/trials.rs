@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use ::postgres::Row;
+use ::postgres::types::ToSql;
 use serde_json::{Map, Value};
 
 use super::{Access, Fail, PostgresStorage, Step, Tx};
@@ -22,9 +23,13 @@ macro_rules! trial_columns {
     };
 }
 
-/// Every trial of a study, in number order.
-const SELECT_TRIALS: &str =
-    concat!("SELECT ", trial_columns!(), " FROM attune.trials WHERE study_id = $1 ORDER BY number");
+/// The trials of a study numbered `$2` or more or in `$3`, in number order
+/// ([`Storage::trials_since`]); both are ranges of the primary key.
+const SELECT_TRIALS: &str = concat!(
+    "SELECT ",
+    trial_columns!(),
+    " FROM attune.trials WHERE study_id = $1 AND (number >= $2 OR number = ANY($3)) ORDER BY number"
+);
 
 /// Hands a queued trial to a worker with a fresh lease, and returns it.
 const CLAIM: &str = concat!(
@@ -95,6 +100,16 @@ fn require_unfinished(tx: &mut Tx, study: i64, number: u64) -> Step<()> {
         s if s.is_finished() => Err(SearchError::Trial { number, problem: format!("already {}", s.name()) }.into()),
         _ => Ok(()),
     }
+}
+
+/// Stores `value` at `step` of trial `number` (replacing an earlier value at that step).
+fn write_value(tx: &mut Tx, study: i64, number: u64, step: u64, value: f64) -> Step<()> {
+    tx.execute(
+        "INSERT INTO attune.intermediate (study_id, number, step, value) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (study_id, number, step) DO UPDATE SET value = excluded.value",
+        &[&study, &int(number, "trial number")?, &int(step, "step")?, &value],
+    )?;
+    Ok(())
 }
 
 /// Fails for a `Finish` that does not finish (running or queued).
@@ -204,19 +219,31 @@ impl Storage for PostgresStorage {
     fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
         self.transaction("report", Access::Write, |tx| {
             require_unfinished(tx, self.study_id, number)?;
-            tx.execute(
-                "INSERT INTO attune.intermediate (study_id, number, step, value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (study_id, number, step) DO UPDATE SET value = excluded.value",
-                &[&self.study_id, &int(number, "trial number")?, &int(step, "step")?, &value],
-            )?;
-            Ok(())
+            write_value(tx, self.study_id, number, step, value)
+        })
+    }
+
+    fn report_leased(&self, number: u64, worker: &str, step: u64, value: f64) -> Result<bool> {
+        self.transaction("report to a leased trial", Access::Write, |tx| {
+            // FOR SHARE: the lease cannot be expired between this check and the insert.
+            let owns = tx
+                .query_opt(
+                    "SELECT 1 FROM attune.trials
+                     WHERE study_id = $1 AND number = $2 AND state = 'running' AND lease_owner = $3 FOR SHARE",
+                    &[&self.study_id, &int(number, "trial number")?, &worker],
+                )?
+                .is_some();
+            if owns {
+                write_value(tx, self.study_id, number, step, value)?;
+            }
+            Ok(owns)
         })
     }
 
     fn set_attr(&self, number: u64, key: &str, value: &Value) -> Result<()> {
         let text = value.to_string();
         self.transaction("set attr", Access::Write, |tx| {
-            locked_state(tx, self.study_id, number)?;
+            require_unfinished(tx, self.study_id, number)?;
             tx.execute(
                 "INSERT INTO attune.attrs (study_id, number, key, value) VALUES ($1, $2, $3, $4::text::jsonb)
                  ON CONFLICT (study_id, number, key) DO UPDATE SET value = excluded.value",
@@ -241,15 +268,26 @@ impl Storage for PostgresStorage {
     }
 
     fn trials(&self) -> Result<Vec<Trial>> {
+        self.trials_since(0, &[])
+    }
+
+    fn trials_since(&self, from: u64, open: &[u64]) -> Result<Vec<Trial>> {
         self.transaction("read trials", Access::Snapshot, |tx| {
-            let rows = tx.query(SELECT_TRIALS, &[&self.study_id])?;
+            let from = int(from, "trial number")?;
+            let open = open.iter().map(|&n| int(n, "trial number")).collect::<Step<Vec<i64>>>()?;
+            let keys: [&(dyn ToSql + Sync); 3] = [&self.study_id, &from, &open];
+            let rows = tx.query(SELECT_TRIALS, &keys)?;
             let mut trials = rows.iter().map(trial_of).collect::<Step<Vec<Trial>>>()?;
             let intermediate = tx.query(
-                "SELECT number, step, value FROM attune.intermediate WHERE study_id = $1 ORDER BY number, step",
-                &[&self.study_id],
+                "SELECT number, step, value FROM attune.intermediate
+                 WHERE study_id = $1 AND (number >= $2 OR number = ANY($3)) ORDER BY number, step",
+                &keys,
             )?;
-            let attrs =
-                tx.query("SELECT number, key, value::text FROM attune.attrs WHERE study_id = $1", &[&self.study_id])?;
+            let attrs = tx.query(
+                "SELECT number, key, value::text FROM attune.attrs
+                 WHERE study_id = $1 AND (number >= $2 OR number = ANY($3))",
+                &keys,
+            )?;
             PostgresStorage::fill(&mut trials, &intermediate, &attrs)?;
             Ok(trials)
         })

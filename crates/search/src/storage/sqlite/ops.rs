@@ -68,6 +68,22 @@ fn require_unfinished(tx: &Transaction, study: i64, number: u64) -> Step<()> {
     }
 }
 
+/// Stores `value` at `step` of trial `number` (replacing an earlier value at that step).
+fn write_value(tx: &Transaction, study: i64, number: u64, step: u64, value: f64) -> Step<()> {
+    let row = int(number, "trial number")?;
+    tx.prepare_cached(
+        "INSERT INTO intermediate (study_id, trial, step, value) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (study_id, trial, step) DO UPDATE SET value = excluded.value",
+    )?
+    .execute(params![study, row, int(step, "step")?, value])?;
+    tx.prepare_cached("UPDATE trials SET heartbeat = ?3 WHERE study_id = ?1 AND number = ?2")?.execute(params![
+        study,
+        row,
+        now()
+    ])?;
+    Ok(())
+}
+
 /// Fails unless `finish` ends a trial (complete, pruned or failed).
 fn require_final(number: u64, finish: &Finish) -> Result<()> {
     if finish.state.is_finished() {
@@ -228,31 +244,30 @@ impl Storage for SqliteStorage {
     fn report(&self, number: u64, step: u64, value: f64) -> Result<()> {
         self.write("report", |tx| {
             require_unfinished(tx, self.study_id, number)?;
-            let row = int(number, "trial number")?;
-            tx.prepare_cached(
-                "INSERT INTO intermediate (study_id, trial, step, value) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (study_id, trial, step) DO UPDATE SET value = excluded.value",
-            )?
-            .execute(params![self.study_id, row, int(step, "step")?, value])?;
-            tx.prepare_cached("UPDATE trials SET heartbeat = ?3 WHERE study_id = ?1 AND number = ?2")?
-                .execute(params![self.study_id, row, now()])?;
-            Ok(())
+            write_value(tx, self.study_id, number, step, value)
+        })
+    }
+
+    fn report_leased(&self, number: u64, worker: &str, step: u64, value: f64) -> Result<bool> {
+        self.write("report to a leased trial", |tx| {
+            let owns = tx
+                .prepare_cached(
+                    "SELECT 1 FROM trials WHERE study_id = ?1 AND number = ?2 AND state = 'running' AND lease_owner = ?3",
+                )?
+                .query_row(params![self.study_id, int(number, "trial number")?, worker], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if owns {
+                write_value(tx, self.study_id, number, step, value)?;
+            }
+            Ok(owns)
         })
     }
 
     fn set_attr(&self, number: u64, key: &str, value: &Value) -> Result<()> {
         self.write("set attr", |tx| {
             let row = int(number, "trial number")?;
-            let exists = tx
-                .query_row(
-                    "SELECT 1 FROM trials WHERE study_id = ?1 AND number = ?2",
-                    params![self.study_id, row],
-                    |_| Ok(()),
-                )
-                .optional()?;
-            if exists.is_none() {
-                return Err(SearchError::Trial { number, problem: "no such trial".into() }.into());
-            }
+            require_unfinished(tx, self.study_id, number)?;
             tx.execute(
                 "INSERT INTO attrs (study_id, trial, key, value) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (study_id, trial, key) DO UPDATE SET value = excluded.value",
@@ -273,5 +288,20 @@ impl Storage for SqliteStorage {
 
     fn trials(&self) -> Result<Vec<Trial>> {
         self.read("read trials", |tx| read_trials(tx, self.study_id, 0..=i64::MAX))
+    }
+
+    fn trials_since(&self, from: u64, open: &[u64]) -> Result<Vec<Trial>> {
+        self.read("read trials", |tx| {
+            let first = int(from, "trial number")?;
+            let mut trials = Vec::new();
+            // The open trials are few (one per worker, plus the queued): a key lookup each.
+            for &n in open.iter().filter(|&&n| n < from) {
+                let n = int(n, "trial number")?;
+                trials.extend(read_trials(tx, self.study_id, n..=n)?);
+            }
+            trials.extend(read_trials(tx, self.study_id, first..=i64::MAX)?);
+            trials.sort_by_key(|t| t.number);
+            Ok(trials)
+        })
     }
 }
