@@ -150,9 +150,12 @@ impl Study {
         self.with_trials(|trials| Ok(self.sampler.remaining(&self.context(trials))))
     }
 
-    /// The point the sampler gives next: the study's trials, seed and trial count decide it.
-    pub fn sample(&self) -> Result<Vec<f64>> {
-        self.with_trials(|trials| Ok(self.space().snap(&self.sampler.sample(&self.context(trials))?)))
+    /// The point the sampler gives as trial `number` of a study with no trials yet: a pure
+    /// function of the seed and `number`, whatever order processes ask in (PBT's first
+    /// generation, where member `m` starts at `sample_initial(m)` in one process or many).
+    pub fn sample_initial(&self, number: u64) -> Result<Vec<f64>> {
+        let ctx = SampleContext { space: &self.record.space, trials: &[], seed: self.record.seed, number };
+        Ok(self.space().snap(&self.sampler.sample(&ctx)?))
     }
 
     fn context<'a>(&'a self, trials: &'a [Trial]) -> SampleContext<'a> {

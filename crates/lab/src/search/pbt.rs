@@ -7,7 +7,9 @@
 //! hyper-parameters per generation and the lineage of the final best member's weights.
 //!
 //! A resumed population reuses every finished segment it finds and decides again from them,
-//! which gives the same decisions (they are keyed by seed, generation and member).
+//! which gives the same decisions (they are keyed by seed, generation and member). Member
+//! `m` starts at `Study::sample_initial(m)`, so no race between threads or processes decides
+//! which member gets which starting point.
 //!
 //! In a shared study (`--storage`) the workers run the segments ([`next_segment`]): trial `n`
 //! is member `n % P` of generation `n / P`, a generation starts when the previous one has
@@ -139,8 +141,8 @@ pub fn run_pbt(
     for g in 0..settings.generations {
         let plans: Vec<Plan> = if g == 0 {
             (0..settings.population)
-                .map(|m| Plan { member: m, params: Vec::new(), parent: None, restore_from: None })
-                .collect()
+                .map(|m| Ok(Plan { member: m, params: study.sample_initial(m)?, parent: None, restore_from: None }))
+                .collect::<Result<_>>()?
         } else {
             plans(study, settings, dir, &members, g)?
         };
@@ -150,15 +152,7 @@ pub fn run_pbt(
             }
             let worker = format!("{}/{w}", opts.worker);
             let attrs = segment_attrs(plan, g, dir);
-            let asked = if g == 0 {
-                let a = study.ask(&worker)?;
-                for (k, v) in &attrs {
-                    study.storage().set_attr(a.number, k, v)?;
-                }
-                a
-            } else {
-                study.enqueue(plan.params.clone(), &worker, &attrs)?
-            };
+            let asked = study.enqueue(plan.params.clone(), &worker, &attrs)?;
             let segment = segment(settings, plan.member, g, plan.restore_from.clone(), false);
             let finish = run_asked(study, objective, dir, opts, &asked, Some(&segment), None)?;
             study.tell(asked.number, finish)?;
@@ -174,8 +168,9 @@ pub fn run_pbt(
 }
 
 /// The next segment a worker of a shared PBT study runs, by the study's trial count `n`:
-/// trial `n` is member `n % P`'s segment of generation `n / P`. Generation 0 samples its
-/// point; a later generation waits until the previous one has finished, then takes its
+/// trial `n` is member `n % P`'s segment of generation `n / P`. Generation 0's member `m`
+/// starts at the sampler's `m`-th initial point (as in one process, whichever worker asks
+/// first); a later generation waits until the previous one has finished, then takes its
 /// member's decision (the same pure function as in one process). The trial is created only as
 /// number `n` (the limit is `n + 1`), so workers racing for it create it once.
 pub fn next_segment(
@@ -196,7 +191,7 @@ pub fn next_segment(
         }
         let (g, m) = (n / p, n % p);
         let plan = if g == 0 {
-            Plan { member: m, params: study.sample()?, parent: None, restore_from: None }
+            Plan { member: m, params: study.sample_initial(m)?, parent: None, restore_from: None }
         } else {
             let Some(members) = members_at(&trials, dir, objective, p, g - 1) else { return Ok(Next::Wait) };
             let all = plans(study, settings, dir, &members, g)?;
