@@ -50,9 +50,10 @@ def complete_config(m):
         raise ValueError(f"model config lacks {missing} (docs/model.md lists the fields): {m}")
     c = {"n_kv_heads": m["n_heads"], "d_ff": 4 * m["d_model"], "mlp": "gelu", "norm": "layernorm",
          "positions": "learned", "rope_theta": 10000.0, "causal": m["kind"] == "lm", "window": None,
-         "softcap": None, "dropout": 0.0, **m}
+         "softcap": None, "dropout": 0.0, "pooling": "soft", "pool_k": 8, **m}
+    # Hard pooling (a sampled choice trained by REINFORCE) is not modelled here: refused.
     choices = {"kind": ("lm", "classifier"), "mlp": ("gelu", "swiglu"), "norm": ("layernorm", "rmsnorm"),
-               "positions": ("learned", "rope", "alibi", "none")}
+               "positions": ("learned", "rope", "alibi", "none"), "pooling": ("soft",)}
     for key, allowed in choices.items():
         if c[key] not in allowed:
             raise ValueError(f"model.{key} = {c[key]!r}: expected one of {allowed}")

@@ -1,7 +1,7 @@
 //! Turning task batches into tensors, computing loss and accuracy on them.
 
 use anyhow::{Result, bail};
-use attune_nn::{Ctx, RamMode, loss, ram_loss};
+use attune_nn::{Ctx, HybridLoss, RamMode, hybrid_loss, loss, ram_loss};
 use attune_tensor::{CrossEntropyOpts, DType, Device, Tensor};
 
 use crate::net::Net;
@@ -62,7 +62,8 @@ impl DeviceBatch {
     }
 }
 
-/// What the RAM's hybrid loss reports about one training batch (docs/metrics.md).
+/// What a hybrid loss (the RAM's, a hard pooling's) reports about one training batch
+/// (docs/metrics.md).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct RlStats {
     /// Mean reward (1 for a right final answer).
@@ -81,7 +82,7 @@ pub struct StepOutput {
     pub loss: Tensor,
     /// What to backpropagate: the loss, plus the REINFORCE and baseline terms for the RAM.
     pub objective: Tensor,
-    /// The RAM's REINFORCE figures (learned policy, training passes only).
+    /// The REINFORCE figures (the RAM's learned policy, a hard pooling; training passes only).
     pub rl: Option<RlStats>,
     /// Correct predictions among supervised targets.
     pub correct: usize,
@@ -92,7 +93,8 @@ pub struct StepOutput {
 /// Runs the model on `batch` and computes the loss and accuracy counts.
 ///
 /// The RAM samples its glimpse paths from `ctx.rng` in training and looks at the policy's
-/// mean in evaluation (`ctx.train == false`).
+/// mean in evaluation (`ctx.train == false`); a classifier with hard pooling samples its
+/// positions in training and takes the most probable ones in evaluation.
 pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutput> {
     let model = match net {
         Net::Transformer(m) => m,
@@ -102,31 +104,34 @@ pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutp
             };
             let mode = if ctx.train { RamMode::Sample } else { RamMode::Mean };
             let out = model.forward(images, mode, &mut ctx.rng)?;
-            let l = ram_loss(&out, &batch.targets)?;
-            let rl = match (&l.policy, l.reinforce_var) {
-                (Some(p), Some(var)) => Some(RlStats {
-                    reward: l.reward,
-                    baseline: l.baseline_mean.unwrap_or(0.0),
-                    policy_loss: p.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-                    reinforce_var: var,
-                }),
-                _ => None,
-            };
-            return Ok(StepOutput {
-                loss: l.classifier,
-                objective: l.total,
-                rl,
-                correct: l.correct,
-                counted: batch.host_targets.len(),
-            });
+            return rewarded(ram_loss(&out, &batch.targets)?, batch.host_targets.len());
         }
     };
-    let logits = model.forward(&batch.tokens, batch.lengths.as_deref(), ctx)?;
+    let (logits, policy) = model.forward_policy(&batch.tokens, batch.lengths.as_deref(), ctx)?;
+    if let Some(policy) = policy {
+        let l = hybrid_loss(&logits, &batch.targets, Some(&policy.log_prob), Some(&policy.baseline))?;
+        return rewarded(l, batch.host_targets.len());
+    }
     let classes = *logits.dims().last().unwrap_or(&0);
     let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
     let loss = loss::cross_entropy(&flat, &batch.targets, CrossEntropyOpts::default())?;
     let (correct, counted) = accuracy_counts(&flat, &batch.host_targets)?;
     Ok(StepOutput { objective: loss.clone(), loss, rl: None, correct, counted })
+}
+
+/// The step output of a hybrid loss (the RAM's, a hard pooling's): the cross-entropy is
+/// reported, the whole hybrid loss trained, and the REINFORCE figures logged when it has them.
+fn rewarded(l: HybridLoss, counted: usize) -> Result<StepOutput> {
+    let rl = match (&l.policy, l.reinforce_var) {
+        (Some(p), Some(var)) => Some(RlStats {
+            reward: l.reward,
+            baseline: l.baseline_mean.unwrap_or(0.0),
+            policy_loss: p.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+            reinforce_var: var,
+        }),
+        _ => None,
+    };
+    Ok(StepOutput { loss: l.classifier, objective: l.total, rl, correct: l.correct, counted })
 }
 
 /// Argmax accuracy of `logits (n, classes)` against targets, skipping ignored ones.

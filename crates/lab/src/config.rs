@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, Positions};
+use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, PoolingKind, Positions};
 use attune_optim::{EarlyStoppingConfig, OptimizerConfig, PlateauConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +46,11 @@ pub struct ModelSpec {
     pub softcap: Option<f64>,
     /// Dropout in training.
     pub dropout: f64,
+    /// A classifier's pooling: `soft` (attention-weighted mean) or `hard` (`pool_k` sampled
+    /// positions, trained by REINFORCE; docs/ram.md).
+    pub pooling: PoolingKind,
+    /// Positions a `hard` pooling draws per sequence.
+    pub pool_k: usize,
 }
 
 impl Default for ModelSpec {
@@ -64,6 +69,8 @@ impl Default for ModelSpec {
             window: None,
             softcap: None,
             dropout: 0.0,
+            pooling: PoolingKind::Soft,
+            pool_k: 8,
         }
     }
 }
@@ -89,6 +96,8 @@ impl ModelSpec {
             window: self.window,
             softcap: self.softcap,
             num_classes: task.num_classes(),
+            pooling: self.pooling,
+            pool_k: self.pool_k,
             dropout: self.dropout,
         }
     }

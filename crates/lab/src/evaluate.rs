@@ -101,6 +101,10 @@ pub struct EvalReport {
     pub targets: usize,
     /// Step of the checkpoint.
     pub step: Option<u64>,
+    /// The task's own figures, as summary.json's `eval_metrics` (the RAM's `error` and
+    /// `error_averaged`); absent when the task has none.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub eval_metrics: std::collections::BTreeMap<String, f64>,
 }
 
 /// Loads a run directory's model and measures it on `batches` fresh held-out batches.
@@ -128,6 +132,8 @@ pub fn evaluate_checkpoint(
     let split = final_split(task.as_ref());
     let bs = saved.train.batch_size / saved.train.grad_accum.max(1);
     let ev = evaluate(&model, task.as_ref(), split, batches, bs, &device)?;
+    let eval_metrics =
+        ram_errors(&model, task.as_ref(), split, (batches, bs), ev.accuracy, (saved.train.seed, &device))?;
     Ok(EvalReport {
         task: task.name().into(),
         split: split.name().into(),
@@ -135,5 +141,6 @@ pub fn evaluate_checkpoint(
         accuracy: ev.accuracy,
         targets: ev.targets,
         step,
+        eval_metrics,
     })
 }

@@ -109,6 +109,13 @@ pub struct TrainFlags {
     /// Dropout in training.
     #[arg(long)]
     pub dropout: Option<f64>,
+    /// A classifier's pooling: soft (attention-weighted mean) or hard (sampled positions,
+    /// trained by REINFORCE).
+    #[arg(long)]
+    pub pooling: Option<String>,
+    /// Positions a hard pooling draws per sequence.
+    #[arg(long)]
+    pub pool_k: Option<usize>,
     /// sgd, adam, adamw or adafactor (its defaults; the learning rate carries over except to adafactor).
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -308,7 +315,7 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 39] = [
+        let given: [(&str, &str, Option<Value>); 41] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
@@ -328,6 +335,8 @@ impl TrainFlags {
             ("window", "model.window", self.window.map(|v| json!(v))),
             ("softcap", "model.softcap", self.softcap.map(|v| json!(v))),
             ("dropout", "model.dropout", self.dropout.map(|v| json!(v))),
+            ("pooling", "model.pooling", self.pooling.as_ref().map(lower)),
+            ("pool-k", "model.pool_k", self.pool_k.map(|v| json!(v))),
             ("lr", "optimizer.lr", self.lr.map(|v| json!(v))),
             ("weight-decay", "optimizer.weight_decay", self.weight_decay.map(|v| json!(v))),
             ("warmup", "schedule.warmup_steps", self.warmup.map(|v| json!(v))),

@@ -113,6 +113,14 @@ fn a_short_ram_run_writes_reinforce_metrics_both_errors_and_the_glimpse_plot() {
     let averaged = m["error_averaged"].as_f64().unwrap();
     // Four held-out digits: each error is a multiple of 1/4.
     assert!((0.0..=1.0).contains(&averaged) && (averaged * 4.0).fract() == 0.0, "{summary}");
+    // `attune eval` of the saved model reports the same two errors.
+    let eval = attune(
+        &["eval".into(), "--checkpoint".into(), dir.display().to_string(), "--threads".into(), "1".into()],
+        &env,
+    );
+    assert_ok(&eval, "attune eval of a ram run");
+    let report: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(report["eval_metrics"], summary["eval_metrics"], "{report}");
 
     let config = json(&dir.join("config.json"));
     assert_eq!(config["task"]["task"], "ram-centred");

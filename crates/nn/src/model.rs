@@ -2,7 +2,8 @@
 //! parameter names and forward pass match the PyTorch peer (benches/peers/torch_train.py):
 //! - `lm`: token (+ learned position) embeddings, a decoder stack, a final norm, `lm_head`;
 //! - `classifier`: the same front end, an encoder stack over padded byte sequences,
-//!   [`AttentionPooling`] and a linear `head`.
+//!   [`AttentionPooling`] (or, with `pooling = "hard"`, [`HardAttentionPooling`] trained by
+//!   REINFORCE) and a linear `head`.
 
 use attune_tensor::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -12,6 +13,7 @@ use crate::error::{NnError, Result};
 use crate::layers::attention::AttentionConfig;
 use crate::layers::basic::{Embedding, Norm, NormKind};
 use crate::layers::block::{BlockConfig, TransformerStack};
+use crate::layers::hard_pooling::HardAttentionPooling;
 use crate::layers::linear::Linear;
 use crate::layers::mlp::MlpKind;
 use crate::layers::pooling::AttentionPooling;
@@ -31,6 +33,23 @@ pub enum ModelKind {
 
 fn default_theta() -> f64 {
     10_000.0
+}
+
+fn default_pool_k() -> usize {
+    8
+}
+
+/// How a classifier pools its token vectors into one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolingKind {
+    /// [`AttentionPooling`]: the attention-weighted mean of every token.
+    #[default]
+    Soft,
+    /// [`HardAttentionPooling`]: the mean of `pool_k` positions sampled from the same attention
+    /// distribution in training (the `pool_k` most probable in evaluation); the scorer learns
+    /// by REINFORCE from the reward of a right answer (docs/ram.md, "Hard attention over tokens").
+    Hard,
 }
 
 /// The architecture (the "model" object of a run's config.json).
@@ -76,6 +95,12 @@ pub struct ModelConfig {
     /// Classes of a classifier.
     #[serde(default)]
     pub num_classes: Option<usize>,
+    /// A classifier's pooling: `soft` or `hard`.
+    #[serde(default)]
+    pub pooling: PoolingKind,
+    /// Positions a `hard` pooling draws per sequence.
+    #[serde(default = "default_pool_k")]
+    pub pool_k: usize,
     /// Dropout on attention probabilities and residual branches in training.
     #[serde(default)]
     pub dropout: f64,
@@ -113,6 +138,8 @@ impl ModelConfig {
             window: None,
             softcap: None,
             num_classes: None,
+            pooling: PoolingKind::Soft,
+            pool_k: default_pool_k(),
             dropout: 0.0,
         }
     }
@@ -158,9 +185,30 @@ impl ModelConfig {
     }
 }
 
+enum Pool {
+    Soft(AttentionPooling),
+    /// The hard pooling and its baseline, a linear map of the attention-weighted mean of the
+    /// (detached) tokens: a function of the sequence, never of the positions drawn, so it
+    /// leaves the REINFORCE estimate unbiased.
+    Hard {
+        pool: HardAttentionPooling,
+        baseline: Linear,
+    },
+}
+
 enum Head {
     Lm(Linear),
-    Classifier { pool: AttentionPooling, head: Linear },
+    Classifier { pool: Pool, head: Linear },
+}
+
+/// What a hard-pooling classifier's training pass sampled: the inputs of REINFORCE
+/// ([`crate::hybrid_loss`]).
+#[derive(Debug, Clone)]
+pub struct PoolingPolicy {
+    /// `log p` of the positions drawn, `(batch, 1)`: one choice of `pool_k` positions.
+    pub log_prob: Tensor,
+    /// The baseline's reward prediction, `(batch, 1)`; trains the baseline only.
+    pub baseline: Tensor,
 }
 
 /// A model built from a [`ModelConfig`], owning its [`ParamStore`].
@@ -212,7 +260,13 @@ impl Model {
         let head = match cfg.kind {
             ModelKind::Lm => Head::Lm(Linear::new(&pb.sub("lm_head"), cfg.d_model, cfg.vocab_size, true)?),
             ModelKind::Classifier => Head::Classifier {
-                pool: AttentionPooling::new(&pb.sub("pool"), cfg.d_model)?,
+                pool: match cfg.pooling {
+                    PoolingKind::Soft => Pool::Soft(AttentionPooling::new(&pb.sub("pool"), cfg.d_model)?),
+                    PoolingKind::Hard => Pool::Hard {
+                        pool: HardAttentionPooling::new(&pb.sub("pool"), cfg.d_model, cfg.pool_k)?,
+                        baseline: Linear::new(&pb.sub("pool_baseline"), cfg.d_model, 1, true)?,
+                    },
+                },
                 head: Linear::new(&pb.sub("head"), cfg.d_model, cfg.num_classes.unwrap_or(2), true)?,
             },
         };
@@ -254,9 +308,21 @@ impl Model {
 
     /// Logits for `tokens (batch, seq)`; `lengths` marks the valid prefix of each (classifier).
     pub fn forward(&self, tokens: &Tensor, lengths: Option<&[usize]>, ctx: &mut Ctx) -> Result<Tensor> {
+        Ok(self.forward_policy(tokens, lengths, ctx)?.0)
+    }
+
+    /// [`forward`](Self::forward), plus what a hard pooling sampled in a training pass
+    /// (`ctx.train`, positions drawn from `ctx.rng`); `None` for every other model and pass.
+    pub fn forward_policy(
+        &self,
+        tokens: &Tensor,
+        lengths: Option<&[usize]>,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<PoolingPolicy>)> {
         let x = self.embed(tokens, lengths)?;
         let h = self.norm_f.forward(&self.stack.forward(&x, lengths, None, ctx)?)?;
-        Ok(self.head(&h, lengths)?.0)
+        let (logits, _, policy) = self.head(&h, lengths, ctx)?;
+        Ok((logits, policy))
     }
 
     /// Logits plus every layer's attention probabilities and the pooling weights; materialises
@@ -264,16 +330,36 @@ impl Model {
     pub fn inspect(&self, tokens: &Tensor, lengths: Option<&[usize]>, ctx: &mut Ctx) -> Result<Inspection> {
         let x = self.embed(tokens, lengths)?;
         let (h, attention) = self.stack.forward_with_probs(&x, lengths, None, ctx)?;
-        let (logits, pooling) = self.head(&self.norm_f.forward(&h)?, lengths)?;
+        let (logits, pooling, _) = self.head(&self.norm_f.forward(&h)?, lengths, ctx)?;
         Ok(Inspection { logits, attention, pooling })
     }
 
-    fn head(&self, h: &Tensor, lengths: Option<&[usize]>) -> Result<(Tensor, Option<Tensor>)> {
+    /// Logits, the pooling weights (classifiers) and a hard pooling's policy (training).
+    fn head(
+        &self,
+        h: &Tensor,
+        lengths: Option<&[usize]>,
+        ctx: &mut Ctx,
+    ) -> Result<(Tensor, Option<Tensor>, Option<PoolingPolicy>)> {
         match &self.head {
-            Head::Lm(lm) => Ok((lm.forward(h)?, None)),
-            Head::Classifier { pool, head } => {
+            Head::Lm(lm) => Ok((lm.forward(h)?, None, None)),
+            Head::Classifier { pool: Pool::Soft(pool), head } => {
                 let (pooled, w) = pool.forward(h, lengths)?;
-                Ok((head.forward(&pooled)?, Some(w)))
+                Ok((head.forward(&pooled)?, Some(w), None))
+            }
+            Head::Classifier { pool: Pool::Hard { pool, baseline }, head } => {
+                let chosen = if ctx.train { pool.sample(h, lengths, &mut ctx.rng)? } else { pool.greedy(h, lengths)? };
+                let logits = head.forward(&chosen.pooled)?;
+                let policy = if ctx.train {
+                    let state = chosen.weights.detach().unsqueeze(1usize)?.matmul(&h.detach())?.squeeze(1usize)?;
+                    Some(PoolingPolicy {
+                        log_prob: chosen.log_prob.unsqueeze(1usize)?,
+                        baseline: baseline.forward(&state)?,
+                    })
+                } else {
+                    None
+                };
+                Ok((logits, Some(chosen.weights), policy))
             }
         }
     }

@@ -3,9 +3,9 @@
 
 mod common;
 
-use attune_nn::{Ctx, MlpKind, Model, ModelConfig, ModelKind, NormKind, Positions};
+use attune_nn::{Ctx, MlpKind, Model, ModelConfig, ModelKind, NormKind, PoolingKind, Positions, hybrid_loss};
 use attune_tensor::{DType, Device, Tensor};
-use common::{check_grads, max_diff};
+use common::{check_grads, grad_names, max_diff};
 
 /// `(name, shape)` of every parameter, in the order docs/model.md lists them (PyTorch's
 /// `state_dict` order for the peer's module tree), written from the spec's table.
@@ -55,6 +55,10 @@ fn spec_params(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
             p.push(("pool.proj.weight".into(), vec![d, d]));
             p.push(("pool.proj.bias".into(), vec![d]));
             p.push(("pool.alpha.weight".into(), vec![1, d]));
+            if c.pooling == PoolingKind::Hard {
+                p.push(("pool_baseline.weight".into(), vec![1, d]));
+                p.push(("pool_baseline.bias".into(), vec![1]));
+            }
             p.push(("head.weight".into(), vec![k, d]));
             p.push(("head.bias".into(), vec![k]));
         }
@@ -103,6 +107,7 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
             },
         ),
         ("classifier alibi", ModelConfig { positions: Positions::Alibi, ..cls.clone() }),
+        ("classifier hard pooling", ModelConfig { pooling: PoolingKind::Hard, pool_k: 3, ..cls.clone() }),
         ("classifier window none", ModelConfig { positions: Positions::None, window: Some([1, 2]), ..cls }),
     ]
 }
@@ -392,4 +397,39 @@ fn config_json_uses_the_spec_field_names() {
     );
     assert_eq!((c.rope_theta, c.window, c.softcap, c.dropout), (10_000.0, None, None, 0.0));
     assert!(Model::new(&c, 0, DType::F32, &Device::Cpu).is_ok());
+}
+
+#[test]
+fn hard_pooling_samples_in_training_and_reinforce_trains_its_scorer_and_baseline_apart() {
+    let cfg = ModelConfig { pooling: PoolingKind::Hard, pool_k: 2, ..ModelConfig::classifier(40, 12, 16, 2, 4, 3) };
+    let model = Model::new(&cfg, 6, DType::F64, &Device::Cpu).unwrap();
+    let t = tokens(&token_rows(4, 6, cfg.vocab_size, 6));
+    let lens = [6usize, 4, 5, 2];
+    let run = |ctx: &mut Ctx| model.forward_policy(&t, Some(&lens), ctx).unwrap();
+
+    // Evaluation takes the most probable positions: deterministic, no policy.
+    let (eval, policy) = run(&mut Ctx::eval());
+    assert!(policy.is_none());
+    assert_eq!(max_diff(&eval, &run(&mut Ctx::eval()).0), 0.0);
+    // Training draws from ctx.rng: the same seed draws the same positions, another seed others.
+    let (logits, policy) = run(&mut Ctx::train(1));
+    let policy = policy.expect("a training pass of hard pooling returns its policy");
+    assert_eq!((policy.log_prob.dims(), policy.baseline.dims()), (&[4usize, 1][..], &[4usize, 1][..]));
+    assert!(policy.log_prob.to_vec::<f64>().unwrap().iter().all(|&l| l <= 0.0));
+    assert_eq!(max_diff(&logits, &run(&mut Ctx::train(1)).0), 0.0);
+    assert!(max_diff(&logits, &run(&mut Ctx::train(2)).0) > 1e-9, "another seed drew the same positions");
+
+    let targets = Tensor::from_slice(&[0i64, 1, 2, 0], [4], &Device::Cpu).unwrap();
+    let loss = hybrid_loss(&logits, &targets, Some(&policy.log_prob), Some(&policy.baseline)).unwrap();
+    let store = model.store();
+    // The cross-entropy reaches the tokens through the chosen vectors, never the scorer.
+    let ce = grad_names(&loss.classifier, store);
+    assert!(ce.iter().all(|n| !n.starts_with("pool")), "{ce:?}");
+    assert!(ce.iter().any(|n| n.starts_with("head.")) && ce.iter().any(|n| n.starts_with("embed.")), "{ce:?}");
+    // REINFORCE trains the scorer (and the encoder below it), not the head or the baseline.
+    let reinforce = grad_names(loss.policy.as_ref().unwrap(), store);
+    assert!(reinforce.iter().any(|n| n.starts_with("pool.proj.")) && reinforce.contains(&"pool.alpha.weight".into()));
+    assert!(reinforce.iter().all(|n| !n.starts_with("head.") && !n.starts_with("pool_baseline")), "{reinforce:?}");
+    let baseline = grad_names(loss.baseline.as_ref().unwrap(), store);
+    assert_eq!(baseline, ["pool_baseline.weight", "pool_baseline.bias"]);
 }

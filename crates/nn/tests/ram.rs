@@ -9,7 +9,7 @@ use attune_nn::{
 };
 use attune_optim::{Adam, AdamConfig, Optimizer, ParamGroup};
 use attune_tensor::{DType, Device, Rng, Tensor};
-use common::{check_grads, randn_var};
+use common::{check_grads, grad_names, randn_var};
 
 const CPU: Device = Device::Cpu;
 
@@ -26,6 +26,7 @@ fn tiny(policy: GlimpsePolicy) -> RamConfig {
         num_classes: 4,
         sigma: 0.2,
         policy,
+        policy_trains_core: false,
     }
 }
 
@@ -88,20 +89,6 @@ fn a_model_and_its_locations_are_determined_by_their_seeds() {
     }
 }
 
-fn grad_names(loss: &Tensor, store: &ParamStore) -> Vec<String> {
-    let g = loss.backward_retain_graph().unwrap();
-    store
-        .named()
-        .into_iter()
-        .filter(|(_, v)| {
-            g.get(v).is_some_and(|t| {
-                t.abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 0.0
-            })
-        })
-        .map(|(n, _)| n)
-        .collect()
-}
-
 #[test]
 fn the_classifier_trains_no_location_network_and_reinforce_no_classifier() {
     let x = images(6, 12, 4);
@@ -140,6 +127,27 @@ fn the_classifier_trains_no_location_network_and_reinforce_no_classifier() {
     let bad = Tensor::from_slice(&[0i64, 1, 2, 4, 0, 1], [6], &CPU).unwrap();
     let e = ram_loss(&out, &bad).unwrap_err();
     assert!(matches!(e, NnError::Input { .. }) && e.to_string().contains("target 4"), "{e}");
+}
+
+#[test]
+fn with_policy_trains_core_reinforce_reaches_the_core_and_glimpse_network_but_not_the_baseline() {
+    let x = images(6, 12, 4);
+    let cfg = RamConfig { policy_trains_core: true, ..tiny(GlimpsePolicy::Learned) };
+    let model = RecurrentAttentionModel::new(&cfg, 5, DType::F64, &CPU).unwrap();
+    let out = model.forward(&x, RamMode::Sample, &mut Rng::new(6)).unwrap();
+    let targets = Tensor::from_slice(&[0i64, 1, 2, 3, 0, 1], [6], &CPU).unwrap();
+    let loss = ram_loss(&out, &targets).unwrap();
+    let policy = grad_names(loss.policy.as_ref().unwrap(), model.store());
+    for part in ["locator.", "core.hidden.", "core.input.", "glimpse.what.", "glimpse.where."] {
+        assert!(policy.iter().any(|n| n.starts_with(part)), "REINFORCE must reach {part}: {policy:?}");
+    }
+    assert!(policy.iter().all(|n| !n.starts_with("classifier") && !n.starts_with("baseline")), "{policy:?}");
+    let baseline = grad_names(loss.baseline.as_ref().unwrap(), model.store());
+    assert_eq!(baseline, ["baseline.weight", "baseline.bias"], "the baseline loss must train the baseline only");
+    // The same seed samples the same path whichever way the gradient flows.
+    let detached = RecurrentAttentionModel::new(&tiny(GlimpsePolicy::Learned), 5, DType::F64, &CPU).unwrap();
+    let again = detached.forward(&x, RamMode::Sample, &mut Rng::new(6)).unwrap();
+    assert_eq!(out.locations.to_vec::<f64>().unwrap(), again.locations.to_vec::<f64>().unwrap());
 }
 
 #[test]
@@ -207,6 +215,7 @@ fn train_corner(policy: GlimpsePolicy) -> (f64, RecurrentAttentionModel) {
         num_classes: 2,
         sigma: 0.4,
         policy,
+        policy_trains_core: false,
     };
     let model = RecurrentAttentionModel::new(&cfg, 1, DType::F32, &CPU).unwrap();
     let group = ParamGroup::new(model.store().named());

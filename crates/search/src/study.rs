@@ -150,12 +150,22 @@ impl Study {
         self.with_trials(|trials| Ok(self.sampler.remaining(&self.context(trials))))
     }
 
-    /// The point the sampler gives as trial `number` of a study with no trials yet: a pure
-    /// function of the seed and `number`, whatever order processes ask in (PBT's first
-    /// generation, where member `m` starts at `sample_initial(m)` in one process or many).
+    /// The point the sampler gives as trial `number` of a fresh study whose trials `0..number`
+    /// were asked in order and are still running: a pure function of the seed and `number`,
+    /// whatever order processes ask in (PBT's first generation, where member `m` starts at
+    /// `sample_initial(m)` in one process or many). Samplers that look at the earlier trials
+    /// (grid, the genetic algorithm) see those points, so members start at distinct points.
     pub fn sample_initial(&self, number: u64) -> Result<Vec<f64>> {
-        let ctx = SampleContext { space: &self.record.space, trials: &[], seed: self.record.seed, number };
-        Ok(self.space().snap(&self.sampler.sample(&ctx)?))
+        let mut earlier: Vec<Trial> = Vec::new();
+        loop {
+            let n = earlier.len() as u64;
+            let ctx = SampleContext { space: &self.record.space, trials: &earlier, seed: self.record.seed, number: n };
+            let point = self.space().snap(&self.sampler.sample(&ctx)?);
+            if n == number {
+                return Ok(point);
+            }
+            earlier.push(Trial::new(n, TrialState::Running, point));
+        }
     }
 
     fn context<'a>(&'a self, trials: &'a [Trial]) -> SampleContext<'a> {

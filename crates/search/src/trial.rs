@@ -82,6 +82,24 @@ pub struct Trial {
 }
 
 impl Trial {
+    /// A trial with `number`, `state` and `params` and nothing else yet: no values, reports,
+    /// worker, times, error or attributes (a trial being asked for, or one a test builds).
+    pub fn new(number: u64, state: TrialState, params: Vec<f64>) -> Trial {
+        Trial {
+            number,
+            state,
+            params,
+            values: None,
+            intermediate: Vec::new(),
+            worker: String::new(),
+            started: 0.0,
+            finished: None,
+            error: None,
+            attrs: Map::new(),
+            retries: 0,
+        }
+    }
+
     /// The first objective as a loss (smaller is better): the final value of a complete trial,
     /// the last intermediate value of a pruned one, `None` otherwise.
     pub fn loss(&self, direction: Direction) -> Option<f64> {

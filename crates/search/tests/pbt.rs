@@ -1,9 +1,12 @@
 //! Population-based training decisions: who exploits whom on hand-ranked populations, the
-//! explore moves value by value, the resampling rate over many seeds, and lineages of a
-//! hand-worked history.
+//! explore moves value by value, the resampling rate over many seeds, lineages of a
+//! hand-worked history, and the members' starting points.
+
+use std::sync::Arc;
 
 use attune_search::pbt::{Action, Decision, LineageStep, Member, PbtConfig, Schedule, decide, truncation_selection};
-use attune_search::{Direction, Space};
+use attune_search::sampler::SamplerConfig;
+use attune_search::{Direction, MemoryStorage, Space, Study, StudyRecord};
 
 fn space(toml: &str) -> Space {
     Space::from_toml(toml, "<test>").unwrap()
@@ -297,6 +300,38 @@ fn a_driven_population_ends_with_each_members_params_last_in_its_lineage() {
         assert_eq!(lineage.last().unwrap().params, m.params);
         for st in &lineage {
             assert_eq!(schedule.entry(st.member, st.generation).unwrap().params, st.params);
+        }
+    }
+}
+
+#[test]
+fn sample_initial_gives_the_points_a_fresh_study_asks_in_order_whatever_order_it_is_called_in() {
+    // PBT's member m starts at sample_initial(m) in one process or many: it must be the point
+    // the m-th ask of a fresh study gives, for every sampler, when members ask out of order.
+    let space = space(
+        "direction = \"maximize\"\n[params]\nlr = { type = \"float\", low = 1e-4, high = 1.0, log = true }\n\
+         layers = { type = \"int\", low = 1, high = 4 }\nact = { type = \"categorical\", choices = [\"relu\", \"gelu\"] }\n",
+    );
+    for name in SamplerConfig::NAMES {
+        let cfg = SamplerConfig::by_name(name).unwrap();
+        let record = StudyRecord {
+            space: space.clone(),
+            sampler: serde_json::to_value(&cfg).unwrap(),
+            pruner: None,
+            seed: 3,
+            driver: serde_json::json!({}),
+        };
+        let open = || Study::open(Arc::new(MemoryStorage::new()), record.clone(), cfg.build(), None).unwrap();
+        let asked = open();
+        let want: Vec<Vec<f64>> = (0..4).map(|_| asked.ask("w").unwrap().params).collect();
+        let fresh = open();
+        for m in [3u64, 1, 0, 2] {
+            assert_eq!(fresh.sample_initial(m).unwrap(), want[m as usize], "{name}: member {m}");
+        }
+        assert!(fresh.trials().unwrap().is_empty(), "{name}: sample_initial created a trial");
+        if *name == "grid" {
+            let distinct: std::collections::BTreeSet<String> = want.iter().map(|p| format!("{p:?}")).collect();
+            assert_eq!(distinct.len(), 4, "grid members must start at distinct points: {want:?}");
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct RamTaskConfig {
     pub sigma: f64,
     /// Sampled glimpse paths averaged for the final `error_averaged`.
     pub test_paths: usize,
+    /// Whether REINFORCE also trains the core and glimpse network (the paper's hybrid loss)
+    /// rather than the location network alone.
+    pub policy_trains_core: bool,
 }
 
 impl Default for RamTaskConfig {
@@ -61,6 +64,7 @@ impl Default for RamTaskConfig {
             policy: GlimpsePolicy::Learned,
             sigma: 0.15,
             test_paths: 10,
+            policy_trains_core: false,
         }
     }
 }
@@ -142,6 +146,7 @@ impl RamImageTask {
             glimpses: self.cfg.glimpses.unwrap_or(base.glimpses),
             policy: self.cfg.policy,
             sigma: self.cfg.sigma,
+            policy_trains_core: self.cfg.policy_trains_core,
             ..base
         }
     }

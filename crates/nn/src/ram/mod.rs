@@ -5,7 +5,8 @@
 //! One episode of `glimpses` steps, from the core state `h_0 = 0`:
 //!
 //! 1. the location network gives the mean `mu_t = tanh(Linear(h_{t-1}))` and the baseline
-//!    network `b_t = Linear(h_{t-1})`, both from the state **detached**;
+//!    network `b_t = Linear(h_{t-1})`, both from the state **detached** (unless
+//!    [`RamConfig::policy_trains_core`]: then the mean sees the attached state);
 //! 2. the location `l_t ~ N(mu_t, sigma^2 I)` is sampled (detached, [`crate::reinforce`]), or
 //!    drawn uniformly in `[-1, 1]` by the random policy, and clamped to `[-1, 1]`;
 //! 3. the glimpse network reads the sensor's patches there:
@@ -19,20 +20,17 @@
 //! then trains the glimpse network, core and classifier, and REINFORCE trains the location
 //! network alone, so the high-variance policy term cannot disturb the features the classifier
 //! relies on (the choice of the common PyTorch reproductions; the paper lets REINFORCE reach
-//! the core too). The baseline must not train the core in any case: it only predicts the reward.
-
-mod loss;
+//! the core too, [`RamConfig::policy_trains_core`]). The baseline must not train the core in any case: it only predicts the reward.
 
 use attune_tensor::{DType, Device, Rng, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{NnError, Result};
+use crate::hybrid_loss::{HybridLoss, hybrid_loss};
 use crate::layers::glimpse::GlimpseSensor;
 use crate::layers::linear::Linear;
 use crate::reinforce::{gaussian_log_prob, sample_gaussian};
 use crate::store::{ParamBuilder, ParamStore};
-
-pub use loss::{RamLoss, ram_loss};
 
 const MODULE: &str = "RecurrentAttentionModel";
 
@@ -82,6 +80,11 @@ pub struct RamConfig {
     /// Learned or random glimpse locations.
     #[serde(default)]
     pub policy: GlimpsePolicy,
+    /// Whether REINFORCE reaches the core and glimpse network through the location network's
+    /// input (the paper's hybrid loss), or trains the location network alone (`false`, the
+    /// common reproductions' detached state). The baseline sees a detached state either way.
+    #[serde(default)]
+    pub policy_trains_core: bool,
 }
 
 impl RamConfig {
@@ -99,6 +102,7 @@ impl RamConfig {
             num_classes,
             sigma: 0.15,
             policy: GlimpsePolicy::Learned,
+            policy_trains_core: false,
         }
     }
 
@@ -262,7 +266,8 @@ impl RecurrentAttentionModel {
         for _ in 0..self.cfg.glimpses {
             let state = h.detach();
             let loc = if learned {
-                let mean = self.locator.forward(&state)?.tanh()?;
+                let policy_input = if self.cfg.policy_trains_core { &h } else { &state };
+                let mean = self.locator.forward(policy_input)?.tanh()?;
                 baselines.push(self.baseline.forward(&state)?.squeeze(1usize)?);
                 match mode {
                     RamMode::Mean => mean.detach(),
@@ -306,4 +311,10 @@ impl RecurrentAttentionModel {
             Ok(sum.mul_scalar(1.0 / paths as f64)?)
         })
     }
+}
+
+/// The RAM's hybrid loss ([`hybrid_loss`]) of `out` against `targets (batch,)`: the
+/// cross-entropy of its logits plus REINFORCE on its sampled locations with its baselines.
+pub fn ram_loss(out: &RamOutput, targets: &Tensor) -> Result<HybridLoss> {
+    hybrid_loss(&out.logits, targets, out.log_probs.as_ref(), out.baselines.as_ref())
 }

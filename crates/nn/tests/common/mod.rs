@@ -66,3 +66,19 @@ pub fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     let (a, b) = (a.to_f64_vec().unwrap(), b.to_f64_vec().unwrap());
     a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
 }
+
+/// The names of the parameters of `store` that `loss` sends a nonzero gradient to (the graph
+/// is kept, so one forward pass can be asked about each of its losses).
+pub fn grad_names(loss: &Tensor, store: &ParamStore) -> Vec<String> {
+    let g = loss.backward_retain_graph().unwrap();
+    store
+        .named()
+        .into_iter()
+        .filter(|(_, v)| {
+            g.get(v).is_some_and(|t| {
+                t.abs().unwrap().sum_all().unwrap().to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap() > 0.0
+            })
+        })
+        .map(|(n, _)| n)
+        .collect()
+}

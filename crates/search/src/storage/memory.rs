@@ -197,17 +197,10 @@ pub fn lease_failure(owner: &str, retries: u32) -> String {
 fn push_trial(i: &mut Inner, params: &[f64], worker: &str, attrs: &Map<String, Value>) -> u64 {
     let number = i.trials.len() as u64;
     i.trials.push(Trial {
-        number,
-        state: TrialState::Running,
-        params: params.to_vec(),
-        values: None,
-        intermediate: Vec::new(),
         worker: worker.to_string(),
         started: now(),
-        finished: None,
-        error: None,
         attrs: attrs.clone(),
-        retries: 0,
+        ..Trial::new(number, TrialState::Running, params.to_vec())
     });
     number
 }

@@ -86,18 +86,13 @@ pub fn context<'a>(space: &'a Space, trials: &'a [Trial], seed: u64) -> SampleCo
 
 /// A finished trial built by hand: `loss` `Some` for complete, `None` for failed.
 pub fn finished(number: u64, params: Vec<f64>, loss: Option<f64>) -> Trial {
+    let state = if loss.is_some() { attune_search::TrialState::Complete } else { attune_search::TrialState::Failed };
     Trial {
-        number,
-        state: if loss.is_some() { attune_search::TrialState::Complete } else { attune_search::TrialState::Failed },
-        params,
         values: loss.map(|l| vec![l]),
-        intermediate: Vec::new(),
         worker: "test".into(),
-        started: 0.0,
         finished: Some(0.0),
         error: loss.is_none().then(|| "failed by the test".to_string()),
-        attrs: Default::default(),
-        retries: 0,
+        ..Trial::new(number, state, params)
     }
 }
 

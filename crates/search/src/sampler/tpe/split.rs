@@ -168,24 +168,10 @@ pub(super) fn crowding_distances(members: &[usize], losses: &[Vec<f64>]) -> Vec<
 
 #[cfg(test)]
 mod tests {
-    use serde_json::Map;
-
     use super::*;
 
     fn trial(number: u64, state: TrialState, values: Option<Vec<f64>>, intermediate: Vec<(u64, f64)>) -> Trial {
-        Trial {
-            number,
-            state,
-            params: vec![number as f64],
-            values,
-            intermediate,
-            worker: String::new(),
-            started: 0.0,
-            finished: None,
-            error: None,
-            attrs: Map::new(),
-            retries: 0,
-        }
+        Trial { values, intermediate, ..Trial::new(number, state, vec![number as f64]) }
     }
 
     fn numbers(ts: &[&Trial]) -> Vec<u64> {
