@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 
 use attune_data::{bbc_news, digits, idx, mnist_json, movielens};
-use attune_fuzzkit::{Fuzz, PeakAlloc, Rng, bytes, text};
+use attune_fuzzkit::{Fuzz, PeakAlloc, Rng, Tally, bytes, text};
 use common::{gzip, idx_bytes};
 
 #[global_allocator]
@@ -15,6 +15,24 @@ static ALLOC: PeakAlloc = PeakAlloc;
 
 fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
+}
+
+/// Runs `fuzz` with each mutant written to a fresh file named `file` and read back by `load`;
+/// every error must name the file, and no mutant may panic or over-allocate.
+fn fuzz_file<T, E: std::fmt::Display>(
+    fuzz: Fuzz,
+    file: &str,
+    mutate: impl FnMut(&mut Rng) -> (Vec<u8>, &'static str),
+    load: impl Fn(&Path) -> Result<T, E>,
+) -> Tally {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(file);
+    let tally = fuzz.errors_name(file).run(mutate, |b| {
+        write(&path, b);
+        load(&path)
+    });
+    tally.assert_clean();
+    tally
 }
 
 /// Overwrites one big-endian dimension of an IDX header with a boundary value: the sizes a
@@ -31,25 +49,23 @@ fn mutate_idx_header(rng: &mut Rng, data: &mut [u8]) -> &'static str {
 
 #[test]
 fn fuzz_idx_raw_and_gzip() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fuzz-images.idx");
     let valid: Vec<u8> = idx_bytes(&[3, 28, 28], &(0..3 * 784).map(|k| (k % 251) as u8).collect::<Vec<_>>());
-    let tally = Fuzz::new("idx (raw)", 0x1d01).cases(2000).errors_name("fuzz-images.idx").run(
+    let tally = fuzz_file(
+        Fuzz::new("idx (raw)", 0x1d01).cases(2000),
+        "fuzz-images.idx",
         |rng| {
             let mut d = valid.clone();
             let what = if rng.chance(0.3) { mutate_idx_header(rng, &mut d) } else { bytes::mutate(rng, &mut d) };
             (d, what)
         },
-        |b| {
-            write(&path, b);
-            idx::read_idx(&path)
-        },
+        idx::read_idx,
     );
-    tally.assert_clean();
     assert!(tally.errors > tally.cases / 2, "{}", tally.summary());
 
     let gz_valid = gzip(&valid);
-    let tally = Fuzz::new("idx (gzip)", 0x1d02).cases(2000).errors_name("fuzz-images.idx").run(
+    let tally = fuzz_file(
+        Fuzz::new("idx (gzip)", 0x1d02).cases(2000),
+        "fuzz-images.idx",
         |rng| {
             // Half damage the compressed stream, half compress a damaged file.
             if rng.chance(0.5) {
@@ -62,40 +78,30 @@ fn fuzz_idx_raw_and_gzip() {
                 (gzip(&d), what)
             }
         },
-        |b| {
-            write(&path, b);
-            idx::read_idx(&path)
-        },
+        idx::read_idx,
     );
-    tally.assert_clean();
     assert!(tally.errors > tally.cases / 2, "{}", tally.summary());
 }
 
 #[test]
 fn fuzz_mnist_json() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fuzz-digit.json");
     let values: Vec<String> = (0..2 * 784).map(|k| format!("{}", f64::from((k * 7 % 256) as u8) / 255.0)).collect();
     let valid = format!("{{\"data\":[{}]}}", values.join(",")).into_bytes();
-    let tally = Fuzz::new("mnist json", 0x3501).cases(1500).errors_name("fuzz-digit.json").run(
+    let tally = fuzz_file(
+        Fuzz::new("mnist json", 0x3501).cases(1500),
+        "fuzz-digit.json",
         |rng| {
             let mut d = valid.clone();
             let what = text::mutate(rng, &mut d, false);
             (d, what)
         },
-        |b| {
-            write(&path, b);
-            mnist_json::read_digit_file(&path)
-        },
+        mnist_json::read_digit_file,
     );
-    tally.assert_clean();
     assert!(tally.errors > tally.cases / 2, "{}", tally.summary());
 }
 
 #[test]
 fn fuzz_digits_csv() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fuzz-digits.csv.gz");
     let csv: String = (0..4)
         .map(|i| {
             let mut f: Vec<String> = (0..64).map(|j| ((i + j) % 17).to_string()).collect();
@@ -103,40 +109,34 @@ fn fuzz_digits_csv() {
             f.join(",") + "\n"
         })
         .collect();
-    let tally = Fuzz::new("digits csv", 0xd161).cases(1500).errors_name("fuzz-digits.csv.gz").run(
+    let tally = fuzz_file(
+        Fuzz::new("digits csv", 0xd161).cases(1500),
+        "fuzz-digits.csv.gz",
         |rng| {
             let mut d = csv.clone().into_bytes();
             let what = text::mutate_lines(rng, &mut d);
             // The real file is gzip; half the mutants are too, half are plain CSV.
             (if rng.chance(0.5) { gzip(&d) } else { d }, what)
         },
-        |b| {
-            write(&path, b);
-            digits::load_file(&path)
-        },
+        digits::load_file,
     );
-    tally.assert_clean();
     assert!(tally.errors > tally.cases / 3, "{}", tally.summary());
 }
 
 #[test]
 fn fuzz_movielens_inter() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("fuzz.inter");
     let valid = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n\
                  u1\ti10\t3\t900000200\nu2\ti20\t3\t900000300\nu3\ti30\t1\t900000100\nu1\ti40\t2\t900000400\n";
-    let tally = Fuzz::new("movielens .inter", 0x1e7e).cases(1500).errors_name("fuzz.inter").run(
+    let tally = fuzz_file(
+        Fuzz::new("movielens .inter", 0x1e7e).cases(1500),
+        "fuzz.inter",
         |rng| {
             let mut d = valid.as_bytes().to_vec();
             let what = text::mutate_lines(rng, &mut d);
             (d, what)
         },
-        |b| {
-            write(&path, b);
-            movielens::load_file(&path)
-        },
+        movielens::load_file,
     );
-    tally.assert_clean();
     assert!(tally.errors > tally.cases / 4 && tally.loaded > 0, "{}", tally.summary());
 }
 
