@@ -8,7 +8,7 @@
 //!   request), [`TransformerBlock`] (pre-norm, GELU MLP or SwiGLU), [`TransformerStack`]
 //!   (encoder / decoder, optional cross-attention), [`AttentionPooling`], its sampling
 //!   counterpart [`HardAttentionPooling`] (hard attention over tokens) and the RAM's
-//!   [`GlimpseSensor`].
+//!   [`GlimpseSensor`]; the Vision Transformer's [`PatchEmbedding`] of a [`PatchSpec`].
 //! - [`reinforce`]: the Gaussian location policy's log-probability and the REINFORCE and
 //!   baseline losses of hard attention (docs/ram.md).
 //! - [`ram`]: the Recurrent Attention Model ([`RecurrentAttentionModel`]) and its hybrid
@@ -41,6 +41,7 @@ pub use layers::glimpse::GlimpseSensor;
 pub use layers::hard_pooling::{HardAttentionPooling, HardPooled};
 pub use layers::linear::Linear;
 pub use layers::mlp::{Mlp, MlpKind};
+pub use layers::patches::{PatchEmbedding, PatchSpec};
 pub use layers::pooling::AttentionPooling;
 pub use layers::positions::{Positions, Rope};
 pub use model::{Inspection, Model, ModelConfig, ModelKind, PoolingKind, PoolingPolicy};

@@ -12,9 +12,18 @@ use common::{check_grads, grad_names, max_diff};
 fn spec_params(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, f, v) = (c.d_model, c.d_ff, c.vocab_size);
     let dk = c.n_kv_heads * (d / c.n_heads);
-    let mut p: Vec<(String, Vec<usize>)> = vec![("embed.weight".into(), vec![v, d])];
+    let mut p: Vec<(String, Vec<usize>)> = match &c.patches {
+        Some(spec) => {
+            vec![("patch_embed.weight".into(), vec![d, spec.size * spec.size]), ("patch_embed.bias".into(), vec![d])]
+        }
+        None => vec![("embed.weight".into(), vec![v, d])],
+    };
+    let cls = c.pooling == PoolingKind::Cls;
+    if cls {
+        p.push(("cls".into(), vec![1, 1, d]));
+    }
     if c.positions == Positions::Learned {
-        p.push(("pos.weight".into(), vec![c.max_seq_len, d]));
+        p.push(("pos.weight".into(), vec![c.max_seq_len + usize::from(cls), d]));
     }
     let norm = |p: &mut Vec<(String, Vec<usize>)>, name: String| {
         p.push((format!("{name}.weight"), vec![d]));
@@ -46,15 +55,18 @@ fn spec_params(c: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     }
     norm(&mut p, "norm_f".into());
     match c.kind {
+        ModelKind::Lm if c.tie_embeddings => {}
         ModelKind::Lm => {
             p.push(("lm_head.weight".into(), vec![v, d]));
             p.push(("lm_head.bias".into(), vec![v]));
         }
         ModelKind::Classifier => {
             let k = c.num_classes.unwrap();
-            p.push(("pool.proj.weight".into(), vec![d, d]));
-            p.push(("pool.proj.bias".into(), vec![d]));
-            p.push(("pool.alpha.weight".into(), vec![1, d]));
+            if matches!(c.pooling, PoolingKind::Soft | PoolingKind::Hard) {
+                p.push(("pool.proj.weight".into(), vec![d, d]));
+                p.push(("pool.proj.bias".into(), vec![d]));
+                p.push(("pool.alpha.weight".into(), vec![1, d]));
+            }
             if c.pooling == PoolingKind::Hard {
                 p.push(("pool_baseline.weight".into(), vec![1, d]));
                 p.push(("pool_baseline.bias".into(), vec![1]));
@@ -94,6 +106,7 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
                 ..lm.clone()
             },
         ),
+        ("lm tied embeddings (SASRec)", ModelConfig { tie_embeddings: true, ..lm.clone() }),
         ("lm no positions", ModelConfig { positions: Positions::None, n_layers: 1, ..lm }),
         ("classifier learned", cls.clone()),
         (
@@ -108,6 +121,8 @@ fn configs() -> Vec<(&'static str, ModelConfig)> {
         ),
         ("classifier alibi", ModelConfig { positions: Positions::Alibi, ..cls.clone() }),
         ("classifier hard pooling", ModelConfig { pooling: PoolingKind::Hard, pool_k: 3, ..cls.clone() }),
+        ("classifier class token", ModelConfig { pooling: PoolingKind::Cls, ..cls.clone() }),
+        ("classifier mean rope", ModelConfig { pooling: PoolingKind::Mean, positions: Positions::Rope, ..cls.clone() }),
         ("classifier window none", ModelConfig { positions: Positions::None, window: Some([1, 2]), ..cls }),
     ]
 }
@@ -166,6 +181,15 @@ fn initialisation_follows_pytorch_defaults() {
             }
         }
     }
+    // Tied tables start at N(0, 1/d) (the scores are dot products of two of their rows).
+    let tied = ModelConfig { tie_embeddings: true, ..ModelConfig::lm(256, 32, 64, 1, 4) };
+    let model = Model::new(&tied, 7, DType::F32, &Device::Cpu).unwrap();
+    for name in ["embed.weight", "pos.weight"] {
+        let x = model.store().get(name).unwrap().to_vec::<f32>().unwrap();
+        let sd = (x.iter().map(|&e| f64::from(e) * f64::from(e)).sum::<f64>() / x.len() as f64).sqrt();
+        assert!((sd - 0.125).abs() < 0.01, "{name}: std {sd}, want 1/sqrt(64)");
+    }
+    assert!(model.store().get("lm_head.weight").is_none(), "a tied head has no table of its own");
 }
 
 #[test]
@@ -270,6 +294,10 @@ fn inspect_returns_probabilities_and_pooling_weights() {
         let logits = model.forward(&t, lengths, &mut Ctx::eval()).unwrap();
         assert!(max_diff(&insp.logits, &logits) < 1e-10, "{name}: inspect and forward logits differ");
         assert_eq!(insp.attention.len(), cfg.n_layers, "{name}");
+        assert_eq!(insp.cls, cfg.pooling == PoolingKind::Cls && cfg.kind == ModelKind::Classifier, "{name}");
+        // A class token is one more position, in front, and is never padding.
+        let (s, lens) = if insp.cls { (s + 1, [s + 1, 5]) } else { (s, lens) };
+        let lengths = lengths.map(|_| &lens[..]);
         for p in &insp.attention {
             assert_eq!(p.dims(), &[b, cfg.n_heads, s, s], "{name}");
             let v = p.to_vec::<f64>().unwrap();
@@ -297,6 +325,7 @@ fn inspect_returns_probabilities_and_pooling_weights() {
         }
         match cfg.kind {
             ModelKind::Lm => assert!(insp.pooling.is_none(), "{name}"),
+            ModelKind::Classifier if insp.cls => assert!(insp.pooling.is_none(), "{name}"),
             ModelKind::Classifier => {
                 let w = insp.pooling.as_ref().unwrap().to_vec2::<f64>().unwrap();
                 assert_eq!(w.len(), b);

@@ -14,15 +14,23 @@ pub struct Embedding {
 }
 
 impl Embedding {
-    /// Creates the table under `pb` as `weight`.
+    /// `nn.Embedding`'s initialisation, `N(0, 1)`.
+    pub const DEFAULT_INIT: Init = Init::Normal { mean: 0.0, std: 1.0 };
+
+    /// Creates the table under `pb` as `weight`, initialised [`Self::DEFAULT_INIT`].
     pub fn new(pb: &ParamBuilder, num_embeddings: usize, dim: usize) -> Result<Embedding> {
+        Self::with_init(pb, num_embeddings, dim, Self::DEFAULT_INIT)
+    }
+
+    /// Creates the table under `pb` as `weight`, initialised by `init`.
+    pub fn with_init(pb: &ParamBuilder, num_embeddings: usize, dim: usize, init: Init) -> Result<Embedding> {
         if num_embeddings == 0 || dim == 0 {
             return Err(NnError::config(
                 "Embedding",
                 format!("num_embeddings {num_embeddings} and dim {dim} must both be positive"),
             ));
         }
-        Ok(Embedding { weight: pb.param("weight", [num_embeddings, dim], Init::Normal { mean: 0.0, std: 1.0 })? })
+        Ok(Embedding { weight: pb.param("weight", [num_embeddings, dim], init)? })
     }
 
     /// The table.

@@ -7,5 +7,6 @@ pub mod glimpse;
 pub mod hard_pooling;
 pub mod linear;
 pub mod mlp;
+pub mod patches;
 pub mod pooling;
 pub mod positions;
