@@ -25,6 +25,11 @@ pub struct DeviceBatch {
 }
 
 impl DeviceBatch {
+    /// What the transformer reads: the images of an image batch, else the tokens.
+    pub fn input(&self) -> &Tensor {
+        self.images.as_ref().unwrap_or(&self.tokens)
+    }
+
     /// Copies a task batch to `device`.
     pub fn new(batch: &Batch, device: &Device) -> Result<DeviceBatch> {
         Ok(match batch {
@@ -107,7 +112,7 @@ pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutp
             return rewarded(ram_loss(&out, &batch.targets)?, batch.host_targets.len());
         }
     };
-    let (logits, policy) = model.forward_policy(&batch.tokens, batch.lengths.as_deref(), ctx)?;
+    let (logits, policy) = model.forward_policy(batch.input(), batch.lengths.as_deref(), ctx)?;
     if let Some(policy) = policy {
         let l = hybrid_loss(&logits, &batch.targets, Some(&policy.log_prob), Some(&policy.baseline))?;
         return rewarded(l, batch.host_targets.len());

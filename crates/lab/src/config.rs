@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, PoolingKind, Positions};
+use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, PatchSpec, PoolingKind, Positions};
 use attune_optim::{EarlyStoppingConfig, OptimizerConfig, PlateauConfig, ScheduleConfig};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +51,11 @@ pub struct ModelSpec {
     pub pooling: PoolingKind,
     /// Positions a `hard` pooling draws per sequence.
     pub pool_k: usize,
+    /// The Vision Transformer's patch side in pixels (image tasks).
+    pub patch: usize,
+    /// Pixels between neighbouring patches (unset: `patch`, no overlap).
+    // Written as `null` when unset so that `model.patch_stride` is a key a flag can set.
+    pub patch_stride: Option<usize>,
 }
 
 impl Default for ModelSpec {
@@ -71,18 +76,27 @@ impl Default for ModelSpec {
             dropout: 0.0,
             pooling: PoolingKind::Soft,
             pool_k: 8,
+            patch: 4,
+            patch_stride: None,
         }
     }
 }
 
 impl ModelSpec {
-    /// The full architecture for `task`: an LM for sequence tasks, a classifier for labels.
+    /// The full architecture for `task`: an LM for sequence tasks, a classifier for labels,
+    /// a Vision Transformer over patches for images.
     pub fn resolve(&self, task: &dyn Task) -> ModelConfig {
         let kind = if task.num_classes().is_some() { ModelKind::Classifier } else { ModelKind::Lm };
+        let patches = task.image_shape().map(|(rows, cols)| PatchSpec {
+            rows,
+            cols,
+            size: self.patch,
+            stride: self.patch_stride.unwrap_or(self.patch),
+        });
         ModelConfig {
             kind,
             vocab_size: task.vocab_size(),
-            max_seq_len: task.seq_len(),
+            max_seq_len: patches.map_or(task.seq_len(), |p| p.count()),
             d_model: self.d_model,
             n_layers: self.n_layers,
             n_heads: self.n_heads,
@@ -99,6 +113,8 @@ impl ModelSpec {
             pooling: self.pooling,
             pool_k: self.pool_k,
             dropout: self.dropout,
+            patches,
+            tie_embeddings: false,
         }
     }
 }

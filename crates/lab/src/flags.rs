@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use crate::config::{ResolvedConfig, RunConfig, SavedConfig};
 use crate::overlay::{self, Change};
 use crate::runstate::OnDamage;
-use crate::tasks::{InductionConfig, MqarConfig, RamTaskConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
+use crate::tasks::{
+    ImageTaskConfig, InductionConfig, MqarConfig, RamTaskConfig, SelectiveCopyingConfig, TaskConfig, TextConfig,
+};
 
 /// The settings `--resume` lets a flag change, as dotted keys: when to stop, how often to save,
 /// where to run and what to do on a non-finite step. None of them changes the steps already
@@ -49,12 +51,19 @@ pub struct TrainFlags {
     /// are deleted); without it such a directory is refused.
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
-    /// Task: mqar, induction, selective-copying, text, ram-centred, ram-translated or ram-cluttered.
+    /// Task: mqar, induction, selective-copying, text, ram-centred, ram-translated,
+    /// ram-cluttered or image.
     #[arg(long)]
     pub task: Option<String>,
-    /// Image data set of the ram-* tasks: mnist or fashion-mnist.
+    /// Data set: mnist or fashion-mnist (ram-* tasks); fashion-mnist or digits (image).
     #[arg(long)]
     pub dataset: Option<String>,
+    /// Largest random shift in pixels of a training image (image task).
+    #[arg(long)]
+    pub shift: Option<usize>,
+    /// Mirror training images left to right at random (image task): true or false.
+    #[arg(long)]
+    pub flip: Option<bool>,
     /// Glimpses per image (ram-* tasks; default 6 on ram-centred, 8 on 60x60).
     #[arg(long)]
     pub glimpses: Option<usize>,
@@ -109,13 +118,19 @@ pub struct TrainFlags {
     /// Dropout in training.
     #[arg(long)]
     pub dropout: Option<f64>,
-    /// A classifier's pooling: soft (attention-weighted mean) or hard (sampled positions,
-    /// trained by REINFORCE).
+    /// A classifier's pooling: soft (attention-weighted mean), hard (sampled positions,
+    /// trained by REINFORCE), cls (a class token) or mean.
     #[arg(long)]
     pub pooling: Option<String>,
     /// Positions a hard pooling draws per sequence.
     #[arg(long)]
     pub pool_k: Option<usize>,
+    /// Patch side in pixels of the Vision Transformer (image task).
+    #[arg(long)]
+    pub patch: Option<usize>,
+    /// Pixels between neighbouring patches (default: the patch side, no overlap).
+    #[arg(long)]
+    pub patch_stride: Option<usize>,
     /// sgd, adam, adamw or adafactor (its defaults; the learning rate carries over except to adafactor).
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -301,9 +316,10 @@ impl TrainFlags {
             "ram-centred" => TaskConfig::RamCentred(RamTaskConfig::default()),
             "ram-translated" => TaskConfig::RamTranslated(RamTaskConfig::default()),
             "ram-cluttered" => TaskConfig::RamCluttered(RamTaskConfig::default()),
+            "image" => TaskConfig::Image(ImageTaskConfig::default()),
             other => bail!(
-                "unknown task '{other}'; choose mqar, induction, selective-copying, text, ram-centred, ram-translated \
-                 or ram-cluttered"
+                "unknown task '{other}'; choose mqar, induction, selective-copying, text, ram-centred, ram-translated, \
+                 ram-cluttered or image"
             ),
         })
     }
@@ -315,7 +331,7 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 41] = [
+        let given: [(&str, &str, Option<Value>); 45] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
@@ -324,6 +340,8 @@ impl TrainFlags {
             ("dataset", "task.dataset", self.dataset.as_ref().map(lower)),
             ("glimpses", "task.glimpses", self.glimpses.map(|v| json!(v))),
             ("policy", "task.policy", self.policy.as_ref().map(lower)),
+            ("shift", "task.shift", self.shift.map(|v| json!(v))),
+            ("flip", "task.flip", self.flip.map(|v| json!(v))),
             ("d-model", "model.d_model", self.d_model.map(|v| json!(v))),
             ("layers", "model.n_layers", self.layers.map(|v| json!(v))),
             ("heads", "model.n_heads", self.heads.map(|v| json!(v))),
@@ -337,6 +355,8 @@ impl TrainFlags {
             ("dropout", "model.dropout", self.dropout.map(|v| json!(v))),
             ("pooling", "model.pooling", self.pooling.as_ref().map(lower)),
             ("pool-k", "model.pool_k", self.pool_k.map(|v| json!(v))),
+            ("patch", "model.patch", self.patch.map(|v| json!(v))),
+            ("patch-stride", "model.patch_stride", self.patch_stride.map(|v| json!(v))),
             ("lr", "optimizer.lr", self.lr.map(|v| json!(v))),
             ("weight-decay", "optimizer.weight_decay", self.weight_decay.map(|v| json!(v))),
             ("warmup", "schedule.warmup_steps", self.warmup.map(|v| json!(v))),

@@ -5,6 +5,8 @@
 //!   example, with position axes, a colour bar and the task's query and source positions marked;
 //! - `pooling.png` ([`pooling`], classifiers only): held-out texts, each byte shaded by the
 //!   weight the attention pooling gave it, with the true and predicted labels;
+//! - for a Vision Transformer, `attention.png` ([`patches`]) is instead held-out images
+//!   overlaid with the attention rollout from the class token (or pooling) over their patches;
 //! - `glimpses.png` ([`glimpses`], the RAM's tasks instead of the two above): held-out images
 //!   with the boxes of each glimpse's scales on the policy's mean path, coloured by order.
 //!
@@ -14,6 +16,7 @@
 
 mod attention;
 mod glimpses;
+mod patches;
 mod pooling;
 pub mod search;
 
@@ -77,8 +80,12 @@ pub fn write_all(dir: &Path, rows: &[MetricRow], net: &Net, task: &dyn Task, dev
         Net::Transformer(m) => m,
         Net::Ram { model, .. } => return commit("glimpses.png", &|p| glimpses::write(p, model, task, device)),
     };
-    commit("attention.png", &|p| attention::write(p, model, task, device))?;
     let pooling_png = plots.join("pooling.png");
+    if model.config().patches.is_some() {
+        let _ = std::fs::remove_file(pooling_png);
+        return commit("attention.png", &|p| patches::write(p, model, task, device));
+    }
+    commit("attention.png", &|p| attention::write(p, model, task, device))?;
     if task.num_classes().is_some() {
         commit("pooling.png", &|p| pooling::write(p, model, task, device))?;
     } else {

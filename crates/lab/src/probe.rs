@@ -21,7 +21,7 @@ pub fn write(dir: &Path, net: &Net, task: &dyn Task, device: &Device) -> Result<
     };
     let _guard = attune_tensor::no_grad();
     let batch = DeviceBatch::new(&task.batch(Split::Valid, 0, 4)?, device)?;
-    let logits = model.forward(&batch.tokens, batch.lengths.as_deref(), &mut Ctx::eval())?;
+    let logits = model.forward(batch.input(), batch.lengths.as_deref(), &mut Ctx::eval())?;
     let mut tensors =
         vec![("tokens".to_string(), batch.tokens.clone()), ("logits".to_string(), logits.to_dtype(DType::F32)?)];
     if let Some(l) = &batch.lengths {

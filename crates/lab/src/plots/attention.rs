@@ -44,7 +44,7 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
         Batch::Image(_) => anyhow::bail!("plotting attention: image tasks train the RAM, which has glimpses.png"),
     };
     let batch = DeviceBatch::new(&raw, device)?;
-    let insp = model.inspect(&batch.tokens, batch.lengths.as_deref(), &mut Ctx::eval())?;
+    let insp = model.inspect(batch.input(), batch.lengths.as_deref(), &mut Ctx::eval())?;
     let heads = insp.attention.first().map_or(0, |p| p.dims()[1]);
     let maps = insp
         .attention

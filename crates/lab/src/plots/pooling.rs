@@ -34,7 +34,7 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
     let raw = task.batch(split, 0, n)?;
     let b = raw.as_class().context("plotting pooling weights: the task's batches are not classification batches")?;
     let batch = DeviceBatch::new(&raw, device)?;
-    let insp = model.inspect(&batch.tokens, batch.lengths.as_deref(), &mut Ctx::eval())?;
+    let insp = model.inspect(batch.input(), batch.lengths.as_deref(), &mut Ctx::eval())?;
     let weights = insp
         .pooling
         .context("plotting pooling weights: the model has no pooling head")?

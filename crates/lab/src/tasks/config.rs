@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::image::ImageTaskConfig;
 pub use super::ram::RamTaskConfig;
 use super::text::Label;
 
@@ -37,6 +38,9 @@ pub enum TaskConfig {
     /// The RAM's cluttered translated 60x60 images, `"task": "ram-cluttered"`.
     #[serde(rename = "ram-cluttered")]
     RamCluttered(RamTaskConfig),
+    /// Image classification by a Vision Transformer, `"task": "image"`.
+    #[serde(rename = "image")]
+    Image(ImageTaskConfig),
 }
 
 impl TaskConfig {
@@ -50,6 +54,7 @@ impl TaskConfig {
             TaskConfig::RamCentred(_) => "ram-centred",
             TaskConfig::RamTranslated(_) => "ram-translated",
             TaskConfig::RamCluttered(_) => "ram-cluttered",
+            TaskConfig::Image(_) => "image",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! | `selective-copying` | [`selective_copying`] | [`SeqBatch`]: selective copying (Mamba) |
 //! | `text` | [`text`] | [`ClassBatch`]: byte-level text classification |
 //! | `ram-centred`, `ram-translated`, `ram-cluttered` | [`ram`] | [`ImageBatch`]: MNIST or Fashion-MNIST images for the Recurrent Attention Model |
+//! | `image` | [`image`] | [`ImageBatch`]: Fashion-MNIST or digits 8x8 for the Vision Transformer |
 //!
 //! This is pure data code: batches are plain `Vec`s that the trainer turns into tensors.
 //!
@@ -21,6 +22,7 @@
 
 pub mod config;
 pub mod error;
+pub mod image;
 pub mod induction;
 pub mod mqar;
 pub mod ram;
@@ -33,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub use config::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
 pub use error::TaskError;
+pub use image::{ImageDataset, ImageTaskConfig};
 pub use ram::{ImageBatch, RamDataset, RamTaskConfig};
 pub use text::{Label, PAD_ID};
 
@@ -236,6 +239,16 @@ pub trait Task: Send + Sync {
         None
     }
 
+    /// The name of class `id` for plots (the default: the id).
+    fn class_name(&self, id: usize) -> String {
+        id.to_string()
+    }
+
+    /// `(rows, cols)` of the images of a task the Vision Transformer reads; `None` for tokens.
+    fn image_shape(&self) -> Option<(usize, usize)> {
+        None
+    }
+
     /// The positions of one example of a sequence batch (its `inputs` and `targets` row) that
     /// plots mark. The default marks the supervised positions and no sources.
     fn marks(&self, inputs: &[u32], targets: &[i64]) -> Marks {
@@ -261,5 +274,6 @@ pub fn build(config: &TaskConfig, seed: u64) -> Result<Box<dyn Task>, TaskError>
         TaskConfig::RamCentred(c) => Box::new(ram::RamImageTask::new("ram-centred", c.clone(), seed)?),
         TaskConfig::RamTranslated(c) => Box::new(ram::RamImageTask::new("ram-translated", c.clone(), seed)?),
         TaskConfig::RamCluttered(c) => Box::new(ram::RamImageTask::new("ram-cluttered", c.clone(), seed)?),
+        TaskConfig::Image(c) => Box::new(image::ImageTask::new(c.clone(), seed)?),
     })
 }
