@@ -114,7 +114,7 @@ impl ModelSpec {
             pool_k: self.pool_k,
             dropout: self.dropout,
             patches,
-            tie_embeddings: false,
+            tie_embeddings: task.tied_output(),
         }
     }
 }

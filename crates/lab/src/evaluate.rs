@@ -46,6 +46,22 @@ pub fn evaluate(
     Ok(EvalResult { loss: loss_sum / c, accuracy: correct as f64 / c, targets: counted })
 }
 
+/// The task's own figures for summary.json's `eval_metrics`: the RAM's errors
+/// ([`ram_errors`]) or a recommendation task's ranking metrics
+/// ([`crate::ranking::ranking_metrics`], over the whole split); empty for other tasks.
+pub fn task_metrics(
+    net: &Net,
+    task: &dyn Task,
+    split: Split,
+    (batches, micro): (usize, usize),
+    accuracy: f64,
+    (seed, device): (u64, &Device),
+) -> Result<std::collections::BTreeMap<String, f64>> {
+    let mut m = ram_errors(net, task, split, (batches, micro), accuracy, (seed, device))?;
+    m.extend(crate::ranking::ranking_metrics(net, task, split, micro, device)?);
+    Ok(m)
+}
+
 /// The RAM's final errors on the `batches` batches of `micro` examples of `split` that
 /// [`evaluate`] measured: `error` from the policy's mean path (its `accuracy`) and
 /// `error_averaged` from class probabilities averaged over the task's sampled glimpse paths
@@ -102,7 +118,8 @@ pub struct EvalReport {
     /// Step of the checkpoint.
     pub step: Option<u64>,
     /// The task's own figures, as summary.json's `eval_metrics` (the RAM's `error` and
-    /// `error_averaged`); absent when the task has none.
+    /// `error_averaged`, recommendation's `hr@10`, `ndcg@10` and their sampled forms); absent
+    /// when the task has none.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub eval_metrics: std::collections::BTreeMap<String, f64>,
 }
@@ -133,7 +150,7 @@ pub fn evaluate_checkpoint(
     let bs = saved.train.batch_size / saved.train.grad_accum.max(1);
     let ev = evaluate(&model, task.as_ref(), split, batches, bs, &device)?;
     let eval_metrics =
-        ram_errors(&model, task.as_ref(), split, (batches, bs), ev.accuracy, (saved.train.seed, &device))?;
+        task_metrics(&model, task.as_ref(), split, (batches, bs), ev.accuracy, (saved.train.seed, &device))?;
     Ok(EvalReport {
         task: task.name().into(),
         split: split.name().into(),

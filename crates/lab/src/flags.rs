@@ -17,7 +17,8 @@ use crate::config::{ResolvedConfig, RunConfig, SavedConfig};
 use crate::overlay::{self, Change};
 use crate::runstate::OnDamage;
 use crate::tasks::{
-    ImageTaskConfig, InductionConfig, MqarConfig, RamTaskConfig, SelectiveCopyingConfig, TaskConfig, TextConfig,
+    ImageTaskConfig, InductionConfig, MqarConfig, RamTaskConfig, RecsysConfig, SelectiveCopyingConfig, TaskConfig,
+    TextConfig,
 };
 
 /// The settings `--resume` lets a flag change, as dotted keys: when to stop, how often to save,
@@ -52,10 +53,11 @@ pub struct TrainFlags {
     #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
     /// Task: mqar, induction, selective-copying, text, ram-centred, ram-translated,
-    /// ram-cluttered or image.
+    /// ram-cluttered, image or recsys.
     #[arg(long)]
     pub task: Option<String>,
-    /// Data set: mnist or fashion-mnist (ram-* tasks); fashion-mnist or digits (image).
+    /// Data set: mnist or fashion-mnist (ram-* tasks); fashion-mnist or digits (image);
+    /// ml-100k (recsys).
     #[arg(long)]
     pub dataset: Option<String>,
     /// Largest random shift in pixels of a training image (image task).
@@ -79,7 +81,7 @@ pub struct TrainFlags {
     /// Vocabulary size (synthetic tasks).
     #[arg(long)]
     pub vocab: Option<usize>,
-    /// Sequence length (mqar, induction; max_len for text).
+    /// Sequence length (mqar, induction; max_len for text and recsys).
     #[arg(long)]
     pub seq_len: Option<usize>,
     /// Key-value pairs per MQAR sequence.
@@ -317,9 +319,10 @@ impl TrainFlags {
             "ram-translated" => TaskConfig::RamTranslated(RamTaskConfig::default()),
             "ram-cluttered" => TaskConfig::RamCluttered(RamTaskConfig::default()),
             "image" => TaskConfig::Image(ImageTaskConfig::default()),
+            "recsys" => TaskConfig::Recsys(RecsysConfig::default()),
             other => bail!(
                 "unknown task '{other}'; choose mqar, induction, selective-copying, text, ram-centred, ram-translated, \
-                 ram-cluttered or image"
+                 ram-cluttered, image or recsys"
             ),
         })
     }
@@ -327,7 +330,7 @@ impl TrainFlags {
     /// The flags that set one field each: (flag, dotted key, value).
     fn settings(&self, task: &TaskConfig) -> Vec<(&'static str, &'static str, Value)> {
         let seq_key = match task {
-            TaskConfig::TextClassification(_) => "task.max_len",
+            TaskConfig::TextClassification(_) | TaskConfig::Recsys(_) => "task.max_len",
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());

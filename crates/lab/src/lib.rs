@@ -24,6 +24,7 @@ pub mod overlay;
 pub mod plots;
 pub mod probe;
 mod progress;
+pub mod ranking;
 pub mod rundir;
 pub mod runstate;
 pub mod search;

@@ -5,6 +5,8 @@
 //!   example, with position axes, a colour bar and the task's query and source positions marked;
 //! - `pooling.png` ([`pooling`], classifiers only): held-out texts, each byte shaded by the
 //!   weight the attention pooling gave it, with the true and predicted labels;
+//! - for recommendation, `attention.png` ([`items`]) is instead held-out users' last items
+//!   shaded by the attention the next-item prediction gave them;
 //! - for a Vision Transformer, `attention.png` ([`patches`]) is instead held-out images
 //!   overlaid with the attention rollout from the class token (or pooling) over their patches;
 //! - `glimpses.png` ([`glimpses`], the RAM's tasks instead of the two above): held-out images
@@ -16,6 +18,7 @@
 
 mod attention;
 mod glimpses;
+mod items;
 mod patches;
 mod pooling;
 pub mod search;
@@ -84,6 +87,10 @@ pub fn write_all(dir: &Path, rows: &[MetricRow], net: &Net, task: &dyn Task, dev
     if model.config().patches.is_some() {
         let _ = std::fs::remove_file(pooling_png);
         return commit("attention.png", &|p| patches::write(p, model, task, device));
+    }
+    if task.sampled_negatives(crate::evaluate::final_split(task), 0, 1).is_some() {
+        let _ = std::fs::remove_file(pooling_png);
+        return commit("attention.png", &|p| items::write(p, model, task, device));
     }
     commit("attention.png", &|p| attention::write(p, model, task, device))?;
     if task.num_classes().is_some() {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::image::ImageTaskConfig;
 pub use super::ram::RamTaskConfig;
+pub use super::recsys::RecsysConfig;
 use super::text::Label;
 
 /// A task and its parameters; [`super::build`] turns it into a [`super::Task`].
@@ -41,6 +42,9 @@ pub enum TaskConfig {
     /// Image classification by a Vision Transformer, `"task": "image"`.
     #[serde(rename = "image")]
     Image(ImageTaskConfig),
+    /// Next-item recommendation by SASRec, `"task": "recsys"`.
+    #[serde(rename = "recsys")]
+    Recsys(RecsysConfig),
 }
 
 impl TaskConfig {
@@ -55,6 +59,7 @@ impl TaskConfig {
             TaskConfig::RamTranslated(_) => "ram-translated",
             TaskConfig::RamCluttered(_) => "ram-cluttered",
             TaskConfig::Image(_) => "image",
+            TaskConfig::Recsys(_) => "recsys",
         }
     }
 }

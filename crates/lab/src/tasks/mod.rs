@@ -9,6 +9,7 @@
 //! | `text` | [`text`] | [`ClassBatch`]: byte-level text classification |
 //! | `ram-centred`, `ram-translated`, `ram-cluttered` | [`ram`] | [`ImageBatch`]: MNIST or Fashion-MNIST images for the Recurrent Attention Model |
 //! | `image` | [`image`] | [`ImageBatch`]: Fashion-MNIST or digits 8x8 for the Vision Transformer |
+//! | `recsys` | [`recsys`] | [`SeqBatch`]: users' item sequences (MovieLens-100K) for SASRec, leave-one-out |
 //!
 //! This is pure data code: batches are plain `Vec`s that the trainer turns into tensors.
 //!
@@ -26,6 +27,7 @@ pub mod image;
 pub mod induction;
 pub mod mqar;
 pub mod ram;
+pub mod recsys;
 pub use attune_rng as rng;
 pub mod selective_copying;
 mod synthetic;
@@ -37,6 +39,7 @@ pub use config::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig
 pub use error::TaskError;
 pub use image::{ImageDataset, ImageTaskConfig};
 pub use ram::{ImageBatch, RamDataset, RamTaskConfig};
+pub use recsys::{RecsysConfig, RecsysDataset};
 pub use text::{Label, PAD_ID};
 
 use rng::tag;
@@ -239,6 +242,26 @@ pub trait Task: Send + Sync {
         None
     }
 
+    /// Whether the model's outputs are its input vocabulary, scored against the token table
+    /// (recommendation: SASRec's shared item embeddings).
+    fn tied_output(&self) -> bool {
+        false
+    }
+
+    /// For a ranking task (recommendation): the sampled negatives of each row of held-out
+    /// batch `index` of size `batch_size`, against which the sampled metrics rank the row's
+    /// target; `None` for every other task.
+    fn sampled_negatives(&self, split: Split, index: u64, batch_size: usize) -> Option<Vec<Vec<u32>>> {
+        let _ = (split, index, batch_size);
+        None
+    }
+
+    /// How plots name token `token` (the default: its id; recommendation: the item's id in
+    /// the data file).
+    fn token_label(&self, token: u32) -> String {
+        token.to_string()
+    }
+
     /// The name of class `id` for plots (the default: the id).
     fn class_name(&self, id: usize) -> String {
         id.to_string()
@@ -275,5 +298,6 @@ pub fn build(config: &TaskConfig, seed: u64) -> Result<Box<dyn Task>, TaskError>
         TaskConfig::RamTranslated(c) => Box::new(ram::RamImageTask::new("ram-translated", c.clone(), seed)?),
         TaskConfig::RamCluttered(c) => Box::new(ram::RamImageTask::new("ram-cluttered", c.clone(), seed)?),
         TaskConfig::Image(c) => Box::new(image::ImageTask::new(c.clone(), seed)?),
+        TaskConfig::Recsys(c) => Box::new(recsys::RecsysTask::new(c.clone(), seed)?),
     })
 }
