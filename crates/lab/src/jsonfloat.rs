@@ -81,6 +81,7 @@ mod tests {
             tokens_per_s: None,
             elapsed_s: 1.25,
             rl: None,
+            eval_metrics: None,
         }
     }
 

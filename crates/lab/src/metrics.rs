@@ -41,6 +41,10 @@ pub struct MetricRow {
     /// keys of the row; absent for every other model.
     #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
     pub rl: Option<RlRow>,
+    /// A ranking task's figures on the valid split (`hr@10`, `ndcg@10`, ...; crate::ranking);
+    /// absent for every other task and row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_metrics: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 /// The REINFORCE keys of a RAM training row, each the mean over the row's steps

@@ -21,6 +21,9 @@ use crate::tasks::{IGNORE_INDEX, Split, Task};
 /// The cut-off of the reported metrics.
 pub const K: usize = 10;
 
+/// The valid figure a ranking task's early stopping and plateau follow (in place of accuracy).
+pub const SELECTION_METRIC: &str = "ndcg@10";
+
 /// The rank (0 = best) of `scores[target]` among `candidates`, or among every id but 0
 /// (padding) when `candidates` is `None`; the target itself is never counted.
 pub fn rank_of(scores: &[f32], target: usize, candidates: Option<&[u32]>) -> usize {
@@ -129,6 +132,11 @@ mod tests {
         // Against the candidates 2 and 4 only: the tie counts.
         assert_eq!(rank_of(&scores, 3, Some(&[2, 4])), 1);
         assert_eq!(rank_of(&scores, 3, Some(&[2])), 0);
+    }
+
+    #[test]
+    fn the_selection_metric_is_one_of_the_reported_keys() {
+        assert_eq!(SELECTION_METRIC, format!("ndcg@{K}"));
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Window {
                     reinforce_var: s.reinforce_var / n,
                 }
             }),
+            eval_metrics: None,
         })
     }
 }

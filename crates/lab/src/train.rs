@@ -24,6 +24,7 @@ use crate::evaluate::{EvalResult, evaluate, final_split};
 use crate::metrics::{MetricRow, MetricsLog};
 use crate::net::Net;
 use crate::progress::Progress;
+use crate::ranking::{SELECTION_METRIC, ranking_metrics};
 use crate::rundir::RunDir;
 use crate::runstate::{self, CheckpointParts, OnDamage, RunState, Window};
 use crate::tasks::{self, Split, Task};
@@ -411,6 +412,9 @@ impl Run {
             }
             if step.is_multiple_of(t.eval_every) || step == t.steps {
                 let ev = evaluate(&self.model, self.task.as_ref(), Split::Valid, t.eval_batches, micro, &self.device)?;
+                // A ranking task selects its model by NDCG@10 over every valid user (crate::ranking).
+                let ranking = ranking_metrics(&self.model, self.task.as_ref(), Split::Valid, micro, &self.device)?;
+                let selected = ranking.get(SELECTION_METRIC).copied().unwrap_or(ev.accuracy);
                 self.metrics.write(&MetricRow {
                     step,
                     split: "valid".into(),
@@ -421,6 +425,7 @@ impl Run {
                     tokens_per_s: None,
                     elapsed_s: self.state.elapsed_s,
                     rl: None,
+                    eval_metrics: (!ranking.is_empty()).then_some(ranking),
                 })?;
                 progress.message(&format!(
                     "step {step:>6}  valid loss {:.4}  accuracy {:.2}%  ({:.1}s)",
@@ -431,7 +436,7 @@ impl Run {
                 if opts.report_json {
                     report_json_line(step, ev.accuracy, ev.loss);
                 }
-                if let Some(s) = self.observe(step, &ev)? {
+                if let Some(s) = self.observe(step, &ev, selected)? {
                     stopped = s;
                     break;
                 }
@@ -465,19 +470,21 @@ impl Run {
     }
 
     /// Target accuracy, early stopping and plateau after an evaluation; `Some(reason)` stops.
-    fn observe(&mut self, step: u64, ev: &EvalResult) -> Result<Option<String>> {
+    /// `selected` is the figure early stopping and a plateau in `max` mode follow: the
+    /// accuracy, or a ranking task's NDCG@10.
+    fn observe(&mut self, step: u64, ev: &EvalResult, selected: f64) -> Result<Option<String>> {
         self.state.last_valid_accuracy = Some(ev.accuracy);
         if self.state.best_accuracy.is_none_or(|(_, a)| ev.accuracy > a) {
             self.state.best_accuracy = Some((step, ev.accuracy));
         }
         if let Some(p) = &mut self.plateau {
-            let metric = if p.config().mode == Mode::Max { ev.accuracy } else { ev.loss };
+            let metric = if p.config().mode == Mode::Max { selected } else { ev.loss };
             self.state.base_lr = p.observe(metric, self.state.base_lr);
             self.state.plateau = Some(p.state().clone());
         }
         let mut stop = None;
         if let Some(e) = &mut self.early {
-            let metric = if e.config().mode == Mode::Max { ev.accuracy } else { ev.loss };
+            let metric = if e.config().mode == Mode::Max { selected } else { ev.loss };
             let obs = e.observe_and_snapshot(step, metric, &self.model.store().named())?;
             self.state.early_stopping = Some(e.state().clone());
             if obs.should_stop {

@@ -105,6 +105,7 @@ fn fuzz_metrics_jsonl() {
                 tokens_per_s: (i % 2 == 0).then_some(12345.0),
                 elapsed_s: i as f64,
                 rl: None,
+                eval_metrics: (i == 3).then(|| [("ndcg@10".to_string(), 0.25)].into_iter().collect()),
             };
             serde_json::to_string(&row).unwrap()
         })

@@ -218,6 +218,12 @@ fn a_short_sasrec_run_reports_ranking_metrics_and_plots_item_attention() {
     // NDCG@10 weighs each hit by at most 1; HR@1 (the accuracy) is at most HR@10; twelve users.
     assert!(get("ndcg@10") <= get("hr@10") && summary["eval_accuracy"].as_f64().unwrap() <= get("hr@10"));
     assert_eq!((get("hr@10") * 12.0).fract(), 0.0);
+    // Every valid row carries the ranking figures early stopping follows.
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let valid: Vec<Value> =
+        metrics.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["split"] == "valid").collect();
+    assert_eq!(valid.len(), 2);
+    assert!(valid.iter().all(|r| r["eval_metrics"]["ndcg@10"].is_number()), "{valid:?}");
     let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(
         (config["model"]["tie_embeddings"].as_bool(), config["model"]["vocab_size"].as_u64()),

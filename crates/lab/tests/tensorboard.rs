@@ -170,6 +170,7 @@ fn row(step: u64, split: &str, loss: f64) -> MetricRow {
         tokens_per_s: train.then_some(1000.0 + step as f64),
         elapsed_s: 0.25 * step as f64,
         rl: None,
+        eval_metrics: None,
     }
 }
 

@@ -15,7 +15,7 @@ use crate::overlay;
 use crate::train::Summary;
 
 /// A metric of a training trial, read from its `summary.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Held-out accuracy at the end.
@@ -34,6 +34,9 @@ pub enum Metric {
     Parameters,
     /// Training throughput.
     TokensPerS,
+    /// One of the task's own figures in `eval_metrics` (`--metric eval_metrics.ndcg@10`); NaN
+    /// when the task does not report it.
+    EvalMetric(String),
 }
 
 impl Metric {
@@ -49,23 +52,27 @@ impl Metric {
         ("tokens_per_s", Metric::TokensPerS),
     ];
 
-    /// The metric called `name`.
+    /// The metric called `name`: one of [`Metric::ALL`] or `eval_metrics.<key>`.
     pub fn parse(name: &str) -> Result<Metric> {
+        if let Some(key) = name.strip_prefix("eval_metrics.").filter(|k| !k.is_empty()) {
+            return Ok(Metric::EvalMetric(key.to_string()));
+        }
         match Metric::ALL.iter().find(|(n, _)| *n == name) {
-            Some(&(_, m)) => Ok(m),
+            Some((_, m)) => Ok(m.clone()),
             None => bail!(
-                "unknown metric '{name}'; choose from {}",
+                "unknown metric '{name}'; choose from {}, or eval_metrics.<key> for a task's own figure \
+                 (e.g. eval_metrics.ndcg@10)",
                 Metric::ALL.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
             ),
         }
     }
 
-    fn needs_target(self) -> bool {
+    fn needs_target(&self) -> bool {
         matches!(self, Metric::StepsToTarget | Metric::TimeToTarget)
     }
 
     /// The metric's value in a summary; `None` when the run did not reach its target.
-    fn value(self, s: &Summary) -> Option<f64> {
+    fn value(&self, s: &Summary) -> Option<f64> {
         let reached = s.stopped.starts_with("reached target accuracy");
         Some(match self {
             Metric::EvalAccuracy => s.eval_accuracy,
@@ -76,6 +83,7 @@ impl Metric {
             Metric::ElapsedS => s.elapsed_s,
             Metric::Parameters => s.parameters as f64,
             Metric::TokensPerS => s.tokens_per_s,
+            Metric::EvalMetric(key) => s.eval_metrics.get(key).copied().unwrap_or(f64::NAN),
         })
     }
 }
@@ -266,6 +274,22 @@ impl Objective {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_figure_is_named_by_its_eval_metrics_key() {
+        assert_eq!(Metric::parse("eval_metrics.ndcg@10").unwrap(), Metric::EvalMetric("ndcg@10".into()));
+        assert_eq!(Metric::parse("eval_loss").unwrap(), Metric::EvalLoss);
+        let e = Metric::parse("eval_metrics.").unwrap_err().to_string();
+        assert!(e.contains("eval_metrics.<key>"), "{e}");
+        let summary: Summary = serde_json::from_value(serde_json::json!({
+            "task": "recsys", "eval_accuracy": 0.1, "eval_loss": 5.0, "eval_split": "test", "eval_targets": 9,
+            "best_valid_accuracy": null, "steps": 3, "elapsed_s": 1.0, "tokens_per_s": 2.0, "stopped": "max steps",
+            "parameters": 4, "device": "cpu", "eval_metrics": {"ndcg@10": 0.25}
+        }))
+        .unwrap();
+        assert_eq!(Metric::EvalMetric("ndcg@10".into()).value(&summary), Some(0.25));
+        assert!(Metric::EvalMetric("hr@5".into()).value(&summary).is_some_and(f64::is_nan));
+    }
 
     fn args(c: &Command) -> Vec<String> {
         c.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
