@@ -91,6 +91,7 @@ def main():
     p.add_argument("--batch", type=int, default=2048)
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--json", action="store_true", help="only the JSON line on stdout")
+    p.add_argument("--verbose", action="store_true", help="RecBole's per-epoch log on stderr")
     a = p.parse_args()
 
     import torch
@@ -117,11 +118,12 @@ def main():
         "train_batch_size": a.batch, "eval_batch_size": 4096, "epochs": a.epochs, "stopping_step": a.stopping_step,
         "metrics": ["Hit", "NDCG"], "topk": [10], "valid_metric": "NDCG@10", "seed": a.seed,
         "reproducibility": True, "use_gpu": False, "device": "cpu", "show_progress": False,
-        "log_wandb": False, "state": "ERROR", "normalize_all": False,
+        "log_wandb": False, "state": "INFO" if a.verbose else "ERROR", "normalize_all": False,
     }
     config = Config(model="SASRec", config_dict=base)
     init_seed(config["seed"], config["reproducibility"])
-    logging.getLogger().setLevel(logging.ERROR)
+    if not a.verbose:
+        logging.getLogger().setLevel(logging.ERROR)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
 
@@ -137,7 +139,7 @@ def main():
     model = SASRec(config, train_data.dataset).to(config["device"])
     trainer = Trainer(config, model)
     t0 = time.perf_counter()
-    trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=False)
+    trainer.fit(train_data, valid_data, saved=True, show_progress=False, verbose=a.verbose)
     train_s = time.perf_counter() - t0
     full = trainer.evaluate(test_data, load_best_model=True, show_progress=False)
 

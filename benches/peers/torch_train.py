@@ -50,10 +50,11 @@ def complete_config(m):
         raise ValueError(f"model config lacks {missing} (docs/model.md lists the fields): {m}")
     c = {"n_kv_heads": m["n_heads"], "d_ff": 4 * m["d_model"], "mlp": "gelu", "norm": "layernorm",
          "positions": "learned", "rope_theta": 10000.0, "causal": m["kind"] == "lm", "window": None,
-         "softcap": None, "dropout": 0.0, "pooling": "soft", "pool_k": 8, **m}
+         "softcap": None, "dropout": 0.0, "pooling": "soft", "pool_k": 8, "patches": None,
+         "tie_embeddings": False, **m}
     # Hard pooling (a sampled choice trained by REINFORCE) is not modelled here: refused.
     choices = {"kind": ("lm", "classifier"), "mlp": ("gelu", "swiglu"), "norm": ("layernorm", "rmsnorm"),
-               "positions": ("learned", "rope", "alibi", "none"), "pooling": ("soft",)}
+               "positions": ("learned", "rope", "alibi", "none"), "pooling": ("soft", "cls", "mean")}
     for key, allowed in choices.items():
         if c[key] not in allowed:
             raise ValueError(f"model.{key} = {c[key]!r}: expected one of {allowed}")
@@ -64,6 +65,10 @@ def complete_config(m):
         raise ValueError(f"rope needs an even head_dim, got {c['d_model'] // c['n_heads']}")
     if c["kind"] == "classifier" and not c.get("num_classes"):
         raise ValueError("a classifier needs model.num_classes")
+    if c["patches"] is not None and c["kind"] != "classifier":
+        raise ValueError("model.patches (a Vision Transformer) needs kind classifier")
+    if c["tie_embeddings"] and (c["kind"] != "lm" or c["patches"] is not None):
+        raise ValueError("model.tie_embeddings needs an lm reading token ids")
     if c["window"] is not None and len(c["window"]) != 2:
         raise ValueError(f"model.window = {c['window']}: expected [left, right] (-1 = unbounded) or null")
     return c
@@ -211,29 +216,56 @@ class AttentionPooling(nn.Module):
 
 
 class Model(nn.Module):
+    """Parameters are registered in Attune's order: the input (embed, or a Vision Transformer's
+    patch_embed), the class token cls, pos, the layers, norm_f, the head."""
+
     def __init__(self, c):
         super().__init__()
         self.c = c
-        self.embed = nn.Embedding(c["vocab_size"], c["d_model"])
+        d, p = c["d_model"], c["patches"]
+        if p is not None:
+            self.patch_embed = nn.Linear(p["size"] * p["size"], d)
+        else:
+            self.embed = nn.Embedding(c["vocab_size"], d)
+        self.cls_token = c["kind"] == "classifier" and c["pooling"] == "cls"
+        if self.cls_token:
+            self.cls = nn.Parameter(torch.randn(1, 1, d) * 0.02)
         if c["positions"] == "learned":
-            self.pos = nn.Embedding(c["max_seq_len"], c["d_model"])
+            self.pos = nn.Embedding(c["max_seq_len"] + int(self.cls_token), d)
+        if c["tie_embeddings"]:  # SASRec: tables at N(0, 1/d) so the first scores are O(1)
+            for table in (self.embed, getattr(self, "pos", None)):
+                if table is not None:
+                    nn.init.normal_(table.weight, std=d ** -0.5)
         self.layers = nn.ModuleList(Block(c) for _ in range(c["n_layers"]))
         self.norm_f = make_norm(c)
         if c["kind"] == "lm":
-            self.lm_head = nn.Linear(c["d_model"], c["vocab_size"])
+            if not c["tie_embeddings"]:
+                self.lm_head = nn.Linear(d, c["vocab_size"])
         else:
-            self.pool = AttentionPooling(c["d_model"])
-            self.head = nn.Linear(c["d_model"], c["num_classes"])
+            if c["pooling"] == "soft":
+                self.pool = AttentionPooling(d)
+            self.head = nn.Linear(d, c["num_classes"])
+
+    def patchify(self, images):
+        """(B, rows, cols) -> (B, patches, size * size), patches and their pixels row by row."""
+        p = self.c["patches"]
+        return F.unfold(images[:, None], kernel_size=p["size"], stride=p["stride"]).transpose(1, 2)
 
     def forward(self, tokens, lengths=None):
-        s = tokens.shape[1]
+        if self.c["patches"] is not None:
+            x = self.patch_embed(self.patchify(tokens))
+        else:
+            x = self.embed(tokens)
+        b, s = x.shape[0], x.shape[1]
         if self.c["positions"] == "learned" and s > self.c["max_seq_len"]:
             raise ValueError(f"sequence length {s} > max_seq_len {self.c['max_seq_len']} with learned positions")
         if self.c["kind"] == "classifier" and lengths is None:
-            lengths = torch.full((tokens.shape[0],), s, dtype=torch.long)
+            lengths = torch.full((b,), s, dtype=torch.long)
         if lengths is not None and (lengths.min() < 1 or lengths.max() > s):
             raise ValueError(f"lengths must lie in [1, {s}], got {lengths.tolist()}")
-        x = self.embed(tokens)
+        if self.cls_token:
+            x = torch.cat([self.cls.expand(b, 1, -1), x], dim=1)
+            lengths, s = lengths + 1, s + 1
         if self.c["positions"] == "learned":
             x = x + self.pos(torch.arange(s))
         # An lm sees no padding; the classifier's full-length batches take the plain path too.
@@ -242,7 +274,12 @@ class Model(nn.Module):
             x = layer(x, enc_lengths)
         h = self.norm_f(x)
         if self.c["kind"] == "lm":
-            return self.lm_head(h)
+            return h @ self.embed.weight.t() if self.c["tie_embeddings"] else self.lm_head(h)
+        if self.cls_token:
+            return self.head(h[:, 0])
+        if self.c["pooling"] == "mean":
+            valid = (torch.arange(s)[None, :] < lengths[:, None]).to(h.dtype)
+            return self.head((h * valid[..., None]).sum(1) / lengths[:, None].to(h.dtype))
         return self.head(self.pool(h, lengths))
 
     def set_materialised(self, on):
@@ -271,7 +308,11 @@ def cmd_bench(a):
     model = Model(c).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(1)
-    tokens = torch.randint(0, c["vocab_size"], (a.batch, a.seq), generator=gen)
+    p = c["patches"]
+    if p is not None:  # a Vision Transformer: random images of its size; --seq is ignored
+        tokens = torch.rand((a.batch, p["rows"], p["cols"]), generator=gen)
+    else:
+        tokens = torch.randint(0, c["vocab_size"], (a.batch, a.seq), generator=gen)
     lm = c["kind"] == "lm"
     targets = torch.randint(0, c["vocab_size"] if lm else c["num_classes"], tokens.shape if lm else (a.batch,),
                             generator=gen)
@@ -286,7 +327,9 @@ def cmd_bench(a):
 
     stats, _ = time_steps(step, a.warmup, a.steps)
     name = a.model if a.model in PRESETS else c
-    r = {"peer": "torch", "model": name, "batch": a.batch, "seq": a.seq, "threads": a.threads, **stats,
+    # The sequence the transformer reads: the tokens, or a Vision Transformer's patches.
+    seq = a.seq if p is None else ((p["rows"] - p["size"]) // p["stride"] + 1) * ((p["cols"] - p["size"]) // p["stride"] + 1)
+    r = {"peer": "torch", "model": name, "batch": a.batch, "seq": seq, "threads": a.threads, **stats,
          "torch_version": torch.__version__}
     print(json.dumps(r) if a.json else f"torch B={a.batch} S={a.seq} threads={a.threads}: median "
           f"{r['median_ms']:.2f} ms/step (q1 {r['q1_ms']:.2f}, q3 {r['q3_ms']:.2f}) over {a.steps} steps")
@@ -316,7 +359,8 @@ def check_dir(path, atol, dtype=torch.float64, quiet=False):
     model.to(dtype).eval()
     probe = load_file(os.path.join(path, "probe.safetensors"))
     with torch.no_grad():
-        logits = model(probe["tokens"].long(), probe["lengths"].long() if "lengths" in probe else None)
+        inputs = probe["images"].to(dtype) if "images" in probe else probe["tokens"].long()
+        logits = model(inputs, probe["lengths"].long() if "lengths" in probe else None)
     want = probe["logits"].to(dtype)
     if logits.shape != want.shape:
         raise ValueError(f"logits shape {tuple(logits.shape)} vs stored {tuple(want.shape)}")

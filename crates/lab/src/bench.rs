@@ -11,6 +11,9 @@
 //! back to the host every step, like the peer's `loss.item()`. Flags and JSON keys match the
 //! peer's, so `cargo xtask bench-train` can put the two side by side.
 //!
+//! A model with `patches` (a Vision Transformer, e.g. `--model runs/image/config.json`) is timed
+//! on random images of its size, and `--seq` is its patch count.
+//!
 //! The RAM presets `ram-centred` and `ram-cluttered` (docs/ram.md) time the step of
 //! `attune train --task ram-*` through the training loop's own forward ([`crate::batch::forward`]:
 //! an episode of sampled glimpses and the hybrid loss `ram_loss`), on one fixed batch of random
@@ -205,7 +208,15 @@ pub fn measure(cfg: &ModelConfig, batch: usize, seq: usize, steps: usize, warmup
     let dev = Device::Cpu;
     let model = Model::new(cfg, 0, DType::F32, &dev).context("building the model")?;
     let mut optimizer = adamw(model.store())?;
-    let tokens = Tensor::from_vec(random_ids(1, batch * seq, cfg.vocab_size), [batch, seq], &dev)?;
+    // A Vision Transformer reads images (pixels in [0, 1]); `seq` is then its patch count.
+    let input = match &cfg.patches {
+        Some(p) => {
+            let pixels: Vec<f32> =
+                random_ids(1, batch * p.rows * p.cols, 256).into_iter().map(|v| v as f32 / 255.0).collect();
+            Tensor::from_vec(pixels, [batch, p.rows, p.cols], &dev)?
+        }
+        None => Tensor::from_vec(random_ids(1, batch * seq, cfg.vocab_size), [batch, seq], &dev)?,
+    };
     let targets = match cfg.kind {
         ModelKind::Lm => Tensor::from_vec(random_ids(2, batch * seq, cfg.vocab_size), [batch * seq], &dev)?,
         ModelKind::Classifier => {
@@ -215,7 +226,7 @@ pub fn measure(cfg: &ModelConfig, batch: usize, seq: usize, steps: usize, warmup
     };
     let mut ctx = Ctx::train(3);
     time_steps(model.store(), steps, warmup, || {
-        let logits = model.forward(&tokens, None, &mut ctx)?;
+        let logits = model.forward(&input, None, &mut ctx)?;
         let classes = *logits.dims().last().unwrap_or(&1);
         let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
         let loss = loss::cross_entropy(&flat, &targets, CrossEntropyOpts::default())?;
@@ -291,7 +302,8 @@ pub fn run(a: &BenchStepArgs) -> Result<()> {
             (pool.install(|| measure_ram(&cfg, a.batch, side, a.steps, a.warmup))?, side)
         }
         None => {
-            let (cfg, seq) = (parse_model(&a.model)?, a.seq.unwrap_or(64));
+            let cfg = parse_model(&a.model)?;
+            let seq = cfg.patches.map_or(a.seq.unwrap_or(64), |p| p.count());
             (pool.install(|| measure(&cfg, a.batch, seq, a.steps, a.warmup))?, seq)
         }
     };
@@ -381,6 +393,11 @@ mod tests {
         let cls = ModelConfig::classifier(16, 8, 16, 1, 2, 3);
         assert!(measure(&cls, 2, 8, 10, 0).unwrap().last_loss.is_finite());
         assert!(measure(&cfg, 2, 9, 10, 0).is_err(), "seq beyond max_seq_len with learned positions");
+        // A Vision Transformer and a tied LM (SASRec) train too.
+        let vit = ModelConfig::vit(attune_nn::PatchSpec { rows: 8, cols: 8, size: 4, stride: 4 }, 16, 1, 2, 3);
+        assert!(measure(&vit, 2, 4, 10, 0).unwrap().last_loss < 3f64.ln() + 0.5);
+        let tied = ModelConfig { tie_embeddings: true, ..cfg };
+        assert!(measure(&tied, 2, 8, 10, 3).unwrap().last_loss < 16f64.ln());
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub struct TrainFlags {
     #[arg(long)]
     pub task: Option<String>,
     /// Data set: mnist or fashion-mnist (ram-* tasks); fashion-mnist or digits (image);
-    /// ml-100k (recsys).
+    /// ml-100k (recsys); bbc-news (text).
     #[arg(long)]
     pub dataset: Option<String>,
     /// Largest random shift in pixels of a training image (image task).
@@ -78,7 +78,16 @@ pub struct TrainFlags {
     /// Separate JSONL test file (task text).
     #[arg(long)]
     pub test_data: Option<PathBuf>,
-    /// Vocabulary size (synthetic tasks).
+    /// Stratified cross-validation folds (task text); without --fold every fold is trained.
+    #[arg(long)]
+    pub folds: Option<usize>,
+    /// The one fold to test on (task text, with --folds).
+    #[arg(long)]
+    pub fold: Option<usize>,
+    /// Text tokens: bytes or words (task text).
+    #[arg(long)]
+    pub tokens: Option<String>,
+    /// Vocabulary size (synthetic tasks; the most words of a text task's word vocabulary).
     #[arg(long)]
     pub vocab: Option<usize>,
     /// Sequence length (mqar, induction; max_len for text and recsys).
@@ -312,9 +321,12 @@ impl TrainFlags {
             "mqar" => TaskConfig::Mqar(MqarConfig::default()),
             "induction" => TaskConfig::InductionHeads(InductionConfig::default()),
             "selective-copying" => TaskConfig::SelectiveCopying(SelectiveCopyingConfig::default()),
-            "text" => TaskConfig::TextClassification(TextConfig::new(
-                self.data.clone().context("--task text needs --data FILE.jsonl")?,
-            )),
+            "text" => match (&self.data, &self.dataset) {
+                (Some(path), _) => TaskConfig::TextClassification(TextConfig::new(path.clone())),
+                // --dataset sets task.dataset with the other flags.
+                (None, Some(_)) => TaskConfig::TextClassification(TextConfig::dataset(None)),
+                (None, None) => bail!("--task text needs --data FILE.jsonl or --dataset bbc-news"),
+            },
             "ram-centred" => TaskConfig::RamCentred(RamTaskConfig::default()),
             "ram-translated" => TaskConfig::RamTranslated(RamTaskConfig::default()),
             "ram-cluttered" => TaskConfig::RamCluttered(RamTaskConfig::default()),
@@ -334,9 +346,12 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 45] = [
+        let given: [(&str, &str, Option<Value>); 48] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
+            ("folds", "task.folds", self.folds.map(|v| json!(v))),
+            ("fold", "task.fold", self.fold.map(|v| json!(v))),
+            ("tokens", "task.tokens", self.tokens.as_ref().map(lower)),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
             ("seq-len", seq_key, self.seq_len.map(|v| json!(v))),
             ("kv-pairs", "task.num_kv_pairs", self.kv_pairs.map(|v| json!(v))),

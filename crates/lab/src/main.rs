@@ -84,6 +84,23 @@ fn run_train(a: TrainFlags) -> Result<()> {
         report_json: a.report_json,
         init_from: a.init_from.clone(),
     };
+    if let Some(folds) = attune_lab::crossval::folds_to_run(&cfg) {
+        if a.resume.is_some() {
+            anyhow::bail!("--resume continues one run: give it a fold's directory, {}/fold-<i>", dir.display());
+        }
+        if let Some(s) = attune_lab::crossval::cross_validate(&cfg, folds, &dir, &opts)? {
+            println!(
+                "attune: {} {folds}-fold cross-validation: test accuracy {:.2}% ± {:.2}% ({} texts, {:.1}s of training); {}/summary.json",
+                s.task,
+                100.0 * s.eval_accuracy,
+                100.0 * s.eval_accuracy_std,
+                s.eval_targets,
+                s.elapsed_s,
+                dir.display()
+            );
+        }
+        return Ok(());
+    }
     match train(cfg, &dir, &opts)? {
         Ending::Interrupted { .. } => Ok(()),
         // stdout belongs to the search protocol; summary.json holds the outcome.

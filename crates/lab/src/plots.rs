@@ -93,7 +93,8 @@ pub fn write_all(dir: &Path, rows: &[MetricRow], net: &Net, task: &dyn Task, dev
         return commit("attention.png", &|p| items::write(p, model, task, device));
     }
     commit("attention.png", &|p| attention::write(p, model, task, device))?;
-    if task.num_classes().is_some() {
+    // A class token pools nothing: its attention is in attention.png.
+    if task.num_classes().is_some() && !model.config().has_cls() {
         commit("pooling.png", &|p| pooling::write(p, model, task, device))?;
     } else {
         // A classifier's plot left by an earlier run in this directory would mislead.
@@ -120,7 +121,7 @@ fn shade(v: f64) -> RGBColor {
 }
 
 /// How a byte token is drawn: printable ASCII as itself, anything else as `·`.
-fn glyph(tok: u32) -> String {
+pub(crate) fn glyph(tok: u32) -> String {
     match u8::try_from(tok) {
         Ok(b) if b.is_ascii_graphic() => char::from(b).to_string(),
         Ok(b' ') => " ".into(),

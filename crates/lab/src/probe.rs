@@ -1,5 +1,5 @@
-//! `probe.safetensors`: a few held-out inputs and the logits Attune computes for them in eval
-//! mode, so `benches/peers/torch_train.py check --checkpoint DIR` can load the checkpoint into
+//! `probe.safetensors`: a few held-out inputs (`tokens`, or a Vision Transformer's `images`)
+//! and the logits Attune computes for them in eval mode, so `benches/peers/torch_train.py check --checkpoint DIR` can load the checkpoint into
 //! PyTorch and compare.
 
 use std::collections::HashMap;
@@ -22,8 +22,10 @@ pub fn write(dir: &Path, net: &Net, task: &dyn Task, device: &Device) -> Result<
     let _guard = attune_tensor::no_grad();
     let batch = DeviceBatch::new(&task.batch(Split::Valid, 0, 4)?, device)?;
     let logits = model.forward(batch.input(), batch.lengths.as_deref(), &mut Ctx::eval())?;
+    // A Vision Transformer's input is images, under their own key.
+    let input = if batch.images.is_some() { "images" } else { "tokens" };
     let mut tensors =
-        vec![("tokens".to_string(), batch.tokens.clone()), ("logits".to_string(), logits.to_dtype(DType::F32)?)];
+        vec![(input.to_string(), batch.input().clone()), ("logits".to_string(), logits.to_dtype(DType::F32)?)];
     if let Some(l) = &batch.lengths {
         let l: Vec<i64> = l.iter().map(|&v| v as i64).collect();
         tensors.push(("lengths".to_string(), Tensor::from_vec(l.clone(), [l.len()], device)?));

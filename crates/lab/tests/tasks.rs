@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use attune_lab::tasks::rng::Rng;
 use attune_lab::tasks::{
     Batch, ClassBatch, IGNORE_INDEX, InductionConfig, Label, MqarConfig, PAD_ID, SelectiveCopyingConfig, SeqBatch,
-    Split, Task, TaskConfig, TaskError, TextConfig, build,
+    Split, Task, TaskConfig, TaskError, TextConfig, TextTokens, build,
 };
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/sample_sentiment.jsonl");
@@ -578,7 +578,17 @@ fn configs_parse_with_defaults_and_reject_unknown_fields() {
     want.classes = Some(vec![Label::Str("b".into()), Label::Int(2)]);
     assert_eq!(c, TaskConfig::TextClassification(want));
     assert!(parse(r#"{"task": "mqar", "seqlen": 128}"#).unwrap_err().to_string().contains("unknown field `seqlen`"));
-    assert!(parse(r#"{"task": "text"}"#).unwrap_err().to_string().contains("missing field `path`"));
+    // A text task reads a file or a built-in data set: neither, or both, is refused when built.
+    for (text, needle) in [
+        (r#"{"task": "text"}"#, "needs path (a JSONL file"),
+        (r#"{"task": "text", "path": "d.jsonl", "dataset": "bbc-news"}"#, "not both"),
+        (r#"{"task": "text", "path": "d.jsonl", "fold": 1}"#, "fold 1 needs folds"),
+        (r#"{"task": "text", "path": "d.jsonl", "folds": 5, "fold": 5}"#, "fold 5 is not one of the 5 folds"),
+        (r#"{"task": "text", "path": "d.jsonl", "folds": 1}"#, "at least 2 folds"),
+    ] {
+        let e = attune_lab::tasks::build(&parse(text).unwrap(), 0).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.contains(needle), "{text}: {e}");
+    }
     assert!(parse(r#"{"task": "copying"}"#).is_err());
     for c in synthetic_configs() {
         assert_eq!(parse(&serde_json::to_string(&c).unwrap()).unwrap(), c);
@@ -646,4 +656,86 @@ fn marks_point_at_the_queries_and_the_tokens_their_answers_need() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------- folds and words
+
+/// 3 classes of 7, 5 and 4 texts in interleaved file order; text `j` of class `c` is
+/// `"c<c> t<j> common"` (class `b` also says `"bee bee"`, and its last text says `"zebra zebra"`).
+fn fold_file() -> PathBuf {
+    let mut lines = Vec::new();
+    let counts = [("a", 7), ("b", 5), ("c", 4)];
+    for j in 0..7 {
+        for (c, n) in counts {
+            if j < n {
+                let extra = match (c, j) {
+                    ("b", 4) => " zebra zebra",
+                    ("b", _) => " bee bee",
+                    _ => "",
+                };
+                lines.push(format!("{{\"text\": \"c{c} t{j} common{extra}\", \"label\": \"{c}\"}}"));
+            }
+        }
+    }
+    temp_file("folds", &(lines.join("\n") + "\n"))
+}
+
+fn texts(t: &dyn Task, split: Split) -> Vec<Vec<u32>> {
+    let n = t.split_size(split).unwrap();
+    let b = class(t, split, 0, n.max(1));
+    (0..b.batch).map(|r| b.row(r).unwrap().to_vec()).collect()
+}
+
+#[test]
+fn stratified_folds_partition_the_texts_and_keep_each_class_spread() {
+    let path = fold_file();
+    let mut tested: Vec<Vec<u32>> = Vec::new();
+    for i in 0..3 {
+        let mut cfg = TextConfig::new(&path);
+        (cfg.folds, cfg.fold, cfg.valid_fraction) = (Some(3), Some(i), 0.2);
+        let t = text_task(cfg, 7).unwrap();
+        let test = texts(t.as_ref(), Split::Test);
+        // Within each class, text j is in fold j % 3: a: 7 -> 3,2,2; b: 5 -> 2,2,1; c: 4 -> 2,1,1.
+        let want = [7, 5, 4].iter().map(|&n: &usize| (0..n).filter(|j| j % 3 == i).count()).sum::<usize>();
+        assert_eq!(test.len(), want, "fold {i}");
+        let epoch = class(t.as_ref(), Split::Train, 0, 16 - want - t.split_size(Split::Valid).unwrap());
+        let train: Vec<Vec<u32>> = (0..epoch.batch).map(|r| epoch.row(r).unwrap().to_vec()).collect();
+        let train_valid = [texts(t.as_ref(), Split::Valid), train].concat();
+        for x in &test {
+            assert!(!train_valid.contains(x), "fold {i}: a test text is also trained on");
+        }
+        tested.extend(test);
+    }
+    tested.sort();
+    tested.dedup();
+    assert_eq!(tested.len(), 16, "every text is tested in exactly one fold");
+    // The listing peers read names the same folds.
+    let mut cfg = TextConfig::new(&path);
+    cfg.folds = Some(3);
+    let listing = attune_lab::tasks::text::fold_listing(&cfg, 3).unwrap();
+    assert_eq!(listing.len(), 16);
+    assert_eq!(listing[0], ("line 1".to_string(), "a".to_string(), 0));
+    // Line 4 is class a's second text, line 16 class a's last (its seventh: fold 0).
+    assert_eq!((listing[3].2, listing[15].2), (1, 0));
+    assert_eq!(attune_lab::tasks::text::stratified_folds(&[0, 1, 0, 0, 1, 0], 2), [0, 0, 1, 0, 1, 1]);
+}
+
+#[test]
+fn word_tokens_come_from_a_vocabulary_of_the_train_split_alone() {
+    let mut cfg = TextConfig::new(fold_file());
+    (cfg.folds, cfg.fold, cfg.valid_fraction, cfg.tokens) = (Some(5), Some(4), 0.0, TextTokens::Words);
+    let t = text_task(cfg, 0).unwrap();
+    // Train texts: the words seen at least twice there are "common", "ca", "cb", "cc", "bee"
+    // and the t<j> of texts tested elsewhere... "zebra" is in class b's 5th text (j = 4), which
+    // is in fold 4: the test split. It must be unknown (id 1).
+    let test = texts(t.as_ref(), Split::Test);
+    let zebra_row = test.iter().find(|r| r.len() == 5).expect("class b's last text, 5 words");
+    assert_eq!(&zebra_row[3..], &[1, 1], "a word seen only in the test fold is unknown");
+    assert_eq!(t.token_label(zebra_row[2]), "common");
+    assert_eq!((t.token_label(0), t.token_label(1)), ("<pad>".to_string(), "<unk>".to_string()));
+    // Vocabulary: the special ids plus the words seen twice or more in the train split.
+    assert!(t.vocab_size() >= 7 && t.vocab_size() < 20, "{}", t.vocab_size());
+    let mut cfg = TextConfig::new(fold_file());
+    (cfg.tokens, cfg.vocab_size) = (TextTokens::Words, 0);
+    assert!(err_msg(text_task(cfg, 0)).contains("vocab_size is 0"));
 }

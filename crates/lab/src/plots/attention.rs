@@ -11,7 +11,7 @@ use attune_nn::{Ctx, Model};
 use attune_tensor::{DType, Device};
 use plotters::prelude::*;
 
-use super::{Area, CENTER, LEFT, colour_bar, err, font_ready, glyph, label, shade};
+use super::{Area, CENTER, LEFT, colour_bar, err, font_ready, label, shade};
 use crate::batch::DeviceBatch;
 use crate::tasks::{Batch, Marks, Split, Task};
 
@@ -45,6 +45,12 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
     };
     let batch = DeviceBatch::new(&raw, device)?;
     let insp = model.inspect(batch.input(), batch.lengths.as_deref(), &mut Ctx::eval())?;
+    // Tick labels as the task names its tokens; a class token is one more position, in front.
+    let bytes: Option<Vec<String>> = bytes.map(|b| {
+        let names = b.iter().map(|&t| if t == u32::from(b' ') { "␣".into() } else { task.token_label(t) });
+        if insp.cls { std::iter::once("CLS".to_string()).chain(names).collect() } else { names.collect() }
+    });
+    let seq = insp.attention.first().map_or(seq, |p| p.dims()[2]);
     let heads = insp.attention.first().map_or(0, |p| p.dims()[1]);
     let maps = insp
         .attention
@@ -99,7 +105,7 @@ fn heat_map(
     seq: usize,
     peak: f64,
     marks: &Marks,
-    bytes: Option<&[u32]>,
+    bytes: Option<&[String]>,
 ) -> Result<()> {
     let labelled = font_ready();
     // The title is drawn by hand, not as the chart's caption, to leave a strip between it and
@@ -123,9 +129,7 @@ fn heat_map(
     if labelled {
         let tick = |v: &f64| match bytes {
             // A space would leave its tick blank.
-            Some(b) => b
-                .get(v.round().max(0.0) as usize)
-                .map_or(String::new(), |&t| if t == u32::from(b' ') { "␣".into() } else { glyph(t) }),
+            Some(b) => b.get(v.round().max(0.0) as usize).cloned().unwrap_or_default(),
             None => format!("{v:.0}"),
         };
         let (ticks, what) = match bytes {

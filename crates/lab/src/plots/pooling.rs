@@ -1,7 +1,8 @@
-//! `pooling.png`, for classifiers: the first held-out texts, each byte in its own cell shaded by
-//! the weight the attention pooling gave it (one colour bar for all), under a line with the
-//! true label and the model's prediction. Tokens are bytes, so a byte outside printable ASCII
-//! (part of a multi-byte UTF-8 character, or a control byte) is drawn as `·`.
+//! `pooling.png`, for classifiers: the first held-out texts (their first 256 tokens), each token
+//! in its own cell shaded by the weight the attention pooling gave it (one colour bar for all),
+//! under a line with the true label and the model's prediction. A token is drawn as the task
+//! names it ([`crate::tasks::Task::token_label`]): a byte outside printable ASCII (part of a
+//! multi-byte UTF-8 character, or a control byte) as `·`, a word as itself.
 
 use std::path::Path;
 
@@ -10,14 +11,18 @@ use attune_nn::{Ctx, Model};
 use attune_tensor::{DType, Device};
 use plotters::prelude::*;
 
-use super::{CENTER, LEFT, colour_bar, err, glyph, ink_on, label, shade};
+use super::{CENTER, LEFT, colour_bar, err, ink_on, label, shade};
 use crate::batch::DeviceBatch;
 use crate::tasks::{Label, Split, Task, TaskConfig};
 
 /// Examples shown.
 const EXAMPLES: usize = 8;
-/// Characters per line before a text wraps.
+/// Byte cells per line before a text wraps (wider word cells: fewer per line).
 const MAX_COLS: usize = 64;
+/// Tokens of each text shown.
+const MAX_TOKENS: usize = 256;
+/// Characters of a word shown.
+const MAX_LABEL: usize = 12;
 /// Pixels of one character cell, of the title strip, of the margin and of the colour bar.
 const CELL_W: u32 = 15;
 const CELL_H: u32 = 22;
@@ -44,11 +49,20 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
     let classes = class_names(task);
     let k = logits.len() / b.batch.max(1);
 
-    let rows: Vec<&[u32]> = (0..b.batch).filter_map(|r| b.row(r)).collect();
-    let cols = rows.iter().map(|t| t.len()).max().unwrap_or(1).clamp(24, MAX_COLS);
+    // At most MAX_TOKENS tokens of each text, each cell as wide as the longest token's label
+    // (one character for bytes, up to MAX_LABEL for words), in a plot about as wide either way.
+    let rows: Vec<&[u32]> = (0..b.batch).filter_map(|r| b.row(r)).map(|t| &t[..t.len().min(MAX_TOKENS)]).collect();
+    let texts: Vec<Vec<String>> = rows
+        .iter()
+        .map(|t| t.iter().map(|&tok| task.token_label(tok).chars().take(MAX_LABEL).collect()).collect())
+        .collect();
+    let widest = texts.iter().flatten().map(|l| l.chars().count()).max().unwrap_or(1) as u32;
+    let cell_w = CELL_W.max(7 * widest + 6);
+    let max_cols = (MAX_COLS as u32 * CELL_W / cell_w).max(4) as usize;
+    let cols = rows.iter().map(|t| t.len()).max().unwrap_or(1).clamp(max_cols.min(24), max_cols);
     let lines = |len: usize| len.div_ceil(cols).max(1) as u32;
     let block_h = |len: usize| CELL_H + 4 + lines(len) * CELL_H + 14;
-    let width = (2 * MARGIN + cols as u32 * CELL_W).max(560) + BAR_PX;
+    let width = (2 * MARGIN + cols as u32 * cell_w).max(560) + BAR_PX;
     let height = TITLE_PX + rows.iter().map(|t| block_h(t.len())).sum::<u32>() + MARGIN;
     let root = BitMapBackend::new(path, (width, height.max(300))).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
@@ -57,7 +71,7 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
     label(
         &main,
         &format!(
-            "Pooling weight of each byte ({} example{} from the {split} split)",
+            "Pooling weight of each token ({} example{} from the {split} split)",
             shown,
             if shown == 1 { "" } else { "s" }
         ),
@@ -90,15 +104,15 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
         )?;
         let top = y + CELL_H as i32 + 4;
         let seq = b.seq_len;
-        for (i, &tok) in text.iter().enumerate() {
+        for (i, name) in texts[r].iter().enumerate() {
             let w = weights[r * seq + i] as f64 / peak;
-            let x0 = (MARGIN + (i % cols) as u32 * CELL_W) as i32;
+            let x0 = (MARGIN + (i % cols) as u32 * cell_w) as i32;
             let y0 = top + (i / cols) as i32 * CELL_H as i32;
-            let cell = [(x0, y0), (x0 + CELL_W as i32, y0 + CELL_H as i32)];
+            let cell = [(x0, y0), (x0 + cell_w as i32, y0 + CELL_H as i32)];
             main.draw(&Rectangle::new(cell, shade(w).filled())).map_err(err)?;
             main.draw(&Rectangle::new(cell, RGBColor(225, 225, 225).stroke_width(1))).map_err(err)?;
-            let at = (x0 + CELL_W as i32 / 2, y0 + CELL_H as i32 / 2);
-            label(&main, &glyph(tok), at, 15, &ink_on(w), CENTER)?;
+            let at = (x0 + cell_w as i32 / 2, y0 + CELL_H as i32 / 2);
+            label(&main, name, at, if widest > 1 { 12 } else { 15 }, &ink_on(w), CENTER)?;
         }
         y += block_h(text.len()) as i32;
     }
@@ -110,15 +124,7 @@ pub(super) fn write(path: &Path, model: &Model, task: &dyn Task, device: &Device
 /// The class names in id order, as the data file writes them (strings without quotes).
 fn class_names(task: &dyn Task) -> Vec<String> {
     match task.config() {
-        TaskConfig::TextClassification(c) => c
-            .classes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| match l {
-                Label::Str(s) => s,
-                Label::Int(i) => i.to_string(),
-            })
-            .collect(),
+        TaskConfig::TextClassification(c) => c.classes.unwrap_or_default().iter().map(Label::plain).collect(),
         _ => Vec::new(),
     }
 }

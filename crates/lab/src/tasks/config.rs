@@ -125,22 +125,42 @@ impl Default for SelectiveCopyingConfig {
     }
 }
 
-/// Classification of the texts of a user JSONL file, one `{"text": ..., "label": ...}`
-/// object per line (see [`super::text`]).
+/// Classification of texts: the lines of a user JSONL file, one `{"text": ..., "label": ...}`
+/// object per line, or a built-in data set (see [`super::text`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TextConfig {
     /// The training file; `valid_fraction` of it is held out as the valid split. Relative
-    /// paths are taken from the current directory.
-    pub path: PathBuf,
-    /// An optional separate test file; without one the task has no test split.
+    /// paths are taken from the current directory. Exactly one of `path` and `dataset`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// A built-in data set from the cache (`cargo xtask data`): `bbc-news`.
+    #[serde(default)]
+    pub dataset: Option<TextDataset>,
+    /// An optional separate test file; without one (and without folds) the task has no test
+    /// split.
     // Written as `null` when unset so that `task.test_path` is a key a flag can set.
     #[serde(default)]
     pub test_path: Option<PathBuf>,
-    /// Texts are truncated to this many UTF-8 bytes (tokens); at least 1.
+    /// Stratified k-fold cross-validation: the texts are cut into `folds` folds (within each
+    /// class, the i-th text in source order goes to fold `i % folds`) and fold `fold` is the
+    /// test split. `attune train` without a `fold` runs every fold (docs/run-config.md).
+    #[serde(default)]
+    pub folds: Option<usize>,
+    /// The test fold, in `0..folds`; unset runs them all.
+    #[serde(default)]
+    pub fold: Option<usize>,
+    /// `bytes` (UTF-8 bytes, ids 0..=255) or `words` (a vocabulary from the train split).
+    #[serde(default)]
+    pub tokens: TextTokens,
+    /// Words in the vocabulary of `tokens = "words"`, the most frequent of the train split
+    /// that occur at least twice.
+    #[serde(default = "default_vocab")]
+    pub vocab_size: usize,
+    /// Texts are truncated to this many tokens; at least 1.
     #[serde(default = "default_max_len")]
     pub max_len: usize,
-    /// Fraction of the training file held out as the valid split, in `[0, 1)`.
+    /// Fraction of the training texts held out as the valid split, in `[0, 1)`.
     #[serde(default = "default_valid_fraction")]
     pub valid_fraction: f64,
     /// The label of each class id, in order. Leave it out to use the sorted unique labels of
@@ -150,17 +170,51 @@ pub struct TextConfig {
     pub classes: Option<Vec<Label>>,
 }
 
+/// A built-in text data set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TextDataset {
+    /// BBC News (Greene & Cunningham 2006): 2,127 distinct articles in 5 classes.
+    BbcNews,
+}
+
+/// How texts become tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextTokens {
+    /// UTF-8 bytes.
+    #[default]
+    Bytes,
+    /// Lower-cased runs of letters and digits, looked up in a vocabulary of the train split.
+    Words,
+}
+
 impl TextConfig {
     /// A config for `path` with every other field at its default.
     pub fn new(path: impl Into<PathBuf>) -> TextConfig {
+        TextConfig { path: Some(path.into()), ..TextConfig::dataset(None) }
+    }
+
+    /// A config for a built-in data set (`None`: neither a data set nor a path yet) with
+    /// every other field at its default.
+    pub fn dataset(dataset: Option<TextDataset>) -> TextConfig {
         TextConfig {
-            path: path.into(),
+            path: None,
+            dataset,
             test_path: None,
+            folds: None,
+            fold: None,
+            tokens: TextTokens::Bytes,
+            vocab_size: default_vocab(),
             max_len: default_max_len(),
             valid_fraction: default_valid_fraction(),
             classes: None,
         }
     }
+}
+
+fn default_vocab() -> usize {
+    20_000
 }
 
 fn default_max_len() -> usize {

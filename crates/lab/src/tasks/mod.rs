@@ -32,10 +32,13 @@ pub use attune_rng as rng;
 pub mod selective_copying;
 mod synthetic;
 pub mod text;
+pub mod words;
 
 use serde::{Deserialize, Serialize};
 
-pub use config::{InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig};
+pub use config::{
+    InductionConfig, MqarConfig, SelectiveCopyingConfig, TaskConfig, TextConfig, TextDataset, TextTokens,
+};
 pub use error::TaskError;
 pub use image::{ImageDataset, ImageTaskConfig};
 pub use ram::{ImageBatch, RamDataset, RamTaskConfig};

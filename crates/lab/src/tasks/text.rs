@@ -11,13 +11,22 @@
 //! run that saves it evaluates with the same mapping; a label of the test file that is not
 //! a class is an error.
 //!
-//! **Tokens.** Byte level: a text becomes its UTF-8 bytes (ids 0..=255), truncated to
-//! `max_len`; [`PAD_ID`] = 256 pads rows to the batch's longest, so the vocabulary has
-//! [`VOCAB_SIZE`] = 257 ids. Empty texts are rejected: a row with no tokens has nothing
-//! to pool.
+//! **Built-in data.** `dataset = "bbc-news"` reads BBC News from the cache
+//! (`attune_data::bbc_news`: 2,127 distinct articles, duplicates dropped, labels the class
+//! directory names) instead of a file.
 //!
-//! **Splits.** The training file is shuffled by the seed, the first `round(n * valid_fraction)`
-//! examples (at least 1 when the fraction is positive) become the valid split and the rest the
+//! **Tokens.** `bytes` (the default): a text becomes its UTF-8 bytes (ids 0..=255), truncated
+//! to `max_len`; [`PAD_ID`] = 256 pads rows to the batch's longest, so the vocabulary has
+//! [`VOCAB_SIZE`] = 257 ids. `words`: lower-cased words looked up in a vocabulary built from
+//! the train split alone ([`super::words`]; id 0 pads, id 1 is any other word). Empty texts
+//! are rejected, and so is a text with no word under `words`: a row with no tokens has
+//! nothing to pool.
+//!
+//! **Splits.** With `folds = k`, the texts are cut into k stratified folds by position (within
+//! each class, the i-th text in source order goes to fold `i % k`; no randomness, so a peer
+//! rebuilds them exactly) and fold `fold` is the test split; the other folds are the training
+//! texts. The training texts are shuffled by the seed, the first `round(n * valid_fraction)`
+//! (at least 1 when the fraction is positive) become the valid split and the rest the
 //! train split. The optional `test_path` file is the test split, in file order. Train batch `i`
 //! of size `B` holds positions `i B .. i B + B` of an endless stream that visits the train
 //! examples in a fresh seeded order every epoch; valid and test batches cover their examples
@@ -29,8 +38,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::config::TextConfig;
+use super::config::{TextConfig, TextDataset, TextTokens};
 use super::rng::{Rng, tag};
+use super::words::{self, Vocabulary};
 use super::{Batch, ClassBatch, Split, Task, TaskConfig, TaskError};
 
 const NAME: &str = "text";
@@ -55,6 +65,17 @@ pub enum Label {
     Str(String),
 }
 
+impl Label {
+    /// The label as plain text: a string without quotes, an integer's digits (for plots and
+    /// listings, where the two kinds need not be told apart).
+    pub fn plain(&self) -> String {
+        match self {
+            Label::Int(i) => i.to_string(),
+            Label::Str(s) => s.clone(),
+        }
+    }
+}
+
 impl fmt::Display for Label {
     /// The label as JSON (`3`, `"positive"`), so the two kinds stay distinguishable.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -65,10 +86,16 @@ impl fmt::Display for Label {
     }
 }
 
-/// One example: its byte tokens (already truncated) and class id.
+/// One example: its tokens (already truncated) and class id.
 #[derive(Debug, Clone)]
 struct Example {
-    tokens: Vec<u8>,
+    tokens: Vec<u32>,
+    class: usize,
+}
+
+/// A text and its class id, before tokenisation.
+struct Labelled {
+    text: String,
     class: usize,
 }
 
@@ -88,6 +115,8 @@ pub struct TextClassification {
     train: Vec<Example>,
     valid: Vec<Example>,
     test: Vec<Example>,
+    /// The vocabulary of `tokens = "words"`.
+    vocab: Option<Vocabulary>,
 }
 
 impl TextClassification {
@@ -102,12 +131,39 @@ impl TextClassification {
         if !(f.is_finite() && (0.0..1.0).contains(&f)) {
             return err(format!("valid_fraction {f} must be in [0, 1) (0.1 is the default)"));
         }
-        let lines = read_lines(&config.path)?;
+        if config.tokens == TextTokens::Words && config.vocab_size == 0 {
+            return err("vocab_size is 0; a word vocabulary needs at least one word (20000 is the default)".into());
+        }
+        let fold = match (config.folds, config.fold) {
+            (Some(k), _) if k < 2 => return err(format!("folds {k}: cross-validation needs at least 2 folds")),
+            (Some(k), Some(i)) if i >= k => return err(format!("fold {i} is not one of the {k} folds 0..{k}")),
+            (Some(_), _) if config.test_path.is_some() => {
+                return err("folds and test_path both choose the test split; give one".into());
+            }
+            (Some(k), i) => Some((k, i.unwrap_or(0))),
+            (None, Some(i)) => return err(format!("fold {i} needs folds (e.g. folds = 5)")),
+            (None, None) => None,
+        };
+        let (source, lines) = match (&config.path, config.dataset) {
+            (Some(path), None) => (path.clone(), read_lines(path)?),
+            (None, Some(TextDataset::BbcNews)) => bbc_news_lines()?,
+            (Some(_), Some(_)) => return err("give either path (a JSONL file) or dataset, not both".into()),
+            (None, None) => {
+                return err("needs path (a JSONL file of {\"text\", \"label\"} lines) or dataset (bbc-news)".into());
+            }
+        };
         let classes = match &config.classes {
             Some(given) => check_classes(given)?,
-            None => classes_of(&config.path, &lines)?,
+            None => classes_of(&source, &lines)?,
         };
-        let mut all = examples(&config.path, lines, &classes, config.max_len)?;
+        let mut all = labelled(&source, lines, &classes)?;
+        let mut test = Vec::new();
+        if let Some((k, i)) = fold {
+            let folds = stratified_folds(&all.iter().map(|t| t.class).collect::<Vec<_>>(), k);
+            let (held, kept): (Vec<_>, Vec<_>) = all.into_iter().zip(folds).partition(|(_, f)| *f == i);
+            test = held.into_iter().map(|(t, _)| t).collect();
+            all = kept.into_iter().map(|(t, _)| t).collect();
+        }
 
         let n = all.len();
         let n_valid = if f == 0.0 { 0 } else { ((n as f64 * f).round() as usize).max(1) };
@@ -115,19 +171,40 @@ impl TextClassification {
             return err(format!(
                 "{} has {n} examples and valid_fraction {f} holds out {n_valid}, leaving none to train on; \
                  add examples or lower valid_fraction",
-                config.path.display()
+                source.display()
             ));
         }
         Rng::from_key(&[seed, TAG, tag(b"split")]).shuffle(&mut all);
         let train = all.split_off(n_valid);
         let valid = all;
-
-        let test = match &config.test_path {
-            Some(path) => examples(path, read_lines(path)?, &classes, config.max_len)?,
-            None => Vec::new(),
+        if let Some(path) = &config.test_path {
+            test = labelled(path, read_lines(path)?, &classes)?;
+        }
+        let vocab = (config.tokens == TextTokens::Words)
+            .then(|| Vocabulary::build(train.iter().map(|t| t.text.as_str()), config.vocab_size));
+        let encode = |set: Vec<Labelled>, what: &str| -> Result<Vec<Example>, TaskError> {
+            set.into_iter()
+                .map(|t| {
+                    let tokens: Vec<u32> = match &vocab {
+                        Some(v) => v.encode(&t.text, config.max_len),
+                        None => t.text.bytes().take(config.max_len).map(u32::from).collect(),
+                    };
+                    if tokens.is_empty() {
+                        let start: String = t.text.chars().take(40).collect();
+                        return Err(TaskError::config(
+                            NAME,
+                            format!(
+                                "a {what} text has no words to read ({start:?}); use tokens = \"bytes\" or drop it"
+                            ),
+                        ));
+                    }
+                    Ok(Example { tokens, class: t.class })
+                })
+                .collect()
         };
+        let (train, valid, test) = (encode(train, "train")?, encode(valid, "valid")?, encode(test, "test")?);
         config.classes = Some(classes);
-        Ok(TextClassification { config, seed, train, valid, test })
+        Ok(TextClassification { config, seed, train, valid, test, vocab })
     }
 
     /// The label of each class id.
@@ -256,9 +333,9 @@ fn classes_of(path: &Path, lines: &[Line]) -> Result<Vec<Label>, TaskError> {
     }
 }
 
-/// Tokenises `lines` and maps their labels to class ids; a label outside `classes` is an error
-/// naming its line.
-fn examples(path: &Path, lines: Vec<Line>, classes: &[Label], max_len: usize) -> Result<Vec<Example>, TaskError> {
+/// Maps the labels of `lines` to class ids; a label outside `classes` is an error naming its
+/// line.
+fn labelled(path: &Path, lines: Vec<Line>, classes: &[Label]) -> Result<Vec<Labelled>, TaskError> {
     lines
         .into_iter()
         .map(|line| {
@@ -271,21 +348,78 @@ fn examples(path: &Path, lines: Vec<Line>, classes: &[Label], max_len: usize) ->
                     classes.iter().map(Label::to_string).collect::<Vec<_>>().join(", ")
                 ),
             })?;
-            let mut tokens = line.text.into_bytes();
-            tokens.truncate(max_len);
-            Ok(Example { tokens, class })
+            Ok(Labelled { text: line.text, class })
         })
         .collect()
 }
 
-/// Pads `rows` into a [`ClassBatch`] as long as its longest row.
-fn class_batch(rows: &[&Example]) -> ClassBatch {
-    let seq_len = rows.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
-    let mut tokens = vec![PAD_ID; rows.len() * seq_len];
-    for (row, ex) in tokens.chunks_exact_mut(seq_len.max(1)).zip(rows) {
-        for (t, &b) in row.iter_mut().zip(&ex.tokens) {
-            *t = u32::from(b);
+/// The fold of each text of a `k`-fold stratified split by position: within each class, the
+/// i-th text (in `classes`' order) goes to fold `i % k`.
+pub fn stratified_folds(classes: &[usize], k: usize) -> Vec<usize> {
+    let mut seen: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    classes
+        .iter()
+        .map(|c| {
+            let n = seen.entry(*c).or_insert(0);
+            *n += 1;
+            (*n - 1) % k.max(1)
+        })
+        .collect()
+}
+
+/// Where each text of the task's source lands in a `folds`-fold split: `(name, label, fold)`
+/// in source order, the name being the article's path under the data set's directory for a
+/// built-in data set, `line N` for a JSONL file. What `folds.json` lists for peers.
+pub fn fold_listing(config: &TextConfig, folds: usize) -> Result<Vec<(String, String, usize)>, TaskError> {
+    let (names, labels): (Vec<String>, Vec<Label>) = match (&config.path, config.dataset) {
+        (_, Some(TextDataset::BbcNews)) => {
+            let dir = attune_data::DataDir::from_env();
+            let root = dir.dataset_dir(attune_data::Dataset::BbcNews);
+            let news = attune_data::bbc_news::load(&dir)?;
+            news.documents
+                .iter()
+                .map(|d| {
+                    let name = d.path.strip_prefix(&root).unwrap_or(&d.path).display().to_string();
+                    (name, Label::Str(news.classes.get(usize::from(d.label)).cloned().unwrap_or_default()))
+                })
+                .unzip()
         }
+        (Some(path), None) => read_lines(path)?.into_iter().map(|l| (format!("line {}", l.number), l.label)).unzip(),
+        (None, None) => return Err(TaskError::config(NAME, "needs path or dataset")),
+    };
+    let mut order = labels.clone();
+    order.sort();
+    order.dedup();
+    let ids: Vec<usize> = labels.iter().map(|l| order.binary_search(l).unwrap_or(0)).collect();
+    let folds = stratified_folds(&ids, folds);
+    Ok(names.into_iter().zip(labels).zip(folds).map(|((n, l), f)| (n, l.plain(), f)).collect())
+}
+
+/// BBC News from the cache as lines labelled by class name, in the loader's sorted order (the
+/// "line number" of an article is its 1-based position), and the cache directory to name in
+/// messages.
+fn bbc_news_lines() -> Result<(std::path::PathBuf, Vec<Line>), TaskError> {
+    let dir = attune_data::DataDir::from_env();
+    let news = attune_data::bbc_news::load(&dir)?;
+    let lines = news
+        .documents
+        .into_iter()
+        .enumerate()
+        .map(|(i, d)| Line {
+            number: i + 1,
+            text: d.text,
+            label: Label::Str(news.classes.get(usize::from(d.label)).cloned().unwrap_or_default()),
+        })
+        .collect();
+    Ok((dir.dataset_dir(attune_data::Dataset::BbcNews), lines))
+}
+
+/// Pads `rows` with `pad` into a [`ClassBatch`] as long as its longest row.
+fn class_batch(rows: &[&Example], pad: u32) -> ClassBatch {
+    let seq_len = rows.iter().map(|e| e.tokens.len()).max().unwrap_or(0);
+    let mut tokens = vec![pad; rows.len() * seq_len];
+    for (row, ex) in tokens.chunks_exact_mut(seq_len.max(1)).zip(rows) {
+        row[..ex.tokens.len()].copy_from_slice(&ex.tokens);
     }
     ClassBatch {
         tokens,
@@ -302,7 +436,14 @@ impl Task for TextClassification {
     }
 
     fn vocab_size(&self) -> usize {
-        VOCAB_SIZE
+        self.vocab.as_ref().map_or(VOCAB_SIZE, Vocabulary::len)
+    }
+
+    fn token_label(&self, token: u32) -> String {
+        match &self.vocab {
+            Some(v) => v.word(token).to_string(),
+            None => crate::plots::glyph(token),
+        }
     }
 
     fn seq_len(&self) -> usize {
@@ -339,7 +480,10 @@ impl Task for TextClassification {
                 Split::Valid => {
                     bad("the valid split is empty because valid_fraction is 0; raise it to evaluate".into())
                 }
-                _ => bad("there is no test split; set test_path in the task config to a JSONL test file".into()),
+                _ => {
+                    bad("there is no test split; set test_path in the task config to a JSONL test file, or folds"
+                        .into())
+                }
             };
         }
         let Some(first) = index.checked_add(1).and_then(|n| n.checked_mul(batch_size as u64)) else {
@@ -362,6 +506,7 @@ impl Task for TextClassification {
                 }
             }
         };
-        Ok(Batch::Class(class_batch(&rows)))
+        let pad = if self.vocab.is_some() { words::PAD } else { PAD_ID };
+        Ok(Batch::Class(class_batch(&rows, pad)))
     }
 }
