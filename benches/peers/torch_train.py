@@ -39,6 +39,12 @@ PRESETS = {
                          positions="learned", mlp="gelu", norm="layernorm", causal=True),
     "large": dict(kind="lm", vocab_size=128, max_seq_len=256, d_model=256, n_layers=4, n_heads=8,
                   positions="learned", mlp="gelu", norm="layernorm", causal=True),
+    # The README's Fashion-MNIST ViT and MovieLens-100K SASRec (attune bench-step's presets).
+    "vit-fashion": dict(kind="classifier", vocab_size=1, max_seq_len=49, d_model=96, n_layers=4, n_heads=4,
+                        causal=False, num_classes=10, pooling="cls",
+                        patches=dict(rows=28, cols=28, size=4, stride=4)),
+    "sasrec-ml100k": dict(kind="lm", vocab_size=1683, max_seq_len=50, d_model=64, n_layers=2, n_heads=2,
+                          causal=True, tie_embeddings=True),
 }
 EPS = 1e-5
 

@@ -1,5 +1,6 @@
 //! `cargo xtask bench-train`: one training step of Attune against the same model trained in
-//! PyTorch on the CPU, in the same run with the same threads: the transformer presets against
+//! PyTorch on the CPU, in the same run with the same threads: the transformer presets (the
+//! Vision Transformer and SASRec of the real-data tasks among them) against
 //! benches/peers/torch_train.py, the Recurrent Attention Model's (`ram-centred`,
 //! `ram-cluttered`, docs/ram.md) against benches/peers/torch_ram.py.
 //!
@@ -40,7 +41,8 @@ pub struct BenchTrainArgs {
     /// Images per step of the RAM presets (28x28 for ram-centred, 60x60 for ram-cluttered).
     #[arg(long, default_value_t = 64)]
     ram_batch: usize,
-    /// Only these presets (comma-separated: mqar-default, large, ram-centred, ram-cluttered).
+    /// Only these presets (comma-separated: mqar-default, large, vit-fashion, sasrec-ml100k,
+    /// ram-centred, ram-cluttered).
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
     /// An `attune` binary to time instead of building one (`cargo build --release`).
@@ -158,6 +160,10 @@ fn cases(a: &BenchTrainArgs) -> Result<Vec<Case>> {
     let all = vec![
         Case { model: "mqar-default", batch: 64, seq: 64, peer: TRANSFORMER_PEER },
         Case { model: "large", batch: a.large_batch, seq: 256, peer: TRANSFORMER_PEER },
+        // The README's real-data models: 28x28 images (the sequence is their 49 patches) and
+        // 50-item histories, at their training batch.
+        Case { model: "vit-fashion", batch: 128, seq: 49, peer: TRANSFORMER_PEER },
+        Case { model: "sasrec-ml100k", batch: 128, seq: 50, peer: TRANSFORMER_PEER },
         Case { model: "ram-centred", batch: a.ram_batch, seq: 28, peer: RAM_PEER },
         Case { model: "ram-cluttered", batch: a.ram_batch, seq: 60, peer: RAM_PEER },
     ];

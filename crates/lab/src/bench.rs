@@ -33,12 +33,14 @@ use crate::net::Net;
 use crate::tasks::{Batch, ImageBatch};
 
 /// The peers' presets, by name: the transformer's (torch_train.py) and the RAM's (torch_ram.py).
-pub const PRESETS: [&str; 4] = ["mqar-default", "large", "ram-centred", "ram-cluttered"];
+pub const PRESETS: [&str; 6] =
+    ["mqar-default", "large", "vit-fashion", "sasrec-ml100k", "ram-centred", "ram-cluttered"];
 
 /// Options of `attune bench-step` (the peer's `bench` flags).
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchStepArgs {
-    /// A preset (mqar-default, large, ram-centred, ram-cluttered), a JSON transformer object, or
+    /// A preset (mqar-default, large, vit-fashion, sasrec-ml100k, ram-centred, ram-cluttered), a
+    /// JSON transformer object, or
     /// a JSON file holding one (a run's config.json works: its "model" is used). Omitted fields
     /// take the peer's defaults.
     #[arg(long, default_value = "mqar-default")]
@@ -70,6 +72,12 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
         // The default model of `attune train` on the default MQAR task (V 128, S 64).
         "mqar-default" => Some(ModelConfig::lm(128, 64, 128, 2, 2)),
         "large" => Some(ModelConfig::lm(128, 256, 256, 4, 8)),
+        // The README's Fashion-MNIST ViT: 28x28 in 4x4 patches, d 96, 4 layers, 4 heads.
+        "vit-fashion" => {
+            Some(ModelConfig::vit(attune_nn::PatchSpec { rows: 28, cols: 28, size: 4, stride: 4 }, 96, 4, 4, 10))
+        }
+        // The README's SASRec: MovieLens-100K's 1,682 items and padding, 50 items of history.
+        "sasrec-ml100k" => Some(ModelConfig { tie_embeddings: true, ..ModelConfig::lm(1683, 50, 64, 2, 2) }),
         _ => None,
     }
 }

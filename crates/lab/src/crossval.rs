@@ -15,23 +15,18 @@ use crate::config::ResolvedConfig;
 use crate::tasks::TaskConfig;
 use crate::train::{Ending, LoopOptions, Summary, train};
 
-/// `summary.json` of a cross-validated run.
+/// `summary.json` of a cross-validated run: a [`Summary`] of the whole (so `attune search`
+/// reads it as it reads any run's) plus the folds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CvSummary {
-    /// Task name.
-    pub task: String,
+    /// The folds taken together: `eval_accuracy` and `eval_loss` are the means over the folds,
+    /// `eval_targets`, `steps` and `elapsed_s` the sums, `eval_split` is `"test"`, and
+    /// `eval_metrics` holds `accuracy_std` (the sample standard deviation of the folds' test
+    /// accuracies) and each fold's accuracy as `accuracy_fold<i>`.
+    #[serde(flatten)]
+    pub total: Summary,
     /// Folds.
     pub folds: usize,
-    /// Mean test accuracy over the folds (what `attune search` reads as `eval_accuracy`).
-    pub eval_accuracy: f64,
-    /// Sample standard deviation of the folds' test accuracies.
-    pub eval_accuracy_std: f64,
-    /// Mean test loss over the folds.
-    pub eval_loss: f64,
-    /// Texts tested, over all folds.
-    pub eval_targets: usize,
-    /// Seconds of training, summed over the folds.
-    pub elapsed_s: f64,
     /// Each fold's summary, in fold order.
     pub per_fold: Vec<Summary>,
 }
@@ -87,20 +82,36 @@ pub fn cross_validate(cfg: &ResolvedConfig, folds: usize, dir: &Path, opts: &Loo
             Ending::Interrupted { .. } => return Ok(None),
         }
     }
+    let summary = CvSummary { total: combine(&per_fold)?, folds, per_fold };
+    attune_persist::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
+    Ok(Some(summary))
+}
+
+/// The folds' summaries taken together (see [`CvSummary::total`]).
+fn combine(per_fold: &[Summary]) -> Result<Summary> {
+    let first = per_fold.first().context("cross-validation ran no fold")?;
     let n = per_fold.len() as f64;
     let accs: Vec<f64> = per_fold.iter().map(|s| s.eval_accuracy).collect();
     let mean = accs.iter().sum::<f64>() / n;
     let var = accs.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    let summary = CvSummary {
-        task: per_fold.first().map_or_else(String::new, |s| s.task.clone()),
-        folds,
+    let mut eval_metrics: std::collections::BTreeMap<String, f64> =
+        accs.iter().enumerate().map(|(i, a)| (format!("accuracy_fold{i}"), *a)).collect();
+    eval_metrics.insert("accuracy_std".into(), var.sqrt());
+    let elapsed_s = per_fold.iter().map(|s| s.elapsed_s).sum::<f64>();
+    Ok(Summary {
+        task: first.task.clone(),
         eval_accuracy: mean,
-        eval_accuracy_std: var.sqrt(),
         eval_loss: per_fold.iter().map(|s| s.eval_loss).sum::<f64>() / n,
+        eval_split: "test".into(),
         eval_targets: per_fold.iter().map(|s| s.eval_targets).sum(),
-        elapsed_s: per_fold.iter().map(|s| s.elapsed_s).sum(),
-        per_fold,
-    };
-    attune_persist::write_atomic(&dir.join("summary.json"), serde_json::to_string_pretty(&summary)?.as_bytes())?;
-    Ok(Some(summary))
+        best_valid_accuracy: None,
+        steps: per_fold.iter().map(|s| s.steps).sum(),
+        elapsed_s,
+        tokens_per_s: per_fold.iter().map(|s| s.tokens_per_s * s.elapsed_s).sum::<f64>() / elapsed_s.max(1e-9),
+        stopped: format!("{} folds", per_fold.len()),
+        parameters: first.parameters,
+        device: first.device.clone(),
+        skipped_steps: per_fold.iter().map(|s| s.skipped_steps).sum(),
+        eval_metrics,
+    })
 }

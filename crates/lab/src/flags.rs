@@ -87,6 +87,9 @@ pub struct TrainFlags {
     /// Text tokens: bytes or words (task text).
     #[arg(long)]
     pub tokens: Option<String>,
+    /// Probability of leaving each token of a training text out of its batch (task text).
+    #[arg(long)]
+    pub token_dropout: Option<f64>,
     /// Vocabulary size (synthetic tasks; the most words of a text task's word vocabulary).
     #[arg(long)]
     pub vocab: Option<usize>,
@@ -346,12 +349,13 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 48] = [
+        let given: [(&str, &str, Option<Value>); 49] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("folds", "task.folds", self.folds.map(|v| json!(v))),
             ("fold", "task.fold", self.fold.map(|v| json!(v))),
             ("tokens", "task.tokens", self.tokens.as_ref().map(lower)),
+            ("token-dropout", "task.token_dropout", self.token_dropout.map(|v| json!(v))),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
             ("seq-len", seq_key, self.seq_len.map(|v| json!(v))),
             ("kv-pairs", "task.num_kv_pairs", self.kv_pairs.map(|v| json!(v))),

@@ -91,11 +91,11 @@ fn run_train(a: TrainFlags) -> Result<()> {
         if let Some(s) = attune_lab::crossval::cross_validate(&cfg, folds, &dir, &opts)? {
             println!(
                 "attune: {} {folds}-fold cross-validation: test accuracy {:.2}% ± {:.2}% ({} texts, {:.1}s of training); {}/summary.json",
-                s.task,
-                100.0 * s.eval_accuracy,
-                100.0 * s.eval_accuracy_std,
-                s.eval_targets,
-                s.elapsed_s,
+                s.total.task,
+                100.0 * s.total.eval_accuracy,
+                100.0 * s.total.eval_metrics.get("accuracy_std").copied().unwrap_or(f64::NAN),
+                s.total.eval_targets,
+                s.total.elapsed_s,
                 dir.display()
             );
         }

@@ -163,6 +163,10 @@ pub struct TextConfig {
     /// Fraction of the training texts held out as the valid split, in `[0, 1)`.
     #[serde(default = "default_valid_fraction")]
     pub valid_fraction: f64,
+    /// Probability in `[0, 1)` that a token of a training text is left out of its batch (word
+    /// dropout, a regulariser for small data sets); held-out texts are read whole.
+    #[serde(default)]
+    pub token_dropout: f64,
     /// The label of each class id, in order. Leave it out to use the sorted unique labels of
     /// the training file; [`super::Task::config`] fills it in, so a config saved with a
     /// checkpoint evaluates with the same mapping.
@@ -208,6 +212,7 @@ impl TextConfig {
             vocab_size: default_vocab(),
             max_len: default_max_len(),
             valid_fraction: default_valid_fraction(),
+            token_dropout: 0.0,
             classes: None,
         }
     }

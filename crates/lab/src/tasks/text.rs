@@ -131,6 +131,10 @@ impl TextClassification {
         if !(f.is_finite() && (0.0..1.0).contains(&f)) {
             return err(format!("valid_fraction {f} must be in [0, 1) (0.1 is the default)"));
         }
+        let p = config.token_dropout;
+        if !(p.is_finite() && (0.0..1.0).contains(&p)) {
+            return err(format!("token_dropout {p} must be in [0, 1) (0.1 to 0.3 is usual)"));
+        }
         if config.tokens == TextTokens::Words && config.vocab_size == 0 {
             return err("vocab_size is 0; a word vocabulary needs at least one word (20000 is the default)".into());
         }
@@ -221,8 +225,10 @@ impl TextClassification {
     }
 
     /// The examples of train batch `index`: positions of an endless stream in which epoch `e`
-    /// visits the train examples in the order of a permutation keyed by `(seed, e)`.
-    fn train_rows(&self, first: u64, batch_size: usize) -> Vec<&Example> {
+    /// visits the train examples in the order of a permutation keyed by `(seed, e)`; with
+    /// `token_dropout` p, each token of the example at stream position `g` is dropped with
+    /// probability p, drawn from a stream keyed by `(seed, g)` (one token always stays).
+    fn train_rows(&self, first: u64, batch_size: usize) -> Vec<Example> {
         let n = self.train.len() as u64;
         let mut perm: Option<(u64, Vec<usize>)> = None;
         let mut rows = Vec::with_capacity(batch_size);
@@ -233,7 +239,17 @@ impl TextClassification {
                 perm = Some((epoch, p));
             }
             if let Some(ex) = perm.as_ref().and_then(|(_, p)| p.get(offset)).and_then(|&i| self.train.get(i)) {
-                rows.push(ex);
+                let p = self.config.token_dropout;
+                if p > 0.0 {
+                    let mut rng = Rng::from_key(&[self.seed, TAG, tag(b"token_dropout"), g]);
+                    let mut tokens: Vec<u32> = ex.tokens.iter().copied().filter(|_| !rng.chance(p)).collect();
+                    if tokens.is_empty() {
+                        tokens.push(ex.tokens[0]);
+                    }
+                    rows.push(Example { tokens, class: ex.class });
+                } else {
+                    rows.push(ex.clone());
+                }
             }
         }
         rows
@@ -490,8 +506,12 @@ impl Task for TextClassification {
             return bad(format!("batch index {index} times batch_size {batch_size} overflows u64"));
         };
         let first = first - batch_size as u64;
+        let dropped;
         let rows: Vec<&Example> = match split {
-            Split::Train => self.train_rows(first, batch_size),
+            Split::Train => {
+                dropped = self.train_rows(first, batch_size);
+                dropped.iter().collect()
+            }
             Split::Valid | Split::Test => {
                 let n = examples.len();
                 let batches = n.div_ceil(batch_size);
