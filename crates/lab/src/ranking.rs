@@ -28,7 +28,8 @@ pub const SELECTION_METRIC: &str = "ndcg@10";
 /// (padding) when `candidates` is `None`; the target itself is never counted.
 pub fn rank_of(scores: &[f32], target: usize, candidates: Option<&[u32]>) -> usize {
     let t = scores[target];
-    let above = |j: usize| j != target && j != 0 && !(scores[j] < t);
+    // At least as high, or incomparable (a NaN score counts against the target too).
+    let above = |j: usize| j != target && j != 0 && scores[j].partial_cmp(&t) != Some(std::cmp::Ordering::Less);
     match candidates {
         None => (1..scores.len()).filter(|&j| above(j)).count(),
         Some(c) => c.iter().filter(|&&j| above(j as usize)).count(),

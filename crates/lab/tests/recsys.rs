@@ -127,7 +127,7 @@ fn evaluation_rows_read_the_last_items_before_the_held_out_one() {
     assert_eq!((t.split_size(Split::Valid), t.split_size(Split::Test)), (Some(12), Some(12)));
     for (which, held) in [(Split::Valid, &split.valid), (Split::Test, &split.test)] {
         let b = seq(t.batch(which, 0, 12).unwrap());
-        for u in 0..12 {
+        for (u, &held_item) in held.iter().enumerate() {
             let (inputs, targets) = b.row(u).unwrap();
             let mut history = split.train[u].clone();
             if which == Split::Test {
@@ -136,7 +136,7 @@ fn evaluation_rows_read_the_last_items_before_the_held_out_one() {
             let tail = &history[history.len() - 4..];
             assert_eq!(&inputs[..4], tail, "{which} user {u}");
             assert_eq!(targets.iter().filter(|&&x| x != IGNORE_INDEX).count(), 1);
-            assert_eq!(targets[3], i64::from(held[u]));
+            assert_eq!(targets[3], i64::from(held_item));
         }
     }
     let e = t.batch(Split::Test, 3, 4).unwrap_err().to_string();
@@ -152,13 +152,13 @@ fn negatives_are_distinct_unseen_items_drawn_per_user() {
     for u in 0..12 {
         let seen: Vec<u32> = split.train[u].iter().copied().chain([split.valid[u], split.test[u]]).collect();
         let neg = t.negatives(Split::Test, u);
-        // 40 items: fewer unseen than 100, so every unseen item is a negative.
+        // 40 items: fewer unseen than SAMPLED_NEGATIVES, so every unseen item is a negative.
+        const { assert!(SAMPLED_NEGATIVES > 40) };
         let mut unseen: Vec<u32> = (1..=40).filter(|i| !seen.contains(i)).collect();
         let mut sorted = neg.clone();
         sorted.sort_unstable();
         unseen.sort_unstable();
         assert_eq!(sorted, unseen, "user {u}");
-        assert!(SAMPLED_NEGATIVES > 40);
     }
     let from_batch = t.sampled_negatives(Split::Test, 1, 5).unwrap();
     assert_eq!(from_batch.len(), 5);
