@@ -67,7 +67,7 @@ pub fn task_metrics(
 /// `error_averaged` from class probabilities averaged over the task's sampled glimpse paths
 /// (test-time averaging), drawn from a stream keyed by the run's seed so the figure is
 /// reproducible. Empty for the transformer.
-pub fn ram_errors(
+pub(crate) fn ram_errors(
     net: &Net,
     task: &dyn Task,
     split: Split,

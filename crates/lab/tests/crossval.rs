@@ -7,8 +7,7 @@ mod common;
 use std::path::Path;
 
 use attune_lab::tasks::{Split, TaskConfig, TextConfig, TextTokens, build};
-use common::run_dir::{assert_ok, attune};
-use serde_json::Value;
+use common::run_dir::{assert_ok, attune, read_json, short_train};
 
 /// 24 texts of 3 classes, interleaved, each naming its class twice among filler words.
 fn write_texts(path: &Path) {
@@ -23,14 +22,9 @@ fn write_texts(path: &Path) {
 }
 
 fn args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "train",
-        "--task",
-        "text",
-        "--tokens",
-        "words",
-        "--folds",
-        "3",
+    let data = data.display().to_string();
+    let mut flags = vec!["--task", "text", "--data", &data, "--tokens", "words", "--folds", "3", "--no-plots"];
+    flags.extend([
         "--d-model",
         "16",
         "--layers",
@@ -43,25 +37,9 @@ fn args(data: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
         "4",
         "--eval-every",
         "2",
-        "--target-accuracy",
-        "0",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-        "--no-plots",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    a.extend(["--data".into(), data.display().to_string(), "--out".into(), out.display().to_string()]);
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    ]);
+    flags.extend(extra);
+    short_train(&flags, out)
 }
 
 #[test]
@@ -72,7 +50,7 @@ fn every_fold_is_trained_and_summarised_and_the_listing_names_the_folds() {
     let out = tmp.path().join("cv");
     let run = attune(&args(&data, &out, &[]), &[]);
     assert_ok(&run, "cross-validation");
-    let s = json(&out.join("summary.json"));
+    let s = read_json(&out.join("summary.json"));
     assert_eq!(s["folds"], 3);
     let per_fold = s["per_fold"].as_array().unwrap();
     assert_eq!(per_fold.len(), 3);
@@ -92,10 +70,10 @@ fn every_fold_is_trained_and_summarised_and_the_listing_names_the_folds() {
     let whole: attune_lab::train::Summary = serde_json::from_value(s.clone()).unwrap();
     assert_eq!((whole.eval_split.as_str(), whole.eval_targets), ("test", 24));
     for i in 0..3 {
-        let cfg = json(&out.join(format!("fold-{i}/config.json")));
+        let cfg = read_json(&out.join(format!("fold-{i}/config.json")));
         assert_eq!(cfg["task"]["fold"], i, "fold-{i} tests fold {i}");
     }
-    let listing = json(&out.join("folds.json"));
+    let listing = read_json(&out.join("folds.json"));
     let texts = listing["texts"].as_array().unwrap();
     assert_eq!(texts.len(), 24);
     // Line 4 is the second "sport" text: fold 1 (within a class, text j goes to fold j % 3).
@@ -107,7 +85,7 @@ fn every_fold_is_trained_and_summarised_and_the_listing_names_the_folds() {
     // Run again: the finished folds are read back, and the summary is the same.
     let again = attune(&args(&data, &out, &[]), &[]);
     assert_ok(&again, "cross-validation read back");
-    assert_eq!(json(&out.join("summary.json")), s);
+    assert_eq!(read_json(&out.join("summary.json")), s);
 }
 
 #[test]
@@ -123,7 +101,7 @@ fn an_interrupted_fold_is_named_with_the_command_that_continues_it() {
     assert!(!again.status.success() && err.contains("--resume") && err.contains("fold-0"), "{err}");
     assert_ok(&attune(&common::run_dir::resume_args(&out.join("fold-0")), &[]), "resume fold 0");
     assert_ok(&attune(&args(&data, &out, &[]), &[]), "the other folds");
-    assert_eq!(json(&out.join("summary.json"))["per_fold"].as_array().unwrap().len(), 3);
+    assert_eq!(read_json(&out.join("summary.json"))["per_fold"].as_array().unwrap().len(), 3);
 }
 
 #[test]

@@ -7,8 +7,7 @@ mod common;
 use std::path::Path;
 
 use attune_lab::tasks::{Batch, ImageDataset, ImageTaskConfig, Split, Task, TaskConfig};
-use common::run_dir::{assert_ok, attune, outcome, resume_args};
-use serde_json::Value;
+use common::run_dir::{assert_ok, attune, eval_report, outcome, read_json, resume_args, short_train};
 
 /// Writes `root/digits/digits.csv.gz` (uncompressed) with 60 8x8 images, six per class: a bar
 /// whose row and length are the digit's (so a model can learn them), values 0 to 16, and the
@@ -41,8 +40,7 @@ fn fake_digits(root: &Path) {
 }
 
 fn args(out: &Path, extra: &[&str]) -> Vec<String> {
-    let mut a: Vec<String> = [
-        "train",
+    let mut flags = vec![
         "--task",
         "image",
         "--d-model",
@@ -59,30 +57,15 @@ fn args(out: &Path, extra: &[&str]) -> Vec<String> {
         "4",
         "--checkpoint-every",
         "2",
-        "--target-accuracy",
-        "0",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    ];
     // The digits in 4x4 patches with a class token, unless the test picks otherwise.
     for (flag, value) in [("--dataset", "digits"), ("--patch", "4"), ("--pooling", "cls")] {
         if !extra.contains(&flag) {
-            a.extend([flag.to_string(), value.to_string()]);
+            flags.extend([flag, value]);
         }
     }
-    a.extend(extra.iter().map(|s| s.to_string()));
-    a.extend(["--out".into(), out.display().to_string()]);
-    a
-}
-
-fn json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    flags.extend(extra);
+    short_train(&flags, out)
 }
 
 fn with_data<T>(root: &Path, f: impl FnOnce() -> T) -> T {
@@ -176,10 +159,10 @@ fn a_short_vit_run_writes_its_run_directory_rollout_plot_and_evaluates() {
     let dir = run.path().join("vit");
     let env = [("ATTUNE_DATA", data.path().display().to_string())];
     assert_ok(&attune(&args(&dir, &[]), &env), "image run");
-    let summary = json(&dir.join("summary.json"));
+    let summary = read_json(&dir.join("summary.json"));
     assert_eq!((summary["task"].as_str(), summary["eval_split"].as_str()), (Some("image"), Some("test")));
     assert_eq!(summary["eval_targets"], 12);
-    let config = json(&dir.join("config.json"));
+    let config = read_json(&dir.join("config.json"));
     let model = &config["model"];
     assert_eq!(model["patches"], serde_json::json!({"rows": 8, "cols": 8, "size": 4, "stride": 4}));
     assert_eq!((model["max_seq_len"].as_u64(), model["pooling"].as_str()), (Some(4), Some("cls")));
@@ -189,12 +172,7 @@ fn a_short_vit_run_writes_its_run_directory_rollout_plot_and_evaluates() {
     let png = std::fs::read(dir.join("plots/attention.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
     assert!(!dir.join("plots/pooling.png").exists());
-    let eval = attune(
-        &["eval".into(), "--checkpoint".into(), dir.display().to_string(), "--threads".into(), "1".into()],
-        &env,
-    );
-    assert_ok(&eval, "attune eval of an image run");
-    let report: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let report = eval_report(&dir, &env);
     assert_eq!(report["accuracy"], summary["eval_accuracy"], "{report}");
 }
 

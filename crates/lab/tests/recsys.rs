@@ -10,7 +10,7 @@ use std::path::Path;
 
 use attune_lab::tasks::recsys::{RecsysTask, SAMPLED_NEGATIVES};
 use attune_lab::tasks::{Batch, IGNORE_INDEX, RecsysConfig, Split, Task};
-use common::run_dir::{assert_ok, attune};
+use common::run_dir::{assert_ok, attune, eval_report, read_json, short_train};
 use serde_json::Value;
 
 /// 12 users (tokens "u0".."u11") and 40 items ("i0".."i39"): user `u` rates `8 + 3 u % 13`
@@ -172,43 +172,23 @@ fn a_short_sasrec_run_reports_ranking_metrics_and_plots_item_attention() {
     let run = tempfile::tempdir().unwrap();
     let dir = run.path().join("sasrec");
     let env = [("ATTUNE_DATA", data.path().display().to_string())];
-    let args: Vec<String> = [
-        "train",
-        "--task",
-        "recsys",
-        "--dataset",
-        "ml-100k",
-        "--seq-len",
-        "6",
+    let mut flags = vec!["--task", "recsys", "--dataset", "ml-100k", "--seq-len", "6", "--dropout", "0.2"];
+    flags.extend([
         "--d-model",
         "16",
         "--layers",
         "2",
         "--heads",
         "2",
-        "--dropout",
-        "0.2",
         "--batch",
         "4",
         "--steps",
         "6",
         "--eval-every",
         "3",
-        "--target-accuracy",
-        "0",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-        "--quiet",
-        "--out",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([dir.display().to_string()])
-    .collect();
-    assert_ok(&attune(&args, &env), "recsys run");
-    let summary: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    ]);
+    assert_ok(&attune(&short_train(&flags, &dir), &env), "recsys run");
+    let summary = read_json(&dir.join("summary.json"));
     assert_eq!((summary["task"].as_str(), summary["eval_targets"].as_u64()), (Some("recsys"), Some(12)));
     let m = &summary["eval_metrics"];
     let get = |k: &str| m[k].as_f64().unwrap_or_else(|| panic!("no {k} in {summary}"));
@@ -224,7 +204,7 @@ fn a_short_sasrec_run_reports_ranking_metrics_and_plots_item_attention() {
         metrics.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|r| r["split"] == "valid").collect();
     assert_eq!(valid.len(), 2);
     assert!(valid.iter().all(|r| r["eval_metrics"]["ndcg@10"].is_number()), "{valid:?}");
-    let config: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let config = read_json(&dir.join("config.json"));
     assert_eq!(
         (config["model"]["tie_embeddings"].as_bool(), config["model"]["vocab_size"].as_u64()),
         (Some(true), Some(41))
@@ -233,25 +213,14 @@ fn a_short_sasrec_run_reports_ranking_metrics_and_plots_item_attention() {
     assert!(!weights.tensors.contains_key("lm_head.weight"), "the item table scores the items");
     let png = std::fs::read(dir.join("plots/attention.png")).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 1000);
-    let eval = attune(
-        &["eval".into(), "--checkpoint".into(), dir.display().to_string(), "--threads".into(), "1".into()],
-        &env,
-    );
-    assert_ok(&eval, "attune eval of a recsys run");
-    let report: Value = serde_json::from_slice(&eval.stdout).unwrap();
+    let report = eval_report(&dir, &env);
     assert_eq!(report["eval_metrics"], summary["eval_metrics"], "{report}");
 }
 
 #[test]
 fn too_few_interactions_and_corrupt_files_are_clear_errors() {
     let run = tempfile::tempdir().unwrap();
-    let args = |out: &str| -> Vec<String> {
-        ["train", "--task", "recsys", "--steps", "1", "--device", "cpu", "--threads", "1", "--quiet", "--out"]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([run.path().join(out).display().to_string()])
-            .collect()
-    };
+    let args = |out: &str| short_train(&["--task", "recsys", "--steps", "1"], &run.path().join(out));
     let mut lines = inter_lines();
     lines.push(("lonely".into(), "i3".into(), 5));
     let short = tempfile::tempdir().unwrap();

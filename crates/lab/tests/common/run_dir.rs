@@ -63,6 +63,32 @@ pub fn resume_args(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `attune train` with `flags`, the settings every short test run shares (no accuracy target,
+/// the CPU, one thread, quiet) and `--out dir`.
+pub fn short_train(flags: &[&str], dir: &Path) -> Vec<String> {
+    let shared = ["--target-accuracy", "0", "--device", "cpu", "--threads", "1", "--quiet"];
+    std::iter::once("train")
+        .chain(flags.iter().copied())
+        .chain(shared)
+        .map(str::to_string)
+        .chain(["--out".to_string(), dir.display().to_string()])
+        .collect()
+}
+
+/// `attune eval --checkpoint dir` on one thread, its JSON report parsed (asserting success).
+pub fn eval_report(dir: &Path, env: &[(&str, String)]) -> serde_json::Value {
+    let out =
+        attune(&["eval".into(), "--checkpoint".into(), dir.display().to_string(), "--threads".into(), "1".into()], env);
+    assert_ok(&out, "attune eval");
+    serde_json::from_slice(&out.stdout).expect("attune eval prints JSON")
+}
+
+/// A JSON file, parsed.
+pub fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// Runs the binary with `args` and extra environment variables.
 pub fn attune(args: &[String], env: &[(&str, String)]) -> Output {
     let mut cmd = Command::new(BIN);
