@@ -88,7 +88,7 @@ pub fn write_all(dir: &Path, rows: &[MetricRow], net: &Net, task: &dyn Task, dev
         let _ = std::fs::remove_file(pooling_png);
         return commit("attention.png", &|p| patches::write(p, model, task, device));
     }
-    if task.sampled_negatives(crate::evaluate::final_split(task), 0, 1).is_some() {
+    if crate::ranking::is_ranking(task) {
         let _ = std::fs::remove_file(pooling_png);
         return commit("attention.png", &|p| items::write(p, model, task, device));
     }

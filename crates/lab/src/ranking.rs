@@ -24,6 +24,11 @@ pub const K: usize = 10;
 /// The valid figure a ranking task's early stopping and plateau follow (in place of accuracy).
 pub const SELECTION_METRIC: &str = "ndcg@10";
 
+/// Whether `task` is a ranking task: one whose held-out rows come with sampled negatives.
+pub fn is_ranking(task: &dyn Task) -> bool {
+    task.sampled_negatives(Split::Test, 0, 1).is_some()
+}
+
 /// The rank (0 = best) of `scores[target]` among `candidates`, or among every id but 0
 /// (padding) when `candidates` is `None`; the target itself is never counted.
 pub fn rank_of(scores: &[f32], target: usize, candidates: Option<&[u32]>) -> usize {
@@ -74,7 +79,7 @@ pub fn ranking_metrics(
     device: &Device,
 ) -> Result<BTreeMap<String, f64>> {
     let Some(model) = net.transformer() else { return Ok(BTreeMap::new()) };
-    if task.sampled_negatives(split, 0, 1).is_none() {
+    if !is_ranking(task) {
         return Ok(BTreeMap::new());
     }
     let _guard = attune_tensor::no_grad();
