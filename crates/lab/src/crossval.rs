@@ -80,6 +80,7 @@ pub fn cross_validate(cfg: &ResolvedConfig, folds: usize, dir: &Path, opts: &Loo
         match train(run, &fold_dir, opts).with_context(|| format!("fold {i} of {folds}"))? {
             Ending::Done(s) => per_fold.push(s),
             Ending::Interrupted { .. } => return Ok(None),
+            Ending::Follower { .. } => bail!("cross-validation does not run distributed; give each job one --fold"),
         }
     }
     let summary = CvSummary { total: combine(&per_fold)?, folds, per_fold };

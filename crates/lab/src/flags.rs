@@ -227,6 +227,19 @@ pub struct TrainFlags {
     /// Act as if Ctrl-C arrived after N steps (for testing resume).
     #[arg(long, hide = true)]
     pub interrupt_after: Option<u64>,
+    /// Train as one rank of an MPI job: `mpirun -np N attune train --distributed ...`; each rank
+    /// trains on 1/N of every batch (docs/distributed.md). Needs a build with `--features mpi`.
+    #[arg(long)]
+    pub distributed: bool,
+    /// Largest gradient bucket of an all-reduce, in MiB (--distributed).
+    #[arg(long, default_value_t = 25.0, requires = "distributed")]
+    pub bucket_mb: f64,
+    /// Seconds a rank waits in a collective for the others before ending the job (--distributed).
+    #[arg(long, default_value_t = 300.0, requires = "distributed")]
+    pub collective_timeout: f64,
+    /// Check after every step that all ranks hold bitwise the same weights (--distributed).
+    #[arg(long, requires = "distributed")]
+    pub verify_ranks: bool,
 }
 
 fn parse_window(s: &str) -> Result<[i64; 2], String> {
@@ -243,6 +256,15 @@ fn zero_is_off(v: f64) -> Value {
 }
 
 impl TrainFlags {
+    /// The distributed options, when --distributed was given.
+    pub fn distributed_options(&self) -> Option<crate::distributed::DistOptions> {
+        self.distributed.then(|| crate::distributed::DistOptions {
+            bucket_mb: self.bucket_mb,
+            timeout_s: self.collective_timeout,
+            verify_ranks: self.verify_ranks,
+        })
+    }
+
     /// The config this invocation trains: a new run's, or the resumed run's after checking
     /// that the flags change only what [`RESUME_MAY_CHANGE`] allows.
     pub fn run_config(&self) -> Result<ResolvedConfig> {

@@ -82,6 +82,7 @@ mod tests {
             elapsed_s: 1.25,
             rl: None,
             eval_metrics: None,
+            comm_fraction: None,
         }
     }
 

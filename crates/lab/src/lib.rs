@@ -16,6 +16,7 @@ pub mod batch;
 pub mod bench;
 pub mod config;
 pub mod crossval;
+pub mod distributed;
 pub mod evaluate;
 pub mod flags;
 pub mod jsonfloat;

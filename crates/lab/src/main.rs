@@ -83,8 +83,12 @@ fn run_train(a: TrainFlags) -> Result<()> {
         overwrite: a.overwrite,
         report_json: a.report_json,
         init_from: a.init_from.clone(),
+        distributed: a.distributed_options(),
     };
     if let Some(folds) = attune_lab::crossval::folds_to_run(&cfg) {
+        if a.distributed {
+            anyhow::bail!("--distributed trains one run: give it one fold with --fold <i> (one job per fold)");
+        }
         if a.resume.is_some() {
             anyhow::bail!("--resume continues one run: give it a fold's directory, {}/fold-<i>", dir.display());
         }
@@ -102,7 +106,7 @@ fn run_train(a: TrainFlags) -> Result<()> {
         return Ok(());
     }
     match train(cfg, &dir, &opts)? {
-        Ending::Interrupted { .. } => Ok(()),
+        Ending::Interrupted { .. } | Ending::Follower { .. } => Ok(()),
         // stdout belongs to the search protocol; summary.json holds the outcome.
         Ending::Done(_) if a.report_json => Ok(()),
         Ending::Done(s) => {

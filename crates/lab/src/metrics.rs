@@ -45,6 +45,10 @@ pub struct MetricRow {
     /// absent for every other task and row.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_metrics: Option<std::collections::BTreeMap<String, f64>>,
+    /// The share of the row's step time spent in collectives (a distributed run's training
+    /// rows; docs/distributed.md); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_fraction: Option<f64>,
 }
 
 /// The REINFORCE keys of a RAM training row, each the mean over the row's steps

@@ -76,6 +76,9 @@ pub struct Window {
     /// Sums of the RAM's REINFORCE figures over `rl_steps` steps.
     #[serde(default)]
     pub rl: Option<(RlSums, u64)>,
+    /// Seconds of `time` spent in collectives (a distributed run).
+    #[serde(default)]
+    pub comm_time: f64,
 }
 
 /// Sums of [`RlStats`] over steps (serialised with a run's state).
@@ -125,6 +128,7 @@ impl Window {
                 }
             }),
             eval_metrics: None,
+            comm_fraction: (self.comm_time > 0.0).then(|| self.comm_time / self.time.max(1e-9)),
         })
     }
 }

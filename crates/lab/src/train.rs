@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::{DeviceBatch, forward};
 use crate::config::{OnNonFinite, ResolvedConfig, SavedConfig};
+use crate::distributed::{Dist, DistOptions, StepSums};
 use crate::evaluate::{EvalResult, evaluate, final_split};
 use crate::metrics::{MetricRow, MetricsLog};
 use crate::net::Net;
@@ -74,6 +75,8 @@ pub enum Ending {
     Done(Summary),
     /// Interrupted (Ctrl-C or `interrupt_after`); a checkpoint was written.
     Interrupted { step: u64 },
+    /// A distributed run's rank other than 0 finished its part; rank 0 wrote the summary.
+    Follower { step: u64 },
 }
 
 /// Options that are not part of the run's config.
@@ -96,6 +99,8 @@ pub struct LoopOptions {
     /// committed checkpoint, with this run's own hyper-parameters (population-based training's
     /// exploit step; the model's shape must match).
     pub init_from: Option<PathBuf>,
+    /// Train as one rank of an MPI job (`mpirun -np N attune train --distributed`).
+    pub distributed: Option<DistOptions>,
 }
 
 /// One intermediate-value line of the search protocol on stdout, flushed at once so the
@@ -140,11 +145,12 @@ fn interrupt_flag() -> Arc<AtomicBool> {
 }
 
 /// Everything the loop holds.
-struct Run {
+struct Run<'d> {
     cfg: ResolvedConfig,
     dir: PathBuf,
-    /// The run directory, locked for this process.
-    _rundir: RunDir,
+    /// The run directory, locked for this process (None on a distributed run's other ranks,
+    /// which write nothing).
+    _rundir: Option<RunDir>,
     /// `config.json` as written, copied into every checkpoint.
     config_json: Vec<u8>,
     task: Box<dyn Task>,
@@ -154,9 +160,12 @@ struct Run {
     plateau: Option<ReduceOnPlateau>,
     state: RunState,
     device: Device,
-    metrics: MetricsLog,
+    /// metrics.jsonl (None on a distributed run's other ranks).
+    metrics: Option<MetricsLog>,
     /// The step of the newest checkpoint on disk (None before the first).
     checkpointed: Option<u64>,
+    /// This process's rank of a distributed run.
+    dist: Option<&'d mut Dist>,
 }
 
 /// What one optimizer step measured.
@@ -173,6 +182,8 @@ struct StepOutcome {
     grad_norm: f64,
     /// The RAM's REINFORCE figures, averaged over the micro-batches.
     rl: Option<crate::batch::RlStats>,
+    /// Seconds in collectives (a distributed run).
+    comm_s: f64,
 }
 
 impl StepOutcome {
@@ -195,14 +206,28 @@ impl Window {
     }
 }
 
-/// Trains as `cfg` says into `dir` (or continues the run there with `opts.resume`).
+/// Trains as `cfg` says into `dir` (or continues the run there with `opts.resume`); with
+/// `opts.distributed`, as one rank of an MPI job (crate::distributed).
 pub fn train(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions) -> Result<Ending> {
-    let mut run = Run::setup(cfg, dir, opts)?;
-    run.run_loop(opts)
+    let Some(d) = &opts.distributed else {
+        return Run::setup(cfg, dir, opts, None)?.run_loop(opts);
+    };
+    let mut dist = Dist::open(d)?;
+    let result =
+        dist.check_start(&cfg, opts.resume).and_then(|_| Run::setup(cfg, dir, opts, Some(&mut dist))?.run_loop(opts));
+    if let Err(e) = &result
+        && dist.world() > 1
+    {
+        // The other ranks would wait for this one in their next collective forever.
+        eprintln!("attune: rank {} of {}: {e:#}", dist.rank(), dist.world());
+        dist.abort(1);
+    }
+    result
 }
 
-impl Run {
-    fn setup(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions) -> Result<Run> {
+impl<'d> Run<'d> {
+    fn setup(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions, mut dist: Option<&'d mut Dist>) -> Result<Run<'d>> {
+        let leader = dist.as_ref().is_none_or(|d| d.is_leader());
         let device = resolve_device(&cfg.device)?;
         let seed = cfg.train.seed;
         let task = tasks::build(&cfg.task, seed).context("building the task")?;
@@ -212,7 +237,10 @@ impl Run {
         let mut optimizer = cfg.optimizer.build(groups)?;
         let mut early = cfg.train.early_stopping.clone().map(EarlyStopping::new).transpose()?;
         let mut plateau = cfg.train.plateau.clone().map(ReduceOnPlateau::new).transpose()?;
-        let (rundir, state, committed) = if opts.resume {
+        let (rundir, mut state, committed) = if !leader {
+            // Rank 0's state arrives below; this rank keeps no files.
+            (None, RunState::fresh(seed, cfg.optimizer.lr()), None)
+        } else if opts.resume {
             let rundir = RunDir::open(dir)?;
             let (newest, warnings) = runstate::newest_valid(dir, OnDamage::FallBack)?;
             for w in &warnings {
@@ -225,7 +253,7 @@ impl Run {
                     // checkpoint behind; it names the newest committed weights again from here.
                     attune_persist::link_atomic(&c.path("model.safetensors"), &dir.join("model.safetensors"))?;
                     let committed = (state.step, state.metrics_bytes);
-                    (rundir, state, Some(committed))
+                    (Some(rundir), state, Some(committed))
                 }
                 None => {
                     if !opts.quiet {
@@ -234,7 +262,7 @@ impl Run {
                             dir.display()
                         );
                     }
-                    (rundir, RunState::fresh(seed, cfg.optimizer.lr()), None)
+                    (Some(rundir), RunState::fresh(seed, cfg.optimizer.lr()), None)
                 }
             }
         } else {
@@ -256,8 +284,11 @@ impl Run {
                     state
                 }
             };
-            (rundir, state, None)
+            (Some(rundir), state, None)
         };
+        if let Some(d) = dist.as_deref_mut() {
+            d.broadcast_start(&model, optimizer.as_mut(), &mut state)?;
+        }
         // Written on resume too: config.json records what --resume was allowed to change.
         let saved = SavedConfig {
             task: task.config(),
@@ -270,8 +301,12 @@ impl Run {
             device: cfg.device.clone(),
         };
         let config_json = serde_json::to_vec_pretty(&saved)?;
-        attune_persist::write_atomic(&dir.join("config.json"), &config_json)?;
-        let metrics = MetricsLog::open(dir, committed.map(|(_, bytes)| bytes))?;
+        let metrics = if leader {
+            attune_persist::write_atomic(&dir.join("config.json"), &config_json)?;
+            Some(MetricsLog::open(dir, committed.map(|(_, bytes)| bytes))?)
+        } else {
+            None
+        };
         let checkpointed = committed.map(|(step, _)| step);
         Ok(Run {
             cfg,
@@ -287,21 +322,32 @@ impl Run {
             device,
             metrics,
             checkpointed,
+            dist,
         })
+    }
+
+    /// Whether this process writes the run directory and evaluates.
+    fn is_leader(&self) -> bool {
+        self.dist.as_ref().is_none_or(|d| d.is_leader())
     }
 
     /// One optimizer step: forward and backward over the micro-batches, the gradient norm
     /// (clipped when configured), and the update — only when loss and norm are finite, so a
     /// non-finite step leaves the weights and the optimizer state untouched.
     fn step(&mut self, ctx: &mut Ctx, params: &[Var]) -> Result<StepOutcome> {
-        let t = &self.cfg.train;
+        let t = self.cfg.train.clone();
         let micro = t.batch_size / t.grad_accum;
         let mut out = StepOutcome::default();
         let mut acc = GradAccumulator::new(params);
         let mut single = None;
         for m in 0..t.grad_accum as u64 {
             let index = self.state.step * t.grad_accum as u64 + m;
-            let batch = DeviceBatch::new(&self.task.batch(Split::Train, index, micro)?, &self.device)?;
+            let global = self.task.batch(Split::Train, index, micro)?;
+            let rows = match self.dist.as_deref() {
+                Some(d) => d.shard(&global)?,
+                None => global,
+            };
+            let batch = DeviceBatch::new(&rows, &self.device)?;
             let fwd = forward(&self.model, &batch, ctx)?;
             out.loss += fwd.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? / t.grad_accum as f64;
             out.correct += fwd.correct;
@@ -327,6 +373,9 @@ impl Run {
             Some(g) => g,
             None => acc.take_mean()?,
         };
+        if self.dist.is_some() {
+            self.all_reduce(&mut grads, params, &mut out)?;
+        }
         out.grad_norm = match t.clip_grad_norm {
             Some(max) => clip_grad_norm(&mut grads, params, max)?,
             None => grad_norm(&grads, params)?,
@@ -335,6 +384,46 @@ impl Run {
             self.optimizer.step(&grads)?;
         }
         Ok(out)
+    }
+
+    /// Turns this rank's step (gradients and figures of its rows) into the global batch's.
+    fn all_reduce(
+        &mut self,
+        grads: &mut attune_tensor::GradStore,
+        params: &[Var],
+        out: &mut StepOutcome,
+    ) -> Result<()> {
+        let Some(d) = self.dist.as_deref_mut() else { return Ok(()) };
+        let step = self.state.step + 1;
+        let with_grad = params.iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
+        let rl = out.rl.map_or([0.0; 4], |r| [r.reward, r.baseline, r.policy_loss, r.reinforce_var]);
+        let local = StepSums {
+            weighted_loss: out.loss * out.counted as f64,
+            correct: out.correct as f64,
+            counted: out.counted as f64,
+            tokens: out.tokens as f64,
+            with_grad: with_grad as f64,
+            rl,
+        };
+        let sums = d.sum_step(step, local)?;
+        let world = d.world() as f64;
+        if sums.with_grad != world * with_grad as f64 {
+            bail!(
+                "step {step}: the ranks' gradients cover different parameters ({} here, {} in all)",
+                with_grad,
+                sums.with_grad
+            );
+        }
+        // Each rank's mean weighted by its share of the counted targets: the global mean.
+        let share = if sums.counted > 0.0 { out.counted as f64 / sums.counted } else { 1.0 / world };
+        d.all_reduce_grads(step, grads, params, share as f32)?;
+        out.loss = if sums.counted > 0.0 { sums.weighted_loss / sums.counted } else { out.loss };
+        (out.correct, out.counted, out.tokens) = (sums.correct as usize, sums.counted as usize, sums.tokens as u64);
+        if let Some(r) = &mut out.rl {
+            [r.reward, r.baseline, r.policy_loss, r.reinforce_var] = sums.rl.map(|x| x / world);
+        }
+        out.comm_s = d.take_comm_seconds();
+        Ok(())
     }
 
     /// The error that ends a run at a non-finite step: the step, what was not finite, the likely
@@ -365,10 +454,12 @@ impl Run {
 
     fn run_loop(&mut self, opts: &LoopOptions) -> Result<Ending> {
         let t = self.cfg.train.clone();
+        let leader = self.is_leader();
         let interrupted = interrupt_flag();
-        let mut progress = Progress::new(t.steps, self.state.step, opts.quiet);
+        let mut progress = Progress::new(t.steps, self.state.step, opts.quiet || !leader);
+        let ranks = self.dist.as_deref().map_or(String::new(), |d| format!(" on {} ranks", d.world()));
         progress.message(&format!(
-            "attune: {} on {}, {} parameters, {} steps of batch {} → {}",
+            "attune: {} on {}{ranks}, {} parameters, {} steps of batch {} → {}",
             self.task.name(),
             self.device,
             self.model.store().num_elements(),
@@ -377,7 +468,9 @@ impl Run {
             self.dir.display()
         ));
         let micro = t.batch_size / t.grad_accum;
-        let mut ctx = Ctx::train_with(Rng::from_state(self.state.dropout_rng.0, self.state.dropout_rng.1));
+        let (seed, offset) = self.state.dropout_rng;
+        let seed = self.dist.as_deref().map_or(seed, |d| d.dropout_seed(seed));
+        let mut ctx = Ctx::train_with(Rng::from_state(seed, offset));
         let params = self.model.store().vars();
         let mut stopped = "max steps".to_string();
         while self.state.step < t.steps {
@@ -387,10 +480,14 @@ impl Run {
             let out = self.step(&mut ctx, &params)?;
             self.state.step += 1;
             let step = self.state.step;
+            if let Some(d) = self.dist.as_deref_mut() {
+                d.verify_identical(step, &self.model)?;
+            }
             let dt = started.elapsed().as_secs_f64();
             self.state.elapsed_s += dt;
             self.state.tokens_seen += out.tokens;
             self.state.window.time += dt;
+            self.state.window.comm_time += out.comm_s;
             if out.is_finite() {
                 self.state.window.add(&out);
             } else if t.on_nonfinite == OnNonFinite::Skip {
@@ -404,57 +501,49 @@ impl Run {
                 return Err(self.divergence(step, &out, lr));
             }
             if step.is_multiple_of(t.log_every) || step == t.steps {
-                if let Some(row) = self.state.window.row(step, lr, self.state.elapsed_s) {
-                    self.metrics.write(&row)?;
+                if let Some(row) = self.state.window.row(step, lr, self.state.elapsed_s)
+                    && let Some(m) = &mut self.metrics
+                {
+                    m.write(&row)?;
                     progress.update(step, row.loss, row.accuracy, row.tokens_per_s.unwrap_or(0.0));
                 }
                 self.state.window = Window::default();
             }
-            if step.is_multiple_of(t.eval_every) || step == t.steps {
-                let ev = evaluate(&self.model, self.task.as_ref(), Split::Valid, t.eval_batches, micro, &self.device)?;
-                // A ranking task selects its model by NDCG@10 over every valid user (crate::ranking).
-                let ranking = ranking_metrics(&self.model, self.task.as_ref(), Split::Valid, micro, &self.device)?;
-                let selected = ranking.get(SELECTION_METRIC).copied().unwrap_or(ev.accuracy);
-                self.metrics.write(&MetricRow {
-                    step,
-                    split: "valid".into(),
-                    loss: ev.loss,
-                    accuracy: ev.accuracy,
-                    lr,
-                    grad_norm: None,
-                    tokens_per_s: None,
-                    elapsed_s: self.state.elapsed_s,
-                    rl: None,
-                    eval_metrics: (!ranking.is_empty()).then_some(ranking),
-                })?;
-                progress.message(&format!(
-                    "step {step:>6}  valid loss {:.4}  accuracy {:.2}%  ({:.1}s)",
-                    ev.loss,
-                    100.0 * ev.accuracy,
-                    self.state.elapsed_s
-                ));
-                if opts.report_json {
-                    report_json_line(step, ev.accuracy, ev.loss);
-                }
-                if let Some(s) = self.observe(step, &ev, selected)? {
-                    stopped = s;
-                    break;
-                }
+            let mut stop = None;
+            if leader && (step.is_multiple_of(t.eval_every) || step == t.steps) {
+                stop = self.validate(step, lr, micro, opts, &mut progress)?;
             }
             if let Some(max) = t.max_time_s
+                && leader
+                && stop.is_none()
                 && self.state.elapsed_s >= max
             {
-                stopped = format!("time limit {max} s");
+                stop = Some(format!("time limit {max} s"));
+            }
+            let mut interrupt = interrupted.load(Ordering::SeqCst) || opts.interrupt_after == Some(step);
+            if let Some(d) = self.dist.as_deref_mut() {
+                // Rank 0 alone evaluates and keeps time; everyone hears its verdict and its
+                // learning rate (a plateau may have lowered it), and anyone's Ctrl-C.
+                let decided = d.decide(step, interrupt, stop.is_some(), self.state.base_lr)?;
+                interrupt = decided.interrupt;
+                self.state.base_lr = decided.base_lr;
+                if decided.stop && stop.is_none() {
+                    stop = Some("stopped by rank 0".into());
+                }
+            }
+            if let Some(s) = stop {
+                stopped = s;
                 break;
             }
-            let interrupt = interrupted.load(Ordering::SeqCst) || opts.interrupt_after == Some(step);
             if step.is_multiple_of(t.checkpoint_every) || interrupt {
                 self.state.dropout_rng = (ctx.rng.seed(), ctx.rng.offset());
-                self.checkpoint()?;
+                if leader {
+                    self.checkpoint()?;
+                }
             }
             if interrupt {
                 progress.finish();
-                if !opts.quiet {
+                if !opts.quiet && leader {
                     eprintln!(
                         "attune: interrupted at step {step}; checkpoint written to {}. Continue with: attune train --resume {}",
                         self.dir.display(),
@@ -466,7 +555,52 @@ impl Run {
         }
         progress.finish();
         self.state.dropout_rng = (ctx.rng.seed(), ctx.rng.offset());
+        if !leader {
+            return Ok(Ending::Follower { step: self.state.step });
+        }
         self.finish(stopped, opts).map(Ending::Done)
+    }
+
+    /// The validation of `step` (rank 0's alone in a distributed run): its metrics row, the
+    /// search protocol's line, and the stopping rules; `Some(reason)` stops.
+    fn validate(
+        &mut self,
+        step: u64,
+        lr: f64,
+        micro: usize,
+        opts: &LoopOptions,
+        progress: &mut Progress,
+    ) -> Result<Option<String>> {
+        let t = &self.cfg.train;
+        let ev = evaluate(&self.model, self.task.as_ref(), Split::Valid, t.eval_batches, micro, &self.device)?;
+        // A ranking task selects its model by NDCG@10 over every valid user (crate::ranking).
+        let ranking = ranking_metrics(&self.model, self.task.as_ref(), Split::Valid, micro, &self.device)?;
+        let selected = ranking.get(SELECTION_METRIC).copied().unwrap_or(ev.accuracy);
+        if let Some(m) = &mut self.metrics {
+            m.write(&MetricRow {
+                step,
+                split: "valid".into(),
+                loss: ev.loss,
+                accuracy: ev.accuracy,
+                lr,
+                grad_norm: None,
+                tokens_per_s: None,
+                elapsed_s: self.state.elapsed_s,
+                rl: None,
+                eval_metrics: (!ranking.is_empty()).then_some(ranking),
+                comm_fraction: None,
+            })?;
+        }
+        progress.message(&format!(
+            "step {step:>6}  valid loss {:.4}  accuracy {:.2}%  ({:.1}s)",
+            ev.loss,
+            100.0 * ev.accuracy,
+            self.state.elapsed_s
+        ));
+        if opts.report_json {
+            report_json_line(step, ev.accuracy, ev.loss);
+        }
+        self.observe(step, &ev, selected)
     }
 
     /// Target accuracy, early stopping and plateau after an evaluation; `Some(reason)` stops.
@@ -502,7 +636,10 @@ impl Run {
     /// Commits a checkpoint of the current state (metrics.jsonl made durable first, so the
     /// length the checkpoint records is on disk).
     fn checkpoint(&mut self) -> Result<()> {
-        self.state.metrics_bytes = self.metrics.sync()?;
+        self.state.metrics_bytes = match &mut self.metrics {
+            Some(m) => m.sync()?,
+            None => bail!("only rank 0 writes checkpoints"),
+        };
         let parts = CheckpointParts {
             model: &self.model,
             optimizer: self.optimizer.as_ref(),
@@ -566,7 +703,7 @@ impl Run {
         crate::probe::write(&self.dir, &self.model, self.task.as_ref(), &self.device)?;
         if !opts.no_plots {
             // The run is done and saved by now: a plot that cannot be drawn is reported, not fatal.
-            let drawn = self.metrics.rows().and_then(|rows| {
+            let drawn = self.metrics.as_ref().context("rank 0's metrics")?.rows().and_then(|rows| {
                 crate::plots::write_all(&self.dir, &rows, &self.model, self.task.as_ref(), &self.device)
             });
             if let Err(e) = drawn {

@@ -171,6 +171,7 @@ fn row(step: u64, split: &str, loss: f64) -> MetricRow {
         elapsed_s: 0.25 * step as f64,
         rl: None,
         eval_metrics: None,
+        comm_fraction: None,
     }
 }
 

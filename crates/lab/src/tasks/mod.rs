@@ -173,6 +173,39 @@ impl Batch {
         }
     }
 
+    /// Rows `range` of the batch (a data-parallel rank's shard); a range past the end is an
+    /// error.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> anyhow::Result<Batch> {
+        let n = self.batch_size();
+        if range.start > range.end || range.end > n {
+            anyhow::bail!("rows {range:?} of a batch of {n}");
+        }
+        let per = |width: usize| range.start * width..range.end * width;
+        let rows = range.len();
+        Ok(match self {
+            Batch::Seq(b) => Batch::Seq(SeqBatch {
+                inputs: b.inputs[per(b.seq_len)].to_vec(),
+                targets: b.targets[per(b.seq_len)].to_vec(),
+                batch: rows,
+                seq_len: b.seq_len,
+            }),
+            Batch::Class(b) => Batch::Class(ClassBatch {
+                tokens: b.tokens[per(b.seq_len)].to_vec(),
+                lengths: b.lengths[range.clone()].to_vec(),
+                labels: b.labels[range].to_vec(),
+                batch: rows,
+                seq_len: b.seq_len,
+            }),
+            Batch::Image(b) => Batch::Image(ImageBatch {
+                pixels: b.pixels[per(b.rows * b.cols)].to_vec(),
+                labels: b.labels[range].to_vec(),
+                batch: rows,
+                rows: b.rows,
+                cols: b.cols,
+            }),
+        })
+    }
+
     /// The sequence batch, if this is one.
     pub fn as_seq(&self) -> Option<&SeqBatch> {
         match self {

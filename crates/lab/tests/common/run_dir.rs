@@ -109,7 +109,7 @@ pub fn recover(dir: &Path, steps: u64) -> Output {
 /// metrics rows and the summary without their timing fields, and the final weights bit for bit.
 #[derive(Debug, PartialEq)]
 pub struct Outcome {
-    /// metrics.jsonl rows, `elapsed_s` and `tokens_per_s` removed.
+    /// metrics.jsonl rows, `elapsed_s`, `tokens_per_s` and `comm_fraction` removed.
     pub metrics: Vec<serde_json::Value>,
     /// summary.json, timing fields removed.
     pub summary: serde_json::Value,
@@ -121,6 +121,7 @@ fn strip_timing(mut v: serde_json::Value) -> serde_json::Value {
     if let Some(o) = v.as_object_mut() {
         o.remove("elapsed_s");
         o.remove("tokens_per_s");
+        o.remove("comm_fraction");
     }
     v
 }

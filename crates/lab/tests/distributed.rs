@@ -1,0 +1,212 @@
+//! Data-parallel training with real MPI ranks (docs/distributed.md): `mpirun -np 2` of the
+//! test's own `attune` binary. Built with `--features mpi`, which `.ci/run` runs
+//! (`cargo test -p attune-lab --features mpi --test distributed`); mpirun missing is a failure,
+//! not a skip.
+#![cfg(feature = "mpi")]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::run_dir::{BIN, TINY, assert_ok, attune, outcome, read_json, resume_args, run_args};
+
+/// `mpirun -np N` of the attune binary with `args` per rank (or `apps`, one argument list
+/// per rank, as MPMD `:`-separated apps), ended as a failure if it runs past `limit`.
+fn mpirun(apps: &[Vec<String>], limit: Duration) -> Output {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+    for (i, app) in apps.iter().enumerate() {
+        if i > 0 {
+            cmd.arg(":");
+        }
+        cmd.args(["-np", "1", BIN]).args(app);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun (Debian's openmpi-bin; .ci/run installs it) must be on PATH for the distributed tests");
+    let started = Instant::now();
+    while child.try_wait().expect("waiting for mpirun").is_none() {
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            panic!("mpirun still running after {limit:?}: a rank hangs");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ranks(n: usize, args: &[String]) -> Vec<Vec<String>> {
+    vec![args.to_vec(); n]
+}
+
+fn strings(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| s.to_string()).collect()
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// `‖a - b‖ / ‖a‖` over every weight of two checkpoints.
+fn relative_distance(a: &Path, b: &Path) -> f64 {
+    let (a, b) = (outcome(a).weights, outcome(b).weights);
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    for (k, wa) in &a {
+        for (x, y) in wa.iter().zip(&b[k]) {
+            let (x, y) = (f32::from_bits(*x) as f64, f32::from_bits(*y) as f64);
+            num += (x - y).powi(2);
+            den += x * x;
+        }
+    }
+    (num / den).sqrt()
+}
+
+fn train_losses(dir: &Path) -> Vec<(u64, f64)> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["split"] == "train")
+        .map(|r| (r["step"].as_u64().unwrap(), r["loss"].as_f64().unwrap()))
+        .collect()
+}
+
+/// The equivalence: 100 steps of the default MQAR model, 2 ranks of 32 rows against
+/// one process of 64, same seed; the ranks' weights compared bit for bit after every step.
+#[test]
+fn two_ranks_of_32_rows_train_as_one_process_of_64() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (one, two) = (tmp.path().join("one"), tmp.path().join("two"));
+    let common = strings(&["train", "--steps", "100", "--batch", "64", "--threads", "1", "--quiet", "--no-plots"]);
+    let common = [common, strings(&["--target-accuracy", "0", "--eval-every", "100"])].concat();
+    let single = [common.clone(), strings(&["--out", &one.display().to_string()])].concat();
+    assert_ok(&attune(&single, &[]), "the single-process run");
+    let dist = [common, strings(&["--distributed", "--verify-ranks", "--out", &two.display().to_string()])].concat();
+    let out = mpirun(&ranks(2, &dist), Duration::from_secs(600));
+    assert!(out.status.success(), "the 2-rank run failed:\n{}", text(&out));
+
+    let (a, b) = (train_losses(&one), train_losses(&two));
+    assert_eq!(a.len(), 10);
+    assert_eq!(a.iter().map(|r| r.0).collect::<Vec<_>>(), b.iter().map(|r| r.0).collect::<Vec<_>>());
+    for ((step, x), (_, y)) in a.iter().zip(&b) {
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step {step}: loss {x} (1 process) vs {y} (2 ranks)");
+    }
+    let d = relative_distance(&one, &two);
+    assert!(d <= 1e-5, "weights after 100 steps differ by {d:e} relative");
+    // The first step's gradients are the same numbers summed in another order: not bit-equal,
+    // so a distance of exactly 0 would mean the ranks never trained on their own rows.
+    assert!(d > 0.0, "bit-equal weights: did each rank train on the whole batch?");
+    let s = read_json(&two.join("summary.json"));
+    assert_eq!(s["steps"], 100);
+    let rows = std::fs::read_to_string(two.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(rows.lines().next().unwrap()).unwrap();
+    let share = first["comm_fraction"].as_f64().expect("a distributed training row has comm_fraction");
+    assert!(share > 0.0 && share < 1.0, "comm_fraction {share}");
+}
+
+/// Ctrl-C (here `--interrupt-after`) and `--resume` of a distributed run continue it exactly:
+/// the same rows, summary and weights as the run that was never stopped, with dropout on (each
+/// rank's own mask stream survives the resume).
+#[test]
+fn an_interrupted_distributed_run_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (straight, resumed) = (tmp.path().join("straight"), tmp.path().join("resumed"));
+    let dist = |dir: &Path, extra: &[&str]| {
+        let mut a = run_args(dir, 12);
+        a.extend(strings(&["--distributed", "--verify-ranks"]));
+        a.extend(strings(extra));
+        a
+    };
+    let out = mpirun(&ranks(2, &dist(&straight, &[])), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    let out = mpirun(&ranks(2, &dist(&resumed, &["--interrupt-after", "5"])), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!resumed.join("summary.json").exists(), "the interrupted run finished");
+    let mut again = resume_args(&resumed);
+    again.push("--distributed".into());
+    let out = mpirun(&ranks(2, &again), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    let diff = outcome(&straight).diff(&outcome(&resumed));
+    assert!(diff.is_empty(), "resumed distributed run differs: {diff}");
+}
+
+/// Bad launches end every rank with the fix named, instead of a hang.
+#[test]
+fn bad_launches_are_clear_errors_on_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tiny = |dir: &str, extra: &[&str]| {
+        let mut a = strings(&["train", "--task", "mqar", "--steps", "3", "--quiet", "--no-plots", "--distributed"]);
+        a.extend(strings(&TINY));
+        a.extend(strings(extra));
+        a.extend(["--out".into(), tmp.path().join(dir).display().to_string()]);
+        a
+    };
+    // A batch that does not split over the ranks.
+    let out = mpirun(&ranks(2, &tiny("odd", &["--batch", "9"])), Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("multiple of the world size 2"), "{}", text(&out));
+    // Ranks started with different flags.
+    let out = mpirun(&[tiny("mixed", &["--lr", "1e-3"]), tiny("mixed", &["--lr", "2e-3"])], Duration::from_secs(60));
+    assert!(!out.status.success());
+    assert!(text(&out).contains("rank(s) [1] resolved a different run config"), "{}", text(&out));
+    // --distributed without mpirun.
+    let out = attune(&tiny("alone", &[]), &[]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("mpirun -np N attune train --distributed"), "{}", text(&out));
+    assert!(!tmp.path().join("alone").exists(), "a refused run wrote its directory");
+}
+
+/// A rank that dies ends the job: the launcher stops the other rank, which would otherwise
+/// wait in its next all-reduce forever.
+#[test]
+fn a_dead_rank_ends_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let mut args = run_args(&dir, 100_000_000);
+    args.push("--distributed".into());
+    let mut child = Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun on PATH");
+    // Rank 1 is the process of this run whose environment says so.
+    let marker = dir.display().to_string();
+    let started = Instant::now();
+    let rank1 = loop {
+        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let environ = std::fs::read(e.path().join("environ")).ok()?;
+            let mine = String::from_utf8_lossy(&cmdline).contains(&marker) && cmdline.starts_with(BIN.as_bytes());
+            let is_rank1 = environ.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1");
+            (mine && is_rank1).then_some(pid)
+        });
+        if let Some(pid) = found
+            && dir.join("metrics.jsonl").is_file()
+        {
+            break pid;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "rank 1 never started");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // SAFETY: kill sends a signal to a process of this test's own job.
+    assert_eq!(unsafe { libc::kill(rank1, libc::SIGKILL) }, 0);
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("rank 0 still running 60 s after rank 1 died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out).contains("rank 1"), "mpirun did not name the dead rank:\n{}", text(&out));
+}
