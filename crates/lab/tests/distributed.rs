@@ -210,3 +210,80 @@ fn a_dead_rank_ends_the_job() {
     assert!(!out.status.success());
     assert!(text(&out).contains("rank 1"), "mpirun did not name the dead rank:\n{}", text(&out));
 }
+
+/// `attune search --launcher "mpirun -np 2"`: each training trial is a 2-rank job, whose rank 0
+/// reports the protocol's values and writes the summary the study reads.
+#[test]
+fn search_trials_run_as_mpi_jobs_under_a_launcher() {
+    let tmp = tempfile::tempdir().unwrap();
+    let space = tmp.path().join("space.toml");
+    std::fs::write(
+        &space,
+        "direction = \"maximize\"\n[params]\n\"optimizer.lr\" = { type = \"float\", low = 1e-3, high = 1e-2, log = true }\n",
+    )
+    .unwrap();
+    let study = tmp.path().join("study");
+    let mut args = strings(&["search", "--space", space.to_str().unwrap(), "--trials", "2", "--sampler", "random"]);
+    for s in [
+        "task.vocab_size=32",
+        "task.seq_len=16",
+        "task.num_kv_pairs=2",
+        "model.d_model=16",
+        "model.n_layers=1",
+        "model.n_heads=2",
+        "train.steps=8",
+        "train.batch_size=8",
+        "train.eval_every=4",
+        "train.eval_batches=1",
+        "train.target_accuracy=null",
+        "device=cpu",
+    ] {
+        args.extend(strings(&["--set", s]));
+    }
+    args.extend(strings(&["--metric", "eval_accuracy", "--quiet", "--no-plots", "--threads", "1"]));
+    args.extend(strings(&["--launcher", "mpirun --allow-run-as-root --oversubscribe -np 2"]));
+    args.extend(["--out".into(), study.display().to_string()]);
+    let out = attune(&args, &[]);
+    assert_ok(&out, "attune search --launcher");
+    let rows = std::fs::read_to_string(study.join("trials.jsonl")).unwrap();
+    let trials: Vec<serde_json::Value> = rows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(trials.len(), 2);
+    for t in &trials {
+        assert_eq!(t["state"], "complete", "{t}");
+        let run = study.join(t["attrs"]["run_dir"].as_str().unwrap());
+        let summary = read_json(&run.join("summary.json"));
+        assert_eq!(t["values"][0], summary["eval_accuracy"]);
+        // The run was distributed: its training rows carry the collectives' share.
+        let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+        assert!(metrics.contains("comm_fraction"), "trial {} did not run distributed", t["number"]);
+    }
+    // A --command objective names its own launcher.
+    let mut bad = strings(&["search", "--space", space.to_str().unwrap(), "--trials", "1", "--command", "true"]);
+    bad.extend(strings(&["--launcher", "mpirun -np 2", "--out", &tmp.path().join("bad").display().to_string()]));
+    let out = attune(&bad, &[]);
+    assert!(!out.status.success() && text(&out).contains("put mpirun in it"), "{}", text(&out));
+}
+
+/// On the CUDA emulator the gradients are device buffers staged through the host for MPI:
+/// the GPU code path of a distributed run, tested without a GPU. It matches the same run on the
+/// CPU device to f32 tolerance.
+#[test]
+fn the_emulator_device_trains_distributed_like_the_cpu() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |device: &str| {
+        let dir = tmp.path().join(device);
+        let mut a = strings(&["train", "--task", "mqar", "--steps", "4", "--batch", "8", "--quiet", "--no-plots"]);
+        // TINY without its device pair.
+        let tiny: Vec<&str> = TINY.chunks(2).filter(|p| p[0] != "--device").flatten().copied().collect();
+        a.extend(strings(&tiny));
+        a.extend(strings(&["--target-accuracy", "0", "--distributed", "--verify-ranks", "--device", device]));
+        a.extend(["--out".into(), dir.display().to_string()]);
+        let out = mpirun(&ranks(2, &a), Duration::from_secs(600));
+        assert!(out.status.success(), "{device}: {}", text(&out));
+        assert_eq!(read_json(&dir.join("summary.json"))["device"], if device == "emu" { "emu" } else { "cpu" });
+        dir
+    };
+    let (cpu, emu) = (run("cpu"), run("emu"));
+    let d = relative_distance(&cpu, &emu);
+    assert!(d < 1e-4, "emulator and CPU distributed runs differ by {d:e}");
+}

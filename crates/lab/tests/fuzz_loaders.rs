@@ -106,6 +106,7 @@ fn fuzz_metrics_jsonl() {
                 elapsed_s: i as f64,
                 rl: None,
                 eval_metrics: (i == 3).then(|| [("ndcg@10".to_string(), 0.25)].into_iter().collect()),
+                comm_fraction: (i == 2).then_some(0.125),
             };
             serde_json::to_string(&row).unwrap()
         })

@@ -23,8 +23,8 @@ pub struct DriverOptions {
     pub parallel: usize,
     /// Kill and fail a trial after this long.
     pub trial_timeout: Option<Duration>,
-    /// CPU threads per training trial.
-    pub threads: usize,
+    /// How training trials start (threads, launcher).
+    pub process: super::objective::TrialProcess,
     /// No progress bar.
     pub quiet: bool,
     /// This process's name in the trials' `worker` field.
@@ -102,7 +102,7 @@ pub fn run_asked(
     tick: Option<Tick>,
 ) -> Result<Finish> {
     let trial_dir = trial_dir(dir, asked.number);
-    let prepared = match objective.prepare(asked.number, &asked.external, &trial_dir, opts.threads, segment)? {
+    let prepared = match objective.prepare(asked.number, &asked.external, &trial_dir, &opts.process, segment)? {
         Err(finish) => return Ok(finish),
         Ok(p) => p,
     };

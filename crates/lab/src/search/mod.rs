@@ -98,6 +98,10 @@ pub struct SearchFlags {
     /// CPU threads per training trial (default: the cores shared out over --parallel).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run each training trial under this MPI launcher as a distributed run, e.g.
+    /// --launcher "mpirun -np 2" (docs/distributed.md).
+    #[arg(long)]
+    pub launcher: Option<String>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -203,7 +207,10 @@ pub fn run(f: &SearchFlags) -> Result<()> {
         trials: f.trials,
         parallel: f.parallel.max(1),
         trial_timeout: driver.trial_timeout.map(Duration::from_secs_f64),
-        threads: f.threads.unwrap_or((cores / f.parallel.max(1)).max(1)),
+        process: objective::TrialProcess {
+            threads: f.threads.unwrap_or((cores / f.parallel.max(1)).max(1)),
+            launcher: launcher_words(f.launcher.as_deref(), &driver.objective)?,
+        },
         quiet: f.quiet,
         worker: format!("{}:{}", hostname(), std::process::id()),
         leased: false,
@@ -280,6 +287,16 @@ fn settings<T: serde::de::DeserializeOwned>(
     } else {
         Ok(by_name(text)?)
     }
+}
+
+/// The words of `--launcher`, refused for a `--command` objective (its command line can name
+/// its own launcher).
+pub fn launcher_words(launcher: Option<&str>, objective: &Objective) -> Result<Vec<String>> {
+    let words: Vec<String> = launcher.unwrap_or("").split_whitespace().map(str::to_string).collect();
+    if !words.is_empty() && matches!(objective, Objective::Command { .. }) {
+        bail!("--launcher starts training trials; a --command objective starts its own processes (put mpirun in it)");
+    }
+    Ok(words)
 }
 
 fn objective_from_flags(f: &SearchFlags) -> Result<Objective> {

@@ -106,6 +106,16 @@ pub enum Objective {
     },
 }
 
+/// How a training trial's process is started.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrialProcess {
+    /// CPU threads per trial (per rank under a launcher).
+    pub threads: usize,
+    /// A launcher command each trial runs under, e.g. `["mpirun", "-np", "2"]`: the trial is
+    /// then a distributed run (docs/distributed.md). Empty: one process.
+    pub launcher: Vec<String>,
+}
+
 /// One PBT segment of a member: where its weights come from and how far it trains.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Segment {
@@ -168,7 +178,7 @@ impl Objective {
         number: u64,
         params: &Map<String, Value>,
         dir: &Path,
-        threads: usize,
+        process: &TrialProcess,
         segment: Option<&Segment>,
     ) -> Result<Result<Prepared, Finish>> {
         match self {
@@ -197,8 +207,19 @@ impl Objective {
                 attune_persist::write_atomic(&config, serde_json::to_string_pretty(&cfg)?.as_bytes())?;
                 let run_dir = dir.join("run");
                 let exe = std::env::current_exe().context("finding the attune binary")?;
-                let mut c = Command::new(exe);
+                // Under a launcher each trial is an MPI job of `attune train --distributed`.
+                let mut c = match process.launcher.split_first() {
+                    None => Command::new(exe),
+                    Some((program, args)) => {
+                        let mut c = Command::new(program);
+                        c.args(args).arg(exe);
+                        c
+                    }
+                };
                 c.arg("train");
+                if !process.launcher.is_empty() {
+                    c.arg("--distributed");
+                }
                 // A re-queued segment continues its own run from its newest committed
                 // checkpoint; one that died before committing any starts over.
                 let own_checkpoint = segment.is_some_and(|s| s.resume)
@@ -211,7 +232,7 @@ impl Objective {
                         c.arg("--init-from").arg(from);
                     }
                 }
-                c.args(["--quiet", "--no-plots", "--report-json", "--threads", &threads.to_string()]);
+                c.args(["--quiet", "--no-plots", "--report-json", "--threads", &process.threads.to_string()]);
                 Ok(Ok(Prepared { command: c, run_dir: Some(run_dir) }))
             }
         }
@@ -313,7 +334,11 @@ mod tests {
         let trial = tmp.path().join("trials/00009");
         let prepare = |resume| {
             let seg = segment(resume);
-            let Ok(Ok(p)) = objective.prepare(9, &Map::new(), &trial, 1, Some(&seg)) else { panic!("prepare") };
+            let Ok(Ok(p)) =
+                objective.prepare(9, &Map::new(), &trial, &TrialProcess { threads: 1, launcher: vec![] }, Some(&seg))
+            else {
+                panic!("prepare")
+            };
             args(&p.command)
         };
         let fresh = prepare(false);

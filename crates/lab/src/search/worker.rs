@@ -37,6 +37,9 @@ pub struct WorkerFlags {
     /// CPU threads per training trial.
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Run each training trial under this MPI launcher, e.g. --launcher "mpirun -np 2".
+    #[arg(long)]
+    pub launcher: Option<String>,
     /// This worker's name in the trials (default host:pid).
     #[arg(long)]
     pub name: Option<String>,
@@ -77,7 +80,10 @@ pub fn run(f: &WorkerFlags) -> Result<()> {
         trials: shared.trials,
         parallel: 1,
         trial_timeout: driver.trial_timeout.map(Duration::from_secs_f64),
-        threads: f.threads.max(1),
+        process: super::objective::TrialProcess {
+            threads: f.threads.max(1),
+            launcher: super::launcher_words(f.launcher.as_deref(), &driver.objective)?,
+        },
         quiet: true,
         worker: worker.clone(),
         leased: true,
