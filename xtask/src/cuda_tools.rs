@@ -1,5 +1,5 @@
-//! `cargo xtask cuda-tools [--cublas]`: installs the pinned CUDA 12.9 PyPI wheels (NVRTC, the
-//! runtime headers, ptxas; with `--cublas` also cuBLAS) into `<target dir>/cuda-tools`, once
+//! `cargo xtask cuda-tools [--cublas] [--nccl]`: installs the pinned CUDA 12.9 PyPI wheels (NVRTC, the
+//! runtime headers, ptxas; with `--cublas` also cuBLAS, with `--nccl` NCCL) into `<target dir>/cuda-tools`, once
 //! (a stamp file holds the pins; a second run only prints), then prints the toolchain the
 //! runtime will use: the NVRTC library and `nvrtcVersion`, the include dir holding
 //! cuda_fp16.h, and ptxas with `ptxas --version`.
@@ -14,6 +14,10 @@ pub struct CudaToolsArgs {
     /// Also install cuBLAS (about 600 MB), for matrix multiply on a GPU without a CUDA toolkit.
     #[arg(long)]
     cublas: bool,
+    /// Also install NCCL (about 320 MB) and its `libnccl.so` link, for `--distributed` training
+    /// on GPUs (docs/distributed.md).
+    #[arg(long)]
+    nccl: bool,
 }
 
 /// Runs the command.
@@ -32,6 +36,11 @@ pub fn run(args: &CudaToolsArgs) -> Result<()> {
         } else {
             println!("already installed in {}: {n}=={v}", dir.join("cublas").display());
         }
+    }
+    if args.nccl {
+        let (n, v) = toolchain::NCCL_WHEELS[0];
+        let lib = toolchain::install_nccl(&dir)?;
+        println!("NCCL:     {n}=={v} in {}; run GPU ranks with LD_LIBRARY_PATH={}", lib.display(), lib.display());
     }
 
     let nv = toolchain::nvrtc().context("the toolchain was installed but NVRTC cannot be loaded")?;

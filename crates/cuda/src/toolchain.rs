@@ -36,6 +36,10 @@ pub const PINNED_WHEELS: &[(&str, &str)] = &[
 /// (pip's `--target` replaces rather than merges an existing `nvidia/` folder).
 pub const CUBLAS_WHEELS: &[(&str, &str)] = &[("nvidia-cublas-cu12", "12.9.1.4")];
 
+/// NCCL for multi-GPU training (crates/dist; `cargo xtask cuda-tools --nccl`): the CUDA 12
+/// build of the release current when CUDA 12.9 was, for cudarc's run-time loading.
+pub const NCCL_WHEELS: &[(&str, &str)] = &[("nvidia-nccl-cu12", "2.27.5")];
+
 /// The stamp file inside a cuda-tools folder, holding the installed pins (one `name==version`
 /// a line), written last so that a folder with a matching stamp is complete.
 pub const STAMP_FILE: &str = "attune-cuda-tools.stamp";
@@ -322,6 +326,20 @@ fn stamp_text(wheels: &[(&str, &str)]) -> String {
 /// Installs [`CUBLAS_WHEELS`] into `tools_dir/cublas`, like [`install_tools`].
 pub fn install_cublas(tools_dir: &Path) -> Result<bool> {
     install_wheels(&tools_dir.join("cublas"), CUBLAS_WHEELS)
+}
+
+/// Installs [`NCCL_WHEELS`] into `tools_dir/nccl`, like [`install_tools`], and adds the
+/// `libnccl.so` link beside the wheel's `libnccl.so.2` (cudarc opens the unversioned name).
+/// Returns the folder that must be on `LD_LIBRARY_PATH`.
+pub fn install_nccl(tools_dir: &Path) -> Result<PathBuf> {
+    let root = tools_dir.join("nccl");
+    install_wheels(&root, NCCL_WHEELS)?;
+    let lib = root.join("nvidia/nccl/lib");
+    let link = lib.join("libnccl.so");
+    if !link.exists() {
+        std::os::unix::fs::symlink("libnccl.so.2", &link).map_err(|e| Error::io("linking libnccl.so", &link, e))?;
+    }
+    Ok(lib)
 }
 
 /// Installs [`PINNED_WHEELS`] into `dir` with `python3 -m pip install --target --no-deps`

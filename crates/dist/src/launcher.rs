@@ -17,6 +17,8 @@ pub struct Launch {
     pub rank: Option<usize>,
     /// Ranks in the job, where the launcher says.
     pub size: Option<usize>,
+    /// This process's rank among those on its host (which GPU it takes).
+    pub local_rank: Option<usize>,
 }
 
 /// The launch this process belongs to, read from `env` (a lookup, so tests need not touch
@@ -29,6 +31,7 @@ pub fn detect_in(env: impl Fn(&str) -> Option<String>) -> Result<Launch, DistErr
     Ok(Launch {
         rank: number(&["OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK"]),
         size: number(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"]),
+        local_rank: number(&["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "PMIX_LOCAL_RANK", "SLURM_LOCALID"]),
     })
 }
 
@@ -55,11 +58,16 @@ mod tests {
 
     #[test]
     fn openmpi_and_pmi_launches_are_read() {
-        let l = detect_in(env(&[("OMPI_COMM_WORLD_SIZE", "4"), ("OMPI_COMM_WORLD_RANK", "3")])).unwrap();
-        assert_eq!(l, Launch { rank: Some(3), size: Some(4) });
-        let l = detect_in(env(&[("PMI_SIZE", "2"), ("PMI_RANK", "1")])).unwrap();
-        assert_eq!(l, Launch { rank: Some(1), size: Some(2) });
+        let l = detect_in(env(&[
+            ("OMPI_COMM_WORLD_SIZE", "4"),
+            ("OMPI_COMM_WORLD_RANK", "3"),
+            ("OMPI_COMM_WORLD_LOCAL_RANK", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(l, Launch { rank: Some(3), size: Some(4), local_rank: Some(1) });
+        let l = detect_in(env(&[("PMI_SIZE", "2"), ("PMI_RANK", "1"), ("MPI_LOCALRANKID", "0")])).unwrap();
+        assert_eq!(l, Launch { rank: Some(1), size: Some(2), local_rank: Some(0) });
         let l = detect_in(env(&[("PMIX_RANK", "0")])).unwrap();
-        assert_eq!(l, Launch { rank: Some(0), size: None });
+        assert_eq!(l, Launch { rank: Some(0), size: None, local_rank: None });
     }
 }

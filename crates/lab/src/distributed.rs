@@ -16,10 +16,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use attune_dist::Collective;
 use attune_dist::bucket::BucketPlan;
+use attune_dist::nccl::NcclCollective;
 use attune_dist::watchdog::Watchdog;
 use attune_nn::{LoadOptions, checkpoint};
 use attune_optim::{Optimizer, OptimizerState};
-use attune_tensor::{DType, GradStore, Tensor, Var};
+use attune_tensor::storage::Storage;
+use attune_tensor::{DType, Device, GradStore, Tensor, Var};
 
 use crate::config::ResolvedConfig;
 use crate::net::Net;
@@ -99,6 +101,13 @@ pub struct Dist {
     plan: Option<(Vec<usize>, BucketPlan)>,
     /// Seconds spent in collectives since the last [`Dist::take_comm_seconds`].
     comm_s: f64,
+    /// NCCL over the ranks' GPUs, for the gradients of a `--device cuda` run.
+    nccl: Option<NcclCollective>,
+}
+
+/// This process's rank among the ranks on its host (0 where the launcher does not say).
+pub fn local_rank() -> usize {
+    attune_dist::launcher::detect().ok().and_then(|l| l.local_rank).unwrap_or(0)
 }
 
 /// FNV-1a over bytes: a digest to compare across ranks, not a security hash.
@@ -114,7 +123,32 @@ impl Dist {
         }
         let coll = attune_dist::open_mpi()?;
         let watchdog = Watchdog::start(Duration::from_secs_f64(opts.timeout_s), coll.rank());
-        Ok(Dist { coll, watchdog, opts: opts.clone(), plan: None, comm_s: 0.0 })
+        Ok(Dist { coll, watchdog, opts: opts.clone(), plan: None, comm_s: 0.0, nccl: None })
+    }
+
+    /// On a CUDA device, joins the ranks' GPUs into a NCCL communicator (its id sent over
+    /// MPI), so gradients are reduced in device memory; other devices stage through the host.
+    pub fn attach_device(&mut self, device: &Device) -> Result<()> {
+        let Device::Cuda(_) = device else { return Ok(()) };
+        // The stream every kernel of this device runs on: NCCL's calls queue behind them.
+        let probe = Tensor::zeros(1, DType::F32, device)?;
+        let stream = {
+            let storage = probe.storage();
+            let Storage::Gpu(g) = &*storage else { bail!("a CUDA tensor without device memory") };
+            let exec = g.buffer().device().cuda_executor().context("a CUDA device without its executor")?;
+            exec.stream().cu_stream() as *mut std::ffi::c_void
+        };
+        let nccl = self.collective("NCCL's communicator set-up", |c| {
+            // SAFETY: the executor's stream lives as long as the process's device.
+            Ok(unsafe { NcclCollective::init(c, stream) }?)
+        })?;
+        self.nccl = Some(nccl);
+        Ok(())
+    }
+
+    /// The backend the gradients travel on.
+    pub fn gradient_backend(&self) -> &'static str {
+        if self.nccl.is_some() { "nccl" } else { self.coll.backend() }
     }
 
     /// This rank.
@@ -241,6 +275,9 @@ impl Dist {
     /// the same ones (checked by the caller through [`StepSums::with_grad`]).
     pub fn all_reduce_grads(&mut self, step: u64, grads: &mut GradStore, params: &[Var], share: f32) -> Result<()> {
         let with: Vec<&Var> = params.iter().filter(|v| grads.get(v.as_tensor()).is_some()).collect();
+        if self.nccl.is_some() {
+            return self.all_reduce_grads_on_device(step, grads, &with, share);
+        }
         let mut parts = Vec::with_capacity(with.len());
         for v in &with {
             let g = grads.get(v.as_tensor()).context("a gradient vanished")?;
@@ -264,6 +301,50 @@ impl Dist {
             let t = Tensor::from_vec(data, old.dims().to_vec(), &old.device())?.to_dtype(old.dtype())?;
             grads.insert(v.as_tensor(), t);
         }
+        Ok(())
+    }
+
+    /// [`Dist::all_reduce_grads`] in GPU memory: each bucket's gradients concatenated on the
+    /// device, summed by NCCL in place, and cut back into the gradients.
+    fn all_reduce_grads_on_device(
+        &mut self,
+        step: u64,
+        grads: &mut GradStore,
+        with: &[&Var],
+        share: f32,
+    ) -> Result<()> {
+        let lengths: Vec<usize> = with.iter().map(|v| v.as_tensor().elem_count()).collect();
+        let max_elements = (self.opts.bucket_mb * (1 << 20) as f64 / 4.0) as usize;
+        let plan = BucketPlan::new(&lengths, max_elements);
+        let started = Instant::now();
+        for bucket in &plan.buckets {
+            let vars = &with[bucket.clone()];
+            let mut flats = Vec::with_capacity(vars.len());
+            for v in vars {
+                let g = grads.get(v.as_tensor()).context("a gradient vanished")?;
+                flats.push(g.to_dtype(DType::F32)?.flatten_all()?.mul_scalar(share as f64)?);
+            }
+            let flat = Tensor::cat(&flats, 0)?.contiguous()?;
+            {
+                let storage = flat.storage();
+                let Storage::Gpu(g) = &*storage else { bail!("a CUDA gradient without device memory") };
+                let ptr = g.buffer().device_ptr(flat.layout().offset() * 4);
+                let nccl = self.nccl.as_ref().context("NCCL")?;
+                let _armed = self.watchdog.arm(format!("NCCL's gradient all-reduce of step {step}"));
+                // SAFETY: `flat` is a contiguous f32 buffer of this GPU, alive until the kernels
+                // queued after the reduction on the same stream have read it.
+                unsafe { nccl.all_reduce_sum_f32(ptr, flat.elem_count()) }?;
+            }
+            let mut at = 0;
+            for v in vars {
+                let old = grads.get(v.as_tensor()).context("a gradient vanished")?;
+                let n = old.elem_count();
+                let g = flat.narrow(0, at, n)?.reshape(old.dims().to_vec())?.to_dtype(old.dtype())?;
+                grads.insert(v.as_tensor(), g);
+                at += n;
+            }
+        }
+        self.comm_s += started.elapsed().as_secs_f64();
         Ok(())
     }
 

@@ -258,7 +258,7 @@ fn zero_is_off(v: f64) -> Value {
 impl TrainFlags {
     /// The distributed options, when --distributed was given.
     pub fn distributed_options(&self) -> Option<crate::distributed::DistOptions> {
-        self.distributed.then(|| crate::distributed::DistOptions {
+        self.distributed.then_some(crate::distributed::DistOptions {
             bucket_mb: self.bucket_mb,
             timeout_s: self.collective_timeout,
             verify_ranks: self.verify_ranks,

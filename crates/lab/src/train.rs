@@ -228,7 +228,11 @@ pub fn train(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions) -> Result<Endi
 impl<'d> Run<'d> {
     fn setup(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions, mut dist: Option<&'d mut Dist>) -> Result<Run<'d>> {
         let leader = dist.as_ref().is_none_or(|d| d.is_leader());
-        let device = resolve_device(&cfg.device)?;
+        let device = match (resolve_device(&cfg.device)?, &dist) {
+            // One GPU per rank: plain `cuda` means the GPU of this rank's place on its host.
+            (Device::Cuda(0), Some(_)) if cfg.device == "cuda" => Device::Cuda(crate::distributed::local_rank()),
+            (d, _) => d,
+        };
         let seed = cfg.train.seed;
         let task = tasks::build(&cfg.task, seed).context("building the task")?;
         let model_cfg = cfg.model.resolve(task.as_ref());
@@ -287,6 +291,7 @@ impl<'d> Run<'d> {
             (Some(rundir), state, None)
         };
         if let Some(d) = dist.as_deref_mut() {
+            d.attach_device(&device)?;
             d.broadcast_start(&model, optimizer.as_mut(), &mut state)?;
         }
         // Written on resume too: config.json records what --resume was allowed to change.
@@ -457,7 +462,10 @@ impl<'d> Run<'d> {
         let leader = self.is_leader();
         let interrupted = interrupt_flag();
         let mut progress = Progress::new(t.steps, self.state.step, opts.quiet || !leader);
-        let ranks = self.dist.as_deref().map_or(String::new(), |d| format!(" on {} ranks", d.world()));
+        let ranks = self
+            .dist
+            .as_deref()
+            .map_or(String::new(), |d| format!(" on {} ranks ({})", d.world(), d.gradient_backend()));
         progress.message(&format!(
             "attune: {} on {}{ranks}, {} parameters, {} steps of batch {} → {}",
             self.task.name(),

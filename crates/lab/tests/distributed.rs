@@ -92,6 +92,8 @@ fn two_ranks_of_32_rows_train_as_one_process_of_64() {
 
     let (a, b) = (train_losses(&one), train_losses(&two));
     assert_eq!(a.len(), 10);
+    let worst = a.iter().zip(&b).map(|((_, x), (_, y))| (x - y).abs() / x.abs()).fold(0.0, f64::max);
+    eprintln!("equivalence: train losses within {worst:e} relative, weights {:e}", relative_distance(&one, &two));
     assert_eq!(a.iter().map(|r| r.0).collect::<Vec<_>>(), b.iter().map(|r| r.0).collect::<Vec<_>>());
     for ((step, x), (_, y)) in a.iter().zip(&b) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step {step}: loss {x} (1 process) vs {y} (2 ranks)");

@@ -77,6 +77,12 @@ pub(crate) fn gpu_device(op: &'static str, device: Device) -> Result<GpuDevice> 
 }
 
 impl GpuStorage {
+    /// The device buffer itself: its address and stream, for libraries that work on device
+    /// memory directly (NCCL's all-reduce of gradients, crates/lab/src/distributed.rs).
+    pub fn buffer(&self) -> &GpuBuffer {
+        &self.buf
+    }
+
     /// The tensor device holding the buffer.
     pub fn device(&self) -> Device {
         device_of(self.buf.device().backend())
