@@ -163,15 +163,13 @@ fn bad_launches_are_clear_errors_on_every_rank() {
     assert!(!tmp.path().join("alone").exists(), "a refused run wrote its directory");
 }
 
-/// A rank that dies ends the job: the launcher stops the other rank, which would otherwise
-/// wait in its next all-reduce forever.
-#[test]
-fn a_dead_rank_ends_the_job() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("run");
-    let mut args = run_args(&dir, 100_000_000);
+/// A 2-rank run of the tiny model that would go on for ever, once rank 1 is up and rank 0 has
+/// written its metrics: the launcher's process and rank 1's pid.
+fn long_job(dir: &Path, extra: &[&str]) -> (std::process::Child, i32) {
+    let mut args = run_args(dir, 100_000_000);
     args.push("--distributed".into());
-    let mut child = Command::new("mpirun")
+    args.extend(strings(extra));
+    let child = Command::new("mpirun")
         .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
         .args(&args)
         .stdout(Stdio::piped())
@@ -181,7 +179,7 @@ fn a_dead_rank_ends_the_job() {
     // Rank 1 is the process of this run whose environment says so.
     let marker = dir.display().to_string();
     let started = Instant::now();
-    let rank1 = loop {
+    loop {
         let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
@@ -193,24 +191,77 @@ fn a_dead_rank_ends_the_job() {
         if let Some(pid) = found
             && dir.join("metrics.jsonl").is_file()
         {
-            break pid;
+            return (child, pid);
         }
         assert!(started.elapsed() < Duration::from_secs(60), "rank 1 never started");
         std::thread::sleep(Duration::from_millis(50));
-    };
-    // SAFETY: kill sends a signal to a process of this test's own job.
-    assert_eq!(unsafe { libc::kill(rank1, libc::SIGKILL) }, 0);
+    }
+}
+
+/// Waits for the launcher to end (a failure past `limit`: some rank hangs).
+fn finished(mut child: std::process::Child, limit: Duration, what: &str) -> Output {
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
-        if started.elapsed() > Duration::from_secs(60) {
+        if started.elapsed() > limit {
             let _ = child.kill();
-            panic!("rank 0 still running 60 s after rank 1 died");
+            panic!("{what}: the job still runs after {limit:?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill sends a signal to a process of this test's own job.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+}
+
+/// A rank that dies ends the job: the launcher stops the other rank, which would otherwise
+/// wait in its next all-reduce forever.
+#[test]
+fn a_dead_rank_ends_the_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, rank1) = long_job(&tmp.path().join("run"), &[]);
+    signal(rank1, libc::SIGKILL);
+    let out = finished(child, Duration::from_secs(60), "rank 1 killed");
     assert!(!out.status.success());
     assert!(text(&out).contains("rank 1"), "mpirun did not name the dead rank:\n{}", text(&out));
+}
+
+/// A rank that hangs (stopped, so its connections stay open) ends the job through rank 0's
+/// watchdog after --collective-timeout, naming what it waited on.
+#[test]
+fn a_hung_rank_ends_the_job_after_the_collective_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (child, rank1) = long_job(&tmp.path().join("run"), &["--collective-timeout", "2"]);
+    signal(rank1, libc::SIGSTOP);
+    let out = finished(child, Duration::from_secs(60), "rank 1 stopped");
+    let _ = unsafe { libc::kill(rank1, libc::SIGKILL) };
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("rank 0: the") && t.contains("did not complete in 2 s"), "no watchdog message:\n{t}");
+}
+
+/// Ctrl-C on the launcher reaches every rank; they stop at the same step and rank 0 commits a
+/// checkpoint that `--resume --distributed` continues.
+#[test]
+fn ctrl_c_on_mpirun_checkpoints_and_stops_every_rank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("run");
+    let (child, _) = long_job(&dir, &[]);
+    signal(child.id() as i32, libc::SIGINT);
+    let out = finished(child, Duration::from_secs(60), "Ctrl-C");
+    let t = text(&out);
+    let committed = attune_lab::rundir::checkpoints(&dir).unwrap_or_default();
+    assert!(!committed.is_empty(), "no committed checkpoint after Ctrl-C:\n{t}");
+    assert!(!dir.join("summary.json").exists(), "an interrupted run wrote its summary");
+    // The checkpoint continues: a resume of it runs (here for 2 more steps than it holds).
+    let step: u64 = read_json(&committed.last().unwrap().join("state.json"))["step"].as_u64().unwrap();
+    let mut again = resume_args(&dir);
+    again.extend(strings(&["--distributed", "--steps", &(step + 2).to_string()]));
+    let out = mpirun(&ranks(2, &again), Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(read_json(&dir.join("summary.json"))["steps"], step + 2);
 }
 
 /// `attune search --launcher "mpirun -np 2"`: each training trial is a 2-rank job, whose rank 0
