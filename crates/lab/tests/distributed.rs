@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::run_dir::{BIN, TINY, assert_ok, attune, outcome, read_json, resume_args, run_args};
+use common::run_dir::{BIN, TINY, TINY_SETS, assert_ok, attune, outcome, read_json, resume_args, run_args};
 
 /// `mpirun -np N` of the attune binary with `args` per rank (or `apps`, one argument list
 /// per rank, as MPMD `:`-separated apps), ended as a failure if it runs past `limit`.
@@ -169,18 +169,25 @@ fn long_job(dir: &Path, extra: &[&str]) -> (std::process::Child, i32) {
     let mut args = run_args(dir, 100_000_000);
     args.push("--distributed".into());
     args.extend(strings(extra));
-    let child = Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun on PATH");
+    let mut child = spawn_mpirun(&args);
+    match rank1_pid(dir) {
+        Some(pid) => (child, pid),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("rank 1 never started");
+        }
+    }
+}
+
+/// The pid of rank 1 of the job training into `dir`, once rank 0 has written its metrics
+/// (None after a minute).
+fn rank1_pid(dir: &Path) -> Option<i32> {
     // Rank 1 is the process of this run whose environment says so.
     let marker = dir.display().to_string();
     let started = Instant::now();
-    loop {
-        let found = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+    while started.elapsed() < Duration::from_secs(60) {
+        let found = std::fs::read_dir("/proc").into_iter().flatten().flatten().find_map(|e| {
             let pid: i32 = e.file_name().to_str()?.parse().ok()?;
             let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
             let environ = std::fs::read(e.path().join("environ")).ok()?;
@@ -188,14 +195,23 @@ fn long_job(dir: &Path, extra: &[&str]) -> (std::process::Child, i32) {
             let is_rank1 = environ.split(|&b| b == 0).any(|v| v == b"OMPI_COMM_WORLD_RANK=1");
             (mine && is_rank1).then_some(pid)
         });
-        if let Some(pid) = found
-            && dir.join("metrics.jsonl").is_file()
-        {
-            return (child, pid);
+        if found.is_some() && dir.join("metrics.jsonl").is_file() {
+            return found;
         }
-        assert!(started.elapsed() < Duration::from_secs(60), "rank 1 never started");
         std::thread::sleep(Duration::from_millis(50));
     }
+    None
+}
+
+/// `mpirun -np 2` of the binary with `args`, its output piped.
+fn spawn_mpirun(args: &[String]) -> std::process::Child {
+    Command::new("mpirun")
+        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mpirun (Debian's openmpi-bin; .ci/run installs it) must be on PATH")
 }
 
 /// Waits for the launcher to end (a failure past `limit`: some rank hangs).
@@ -277,20 +293,7 @@ fn search_trials_run_as_mpi_jobs_under_a_launcher() {
     .unwrap();
     let study = tmp.path().join("study");
     let mut args = strings(&["search", "--space", space.to_str().unwrap(), "--trials", "2", "--sampler", "random"]);
-    for s in [
-        "task.vocab_size=32",
-        "task.seq_len=16",
-        "task.num_kv_pairs=2",
-        "model.d_model=16",
-        "model.n_layers=1",
-        "model.n_heads=2",
-        "train.steps=8",
-        "train.batch_size=8",
-        "train.eval_every=4",
-        "train.eval_batches=1",
-        "train.target_accuracy=null",
-        "device=cpu",
-    ] {
+    for s in TINY_SETS {
         args.extend(strings(&["--set", s]));
     }
     args.extend(strings(&["--metric", "eval_accuracy", "--quiet", "--no-plots", "--threads", "1"]));

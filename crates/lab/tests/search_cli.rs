@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::run_dir::BIN;
+use common::run_dir::{BIN, TINY_SETS};
 use serde_json::Value;
 
 /// One variable in [0, 1]; the objective (x - 0.3)^2 is minimised at 0.3.
@@ -307,22 +307,8 @@ fn a_training_study_overlays_config_keys_and_reads_the_run_summary() {
         "direction = \"maximize\"\n[params]\n\"optimizer.lr\" = { type = \"float\", low = 1e-3, high = 1e-2, log = true }\n\"model.positions\" = { type = \"categorical\", choices = [\"learned\", \"rope\"] }\n",
     );
     let out = tmp.path().join("study");
-    let sets = [
-        "task.vocab_size=32",
-        "task.seq_len=16",
-        "task.num_kv_pairs=2",
-        "model.d_model=16",
-        "model.n_layers=1",
-        "model.n_heads=2",
-        "train.steps=8",
-        "train.batch_size=8",
-        "train.eval_every=4",
-        "train.eval_batches=1",
-        "train.target_accuracy=null",
-        "device=cpu",
-    ];
     let mut args: Vec<&str> = vec!["--space", space.to_str().unwrap(), "--trials", "3", "--sampler", "random"];
-    for s in &sets {
+    for s in TINY_SETS {
         args.extend(["--set", s]);
     }
     args.extend([
@@ -432,19 +418,8 @@ fn pbt_training_segments_start_from_the_previous_segments_checkpoint() {
     let out = tmp.path().join("study");
     let mut args: Vec<&str> =
         vec!["--space", space.to_str().unwrap(), "--pbt", "--population", "2", "--generations", "2", "--interval", "4"];
-    for s in [
-        "task.vocab_size=32",
-        "task.seq_len=16",
-        "task.num_kv_pairs=2",
-        "model.d_model=16",
-        "model.n_layers=1",
-        "model.n_heads=2",
-        "train.batch_size=8",
-        "train.eval_every=4",
-        "train.eval_batches=1",
-        "train.target_accuracy=null",
-        "device=cpu",
-    ] {
+    // PBT sets each segment's steps itself.
+    for s in TINY_SETS.iter().filter(|s| !s.starts_with("train.steps=")) {
         args.extend(["--set", s]);
     }
     args.extend(["--out", out.to_str().unwrap(), "--quiet", "--no-plots", "--threads", "1"]);

@@ -31,6 +31,23 @@ pub const TINY: [&str; 18] = [
     "1",
 ];
 
+/// [`TINY`]'s model and task as `--set` overlays of a search's training trials (8 steps of 8
+/// rows, evaluated every 4), each a `--set` value.
+pub const TINY_SETS: [&str; 12] = [
+    "task.vocab_size=32",
+    "task.seq_len=16",
+    "task.num_kv_pairs=2",
+    "model.d_model=16",
+    "model.n_layers=1",
+    "model.n_heads=2",
+    "train.steps=8",
+    "train.batch_size=8",
+    "train.eval_every=4",
+    "train.eval_batches=1",
+    "train.target_accuracy=null",
+    "device=cpu",
+];
+
 /// A 12-step run with a checkpoint every 2 steps (6 checkpoints), evaluation every 4, tiny
 /// enough that one run takes a fraction of a second.
 pub fn run_args(dir: &Path, steps: u64) -> Vec<String> {
