@@ -1,4 +1,6 @@
-//! f32 matrix multiply through Tensor::matmul against `gemm` called directly, same threads.
+//! f32 matrix multiply through Tensor::matmul against `gemm` called directly, same threads; bf16
+//! through Tensor::matmul (the AVX512_BF16 dot-product kernel where the CPU has it) against the
+//! widened f32 path. The PyTorch peer of the bf16 group: benches/peers/torch_matmul.py.
 
 use attune_benches::{gemm_direct, input, raw};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
@@ -36,5 +38,27 @@ fn transformer(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, square, transformer);
+fn square_bf16(c: &mut Criterion) {
+    use attune_tensor::DType;
+    use attune_tensor::cpu::gemm::{MatRef, Threads, gemm_bf16_widened};
+    let mut g = c.benchmark_group("matmul_square_bf16");
+    g.sample_size(10);
+    for n in [512usize, 1024, 2048] {
+        g.throughput(Throughput::Elements((2 * n * n * n) as u64));
+        let a = input(&[n, n], 1).to_dtype(DType::BF16).unwrap();
+        let b = input(&[n, n], 2).to_dtype(DType::BF16).unwrap();
+        g.bench_with_input(BenchmarkId::new("attune", n), &n, |bch, _| bch.iter(|| a.matmul(&b).unwrap()));
+        let (ra, rb) = (a.to_vec::<half::bf16>().unwrap(), b.to_vec::<half::bf16>().unwrap());
+        let mut dst = vec![half::bf16::ZERO; n * n];
+        g.bench_with_input(BenchmarkId::new("widened_f32", n), &n, |bch, _| {
+            bch.iter(|| {
+                let (l, r) = (MatRef::row_major(&ra, n), MatRef::row_major(&rb, n));
+                gemm_bf16_widened(n, n, n, l, r, &mut dst, Threads::Auto).unwrap()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, square, transformer, square_bf16);
 criterion_main!(benches);

@@ -37,6 +37,7 @@ mod grid;
 mod occupancy;
 mod op_parity;
 mod parity;
+mod peak;
 mod ptxas;
 mod test_devices;
 
@@ -74,6 +75,8 @@ enum Command {
     BuildKernels(build_kernels::BuildKernelsArgs),
     /// Fetch the real data sets into the cache (pinned versions and sha256), once.
     Data(data::DataArgs),
+    /// Measure the CPU's f32 FMA and bf16 dot-product peaks (GFLOP/s).
+    Peak(peak::PeakArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::CudaTools(args) => cuda_tools::run(&args).map(|()| ExitCode::SUCCESS),
         Command::BuildKernels(args) => build_kernels::run(&args),
         Command::Data(args) => data::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Peak(args) => peak::run(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("error: {e:#}");

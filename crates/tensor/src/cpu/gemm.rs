@@ -3,9 +3,10 @@
 //! views are multiplied in place, and a contiguous row-major destination.
 //!
 //! f32, f64 and f16 go straight to `gemm` (its f16 kernels widen to f32 inside the
-//! micro-kernel). `gemm` has no bf16 kernels: [`gemm_bf16`] converts both operands to
-//! contiguous f32, multiplies in f32 and rounds the result back to bf16 (round to nearest
-//! even). The conversion is O(mk + kn + mn) against the O(mnk) product.
+//! micro-kernel). `gemm` has no bf16 kernels: [`gemm_bf16`] runs the CPU's bf16 dot-product
+//! instruction where it has one (`crate::cpu::bf16dot`), else converts both operands to
+//! contiguous f32 and multiplies in f32; either way it accumulates in f32 and rounds the result
+//! to bf16 once (round to nearest even).
 //!
 //! Every index an operand can touch is checked against its slice before the unsafe call, so
 //! no argument can make `gemm` read or write out of bounds.
@@ -99,14 +100,14 @@ pub enum Threads {
 }
 
 impl Threads {
-    fn parallelism(self, m: usize, n: usize, k: usize) -> Parallelism {
+    /// Whether an `m x k @ k x n` product is split across the rayon pool.
+    fn splits(self, m: usize, n: usize, k: usize) -> bool {
         let work = m.saturating_mul(n).saturating_mul(k);
-        let threads = rayon::current_num_threads();
-        if self == Threads::Auto && work >= GEMM_PAR_THRESHOLD && threads > 1 {
-            Parallelism::Rayon(threads)
-        } else {
-            Parallelism::None
-        }
+        self == Threads::Auto && work >= GEMM_PAR_THRESHOLD && rayon::current_num_threads() > 1
+    }
+
+    fn parallelism(self, m: usize, n: usize, k: usize) -> Parallelism {
+        if self.splits(m, n, k) { Parallelism::Rayon(rayon::current_num_threads()) } else { Parallelism::None }
     }
 }
 
@@ -211,10 +212,39 @@ fn widen_bf16(mat: &MatRef<'_, bf16>, rows: usize, cols: usize) -> Vec<f32> {
     crate::cpu::strided::map1(mat.data, &[rows, cols], &[mat.row_stride, mat.col_stride], mat.offset, bf16::to_f32)
 }
 
-/// `dst = lhs @ rhs` in bf16: both operands are widened to contiguous f32, multiplied by the
-/// f32 kernel (f32 accumulation) and the result is rounded to bf16 once. Same contract as
-/// [`gemm()`].
+/// `dst = lhs @ rhs` in bf16 with f32 accumulation, the result rounded to bf16 once (round to
+/// nearest even). On a CPU with AVX512_BF16 the products run on its bf16 dot-product
+/// instruction ([`crate::cpu::bf16dot`]); elsewhere both operands are widened to f32 for the
+/// f32 kernel ([`gemm_bf16_widened`]). Same contract as [`gemm()`].
 pub fn gemm_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, bf16>,
+    rhs: MatRef<'_, bf16>,
+    dst: &mut [bf16],
+    threads: Threads,
+) -> Result<()> {
+    if !crate::cpu::bf16dot::available() {
+        return gemm_bf16_widened(m, n, k, lhs, rhs, dst, threads);
+    }
+    if !prepare_dst(m, n, k, dst, bf16::ZERO)? {
+        return Ok(());
+    }
+    lhs.checked("lhs", m, k)?;
+    rhs.checked("rhs", k, n)?;
+    let mut out = vec![0f32; m * n];
+    crate::cpu::bf16dot::gemm_accumulate(m, n, k, &lhs, &rhs, &mut out, threads.splits(m, n, k));
+    for (d, &x) in dst.iter_mut().zip(&out) {
+        *d = bf16::from_f32(x);
+    }
+    Ok(())
+}
+
+/// [`gemm_bf16`] by widening both operands to contiguous f32 and multiplying with the f32
+/// kernel: the path of CPUs without AVX512_BF16, and the reference its kernel is checked and
+/// benchmarked against.
+pub fn gemm_bf16_widened(
     m: usize,
     n: usize,
     k: usize,

@@ -1,0 +1,319 @@
+//! bf16 matrix multiply on the CPU's bf16 dot-product instruction (`vdpbf16ps`, AVX512_BF16):
+//! each instruction multiplies 16 pairs of bf16 and adds both products of a pair into an f32
+//! lane, twice the multiply-adds of an f32 FMA. Chosen at run time ([`available`]); where the
+//! CPU lacks the feature, [`crate::cpu::gemm::gemm_bf16`] widens to f32 instead.
+//!
+//! Layout ("VNNI" pairs): `k` is taken two at a time. Row `i` of the lhs becomes 32-bit words
+//! `a(i, 2p) | a(i, 2p+1) << 16`; the rhs is packed in panels of 16 columns whose word
+//! `(p, j)` is `b(2p, j) | b(2p+1, j) << 16`. Broadcasting one lhs word against one panel row
+//! adds `a(i,2p) b(2p,j) + a(i,2p+1) b(2p+1,j)` to 16 accumulators. An odd `k` and the
+//! columns past `n` are padded with zeros. Products of bf16 are exact in f32; sums are f32.
+//!
+//! Blocking: `k` in blocks of [`KC`] pairs (the packed rhs block stays in L2); rows in groups
+//! of [`MR`], 32 columns (two panels, 2 x 16 f32 accumulators per row) at a time.
+
+use half::bf16;
+
+use super::gemm::MatRef;
+
+/// Rows of one micro-kernel call.
+pub const MR: usize = 8;
+/// Columns per panel (one zmm of f32).
+const PANEL: usize = 16;
+/// k pairs per block.
+pub const KC: usize = 256;
+/// Rows handed to one rayon task (they share one packed lhs block and reuse each rhs column
+/// block from L2).
+const ROWS_PER_TASK: usize = 8 * MR;
+/// Panels per column block: 16 panels x 256 pairs x 64 bytes = 256 KiB of packed rhs, which
+/// stays in L2 while every row group of a task passes over it.
+const PANELS_PER_BLOCK: usize = 16;
+
+/// Whether this CPU runs the bf16 dot-product kernels.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512bf16")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One 32-bit word of a bf16 pair: `lo` in the low half, as `vdpbf16ps` reads it.
+fn pair(lo: bf16, hi: bf16) -> u32 {
+    lo.to_bits() as u32 | (hi.to_bits() as u32) << 16
+}
+
+/// Element `(i, j)` of a checked operand.
+fn at(m: &MatRef<'_, bf16>, i: usize, j: usize) -> bf16 {
+    m.data[m.offset + i * m.row_stride + j * m.col_stride]
+}
+
+/// Packs pairs `p0..p1` of the rhs (`k x n`) into panels: panel `q` holds words
+/// `[(p - p0) * 16 + lane]` for columns `16q + lane`; the panel count is even (a zero panel
+/// pads an odd one) so the kernel always reads two. Panels are packed in parallel when
+/// `parallel`, each reading its 16 columns row by row.
+fn pack_rhs(b: &MatRef<'_, bf16>, k: usize, n: usize, p0: usize, p1: usize, parallel: bool) -> Vec<u32> {
+    let panels = n.div_ceil(PANEL).next_multiple_of(2);
+    let pairs = p1 - p0;
+    let mut out = vec![0u32; panels * pairs * PANEL];
+    let pack_panel = |(q, dst): (usize, &mut [u32])| {
+        let cols = q * PANEL..((q + 1) * PANEL).min(n);
+        for p in p0..p1 {
+            let row = &mut dst[(p - p0) * PANEL..(p - p0 + 1) * PANEL];
+            for (lane, j) in cols.clone().enumerate() {
+                let hi = if 2 * p + 1 < k { at(b, 2 * p + 1, j) } else { bf16::ZERO };
+                row[lane] = pair(at(b, 2 * p, j), hi);
+            }
+        }
+    };
+    if parallel {
+        use rayon::prelude::*;
+        out.par_chunks_mut(pairs * PANEL).enumerate().for_each(pack_panel);
+    } else {
+        out.chunks_mut(pairs * PANEL).enumerate().for_each(pack_panel);
+    }
+    out
+}
+
+/// Packs rows `rows` of the lhs (`m x k`), pairs `p0..p1`: word `[r * pairs + p - p0]`. A
+/// row-major lhs is read as slices.
+fn pack_lhs(a: &MatRef<'_, bf16>, k: usize, rows: std::ops::Range<usize>, p0: usize, p1: usize) -> Vec<u32> {
+    let mut out = Vec::with_capacity(rows.len() * (p1 - p0));
+    for i in rows {
+        if a.col_stride == 1 {
+            let start = a.offset + i * a.row_stride;
+            let row = &a.data[start + 2 * p0..start + (2 * p1).min(k)];
+            let mut words = row.chunks_exact(2);
+            out.extend(words.by_ref().map(|w| pair(w[0], w[1])));
+            if let [last] = words.remainder() {
+                out.push(pair(*last, bf16::ZERO));
+            }
+        } else {
+            out.extend(
+                (p0..p1).map(|p| pair(at(a, i, 2 * p), if 2 * p + 1 < k { at(a, i, 2 * p + 1) } else { bf16::ZERO })),
+            );
+        }
+    }
+    out
+}
+
+/// `c += a @ b` for an `m x k` lhs and `k x n` rhs, both already bounds-checked by the caller,
+/// into the row-major f32 `c` (`m * n`), on the bf16 dot-product instruction. `parallel`
+/// splits rows across the rayon pool. Call only where [`available`] is true.
+pub fn gemm_accumulate(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, bf16>,
+    b: &MatRef<'_, bf16>,
+    c: &mut [f32],
+    parallel: bool,
+) {
+    assert!(available(), "bf16dot::gemm_accumulate without AVX512_BF16");
+    assert_eq!(c.len(), m * n, "bf16dot: destination length");
+    let pairs_total = k.div_ceil(2);
+    for p0 in (0..pairs_total).step_by(KC) {
+        let p1 = (p0 + KC).min(pairs_total);
+        let packed_b = pack_rhs(b, k, n, p0, p1, parallel);
+        let task = |(t, rows_c): (usize, &mut [f32])| {
+            let r0 = t * ROWS_PER_TASK;
+            let rows = r0..r0 + rows_c.len() / n;
+            let packed_a = pack_lhs(a, k, rows.clone(), p0, p1);
+            // SAFETY: available() was checked above; the packed buffers have the lengths the
+            // kernel indexes (rows x pairs, and an even number of 16-wide panels x pairs).
+            unsafe { x86::block(&packed_a, &packed_b, rows.len(), n, p1 - p0, rows_c) };
+        };
+        if parallel {
+            use rayon::prelude::*;
+            c.par_chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(task);
+        } else {
+            c.chunks_mut(ROWS_PER_TASK * n).enumerate().for_each(task);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{MR, PANEL, PANELS_PER_BLOCK};
+
+    /// `c` (rows x n, row-major) += packed_a (rows x pairs) @ packed_b (panels x pairs x 16).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    pub unsafe fn block(packed_a: &[u32], packed_b: &[u32], rows: usize, n: usize, pairs: usize, c: &mut [f32]) {
+        let panels = n.div_ceil(PANEL).next_multiple_of(2);
+        for qb in (0..panels).step_by(PANELS_PER_BLOCK) {
+            let mut r = 0;
+            while r < rows {
+                let take = (rows - r).min(MR);
+                for q in (qb..(qb + PANELS_PER_BLOCK).min(panels)).step_by(2) {
+                    // SAFETY: as promised by the caller; each call stays inside rows r..r+take.
+                    unsafe {
+                        match take {
+                            8 => micro::<8>(packed_a, packed_b, r, q, n, pairs, c),
+                            7 => micro::<7>(packed_a, packed_b, r, q, n, pairs, c),
+                            6 => micro::<6>(packed_a, packed_b, r, q, n, pairs, c),
+                            5 => micro::<5>(packed_a, packed_b, r, q, n, pairs, c),
+                            4 => micro::<4>(packed_a, packed_b, r, q, n, pairs, c),
+                            3 => micro::<3>(packed_a, packed_b, r, q, n, pairs, c),
+                            2 => micro::<2>(packed_a, packed_b, r, q, n, pairs, c),
+                            _ => micro::<1>(packed_a, packed_b, r, q, n, pairs, c),
+                        }
+                    }
+                }
+                r += take;
+            }
+        }
+    }
+
+    /// R rows x panels q and q+1 (32 columns, masked past n).
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
+    #[inline]
+    unsafe fn micro<const R: usize>(
+        packed_a: &[u32],
+        packed_b: &[u32],
+        r0: usize,
+        q: usize,
+        n: usize,
+        pairs: usize,
+        c: &mut [f32],
+    ) {
+        let col0 = q * PANEL;
+        let mask = |col: usize| -> __mmask16 {
+            let valid = n.saturating_sub(col).min(PANEL);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let (m0, m1) = (mask(col0), mask(col0 + PANEL));
+        // SAFETY: the caller promises packed_a holds (r0 + R) x pairs words, packed_b the
+        // panels q and q + 1 of pairs x 16 words each, and c rows r0..r0 + R of n columns; the
+        // masks keep the stores inside each row.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            let b0 = packed_b.as_ptr().add(q * pairs * PANEL);
+            let b1 = packed_b.as_ptr().add((q + 1) * pairs * PANEL);
+            let a = packed_a.as_ptr().add(r0 * pairs);
+            for p in 0..pairs {
+                let v0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b0.add(p * PANEL) as *const __m512i));
+                let v1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b1.add(p * PANEL) as *const __m512i));
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let w: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * pairs + p) as i32));
+                    row[0] = _mm512_dpbf16_ps(row[0], w, v0);
+                    row[1] = _mm512_dpbf16_ps(row[1], w, v1);
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                let dst = c.as_mut_ptr().add((r0 + r) * n + col0);
+                if m0 != 0 {
+                    let old = _mm512_maskz_loadu_ps(m0, dst);
+                    _mm512_mask_storeu_ps(dst, m0, _mm512_add_ps(old, row[0]));
+                }
+                if m1 != 0 {
+                    let d1 = dst.add(PANEL);
+                    let old = _mm512_maskz_loadu_ps(m1, d1);
+                    _mm512_mask_storeu_ps(d1, m1, _mm512_add_ps(old, row[1]));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    pub unsafe fn block(_: &[u32], _: &[u32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+        unreachable!("bf16dot::available() is false off x86_64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::gemm::{Threads, gemm_bf16, gemm_bf16_widened};
+
+    /// Skips (with the reason printed) where the CPU has no AVX512_BF16.
+    fn skip() -> bool {
+        if !available() {
+            eprintln!("skipped: this CPU has no avx512_bf16 (the widened path serves it)");
+        }
+        !available()
+    }
+
+    fn values(len: usize, seed: u64, int: bool) -> Vec<bf16> {
+        let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        (0..len)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                let u = (s >> 11) as f64 / (1u64 << 53) as f64;
+                // Small integers multiply and sum exactly in f32; the others test rounding.
+                bf16::from_f64(if int { (u * 9.0).floor() - 4.0 } else { (u - 0.5) * 4.0 })
+            })
+            .collect()
+    }
+
+    fn reference(m: usize, n: usize, k: usize, a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>) -> Vec<f64> {
+        let mut out = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                out[i * n + j] = (0..k).map(|p| at(a, i, p).to_f64() * at(b, p, j).to_f64()).sum();
+            }
+        }
+        out
+    }
+
+    /// Ragged shapes around every block edge (MR rows, 16/32 columns, odd k, KC pairs),
+    /// strided and transposed operands: exact where the arithmetic is exact.
+    #[test]
+    fn exact_products_match_at_ragged_shapes_and_strides() {
+        if skip() {
+            return;
+        }
+        for &(m, n, k) in &[(1, 1, 1), (5, 17, 3), (7, 33, 2 * KC + 3), (13, 16, 64), (6, 32, 1), (2, 47, 513)] {
+            let a = values(m * k + 5, 1, true);
+            let b = values(k * n + 3, 2, true);
+            // lhs row-major at offset 5; rhs transposed (column-major) at offset 3.
+            let (lhs, rhs) = (MatRef::new(&a, 5, k, 1), MatRef::new(&b, 3, 1, k));
+            let mut got = vec![0f32; m * n];
+            gemm_accumulate(m, n, k, &lhs, &rhs, &mut got, false);
+            let want = reference(m, n, k, &lhs, &rhs);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(*g as f64, *w, "({m},{n},{k}) element {i}");
+            }
+        }
+    }
+
+    /// On random inputs the error against the f64 product is within twice that of the
+    /// widened f32 path (the project's accuracy rule), and splitting rows over threads changes
+    /// no bit.
+    #[test]
+    fn rounding_error_is_that_of_f32_accumulation() {
+        if skip() {
+            return;
+        }
+        let (m, n, k) = (37, 70, 1100);
+        let a = values(m * k, 3, false);
+        let b = values(k * n, 4, false);
+        let (lhs, rhs) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
+        let want = reference(m, n, k, &lhs, &rhs);
+        let mut serial = vec![0f32; m * n];
+        gemm_accumulate(m, n, k, &lhs, &rhs, &mut serial, false);
+        let mut parallel = vec![0f32; m * n];
+        gemm_accumulate(m, n, k, &lhs, &rhs, &mut parallel, true);
+        assert_eq!(serial, parallel);
+        let mut widened = vec![bf16::ZERO; m * n];
+        gemm_bf16_widened(m, n, k, lhs, rhs, &mut widened, Threads::Single).unwrap();
+        let mut rounded = vec![bf16::ZERO; m * n];
+        gemm_bf16(m, n, k, lhs, rhs, &mut rounded, Threads::Auto).unwrap();
+        let err = |got: &mut dyn Iterator<Item = f64>| got.zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+        let (e_dot, e_wide) =
+            (err(&mut serial.iter().map(|&x| x as f64)), err(&mut widened.iter().map(|x| x.to_f64())));
+        let e_rounded = err(&mut rounded.iter().map(|x| x.to_f64()));
+        assert!(e_dot < 1e-3, "f32 accumulation error {e_dot}");
+        assert!(e_rounded <= 2.0 * e_wide, "bf16 result error {e_rounded} against the widened path's {e_wide}");
+    }
+}
