@@ -228,17 +228,38 @@ pub fn gemm_bf16(
     if !crate::cpu::bf16dot::available() {
         return gemm_bf16_widened(m, n, k, lhs, rhs, dst, threads);
     }
-    if !prepare_dst(m, n, k, dst, bf16::ZERO)? {
+    if !prepare_bf16(m, n, k, &lhs, &rhs, dst)? {
         return Ok(());
+    }
+    let mut out = vec![0f32; m * n];
+    crate::cpu::bf16dot::gemm_accumulate(m, n, k, &lhs, &rhs, &mut out, threads.splits(m, n, k));
+    round_to_bf16(&out, dst);
+    Ok(())
+}
+
+/// [`prepare_dst`] for a bf16 product, then both operands checked (before anything indexes
+/// them directly).
+fn prepare_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: &MatRef<'_, bf16>,
+    rhs: &MatRef<'_, bf16>,
+    dst: &mut [bf16],
+) -> Result<bool> {
+    if !prepare_dst(m, n, k, dst, bf16::ZERO)? {
+        return Ok(false);
     }
     lhs.checked("lhs", m, k)?;
     rhs.checked("rhs", k, n)?;
-    let mut out = vec![0f32; m * n];
-    crate::cpu::bf16dot::gemm_accumulate(m, n, k, &lhs, &rhs, &mut out, threads.splits(m, n, k));
-    for (d, &x) in dst.iter_mut().zip(&out) {
+    Ok(true)
+}
+
+/// The f32 product rounded once to bf16 (round to nearest even).
+fn round_to_bf16(out: &[f32], dst: &mut [bf16]) {
+    for (d, &x) in dst.iter_mut().zip(out) {
         *d = bf16::from_f32(x);
     }
-    Ok(())
 }
 
 /// [`gemm_bf16`] by widening both operands to contiguous f32 and multiplying with the f32
@@ -253,19 +274,14 @@ pub fn gemm_bf16_widened(
     dst: &mut [bf16],
     threads: Threads,
 ) -> Result<()> {
-    if !prepare_dst(m, n, k, dst, bf16::ZERO)? {
+    if !prepare_bf16(m, n, k, &lhs, &rhs, dst)? {
         return Ok(());
     }
-    // Validate before widening: the strided copy indexes the slices directly.
-    lhs.checked("lhs", m, k)?;
-    rhs.checked("rhs", k, n)?;
     let a = widen_bf16(&lhs, m, k);
     let b = widen_bf16(&rhs, k, n);
     let mut out = vec![0f32; m * n];
     gemm(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), &mut out, threads)?;
-    for (d, &x) in dst.iter_mut().zip(&out) {
-        *d = bf16::from_f32(x);
-    }
+    round_to_bf16(&out, dst);
     Ok(())
 }
 
