@@ -269,17 +269,50 @@ impl Dist {
         Ok(StepSums::from_array(v))
     }
 
-    /// Replaces this rank's gradients (the mean over its rows) with the mean over the global
-    /// batch: each rank's weighted by its share `share` of the batch's counted targets, summed
-    /// over the ranks in buckets. Parameters without a gradient are left out; every rank has
-    /// the same ones (checked by the caller through [`StepSums::with_grad`]).
-    pub fn all_reduce_grads(&mut self, step: u64, grads: &mut GradStore, params: &[Var], share: f32) -> Result<()> {
-        let with: Vec<&Var> = params.iter().filter(|v| grads.get(v.as_tensor()).is_some()).collect();
-        if self.nccl.is_some() {
-            return self.all_reduce_grads_on_device(step, grads, &with, share);
+    /// The bucket plan of parameters of `lengths` elements: the last one again while the
+    /// parameters with a gradient stay the same (every step, in practice). Hand it back with
+    /// [`Dist::keep_plan`].
+    fn take_plan(&mut self, lengths: Vec<usize>) -> (Vec<usize>, BucketPlan) {
+        match self.plan.take() {
+            Some((l, plan)) if l == lengths => (l, plan),
+            _ => {
+                let max_elements = (self.opts.bucket_mb * (1 << 20) as f64 / 4.0) as usize;
+                let plan = BucketPlan::new(&lengths, max_elements);
+                (lengths, plan)
+            }
         }
+    }
+
+    fn keep_plan(&mut self, plan: (Vec<usize>, BucketPlan)) {
+        self.plan = Some(plan);
+    }
+
+    /// Replaces this rank's gradients of `with` (the parameters that have one; every rank has
+    /// the same, checked by the caller through [`StepSums::with_grad`]), each the mean over
+    /// its rows, with the mean over the global batch: each rank's weighted by its share
+    /// `share` of the batch's counted targets, summed over the ranks in buckets.
+    pub fn all_reduce_grads(&mut self, step: u64, grads: &mut GradStore, with: &[&Var], share: f32) -> Result<()> {
+        let plan = self.take_plan(with.iter().map(|v| v.as_tensor().elem_count()).collect());
+        let reduced = if self.nccl.is_some() {
+            self.all_reduce_grads_on_device(step, grads, with, share, &plan.1)
+        } else {
+            self.all_reduce_grads_on_host(step, grads, with, share, &plan.1)
+        };
+        self.keep_plan(plan);
+        reduced
+    }
+
+    /// [`Dist::all_reduce_grads`] through host memory, over MPI.
+    fn all_reduce_grads_on_host(
+        &mut self,
+        step: u64,
+        grads: &mut GradStore,
+        with: &[&Var],
+        share: f32,
+        plan: &BucketPlan,
+    ) -> Result<()> {
         let mut parts = Vec::with_capacity(with.len());
-        for v in &with {
+        for v in with {
             let g = grads.get(v.as_tensor()).context("a gradient vanished")?;
             let mut data = g.to_dtype(DType::F32)?.to_vec::<f32>()?;
             if share != 1.0 {
@@ -287,12 +320,6 @@ impl Dist {
             }
             parts.push(data);
         }
-        let lengths: Vec<usize> = parts.iter().map(Vec::len).collect();
-        let max_elements = (self.opts.bucket_mb * (1 << 20) as f64 / 4.0) as usize;
-        if self.plan.as_ref().is_none_or(|(l, _)| *l != lengths) {
-            self.plan = Some((lengths.clone(), BucketPlan::new(&lengths, max_elements)));
-        }
-        let plan = self.plan.as_ref().map(|(_, p)| p.clone()).context("bucket plan")?;
         self.collective(&format!("the gradient all-reduce of step {step}"), |c| {
             Ok(plan.all_reduce_scaled(c, &mut parts, 1.0)?)
         })?;
@@ -312,10 +339,8 @@ impl Dist {
         grads: &mut GradStore,
         with: &[&Var],
         share: f32,
+        plan: &BucketPlan,
     ) -> Result<()> {
-        let lengths: Vec<usize> = with.iter().map(|v| v.as_tensor().elem_count()).collect();
-        let max_elements = (self.opts.bucket_mb * (1 << 20) as f64 / 4.0) as usize;
-        let plan = BucketPlan::new(&lengths, max_elements);
         let started = Instant::now();
         for bucket in &plan.buckets {
             let vars = &with[bucket.clone()];

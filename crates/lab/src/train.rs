@@ -400,7 +400,8 @@ impl<'d> Run<'d> {
     ) -> Result<()> {
         let Some(d) = self.dist.as_deref_mut() else { return Ok(()) };
         let step = self.state.step + 1;
-        let with_grad = params.iter().filter(|v| grads.get(v.as_tensor()).is_some()).count();
+        let with: Vec<&Var> = params.iter().filter(|v| grads.get(v.as_tensor()).is_some()).collect();
+        let with_grad = with.len();
         let rl = out.rl.map_or([0.0; 4], |r| [r.reward, r.baseline, r.policy_loss, r.reinforce_var]);
         let local = StepSums {
             weighted_loss: out.loss * out.counted as f64,
@@ -421,7 +422,7 @@ impl<'d> Run<'d> {
         }
         // Each rank's mean weighted by its share of the counted targets: the global mean.
         let share = if sums.counted > 0.0 { out.counted as f64 / sums.counted } else { 1.0 / world };
-        d.all_reduce_grads(step, grads, params, share as f32)?;
+        d.all_reduce_grads(step, grads, &with, share as f32)?;
         out.loss = if sums.counted > 0.0 { sums.weighted_loss / sums.counted } else { out.loss };
         (out.correct, out.counted, out.tokens) = (sums.correct as usize, sums.counted as usize, sums.tokens as u64);
         if let Some(r) = &mut out.rl {

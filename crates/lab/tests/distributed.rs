@@ -15,19 +15,14 @@ use common::run_dir::{BIN, TINY, TINY_SETS, assert_ok, attune, outcome, read_jso
 /// `mpirun -np N` of the attune binary with `args` per rank (or `apps`, one argument list
 /// per rank, as MPMD `:`-separated apps), ended as a failure if it runs past `limit`.
 fn mpirun(apps: &[Vec<String>], limit: Duration) -> Output {
-    let mut cmd = Command::new("mpirun");
-    cmd.args(["--allow-run-as-root", "--oversubscribe"]);
+    let mut cmd = mpirun_command();
     for (i, app) in apps.iter().enumerate() {
         if i > 0 {
             cmd.arg(":");
         }
         cmd.args(["-np", "1", BIN]).args(app);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mpirun (Debian's openmpi-bin; .ci/run installs it) must be on PATH for the distributed tests");
+    let mut child = cmd.spawn().expect("mpirun (Debian's openmpi-bin; .ci/run installs it) must be on PATH");
     let started = Instant::now();
     while child.try_wait().expect("waiting for mpirun").is_none() {
         if started.elapsed() > limit {
@@ -205,13 +200,18 @@ fn rank1_pid(dir: &Path) -> Option<i32> {
 
 /// `mpirun -np 2` of the binary with `args`, its output piped.
 fn spawn_mpirun(args: &[String]) -> std::process::Child {
-    Command::new("mpirun")
-        .args(["--allow-run-as-root", "--oversubscribe", "-np", "2", BIN])
+    mpirun_command()
+        .args(["-np", "2", BIN])
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("mpirun (Debian's openmpi-bin; .ci/run installs it) must be on PATH")
+}
+
+/// `mpirun` as root, with more ranks than cores allowed, its output piped.
+fn mpirun_command() -> Command {
+    let mut cmd = Command::new("mpirun");
+    cmd.args(["--allow-run-as-root", "--oversubscribe"]).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
 }
 
 /// Waits for the launcher to end (a failure past `limit`: some rank hangs).
