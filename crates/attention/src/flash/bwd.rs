@@ -8,6 +8,7 @@
 //! chunk order. The chunk count depends on the shape only ([`chunks`]), never on the thread
 //! count, so results are bit-identical for any pool size.
 
+use super::dot;
 use super::dropout::DropTile;
 use super::io::{Elem, View, split_segments, tiles};
 use super::kernel::Acc;
@@ -51,11 +52,13 @@ pub struct Bwd<'a, T> {
     /// The score scale (dS carries it into dQ and dK).
     pub scale: f32,
     pub drop: Option<DropTile>,
+    /// The bf16 views when the tile products run on bf16 dot products ([`dot`]).
+    pub dot: Option<dot::Views<'a>>,
 }
 
 struct Scratch {
     qt: Vec<f32>,
-    dot: Vec<f32>,
+    dot_t: Vec<f32>,
     qbuf: Vec<f32>,
     dobuf: Vec<f32>,
     kbuf: Vec<f32>,
@@ -68,13 +71,50 @@ struct Scratch {
     lse2: Vec<f32>,
     words: Vec<u32>,
     ranges: Ranges,
+    dot: DotBufs,
+}
+
+/// The bf16 dot-product path's operands (empty on the f32 path).
+struct DotBufs {
+    /// `Q^T` and `dO^T` as words along head_dim.
+    qtw: Vec<u32>,
+    dotw: Vec<u32>,
+    /// Q and dO as pairs of query rows.
+    qw: Vec<u32>,
+    dow: Vec<u32>,
+    /// K and V rows as words along head_dim (when not read in place), K as pairs of keys.
+    kw: Vec<u32>,
+    vw: Vec<u32>,
+    kpw: Vec<u32>,
+    /// `P^T` or `dS^T` as words along the queries; `dS^T` as pairs of keys.
+    tw: Vec<u32>,
+    sw: Vec<u32>,
+}
+
+impl DotBufs {
+    fn new(d: usize, dot: bool) -> Self {
+        let words = |n: usize| if dot { vec![0u32; n] } else { Vec::new() };
+        let dp = d.div_ceil(2);
+        DotBufs {
+            qtw: words(dp * BQ),
+            dotw: words(dp * BQ),
+            qw: words(BQ / 2 * d),
+            dow: words(BQ / 2 * d),
+            kw: words(BK * dp),
+            vw: words(BK * dp),
+            kpw: words(BK / 2 * d),
+            tw: words(BK * BQ / 2),
+            sw: words(BK / 2 * BQ),
+        }
+    }
 }
 
 impl Scratch {
-    fn new(d: usize) -> Self {
+    fn new(d: usize, dot: bool) -> Self {
         Scratch {
+            dot: DotBufs::new(d, dot),
             qt: vec![0.0; d * BQ],
-            dot: vec![0.0; d * BQ],
+            dot_t: vec![0.0; d * BQ],
             qbuf: vec![0.0; BQ * d],
             dobuf: vec![0.0; BQ * d],
             kbuf: vec![0.0; BK * d],
@@ -146,20 +186,46 @@ impl<T: Elem> Bwd<'_, T> {
         for (r, &l) in lse_row.iter().enumerate() {
             sc.lse2[r] = if l == f32::NEG_INFINITY { 0.0 } else { (l as f64 * std::f64::consts::LOG2_E) as f32 };
         }
-        self.q.load_t(b, h, gq0, rows, self.qscale, &mut sc.qt, BQ);
-        self.dout.load_t(b, h, gq0, rows, 1.0, &mut sc.dot, BQ);
-        let (qa, qld) = self.q.rows(b, h, gq0, rows, &mut sc.qbuf);
-        let (da, dld) = self.dout.rows(b, h, gq0, rows, &mut sc.dobuf);
+        let dp = d.div_ceil(2);
+        let (mut qa, mut qld, mut da, mut dld): (&[f32], _, &[f32], _) = (&[], 0, &[], 0);
+        match &self.dot {
+            Some(x) => {
+                let g = x.dout.as_ref().expect("the backward's views carry dout");
+                dot::words_t(&x.q, b, h, gq0, rows, &mut sc.dot.qtw, BQ);
+                dot::words_t(g, b, h, gq0, rows, &mut sc.dot.dotw, BQ);
+                dot::row_pairs(&x.q, b, h, gq0, rows, &mut sc.dot.qw, d);
+                dot::row_pairs(g, b, h, gq0, rows, &mut sc.dot.dow, d);
+            }
+            None => {
+                self.q.load_t(b, h, gq0, rows, self.qscale, &mut sc.qt, BQ);
+                self.dout.load_t(b, h, gq0, rows, 1.0, &mut sc.dot_t, BQ);
+                (qa, qld) = self.q.rows(b, h, gq0, rows, &mut sc.qbuf);
+                (da, dld) = self.dout.rows(b, h, gq0, rows, &mut sc.dobuf);
+            }
+        }
         sc.dq[..rows * d].fill(0.0);
 
         let mut kt0 = rg.ulo;
         while kt0 < rg.uhi {
             let bk = BK.min(rg.uhi - kt0);
             let gk0 = seg.k_start + kt0;
-            let (ka, kld) = self.k.rows(b, hk, gk0, bk, &mut sc.kbuf);
-            let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);
-            // P^T = exp2(K Q^T - lse), masked entries 0.
-            kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, Acc::Overwrite);
+            // S^T = K Q^T and dP^T = V dO^T; K's f32 rows are kept for dQ.
+            let (mut ka, mut kld): (&[f32], _) = (&[], 0);
+            match &self.dot {
+                Some(x) => {
+                    let (kw, kwl) = dot::row_words(&x.k, b, hk, gk0, bk, &mut sc.dot.kw);
+                    dot::gemm(bk, rows, dp, kw, kwl, 1, &sc.dot.qtw, BQ, &mut sc.s, BQ, Acc::Overwrite, self.qscale);
+                    let (vw, vwl) = dot::row_words(&x.v, b, hk, gk0, bk, &mut sc.dot.vw);
+                    dot::gemm(bk, rows, dp, vw, vwl, 1, &sc.dot.dotw, BQ, &mut sc.dp, BQ, Acc::Overwrite, 1.0);
+                }
+                None => {
+                    (ka, kld) = self.k.rows(b, hk, gk0, bk, &mut sc.kbuf);
+                    let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);
+                    kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, Acc::Overwrite);
+                    kernel::gemm(bk, rows, d, va, vld, 1, &sc.dot_t, BQ, &mut sc.dp, BQ, Acc::Overwrite);
+                }
+            }
+            // P^T = exp2(S^T - lse), masked entries 0.
             if let Some(c) = self.cap_log2 {
                 vmath::softcap(&mut sc.s, Some(&mut sc.t), bk, rows, BQ, c);
             }
@@ -167,8 +233,6 @@ impl<T: Elem> Bwd<'_, T> {
                 vmath::mask(&mut sc.s, bk, rows, BQ, kt0 as u32, &rg.lo, &rg.hi);
             }
             vmath::exp_rows(&mut sc.s, bk, rows, BQ, &sc.lse2);
-            // dP^T = V dO^T.
-            kernel::gemm(bk, rows, d, va, vld, 1, &sc.dot, BQ, &mut sc.dp, BQ, Acc::Overwrite);
             // dV += (P * dropout)^T dO, with dP scaled by the same multipliers.
             let dk_t = &mut dk[kt0 * d..][..bk * d];
             let dv_t = &mut dv[kt0 * d..][..bk * d];
@@ -182,9 +246,14 @@ impl<T: Elem> Bwd<'_, T> {
                         *m *= *p;
                     }
                 }
-                kernel::gemm(bk, d, rows, &sc.mult, BQ, 1, da, dld, dv_t, d, Acc::Add);
+            }
+            let pt = if self.drop.is_some() { &sc.mult } else { &sc.s };
+            if self.dot.is_some() {
+                dot::tile_words(pt, bk, rows, BQ, &mut sc.dot.tw, BQ / 2);
+                let rp = rows.div_ceil(2);
+                dot::gemm(bk, d, rp, &sc.dot.tw, BQ / 2, 1, &sc.dot.dow, d, dv_t, d, Acc::Add, 1.0);
             } else {
-                kernel::gemm(bk, d, rows, &sc.s, BQ, 1, da, dld, dv_t, d, Acc::Add);
+                kernel::gemm(bk, d, rows, pt, BQ, 1, da, dld, dv_t, d, Acc::Add);
             }
             // dS = P (dP - D) [(1 - tanh^2)] scale, in place of dP.
             let delta = &self.delta[row0..][..rows];
@@ -205,8 +274,21 @@ impl<T: Elem> Bwd<'_, T> {
                 }
             }
             // dK += dS^T Q; dQ += dS K.
-            kernel::gemm(bk, d, rows, &sc.dp, BQ, 1, qa, qld, dk_t, d, Acc::Add);
-            kernel::gemm(rows, d, bk, &sc.dp, 1, BQ, ka, kld, &mut sc.dq, d, Acc::Add);
+            match &self.dot {
+                Some(x) => {
+                    dot::tile_words(&sc.dp, bk, rows, BQ, &mut sc.dot.tw, BQ / 2);
+                    let rp = rows.div_ceil(2);
+                    dot::gemm(bk, d, rp, &sc.dot.tw, BQ / 2, 1, &sc.dot.qw, d, dk_t, d, Acc::Add, 1.0);
+                    dot::tile_pairs(&sc.dp, bk, rows, BQ, &mut sc.dot.sw, BQ);
+                    dot::row_pairs(&x.k, b, hk, gk0, bk, &mut sc.dot.kpw, d);
+                    let kp = bk.div_ceil(2);
+                    dot::gemm(rows, d, kp, &sc.dot.sw, 1, BQ, &sc.dot.kpw, d, &mut sc.dq, d, Acc::Add, 1.0);
+                }
+                None => {
+                    kernel::gemm(bk, d, rows, &sc.dp, BQ, 1, qa, qld, dk_t, d, Acc::Add);
+                    kernel::gemm(rows, d, bk, &sc.dp, 1, BQ, ka, kld, &mut sc.dq, d, Acc::Add);
+                }
+            }
             kt0 += bk;
         }
         for r in 0..rows {
@@ -272,7 +354,7 @@ impl<T: Elem> Bwd<'_, T> {
             return None;
         }
         let seg = &self.pb.segments[seg];
-        let mut sc = Scratch::new(self.pb.head_dim);
+        let mut sc = Scratch::new(self.pb.head_dim, self.dot.is_some());
         let n = seg.k_len * self.pb.head_dim;
         let run = |kacc: &mut [f32], vacc: &mut [f32]| {
             for (h, t0, rows, slice) in tiles {

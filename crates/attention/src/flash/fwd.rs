@@ -1,6 +1,7 @@
 //! The forward pass: one task per (batch, head, query tile), an online softmax over the key
 //! tiles the tile's rows can see, one score tile in flight per thread.
 
+use super::dot;
 use super::dropout::DropTile;
 use super::io::{Elem, View, split_segments, tiles};
 use super::kernel::Acc;
@@ -19,6 +20,8 @@ pub struct Fwd<'a, T> {
     /// `cap * log2(e)` when a softcap is set.
     pub cap_log2: Option<f32>,
     pub drop: Option<DropTile>,
+    /// The bf16 views when the tile products run on bf16 dot products ([`dot`]).
+    pub dot: Option<dot::Views<'a>>,
 }
 
 /// Per-thread buffers, reused across tiles.
@@ -34,11 +37,23 @@ pub struct Scratch {
     alpha: Vec<f32>,
     words: Vec<u32>,
     ranges: Ranges,
+    /// The bf16 dot-product path's operands (empty on the f32 path): `Q^T` and `K` as words
+    /// along head_dim, `P` and `V` as pairs of keys.
+    qtw: Vec<u32>,
+    kw: Vec<u32>,
+    pw: Vec<u32>,
+    vw: Vec<u32>,
 }
 
 impl Scratch {
-    pub fn new(d: usize) -> Self {
+    pub fn new(d: usize, dot: bool) -> Self {
+        let words = |n: usize| if dot { vec![0u32; n] } else { Vec::new() };
+        let dp = d.div_ceil(2);
         Scratch {
+            qtw: words(dp * BQ),
+            kw: words(BK * dp),
+            pw: words(BK / 2 * BQ),
+            vw: words(BK / 2 * d),
             qt: vec![0.0; d * BQ],
             s: vec![0.0; BK * BQ],
             mult: vec![0.0; BK * BQ],
@@ -77,7 +92,10 @@ impl<T: Elem> Fwd<'_, T> {
             lse.fill(f32::NEG_INFINITY);
             return;
         }
-        self.q.load_t(b, h, seg.q_start + t0, rows, self.qscale, &mut sc.qt, BQ);
+        match &self.dot {
+            Some(x) => dot::words_t(&x.q, b, h, seg.q_start + t0, rows, &mut sc.qtw, BQ),
+            None => self.q.load_t(b, h, seg.q_start + t0, rows, self.qscale, &mut sc.qt, BQ),
+        }
         sc.m[..rows].fill(f32::NEG_INFINITY);
         sc.l[..rows].fill(0.0);
         sc.o[..rows * d].fill(0.0);
@@ -87,8 +105,17 @@ impl<T: Elem> Fwd<'_, T> {
             let bk = BK.min(rg.uhi - kt0);
             let gk0 = seg.k_start + kt0;
             // S^T = K Q^T, keys as rows.
-            let (ka, kld) = self.k.rows(b, hk, gk0, bk, &mut sc.kbuf);
-            kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, Acc::Overwrite);
+            match &self.dot {
+                Some(x) => {
+                    let (kw, kwl) = dot::row_words(&x.k, b, hk, gk0, bk, &mut sc.kw);
+                    let dp = d.div_ceil(2);
+                    dot::gemm(bk, rows, dp, kw, kwl, 1, &sc.qtw, BQ, &mut sc.s, BQ, Acc::Overwrite, self.qscale);
+                }
+                None => {
+                    let (ka, kld) = self.k.rows(b, hk, gk0, bk, &mut sc.kbuf);
+                    kernel::gemm(bk, rows, d, ka, kld, 1, &sc.qt, BQ, &mut sc.s, BQ, Acc::Overwrite);
+                }
+            }
             if let Some(c) = self.cap_log2 {
                 vmath::softcap(&mut sc.s, None, bk, rows, BQ, c);
             }
@@ -106,9 +133,20 @@ impl<T: Elem> Fwd<'_, T> {
                     }
                 }
             }
-            // O = O * alpha + P V, P read transposed from the score tile.
-            let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);
-            kernel::gemm(rows, d, bk, &sc.s, 1, BQ, va, vld, &mut sc.o, d, Acc::ScaleAdd(&sc.alpha));
+            // O = O * alpha + P V, P read transposed from the score tile (rounded to bf16
+            // first on the dot-product path, as FlashAttention does on GPUs).
+            match &self.dot {
+                Some(x) => {
+                    dot::tile_pairs(&sc.s, bk, rows, BQ, &mut sc.pw, BQ);
+                    dot::row_pairs(&x.v, b, hk, gk0, bk, &mut sc.vw, d);
+                    let (kp, alpha) = (bk.div_ceil(2), Acc::ScaleAdd(&sc.alpha));
+                    dot::gemm(rows, d, kp, &sc.pw, 1, BQ, &sc.vw, d, &mut sc.o, d, alpha, 1.0);
+                }
+                None => {
+                    let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);
+                    kernel::gemm(rows, d, bk, &sc.s, 1, BQ, va, vld, &mut sc.o, d, Acc::ScaleAdd(&sc.alpha));
+                }
+            }
             kt0 += bk;
         }
 
@@ -144,7 +182,7 @@ impl<T: Elem> Fwd<'_, T> {
             }
         }
         work.into_par_iter().for_each_init(
-            || Scratch::new(d),
+            || Scratch::new(d, self.dot.is_some()),
             |sc, (seg, h, t0, rows, ot, lt)| self.tile(seg, h, t0, rows, ot, lt, sc),
         );
     }

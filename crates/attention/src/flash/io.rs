@@ -14,6 +14,10 @@ pub trait Elem: FloatElem {
     fn direct(s: &[Self]) -> Option<&[f32]>;
     /// The buffer itself, writable, when it already holds f32.
     fn direct_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The buffer itself when it holds bf16 (the elements the bf16 dot-product path reads).
+    fn as_bf16(_: &[Self]) -> Option<&[bf16]> {
+        None
+    }
     /// `dst[i] = src[i] as f32` over `dst.len()` elements.
     fn widen(src: &[Self], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
@@ -55,6 +59,9 @@ impl Elem for f16 {
 impl Elem for bf16 {
     fn direct(_: &[bf16]) -> Option<&[f32]> {
         None
+    }
+    fn as_bf16(s: &[bf16]) -> Option<&[bf16]> {
+        Some(s)
     }
     fn direct_mut(_: &mut [bf16]) -> Option<&mut [f32]> {
         None
@@ -105,6 +112,25 @@ impl<'a, T: Elem> View<'a, T> {
     #[inline]
     pub fn at(&self, b: usize, h: usize, s: usize) -> usize {
         self.off + b * self.sb + h * self.sh + s * self.ss
+    }
+
+    /// The same view over bf16 elements, when `T` is bf16.
+    pub fn as_bf16(&self) -> Option<View<'a, bf16>> {
+        let View { data, off, sb, sh, ss, d } = *self;
+        T::as_bf16(data).map(|data| View { data, off, sb, sh, ss, d })
+    }
+
+    /// The head dim (elements per row).
+    #[inline]
+    pub fn head_dim(&self) -> usize {
+        self.d
+    }
+
+    /// Rows `s0 .. s0 + rows` of `(b, h)` in place (`rows >= 1`): the buffer from the first
+    /// row's start to the last row's end, and the row stride.
+    pub fn span(&self, b: usize, h: usize, s0: usize, rows: usize) -> (&'a [T], usize) {
+        let start = self.at(b, h, s0);
+        (&self.data[start..self.at(b, h, s0 + rows - 1) + self.d], self.ss)
     }
 
     /// Row `(b, h, s, ..)`.

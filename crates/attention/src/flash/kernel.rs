@@ -37,14 +37,14 @@ pub enum Acc<'a> {
 /// Checks that every element the product can touch lies inside its slice. The callers build
 /// the shapes from validated tiles, so a failure is a bug in this module, not a user error.
 #[allow(clippy::too_many_arguments)]
-fn check(
+pub(super) fn check<A, B>(
     m: usize,
     n: usize,
     k: usize,
-    a: &[f32],
+    a: &[A],
     ars: usize,
     acs: usize,
-    b: &[f32],
+    b: &[B],
     ldb: usize,
     c: &[f32],
     ldc: usize,

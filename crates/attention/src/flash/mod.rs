@@ -36,6 +36,7 @@
 //!   dropout, kept probabilities are scaled by `1 / (1 - p)`.
 
 mod bwd;
+mod dot;
 mod dropout;
 mod fwd;
 mod io;
@@ -262,7 +263,8 @@ fn forward_t<T: Elem, O: Elem>(pb: &Problem, q: &Tensor, k: &Tensor, v: &Tensor)
     let (qv, kv, vv) =
         (View::new("q", q, g.slice::<T>(0)?)?, View::new("k", k, g.slice(1)?)?, View::new("v", v, g.slice(2)?)?);
     let (qscale, cap_log2) = scales(pb);
-    let f = fwd::Fwd { pb, q: qv, k: kv, v: vv, qscale, cap_log2, drop: drop_tile(pb) };
+    let dot = dot::Views::of(&qv, &kv, &vv, None);
+    let f = fwd::Fwd { pb, q: qv, k: kv, v: vv, qscale, cap_log2, drop: drop_tile(pb), dot };
     let rows = pb.batch * pb.heads_q * pb.seq_q;
     let mut out = vec![O::from_f32(0.0); rows * pb.head_dim];
     let mut lse = vec![f32::NEG_INFINITY; rows];
@@ -345,11 +347,13 @@ fn backward_t<T: Elem>(pb: &Problem, ts: [&Tensor; 5], lse: &[f32]) -> Result<At
     } else {
         bwd::row_deltas(pb, &View::<f32>::new("out", ts[3], g.slice(3)?)?, &dout)
     };
+    let (q, k, v) = (view(0, "q")?, view(1, "k")?, view(2, "v")?);
+    let dot = dot::Views::of(&q, &k, &v, Some(&dout));
     let b = bwd::Bwd {
         pb,
-        q: view(0, "q")?,
-        k: view(1, "k")?,
-        v: view(2, "v")?,
+        q,
+        k,
+        v,
         dout,
         delta: &delta,
         lse,
@@ -357,6 +361,7 @@ fn backward_t<T: Elem>(pb: &Problem, ts: [&Tensor; 5], lse: &[f32]) -> Result<At
         cap_log2,
         scale: pb.scale as f32,
         drop: drop_tile(pb),
+        dot,
     };
     let zero = T::from_f32(0.0);
     let mut dq = vec![zero; ts[0].elem_count()];
