@@ -20,6 +20,7 @@ the model object or a config.json holding one under "model").
   python benches/peers/torch_train.py check --checkpoint runs/mqar
 """
 import argparse
+import contextlib
 import itertools
 import json
 import math
@@ -323,10 +324,16 @@ def cmd_bench(a):
     targets = torch.randint(0, c["vocab_size"] if lm else c["num_classes"], tokens.shape if lm else (a.batch,),
                             generator=gen)
 
+    # --precision bf16: the forward and loss under CPU autocast (matmuls and SDPA in bf16, the
+    # f32 master weights and the optimizer untouched), as `attune bench-step --precision bf16`.
+    def amp():
+        return torch.autocast("cpu", dtype=torch.bfloat16) if a.precision == "bf16" else contextlib.nullcontext()
+
     def step():
         opt.zero_grad(set_to_none=True)
-        logits = model(tokens)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        with amp():
+            logits = model(tokens)
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         loss.backward()
         opt.step()
         return loss.item()
@@ -335,7 +342,8 @@ def cmd_bench(a):
     name = a.model if a.model in PRESETS else c
     # The sequence the transformer reads: the tokens, or a Vision Transformer's patches.
     seq = a.seq if p is None else ((p["rows"] - p["size"]) // p["stride"] + 1) * ((p["cols"] - p["size"]) // p["stride"] + 1)
-    r = {"peer": "torch", "model": name, "batch": a.batch, "seq": seq, "threads": a.threads, **stats,
+    r = {"peer": "torch", "model": name, "batch": a.batch, "seq": seq, "threads": a.threads,
+         "precision": a.precision, **stats,
          "torch_version": torch.__version__}
     print(json.dumps(r) if a.json else f"torch B={a.batch} S={a.seq} threads={a.threads}: median "
           f"{r['median_ms']:.2f} ms/step (q1 {r['q1_ms']:.2f}, q3 {r['q3_ms']:.2f}) over {a.steps} steps")
@@ -531,6 +539,7 @@ def main():
     b.add_argument("--steps", type=int, default=20)
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=torch.get_num_threads())
+    b.add_argument("--precision", choices=["f32", "bf16"], default="f32")
     b.add_argument("--json", action="store_true")
     c = sub.add_parser("check", help="compare with an Attune checkpoint's probe logits")
     c.add_argument("--checkpoint", required=True)

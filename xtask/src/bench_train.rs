@@ -51,6 +51,10 @@ pub struct BenchTrainArgs {
     /// Also write the per-round numbers and the summary as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// f32, or bf16: Attune's mixed precision (`--precision bf16`) against PyTorch's CPU
+    /// autocast to bf16; transformer presets only (the RAM's peer has no bf16 mode).
+    #[arg(long, default_value = "f32", value_parser = ["f32", "bf16"])]
+    precision: String,
 }
 
 /// One benchmark case.
@@ -167,7 +171,15 @@ fn cases(a: &BenchTrainArgs) -> Result<Vec<Case>> {
         Case { model: "ram-centred", batch: a.ram_batch, seq: 28, peer: RAM_PEER },
         Case { model: "ram-cluttered", batch: a.ram_batch, seq: 60, peer: RAM_PEER },
     ];
-    let Some(names) = &a.models else { return Ok(all) };
+    let bf16 = a.precision == "bf16";
+    let Some(names) = &a.models else {
+        return Ok(all.into_iter().filter(|c| !bf16 || c.peer == TRANSFORMER_PEER).collect());
+    };
+    if bf16 && let Some(ram) = names.iter().find(|n| n.starts_with("ram-")) {
+        bail!(
+            "--precision bf16: {ram} has no bf16 peer (benches/peers/torch_ram.py runs f32); leave it out of --models"
+        );
+    }
     if let Some(bad) = names.iter().find(|n| !all.iter().any(|c| c.model == n.as_str())) {
         let known: Vec<&str> = all.iter().map(|c| c.model).collect();
         bail!("--models: unknown preset '{bad}'; choose from {}", known.join(", "));
@@ -211,6 +223,8 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
                 "--threads".into(),
                 t.to_string(),
             ])
+            // Only bf16 is passed on: torch_ram.py (f32 only) has no --precision.
+            .chain((a.precision == "bf16").then(|| ["--precision".to_string(), "bf16".into()]).into_iter().flatten())
             .chain(["--json".to_string()])
             .collect::<Vec<String>>()
     };
@@ -258,8 +272,9 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
         }));
     }
     println!(
-        "training step, {} threads, median over {} alternating rounds of per-run medians ({} steps after {} warm-up); \
+        "training step in {}, {} threads, median over {} alternating rounds of per-run medians ({} steps after {} warm-up); \
          torch {torch_version} with {}",
+        a.precision,
         a.threads,
         a.rounds,
         a.steps,
@@ -291,7 +306,7 @@ pub fn run(a: &BenchTrainArgs) -> Result<()> {
     );
     if let Some(path) = &a.json {
         let doc = json!({
-            "threads": a.threads, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup,
+            "precision": a.precision, "threads": a.threads, "rounds": a.rounds, "steps": a.steps, "warmup": a.warmup,
             "torch_version": torch_version, "torch_allocator": if jemalloc.is_some() { "jemalloc" } else { "glibc" },
             "load_before": load_before, "load_after": load_after,
             "results": results,
@@ -324,6 +339,7 @@ mod tests {
             models: models.map(|m| m.iter().map(|s| s.to_string()).collect()),
             attune: None,
             json: None,
+            precision: "f32".into(),
         };
         let all: Vec<&str> = cases(&args(None)).unwrap().iter().map(|c| c.model).collect();
         assert_eq!(all, ["mqar-default", "large", "vit-fashion", "sasrec-ml100k", "ram-centred", "ram-cluttered"]);

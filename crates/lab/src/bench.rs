@@ -29,6 +29,7 @@ use attune_tensor::{CrossEntropyOpts, DType, Device, Tensor};
 use serde_json::{Value, json};
 
 use crate::batch::DeviceBatch;
+use crate::config::Precision;
 use crate::net::Net;
 use crate::tasks::{Batch, ImageBatch};
 
@@ -61,6 +62,10 @@ pub struct BenchStepArgs {
     /// CPU threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// f32, or bf16: mixed precision as `attune train --precision bf16` runs it (the peer's
+    /// `torch.autocast("cpu", dtype=torch.bfloat16)`).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub precision: Precision,
     /// Print one JSON line (the peer's keys) instead of text.
     #[arg(long)]
     pub json: bool,
@@ -285,6 +290,7 @@ pub fn to_json(a: &BenchStepArgs, seq: usize, r: &StepTimes) -> Result<Value> {
         "seq": seq,
         "threads": r.threads,
         "steps": a.steps,
+        "precision": a.precision,
         "median_ms": round(median(&r.times_ms)),
         "q1_ms": round(q1),
         "q3_ms": round(q3),
@@ -292,6 +298,13 @@ pub fn to_json(a: &BenchStepArgs, seq: usize, r: &StepTimes) -> Result<Value> {
         "last_loss": r.last_loss,
         "attune_version": env!("CARGO_PKG_VERSION"),
     }))
+}
+
+/// `f` under `precision`'s autocast, entered on the calling thread (the one whose forward
+/// passes build the graph).
+fn under<T>(precision: Precision, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let _guard = precision.enter()?;
+    f()
 }
 
 /// `attune bench-step`.
@@ -307,12 +320,12 @@ pub fn run(a: &BenchStepArgs) -> Result<()> {
     let (r, seq) = match ram_preset(&a.model) {
         Some((cfg, side)) => {
             let side = a.seq.unwrap_or(side);
-            (pool.install(|| measure_ram(&cfg, a.batch, side, a.steps, a.warmup))?, side)
+            (pool.install(|| under(a.precision, || measure_ram(&cfg, a.batch, side, a.steps, a.warmup)))?, side)
         }
         None => {
             let cfg = parse_model(&a.model)?;
             let seq = cfg.patches.map_or(a.seq.unwrap_or(64), |p| p.count());
-            (pool.install(|| measure(&cfg, a.batch, seq, a.steps, a.warmup))?, seq)
+            (pool.install(|| under(a.precision, || measure(&cfg, a.batch, seq, a.steps, a.warmup)))?, seq)
         }
     };
     if a.json {
@@ -320,8 +333,9 @@ pub fn run(a: &BenchStepArgs) -> Result<()> {
     } else {
         let [q1, _, q3] = quartiles(&r.times_ms);
         println!(
-            "attune {} B={} S={} threads={}: median {:.2} ms/step (q1 {q1:.2}, q3 {q3:.2}) over {} steps, {} parameters",
+            "attune {} ({:?}) B={} S={} threads={}: median {:.2} ms/step (q1 {q1:.2}, q3 {q3:.2}) over {} steps, {} parameters",
             a.model,
+            a.precision,
             a.batch,
             seq,
             r.threads,

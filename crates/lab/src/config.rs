@@ -10,8 +10,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{MlpKind, ModelConfig, ModelKind, NormKind, PatchSpec, PoolingKind, Positions};
+use attune_nn::{Autocast, MlpKind, ModelConfig, ModelKind, NormKind, PatchSpec, PoolingKind, Positions};
 use attune_optim::{EarlyStoppingConfig, OptimizerConfig, PlateauConfig, ScheduleConfig};
+use attune_tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::runstate::{self, OnDamage};
@@ -119,6 +120,28 @@ impl ModelSpec {
     }
 }
 
+/// The precision a run's forward and backward compute in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Mixed precision: Linear products and fused attention in bf16 over f32 master weights
+    /// ([`attune_nn::autocast`]).
+    Bf16,
+}
+
+impl Precision {
+    /// The autocast guard this precision runs under while it lives (`None` for f32).
+    pub fn enter(self) -> Result<Option<Autocast>> {
+        Ok(match self {
+            Precision::F32 => None,
+            Precision::Bf16 => Some(Autocast::enter(DType::BF16)?),
+        })
+    }
+}
+
 /// What the loop does when a step's loss or gradient norm is NaN or infinite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -168,6 +191,9 @@ pub struct TrainSpec {
     pub max_time_s: Option<f64>,
     /// A non-finite loss or gradient norm stops the run or skips the step.
     pub on_nonfinite: OnNonFinite,
+    /// The dtype of the forward's matrix multiplies and attention (docs/model.md, "Mixed
+    /// precision"); weights, optimizer state and everything else stay f32.
+    pub precision: Precision,
 }
 
 impl Default for TrainSpec {
@@ -190,6 +216,7 @@ impl Default for TrainSpec {
             keep_checkpoints: 2,
             max_time_s: None,
             on_nonfinite: OnNonFinite::Stop,
+            precision: Precision::F32,
         }
     }
 }

@@ -131,6 +131,7 @@ pub fn evaluate_checkpoint(
     batches: usize,
 ) -> Result<EvalReport> {
     use anyhow::Context;
+    let _precision = saved.train.precision.enter()?;
     let device = crate::train::resolve_device(&saved.device)?;
     let task = crate::tasks::build(&saved.task, saved.train.seed).context("rebuilding the task")?;
     let model = Net::build(task.as_ref(), &saved.model, saved.train.seed, &device)?;

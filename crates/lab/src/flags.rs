@@ -205,6 +205,9 @@ pub struct TrainFlags {
     /// On a NaN or infinite loss or gradient norm: stop (default) or skip that step's update.
     #[arg(long)]
     pub on_nonfinite: Option<String>,
+    /// f32, or bf16: mixed precision (Linear products and attention in bf16 over f32 weights).
+    #[arg(long)]
+    pub precision: Option<String>,
     /// auto, cpu, cuda, cuda:N or emu.
     #[arg(long)]
     pub device: Option<String>,
@@ -371,7 +374,7 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 49] = [
+        let given: [(&str, &str, Option<Value>); 50] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("folds", "task.folds", self.folds.map(|v| json!(v))),
@@ -421,6 +424,7 @@ impl TrainFlags {
             ("keep-checkpoints", "train.keep_checkpoints", self.keep_checkpoints.map(|v| json!(v))),
             ("max-time", "train.max_time_s", self.max_time.map(|v| json!(v))),
             ("on-nonfinite", "train.on_nonfinite", self.on_nonfinite.as_ref().map(lower)),
+            ("precision", "train.precision", self.precision.as_ref().map(lower)),
             ("device", "device", self.device.as_ref().map(|d| json!(d))),
         ];
         given.into_iter().filter_map(|(f, k, v)| v.map(|v| (f, k, v))).collect()

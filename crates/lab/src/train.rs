@@ -209,6 +209,9 @@ impl Window {
 /// Trains as `cfg` says into `dir` (or continues the run there with `opts.resume`); with
 /// `opts.distributed`, as one rank of an MPI job (crate::distributed).
 pub fn train(cfg: ResolvedConfig, dir: &Path, opts: &LoopOptions) -> Result<Ending> {
+    // Every forward of the run (steps, evaluations, rankings, plots) runs on this thread
+    // under the run's precision.
+    let _precision = cfg.train.precision.enter()?;
     let Some(d) = &opts.distributed else {
         return Run::setup(cfg, dir, opts, None)?.run_loop(opts);
     };

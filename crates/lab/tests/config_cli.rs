@@ -207,3 +207,18 @@ fn flags_that_do_not_apply_to_the_task_are_errors_not_ignored() {
     let err = format!("{:#}", flags.overlay(&mut RunConfig::default()).unwrap_err());
     assert!(err.contains("--on-nonfinite") && err.contains("skip"), "{err}");
 }
+
+#[test]
+fn precision_is_part_of_the_run_and_refused_on_resume() {
+    let mut cfg = RunConfig::default();
+    TrainFlags { precision: Some("BF16".into()), ..Default::default() }.overlay(&mut cfg).unwrap();
+    assert_eq!(cfg.train.precision, attune_lab::config::Precision::Bf16);
+    let flags = TrainFlags { precision: Some("fp8".into()), ..Default::default() };
+    let err = format!("{:#}", flags.overlay(&mut RunConfig::default()).unwrap_err());
+    assert!(err.contains("--precision") && err.contains("bf16"), "{err}");
+    // A resumed run keeps the precision its checkpoints were trained in.
+    let dir = tiny_run("2");
+    let d = dir.path().to_str().unwrap();
+    let out = attune(&["train", "--resume", d, "--precision", "bf16", "--quiet"]);
+    assert!(!out.status.success() && stderr(&out).contains("train.precision: \"f32\" -> \"bf16\""), "{}", stderr(&out));
+}

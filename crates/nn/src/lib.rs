@@ -15,8 +15,11 @@
 //!   loss of cross-entropy and REINFORCE with a baseline ([`ram_loss`]).
 //! - [`Model`]: the language model and classifier the lab trains, from a [`ModelConfig`].
 //! - Train/eval mode and the dropout stream travel in a [`Ctx`].
+//! - [`autocast`]: bf16/f16 matrix multiplies and attention over f32 parameters, while an
+//!   [`Autocast`] guard is alive.
 //! - [`checkpoint`]: atomic safetensors save, load with a missing/unexpected/mis-shaped report.
 
+pub mod autocast;
 pub mod checkpoint;
 mod ctx;
 mod error;
@@ -29,6 +32,7 @@ pub mod ram;
 pub mod reinforce;
 mod store;
 
+pub use autocast::Autocast;
 pub use checkpoint::{LoadOptions, LoadReport};
 pub use ctx::Ctx;
 pub use error::{NnError, Result};

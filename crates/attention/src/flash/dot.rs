@@ -85,8 +85,8 @@ pub fn row_words<'a: 'b, 'b>(
         return (&buf[..0], dp);
     }
     let (span, stride) = view.span(b, h, s0, rows);
-    if view.head_dim() % 2 == 0
-        && (stride % 2 == 0 || rows == 1)
+    if view.head_dim().is_multiple_of(2)
+        && (stride.is_multiple_of(2) || rows == 1)
         && let Ok(w) = bytemuck::try_cast_slice::<bf16, u32>(span)
     {
         return (w, (stride / 2).max(dp));
@@ -228,16 +228,7 @@ pub fn gemm(
 /// instruction's documentation gives: the high halves first): the reference of the tests.
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
-fn reference(
-    m: usize,
-    n: usize,
-    kp: usize,
-    a: &[u32],
-    ars: usize,
-    aps: usize,
-    b: &[u32],
-    ldb: usize,
-) -> Vec<f64> {
+fn reference(m: usize, n: usize, kp: usize, a: &[u32], ars: usize, aps: usize, b: &[u32], ldb: usize) -> Vec<f64> {
     let f = |w: u32, hi: bool| bf16::from_bits(if hi { (w >> 16) as u16 } else { w as u16 }).to_f64();
     let mut out = vec![0.0; m * n];
     for i in 0..m {

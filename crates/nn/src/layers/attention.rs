@@ -9,6 +9,7 @@
 use attune_attention::AttentionParams;
 use attune_tensor::Tensor;
 
+use crate::autocast;
 use crate::ctx::Ctx;
 use crate::error::{NnError, Result};
 use crate::layers::linear::Linear;
@@ -200,7 +201,9 @@ impl MultiHeadAttention {
         let scale = 1.0 / (hd as f64).sqrt();
         // What the fused op does not take on this device (attune_attention::supports: the GPU
         // kernels' dtypes and head dims) is composed of tensor ops.
-        let unsupported = attune_attention::supports(x.device(), x.dtype(), hd).is_err();
+        // Under autocast the fused op computes in the autocast dtype (crate::autocast).
+        let fused_dtype = autocast::dtype_for(x.dtype());
+        let unsupported = attune_attention::supports(x.device(), fused_dtype, hd).is_err();
         let (out, probs) = if want_probs || self.alibi.is_some() || needs_top_left || unsupported {
             let spec = MaskSpec {
                 seq_q: sq,
@@ -228,7 +231,8 @@ impl MultiHeadAttention {
                 let (seed, offset) = ctx.rng.take_stream(b * h * sq * sk);
                 params = params.dropout(cfg.dropout, seed, offset);
             }
-            (attune_attention::attention(&q, &k, &v, &params)?.out, None)
+            let (q, k, v) = (autocast::cast_in(&q)?, autocast::cast_in(&k)?, autocast::cast_in(&v)?);
+            (attune_attention::attention(&q, &k, &v, &params)?.out.to_dtype(x.dtype())?, None)
         };
         let merged = out.transpose(1usize, 2usize)?.reshape([b, sq, cfg.d_model])?;
         Ok((self.o_proj.forward(&merged)?, probs))
