@@ -3,10 +3,10 @@
 //! [`crate::MultiHeadAttention`] on this thread compute in a 16-bit float dtype, while the
 //! parameters (and so the optimizer's state and update) stay f32 and everything else (norms,
 //! embeddings, activations, residual sums, softmax statistics, losses) runs in f32 on f32
-//! tensors. Each autocast op casts its inputs down on entry and its result back to the
-//! input's dtype on exit, so modules outside the list never see a 16-bit tensor; the casts are
-//! differentiable, so gradients come back to the f32 parameters in f32 (docs/model.md,
-//! "Mixed precision").
+//! tensors. Linear multiplies with [`attune_tensor::Tensor::matmul_in`] (operands rounded to
+//! bf16 as the kernel packs them, f32 accumulation, f32 result); attention converts q, k and v
+//! down on entry and its output back up. Modules outside the list never see a 16-bit tensor,
+//! and gradients come back to the f32 parameters in f32 (docs/model.md, "Mixed precision").
 //!
 //! The state is per thread, like PyTorch's: a forward pass builds its graph on the thread
 //! that called it (the ops' inner loops may run on other threads; they never read it).

@@ -282,3 +282,59 @@ fn errors_name_the_shapes_and_the_fix() {
         assert!(e.to_string().contains("float"), "{e}");
     }
 }
+
+/// `matmul_in(.., BF16)` on f32: the product of the operands rounded to bf16, in f32, on every
+/// device (the CPU rounds while packing; other devices convert), batched and transposed
+/// operands included; its gradients are the rounded products of the chain rule.
+#[test]
+fn products_in_bf16_multiply_the_roundings_and_differentiate_in_bf16() -> Result<()> {
+    let r = |x: f64| attune_tensor::f64_to_bf16(x).to_f64();
+    let fused = test_device() == attune_tensor::Device::Cpu;
+    for (ash, bsh, bt) in [(vec![3, 5, 40], vec![40, 7], false), (vec![9, 33], vec![12, 33], true), (vec![1, 1], vec![1, 1], false)]
+    {
+        let a = rand(&ash, 1, DType::F32).to_var()?;
+        let b0 = rand(&bsh, 2, DType::F32).to_var()?;
+        let b = if bt { b0.t()? } else { b0.as_tensor().clone() };
+        let c = a.matmul_in(&b, DType::BF16)?;
+        assert_eq!(c.dtype(), DType::F32);
+        let round = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.to_vec::<f64>()?.into_iter().map(r).collect()) };
+        let (av, bv) = (round(&a)?, round(&b.contiguous()?)?);
+        let (shape, want, mag) = naive(&av, &ash, &bv, b.dims());
+        assert_eq!(c.dims(), &shape[..]);
+        let got = c.to_dtype(DType::F64)?.to_vec::<f64>()?;
+        for ((g, w), m) in got.iter().zip(&want).zip(&mag) {
+            // f32 accumulation on the CPU; a bf16-rounded result elsewhere.
+            let tol = if fused { 1e-6 * (1.0 + m) } else { m * 2f64.powi(-8) + 1e-6 };
+            assert!((g - w).abs() <= tol, "{ash:?} @ {bsh:?}: {g} vs {w}");
+        }
+        // d sum(w * c) / da = round(w) @ round(b)^T (and likewise for b).
+        let wgt = rand(c.dims(), 3, DType::F32);
+        let grads = c.mul(&wgt)?.sum_all()?.backward()?;
+        let gw = round(&wgt)?;
+        let (m, k, n) = (av.len() / ash[ash.len() - 1], ash[ash.len() - 1], want.len() / (av.len() / ash[ash.len() - 1]));
+        let ga = grads.get(&a).expect("a's gradient").to_dtype(DType::F64)?.to_vec::<f64>()?;
+        let gb = grads.get(&b0).expect("b's gradient");
+        let gb = if bt { gb.t()?.contiguous()? } else { gb.clone() }.to_dtype(DType::F64)?.to_vec::<f64>()?;
+        // Within f32 accumulation on the CPU; elsewhere the gradient is a bf16 result too.
+        let close = |got: f64, terms: &mut dyn Iterator<Item = f64>, what: String| {
+            let (w, mag) = terms.fold((0.0, 0.0), |(s, a), t| (s + t, a + t.abs()));
+            let tol = if fused { 1e-5 * (1.0 + mag) } else { mag * 2f64.powi(-7) + 1e-5 };
+            assert!((got - w).abs() <= tol, "{what}: {got} vs {w}");
+        };
+        for i in 0..m {
+            for p in 0..k {
+                close(ga[i * k + p], &mut (0..n).map(|j| gw[i * n + j] * bv[p * n + j]), format!("da[{i},{p}]"));
+            }
+        }
+        for p in 0..k {
+            for j in 0..n {
+                close(gb[p * n + j], &mut (0..m).map(|i| av[i * k + p] * gw[i * n + j]), format!("db[{p},{j}]"));
+            }
+        }
+    }
+    // compute = the operands' dtype is plain matmul; a non-float compute dtype is refused.
+    let (a, b) = (rand(&[4, 6], 4, DType::F32), rand(&[6, 2], 5, DType::F32));
+    assert_eq!(a.matmul_in(&b, DType::F32)?.to_vec::<f32>()?, a.matmul(&b)?.to_vec::<f32>()?);
+    assert!(a.matmul_in(&b, DType::I64).is_err());
+    Ok(())
+}

@@ -63,10 +63,9 @@ impl Linear {
         *out_dims.last_mut().unwrap_or(&mut 0) = out_f;
         let rows: usize = x.dims()[..x.rank() - 1].iter().product();
         let x2 = if x.rank() == 2 { x.clone() } else { x.reshape([rows, in_f])? };
-        // Under autocast the product runs in its dtype and comes back in x's (the bias is
-        // added in x's dtype, like every other non-matmul op).
-        let (x2, w) = (autocast::cast_in(&x2)?, autocast::cast_in(&self.weight)?);
-        let mut y = x2.matmul(&w.t()?)?.to_dtype(x.dtype())?;
+        // Under autocast the products run in its dtype and the result stays in x's (the bias
+        // is added in x's dtype, like every other non-matmul op).
+        let mut y = x2.matmul_in(&self.weight.t()?, autocast::dtype_for(x.dtype()))?;
         if let Some(b) = &self.bias {
             y = y.add(b)?;
         }

@@ -43,31 +43,100 @@ pub fn available() -> bool {
     }
 }
 
-/// One 32-bit word of a bf16 pair: `lo` in the low half, as `vdpbf16ps` reads it.
-fn pair(lo: bf16, hi: bf16) -> u32 {
-    lo.to_bits() as u32 | (hi.to_bits() as u32) << 16
+/// An element the kernels read as bf16: bf16 itself, or f32 rounded to bf16 while packing
+/// (autocast's product of f32 tensors, [`crate::cpu::gemm::gemm_f32_bf16`], needs no rounded
+/// copy of its operands).
+pub trait PairElem: Copy + Send + Sync {
+    /// The bf16 bits of the element.
+    fn bits(self) -> u16;
+}
+
+impl PairElem for bf16 {
+    #[inline(always)]
+    fn bits(self) -> u16 {
+        self.to_bits()
+    }
+}
+
+impl PairElem for f32 {
+    #[inline(always)]
+    fn bits(self) -> u16 {
+        round_bits(self)
+    }
+}
+
+/// `x` rounded to bf16 (nearest, ties to even; NaN stays NaN), as its bits: the rounding of
+/// `half::bf16::from_f32`, written without branches on the common path so loops over it
+/// vectorise.
+#[inline(always)]
+pub fn round_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    // A select rather than an early return, so that the loops over it vectorise.
+    let nan = (b >> 16) | 0x40;
+    (if b & 0x7fff_ffff > 0x7f80_0000 { nan } else { rounded }) as u16
+}
+
+/// One 32-bit word of a pair: `lo` in the low half, as `vdpbf16ps` reads it.
+#[inline(always)]
+fn pair<T: PairElem>(lo: T, hi: T) -> u32 {
+    lo.bits() as u32 | (hi.bits() as u32) << 16
 }
 
 /// Element `(i, j)` of a checked operand.
-fn at(m: &MatRef<'_, bf16>, i: usize, j: usize) -> bf16 {
+#[inline(always)]
+fn at<T: Copy>(m: &MatRef<'_, T>, i: usize, j: usize) -> T {
     m.data[m.offset + i * m.row_stride + j * m.col_stride]
 }
 
 /// Packs pairs `p0..p1` of the rhs (`k x n`) into panels: panel `q` holds words
 /// `[(p - p0) * 16 + lane]` for columns `16q + lane`; the panel count is even (a zero panel
 /// pads an odd one) so the kernel always reads two. Panels are packed in parallel when
-/// `parallel`, each reading its 16 columns row by row.
-fn pack_rhs(b: &MatRef<'_, bf16>, k: usize, n: usize, p0: usize, p1: usize, parallel: bool) -> Vec<u32> {
+/// `parallel`. A row-major rhs is read a row pair at a time, a column-major one (a transposed
+/// weight) a column at a time, each as contiguous slices.
+fn pack_rhs<T: PairElem>(b: &MatRef<'_, T>, k: usize, n: usize, p0: usize, p1: usize, parallel: bool) -> Vec<u32> {
     let panels = n.div_ceil(PANEL).next_multiple_of(2);
     let pairs = p1 - p0;
     let mut out = vec![0u32; panels * pairs * PANEL];
+    let (rs, cs) = (b.row_stride, b.col_stride);
     let pack_panel = |(q, dst): (usize, &mut [u32])| {
         let cols = q * PANEL..((q + 1) * PANEL).min(n);
-        for p in p0..p1 {
-            let row = &mut dst[(p - p0) * PANEL..(p - p0 + 1) * PANEL];
-            for (lane, j) in cols.clone().enumerate() {
-                let hi = if 2 * p + 1 < k { at(b, 2 * p + 1, j) } else { bf16::ZERO };
-                row[lane] = pair(at(b, 2 * p, j), hi);
+        if cols.is_empty() {
+            return;
+        }
+        if cs == 1 && n > 1 {
+            for p in p0..p1 {
+                let row = &mut dst[(p - p0) * PANEL..][..cols.len()];
+                let lo = &b.data[b.offset + 2 * p * rs + cols.start..][..cols.len()];
+                if 2 * p + 1 < k {
+                    let hi = &b.data[b.offset + (2 * p + 1) * rs + cols.start..][..cols.len()];
+                    for ((w, &l), &h) in row.iter_mut().zip(lo).zip(hi) {
+                        *w = pair(l, h);
+                    }
+                } else {
+                    for (w, &l) in row.iter_mut().zip(lo) {
+                        *w = l.bits() as u32;
+                    }
+                }
+            }
+        } else if rs == 1 && k > 1 {
+            for (lane, j) in cols.enumerate() {
+                let col = &b.data[b.offset + j * cs + 2 * p0..][..(2 * p1).min(k) - 2 * p0];
+                let mut words = col.chunks_exact(2);
+                for (p, w) in words.by_ref().enumerate() {
+                    dst[p * PANEL + lane] = pair(w[0], w[1]);
+                }
+                if let [last] = words.remainder() {
+                    dst[(col.len() / 2) * PANEL + lane] = last.bits() as u32;
+                }
+            }
+        } else {
+            for p in p0..p1 {
+                let row = &mut dst[(p - p0) * PANEL..(p - p0 + 1) * PANEL];
+                for (lane, j) in cols.clone().enumerate() {
+                    let hi = if 2 * p + 1 < k { at(b, 2 * p + 1, j).bits() } else { 0 };
+                    row[lane] = at(b, 2 * p, j).bits() as u32 | (hi as u32) << 16;
+                }
             }
         }
     };
@@ -81,40 +150,76 @@ fn pack_rhs(b: &MatRef<'_, bf16>, k: usize, n: usize, p0: usize, p1: usize, para
 }
 
 /// Packs rows `rows` of the lhs (`m x k`), pairs `p0..p1`: word `[r * pairs + p - p0]`. A
-/// row-major lhs is read as slices.
-fn pack_lhs(a: &MatRef<'_, bf16>, k: usize, rows: std::ops::Range<usize>, p0: usize, p1: usize) -> Vec<u32> {
-    let mut out = Vec::with_capacity(rows.len() * (p1 - p0));
-    for i in rows {
-        if a.col_stride == 1 {
+/// row-major lhs is read as row slices, a column-major one (a transposed activation in a
+/// weight gradient) as slices of a column pair.
+fn pack_lhs<T: PairElem>(a: &MatRef<'_, T>, k: usize, rows: std::ops::Range<usize>, p0: usize, p1: usize) -> Vec<u32> {
+    let pairs = p1 - p0;
+    let mut out = vec![0u32; rows.len() * pairs];
+    if a.col_stride == 1 && k > 1 {
+        for (r, i) in rows.enumerate() {
             let start = a.offset + i * a.row_stride;
             let row = &a.data[start + 2 * p0..start + (2 * p1).min(k)];
+            let dst = &mut out[r * pairs..(r + 1) * pairs];
             let mut words = row.chunks_exact(2);
-            out.extend(words.by_ref().map(|w| pair(w[0], w[1])));
-            if let [last] = words.remainder() {
-                out.push(pair(*last, bf16::ZERO));
+            for (d, w) in dst.iter_mut().zip(words.by_ref()) {
+                *d = pair(w[0], w[1]);
             }
-        } else {
-            out.extend(
-                (p0..p1).map(|p| pair(at(a, i, 2 * p), if 2 * p + 1 < k { at(a, i, 2 * p + 1) } else { bf16::ZERO })),
-            );
+            if let [last] = words.remainder() {
+                dst[row.len() / 2] = last.bits() as u32;
+            }
+        }
+    } else if a.row_stride == 1 && rows.len() > 1 {
+        // Words of 16 rows at a time are formed as one vector, then scattered to their rows.
+        let mut words = [0u32; PANEL];
+        for p in p0..p1 {
+            let lo = &a.data[a.offset + 2 * p * a.col_stride + rows.start..][..rows.len()];
+            let hi = (2 * p + 1 < k).then(|| &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start..][..rows.len()]);
+            for r0 in (0..rows.len()).step_by(PANEL) {
+                let w = (rows.len() - r0).min(PANEL);
+                match hi {
+                    Some(hi) => {
+                        for ((d, &l), &h) in words[..w].iter_mut().zip(&lo[r0..r0 + w]).zip(&hi[r0..r0 + w]) {
+                            *d = pair(l, h);
+                        }
+                    }
+                    None => {
+                        for (d, &l) in words[..w].iter_mut().zip(&lo[r0..r0 + w]) {
+                            *d = l.bits() as u32;
+                        }
+                    }
+                }
+                for (r, &x) in words[..w].iter().enumerate() {
+                    out[(r0 + r) * pairs + p - p0] = x;
+                }
+            }
+        }
+    } else {
+        for (r, i) in rows.enumerate() {
+            for p in p0..p1 {
+                let hi = if 2 * p + 1 < k { at(a, i, 2 * p + 1).bits() } else { 0 };
+                out[r * pairs + p - p0] = at(a, i, 2 * p).bits() as u32 | (hi as u32) << 16;
+            }
         }
     }
     out
 }
 
-/// `c += a @ b` for an `m x k` lhs and `k x n` rhs, both already bounds-checked by the caller,
-/// into the row-major f32 `c` (`m * n`), on the bf16 dot-product instruction. `parallel`
-/// splits rows across the rayon pool. Call only where [`available`] is true.
-pub fn gemm_accumulate(
+/// `c = a @ b` (`c += a @ b` with `accumulate`) for an `m x k` lhs and `k x n` rhs (bf16, or
+/// f32 rounded to bf16 as it is packed), both already bounds-checked by the caller, into the
+/// row-major f32 `c` (`m * n`), on the bf16 dot-product instruction. `parallel` splits rows
+/// across the rayon pool. Call only where [`available`] is true.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm<T: PairElem>(
     m: usize,
     n: usize,
     k: usize,
-    a: &MatRef<'_, bf16>,
-    b: &MatRef<'_, bf16>,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
     c: &mut [f32],
+    accumulate: bool,
     parallel: bool,
 ) {
-    assert!(available(), "bf16dot::gemm_accumulate without AVX512_BF16");
+    assert!(available(), "bf16dot::gemm without AVX512_BF16");
     assert_eq!(c.len(), m * n, "bf16dot: destination length");
     let pairs_total = k.div_ceil(2);
     for p0 in (0..pairs_total).step_by(KC) {
@@ -126,7 +231,8 @@ pub fn gemm_accumulate(
             let packed_a = pack_lhs(a, k, rows.clone(), p0, p1);
             // SAFETY: available() was checked above; the packed buffers have the lengths the
             // kernel indexes (rows x pairs, and an even number of 16-wide panels x pairs).
-            unsafe { x86::block(&packed_a, &packed_b, rows.len(), n, p1 - p0, rows_c) };
+            let store = !accumulate && p0 == 0;
+            unsafe { x86::block(&packed_a, &packed_b, rows.len(), n, p1 - p0, rows_c, store) };
         };
         if parallel {
             use rayon::prelude::*;
@@ -145,7 +251,17 @@ mod x86 {
 
     /// `c` (rows x n, row-major) += packed_a (rows x pairs) @ packed_b (panels x pairs x 16).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
-    pub unsafe fn block(packed_a: &[u32], packed_b: &[u32], rows: usize, n: usize, pairs: usize, c: &mut [f32]) {
+    /// With `store`, C is overwritten (the first k block of a product that does not
+    /// accumulate); else added to.
+    pub unsafe fn block(
+        packed_a: &[u32],
+        packed_b: &[u32],
+        rows: usize,
+        n: usize,
+        pairs: usize,
+        c: &mut [f32],
+        store: bool,
+    ) {
         let panels = n.div_ceil(PANEL).next_multiple_of(2);
         for qb in (0..panels).step_by(PANELS_PER_BLOCK) {
             let mut r = 0;
@@ -155,14 +271,14 @@ mod x86 {
                     // SAFETY: as promised by the caller; each call stays inside rows r..r+take.
                     unsafe {
                         match take {
-                            8 => micro::<8>(packed_a, packed_b, r, q, n, pairs, c),
-                            7 => micro::<7>(packed_a, packed_b, r, q, n, pairs, c),
-                            6 => micro::<6>(packed_a, packed_b, r, q, n, pairs, c),
-                            5 => micro::<5>(packed_a, packed_b, r, q, n, pairs, c),
-                            4 => micro::<4>(packed_a, packed_b, r, q, n, pairs, c),
-                            3 => micro::<3>(packed_a, packed_b, r, q, n, pairs, c),
-                            2 => micro::<2>(packed_a, packed_b, r, q, n, pairs, c),
-                            _ => micro::<1>(packed_a, packed_b, r, q, n, pairs, c),
+                            8 => micro::<8>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            7 => micro::<7>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            6 => micro::<6>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            5 => micro::<5>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            4 => micro::<4>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            3 => micro::<3>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            2 => micro::<2>(packed_a, packed_b, r, q, n, pairs, c, store),
+                            _ => micro::<1>(packed_a, packed_b, r, q, n, pairs, c, store),
                         }
                     }
                 }
@@ -182,6 +298,7 @@ mod x86 {
         n: usize,
         pairs: usize,
         c: &mut [f32],
+        store: bool,
     ) {
         let col0 = q * PANEL;
         let mask = |col: usize| -> __mmask16 {
@@ -208,14 +325,12 @@ mod x86 {
             }
             for (r, row) in acc.iter().enumerate() {
                 let dst = c.as_mut_ptr().add((r0 + r) * n + col0);
-                if m0 != 0 {
-                    let old = _mm512_maskz_loadu_ps(m0, dst);
-                    _mm512_mask_storeu_ps(dst, m0, _mm512_add_ps(old, row[0]));
-                }
-                if m1 != 0 {
-                    let d1 = dst.add(PANEL);
-                    let old = _mm512_maskz_loadu_ps(m1, d1);
-                    _mm512_mask_storeu_ps(d1, m1, _mm512_add_ps(old, row[1]));
+                for (v, mk) in [(0, m0), (1, m1)] {
+                    if mk != 0 {
+                        let d = dst.add(v * PANEL);
+                        let x = if store { row[v] } else { _mm512_add_ps(_mm512_maskz_loadu_ps(mk, d), row[v]) };
+                        _mm512_mask_storeu_ps(d, mk, x);
+                    }
                 }
             }
         }
@@ -224,7 +339,7 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    pub unsafe fn block(_: &[u32], _: &[u32], _: usize, _: usize, _: usize, _: &mut [f32]) {
+    pub unsafe fn block(_: &[u32], _: &[u32], _: usize, _: usize, _: usize, _: &mut [f32], _: bool) {
         unreachable!("bf16dot::available() is false off x86_64")
     }
 }
@@ -279,10 +394,53 @@ mod tests {
             // lhs row-major at offset 5; rhs transposed (column-major) at offset 3.
             let (lhs, rhs) = (MatRef::new(&a, 5, k, 1), MatRef::new(&b, 3, 1, k));
             let mut got = vec![0f32; m * n];
-            gemm_accumulate(m, n, k, &lhs, &rhs, &mut got, false);
+            gemm(m, n, k, &lhs, &rhs, &mut got, true, false);
             let want = reference(m, n, k, &lhs, &rhs);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(*g as f64, *w, "({m},{n},{k}) element {i}");
+            }
+        }
+    }
+
+    /// f32 operands are rounded to bf16 as they are packed: the product equals, bit for bit,
+    /// the product of their rounded copies, for every packing path (row-major, column-major
+    /// and general strides on both sides, odd k, k past one block).
+    #[test]
+    fn f32_operands_multiply_as_their_bf16_roundings() {
+        if skip() {
+            return;
+        }
+        let f = |len: usize, seed: u64| -> Vec<f32> { values(len, seed, false).iter().map(|x| x.to_f32() * 1.37).collect() };
+        for &(m, n, k) in &[(9, 37, 2 * KC + 5), (1, 20, 7), (17, 1, 6), (5, 33, 1)] {
+            let (a, b) = (f(m * k * 3 + 7, 5), f(k * n * 3 + 7, 6));
+            let (ar, br): (Vec<bf16>, Vec<bf16>) =
+                (a.iter().map(|&x| bf16::from_f32(x)).collect(), b.iter().map(|&x| bf16::from_f32(x)).collect());
+            // (offset, row stride, col stride) of lhs and rhs: row-major, column-major, spread.
+            let layouts = [((0, k, 1), (0, n, 1)), ((3, 1, m), (2, 1, k)), ((1, 2 * k + 1, 2), (4, 3, 3 * k))];
+            for ((ao, ars, acs), (bo, brs, bcs)) in layouts {
+                let mut got = vec![0f32; m * n];
+                let (la, lb) = (MatRef::new(&a, ao, ars, acs), MatRef::new(&b, bo, brs, bcs));
+                gemm(m, n, k, &la, &lb, &mut got, false, true);
+                let mut want = vec![0f32; m * n];
+                let (ra, rb) = (MatRef::new(&ar, ao, ars, acs), MatRef::new(&br, bo, brs, bcs));
+                gemm(m, n, k, &ra, &rb, &mut want, true, false);
+                assert_eq!(got, want, "({m},{n},{k}) lhs ({ao},{ars},{acs}) rhs ({bo},{brs},{bcs})");
+                let exact = reference(m, n, k, &ra, &rb);
+                let err = got.iter().zip(&exact).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+                assert!(err < 1e-2, "({m},{n},{k}): error {err} against the f64 product of the roundings");
+            }
+        }
+        let mut s = 0x1234_5678u32;
+        for _ in 0..100_000 {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let x = f32::from_bits(s);
+            let got = round_bits(x);
+            if x.is_nan() {
+                assert!(bf16::from_bits(got).is_nan(), "{x:e}");
+            } else {
+                assert_eq!(got, bf16::from_f32(x).to_bits(), "{x:e} ({s:#x})");
             }
         }
     }
@@ -301,9 +459,9 @@ mod tests {
         let (lhs, rhs) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
         let want = reference(m, n, k, &lhs, &rhs);
         let mut serial = vec![0f32; m * n];
-        gemm_accumulate(m, n, k, &lhs, &rhs, &mut serial, false);
+        gemm(m, n, k, &lhs, &rhs, &mut serial, true, false);
         let mut parallel = vec![0f32; m * n];
-        gemm_accumulate(m, n, k, &lhs, &rhs, &mut parallel, true);
+        gemm(m, n, k, &lhs, &rhs, &mut parallel, false, true);
         assert_eq!(serial, parallel);
         let mut widened = vec![bf16::ZERO; m * n];
         gemm_bf16_widened(m, n, k, lhs, rhs, &mut widened, Threads::Single).unwrap();

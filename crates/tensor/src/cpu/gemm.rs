@@ -232,9 +232,41 @@ pub fn gemm_bf16(
         return Ok(());
     }
     let mut out = vec![0f32; m * n];
-    crate::cpu::bf16dot::gemm_accumulate(m, n, k, &lhs, &rhs, &mut out, threads.splits(m, n, k));
+    crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, &mut out, false, threads.splits(m, n, k));
     round_to_bf16(&out, dst);
     Ok(())
+}
+
+/// `dst = round(lhs) @ round(rhs)` for f32 operands rounded to bf16 (nearest even), with f32
+/// accumulation and an f32 result: autocast's matrix multiply (`Tensor::matmul_compute`).
+/// On a CPU with AVX512_BF16 the operands are rounded while they are packed for the bf16
+/// dot-product kernel, so no rounded copy is made; elsewhere rounded f32 copies go to the f32
+/// kernel. Same contract as [`gemm()`].
+pub fn gemm_f32_bf16(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, f32>,
+    rhs: MatRef<'_, f32>,
+    dst: &mut [f32],
+    threads: Threads,
+) -> Result<()> {
+    if !prepare_dst(m, n, k, dst, 0.0)? {
+        return Ok(());
+    }
+    lhs.checked("lhs", m, k)?;
+    rhs.checked("rhs", k, n)?;
+    if crate::cpu::bf16dot::available() {
+        crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, dst, false, threads.splits(m, n, k));
+        return Ok(());
+    }
+    let round = |mat: &MatRef<'_, f32>, rows: usize, cols: usize| {
+        crate::cpu::strided::map1(mat.data, &[rows, cols], &[mat.row_stride, mat.col_stride], mat.offset, |x: f32| {
+            bf16::from_f32(x).to_f32()
+        })
+    };
+    let (a, b) = (round(&lhs, m, k), round(&rhs, k, n));
+    gemm(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), dst, threads)
 }
 
 /// [`prepare_dst`] for a bf16 product, then both operands checked (before anything indexes

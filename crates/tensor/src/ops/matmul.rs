@@ -11,10 +11,10 @@
 //! `[B*m, k] @ [k, n]` product.
 
 use crate::autograd::GradFn;
-use crate::cpu::gemm::{GEMM_PAR_THRESHOLD, MatRef, Threads, gemm, gemm_bf16};
+use crate::cpu::gemm::{GEMM_PAR_THRESHOLD, MatRef, Threads, gemm, gemm_bf16, gemm_f32_bf16};
 use crate::cpu::strided::Runs;
 use crate::storage::{CpuStorage, Storage};
-use crate::{Error, Layout, Result, Shape, Tensor};
+use crate::{DType, Error, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// Whether a matrix with these (rows, cols) and strides can go to `gemm` and to cuBLAS as it
@@ -133,7 +133,7 @@ fn matmul_gpu(plan: &Plan, x: &crate::gpu::GpuStorage, y: &crate::gpu::GpuStorag
     const OP: &str = "matmul";
     match x.gpu().backend() {
         attune_cuda::Backend::Emu => {
-            let out = matmul_cpu(plan, &x.download(OP)?, &y.download(OP)?)?;
+            let out = matmul_cpu(plan, &x.download(OP)?, &y.download(OP)?, false)?;
             crate::gpu::GpuStorage::upload(OP, x.gpu(), &out)
         }
         attune_cuda::Backend::Cuda(_) => {
@@ -143,8 +143,12 @@ fn matmul_gpu(plan: &Plan, x: &crate::gpu::GpuStorage, y: &crate::gpu::GpuStorag
     }
 }
 
-/// Runs the planned products on CPU buffers of one float dtype.
-fn matmul_cpu(plan: &Plan, x: &CpuStorage, y: &CpuStorage) -> Result<CpuStorage> {
+/// Runs the planned products on CPU buffers of one float dtype; `bf16_products` rounds f32
+/// operands to bf16 for the products ([`Tensor::matmul_in`]).
+fn matmul_cpu(plan: &Plan, x: &CpuStorage, y: &CpuStorage, bf16_products: bool) -> Result<CpuStorage> {
+    if bf16_products && let (CpuStorage::F32(x), CpuStorage::F32(y)) = (x, y) {
+        return Ok(CpuStorage::F32(plan.run(x, y, 0.0, gemm_f32_bf16)?));
+    }
     Ok(match (x, y) {
         (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(plan.run(x, y, 0.0, gemm::<f32>)?),
         (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(plan.run(x, y, 0.0, gemm::<f64>)?),
@@ -180,8 +184,9 @@ fn inner_mismatch(lhs: &Shape, rhs: &Shape) -> Error {
     }
 }
 
-/// The batched product of two tensors of rank >= 2 with equal contracted dims.
-fn matmul_nd(a: &Tensor, b: &Tensor, lhs: &Shape, rhs: &Shape) -> Result<Tensor> {
+/// The batched product of two tensors of rank >= 2 with equal contracted dims; with
+/// `bf16_products`, of CPU f32 operands rounded to bf16.
+fn matmul_nd(a: &Tensor, b: &Tensor, lhs: &Shape, rhs: &Shape, bf16_products: bool) -> Result<Tensor> {
     let (ra, rb) = (a.rank(), b.rank());
     let (m, k, n) = (a.dims()[ra - 2], a.dims()[ra - 1], b.dims()[rb - 1]);
     let (ba, bb) = (&a.dims()[..ra - 2], &b.dims()[..rb - 2]);
@@ -217,12 +222,13 @@ fn matmul_nd(a: &Tensor, b: &Tensor, lhs: &Shape, rhs: &Shape) -> Result<Tensor>
         // One read guard when both operands share a buffer (x @ x.t()).
         let gb = (!ac.same_storage(&bc)).then(|| bc.storage());
         match (&*ga, gb.as_deref().unwrap_or(&*ga)) {
-            (Storage::Cpu(x), Storage::Cpu(y)) => Storage::Cpu(matmul_cpu(&plan, x, y)?),
+            (Storage::Cpu(x), Storage::Cpu(y)) => Storage::Cpu(matmul_cpu(&plan, x, y, bf16_products)?),
             (Storage::Gpu(x), Storage::Gpu(y)) => Storage::Gpu(matmul_gpu(&plan, x, y)?),
             _ => unreachable!("matmul: devices checked by the caller"),
         }
     };
-    Ok(Tensor::from_op(out, full(m, n), &[a, b], || Box::new(MatmulBack)))
+    let compute = bf16_products.then_some(DType::BF16);
+    Ok(Tensor::from_op(out, full(m, n), &[a, b], || Box::new(MatmulBack { compute })))
 }
 
 /// A view of `t` with all dims but the last merged into one, or a contiguous copy reshaped so
@@ -241,15 +247,22 @@ fn merge_rows(t: &Tensor) -> Result<Tensor> {
 }
 
 /// Backward of the batched product `c = a @ b`: `da = dc @ b^T` and `db = a^T @ dc`, each
-/// summed over the batch dims its input was broadcast along. Transposes are views.
-struct MatmulBack;
+/// summed over the batch dims its input was broadcast along, computed in the forward's
+/// `compute` dtype when it had one. Transposes are views.
+struct MatmulBack {
+    compute: Option<DType>,
+}
 impl GradFn for MatmulBack {
     fn name(&self) -> &str {
         "matmul"
     }
     fn backward(&self, i: &[Tensor], _o: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let (a, b) = (&i[0], &i[1]);
-        let ga = a.requires_grad().then(|| g.matmul(&b.t()?)?.sum_to(a.shape())).transpose()?;
+        let mm = |x: &Tensor, y: &Tensor| match self.compute {
+            Some(c) => x.matmul_in(y, c),
+            None => x.matmul(y),
+        };
+        let ga = a.requires_grad().then(|| mm(g, &b.t()?)?.sum_to(a.shape())).transpose()?;
         let gb = b
             .requires_grad()
             .then(|| {
@@ -261,9 +274,9 @@ impl GradFn for MatmulBack {
                     let mut dims = g.dims()[..r - 1].to_vec();
                     dims.push(a.dims()[a.rank() - 1]);
                     let a_full = a.broadcast_as(dims)?;
-                    merge_rows(&a_full)?.t()?.matmul(&merge_rows(g)?)?.reshape(b.shape())
+                    mm(&merge_rows(&a_full)?.t()?, &merge_rows(g)?)?.reshape(b.shape())
                 } else {
-                    a.t()?.matmul(g)?.sum_to(b.shape())
+                    mm(&a.t()?, g)?.sum_to(b.shape())
                 }
             })
             .transpose()?;
@@ -284,6 +297,37 @@ impl Tensor {
     /// unit stride on either matrix dim (row- or column-major, e.g. `t()`) are read in place.
     /// Differentiable.
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.matmul_with(rhs, false)
+    }
+
+    /// [`Tensor::matmul`] with the products computed in `compute`, the result in the operands'
+    /// dtype: autocast's matrix multiply. For f32 operands and `DType::BF16` on the CPU, each
+    /// operand is rounded to bf16 (nearest even) as the kernel packs it, the products are
+    /// accumulated in f32 and the result stays f32, so no 16-bit copy of either operand is
+    /// made. Elsewhere (other devices, other dtypes) the operands are converted to `compute`,
+    /// multiplied and the result converted back (rounded once more, as a 16-bit matmul's output
+    /// is). `compute` equal to the operands' dtype is plain `matmul`.
+    ///
+    /// Differentiable with the gradients of the rounded product, themselves computed in
+    /// `compute` (`da = round(dc) @ round(b)^T`, `db = round(a)^T @ round(dc)`), as autocast's
+    /// backward runs in bf16. A rounded product is piecewise constant in its inputs, so finite
+    /// differences do not apply; the tests check these formulas directly.
+    pub fn matmul_in(&self, rhs: &Tensor, compute: DType) -> Result<Tensor> {
+        let dt = self.dtype();
+        if compute == dt {
+            return self.matmul(rhs);
+        }
+        if !compute.is_float() {
+            return Err(unsupported(compute));
+        }
+        if dt == DType::F32 && compute == DType::BF16 && self.device() == crate::Device::Cpu {
+            return self.matmul_with(rhs, true);
+        }
+        self.same_dtype_device(rhs, "matmul")?;
+        self.to_dtype(compute)?.matmul(&rhs.to_dtype(compute)?)?.to_dtype(dt)
+    }
+
+    fn matmul_with(&self, rhs: &Tensor, bf16_products: bool) -> Result<Tensor> {
         self.same_dtype_device(rhs, "matmul")?;
         if !self.dtype().is_float() {
             return Err(unsupported(self.dtype()));
@@ -308,7 +352,7 @@ impl Tensor {
         let (a_vec, b_vec) = (self.rank() == 1, rhs.rank() == 1);
         let a = if a_vec { self.unsqueeze(0usize)? } else { self.clone() };
         let b = if b_vec { rhs.unsqueeze(1usize)? } else { rhs.clone() };
-        let mut out = matmul_nd(&a, &b, self.shape(), rhs.shape())?;
+        let mut out = matmul_nd(&a, &b, self.shape(), rhs.shape(), bf16_products)?;
         if b_vec {
             out = out.squeeze(-1isize)?;
         }
