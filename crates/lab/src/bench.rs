@@ -9,7 +9,9 @@
 //! groups come from [`split_decay`] as in `attune train` (biases and norm gains get no weight
 //! decay; the peer decays them too, which costs the same element-wise work). The loss is read
 //! back to the host every step, like the peer's `loss.item()`. Flags and JSON keys match the
-//! peer's, so `cargo xtask bench-train` can put the two side by side.
+//! peer's, so `cargo xtask bench-train` can put the two side by side. `--precision bf16` runs
+//! the step under `attune train --precision bf16`'s autocast (docs/model.md, "Mixed
+//! precision"), the peer under `torch.autocast("cpu", dtype=torch.bfloat16)`.
 //!
 //! A model with `patches` (a Vision Transformer, e.g. `--model runs/image/config.json`) is timed
 //! on random images of its size, and `--seq` is its patch count.

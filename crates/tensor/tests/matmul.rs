@@ -290,14 +290,17 @@ fn errors_name_the_shapes_and_the_fix() {
 fn products_in_bf16_multiply_the_roundings_and_differentiate_in_bf16() -> Result<()> {
     let r = |x: f64| attune_tensor::f64_to_bf16(x).to_f64();
     let fused = test_device() == attune_tensor::Device::Cpu;
-    for (ash, bsh, bt) in [(vec![3, 5, 40], vec![40, 7], false), (vec![9, 33], vec![12, 33], true), (vec![1, 1], vec![1, 1], false)]
+    for (ash, bsh, bt) in
+        [(vec![3, 5, 40], vec![40, 7], false), (vec![9, 33], vec![12, 33], true), (vec![1, 1], vec![1, 1], false)]
     {
         let a = rand(&ash, 1, DType::F32).to_var()?;
         let b0 = rand(&bsh, 2, DType::F32).to_var()?;
         let b = if bt { b0.t()? } else { b0.as_tensor().clone() };
         let c = a.matmul_in(&b, DType::BF16)?;
         assert_eq!(c.dtype(), DType::F32);
-        let round = |t: &Tensor| -> Result<Vec<f64>> { Ok(t.to_dtype(DType::F64)?.to_vec::<f64>()?.into_iter().map(r).collect()) };
+        let round = |t: &Tensor| -> Result<Vec<f64>> {
+            Ok(t.to_dtype(DType::F64)?.to_vec::<f64>()?.into_iter().map(r).collect())
+        };
         let (av, bv) = (round(&a)?, round(&b.contiguous()?)?);
         let (shape, want, mag) = naive(&av, &ash, &bv, b.dims());
         assert_eq!(c.dims(), &shape[..]);
@@ -311,7 +314,8 @@ fn products_in_bf16_multiply_the_roundings_and_differentiate_in_bf16() -> Result
         let wgt = rand(c.dims(), 3, DType::F32);
         let grads = c.mul(&wgt)?.sum_all()?.backward()?;
         let gw = round(&wgt)?;
-        let (m, k, n) = (av.len() / ash[ash.len() - 1], ash[ash.len() - 1], want.len() / (av.len() / ash[ash.len() - 1]));
+        let (m, k, n) =
+            (av.len() / ash[ash.len() - 1], ash[ash.len() - 1], want.len() / (av.len() / ash[ash.len() - 1]));
         let ga = grads.get(&a).expect("a's gradient").to_dtype(DType::F64)?.to_vec::<f64>()?;
         let gb = grads.get(&b0).expect("b's gradient");
         let gb = if bt { gb.t()?.contiguous()? } else { gb.clone() }.to_dtype(DType::F64)?.to_vec::<f64>()?;

@@ -93,7 +93,7 @@ struct DotBufs {
 
 impl DotBufs {
     fn new(d: usize, dot: bool) -> Self {
-        let words = |n: usize| if dot { vec![0u32; n] } else { Vec::new() };
+        let words = |n: usize| dot::scratch(n, dot);
         let dp = d.div_ceil(2);
         DotBufs {
             qtw: words(dp * BQ),

@@ -53,6 +53,11 @@ impl<'a> Views<'a> {
     }
 }
 
+/// A scratch buffer of `len` words for the dot-product path, empty when the path is off.
+pub fn scratch(len: usize, on: bool) -> Vec<u32> {
+    if on { vec![0; len] } else { Vec::new() }
+}
+
 /// The word of a pair: `lo` in the low half, as `vdpbf16ps` reads it.
 #[inline(always)]
 fn word(lo: u16, hi: u16) -> u32 {
@@ -241,15 +246,6 @@ mod x86 {
     /// Most vectors (of 16 f32) per register block.
     const NV: usize = 4;
 
-    /// Rows per register block for `nv` vectors: 24 accumulators, as in the f32 kernel.
-    fn rows_for(nv: usize) -> usize {
-        match nv {
-            4 => 6,
-            3 => 8,
-            _ => 12,
-        }
-    }
-
     /// One `R x (16 * V)` block of C, the last vectors masked by `masks`.
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[inline]
@@ -323,47 +319,19 @@ mod x86 {
         scale: *const f32,
         out_scale: f32,
     ) {
-        let mut j0 = 0;
-        while j0 < n {
-            let w = (n - j0).min(16 * NV);
-            let nv = w.div_ceil(16);
-            let mut masks = [0 as __mmask16; NV];
-            for (v, mk) in masks.iter_mut().enumerate() {
-                let lanes = w.saturating_sub(v * 16).min(16);
-                *mk = ((1u32 << lanes) - 1) as __mmask16;
-            }
-            let mr = rows_for(nv);
-            let mut i0 = 0;
-            while i0 < m {
-                let rows = (m - i0).min(mr);
-                // SAFETY: block (i0.., j0..) of the checked product.
-                unsafe {
-                    let (a, b, c) = (a.add(i0 * ars), b.add(j0), c.add(i0 * ldc + j0));
-                    let scale = if scale.is_null() { scale } else { scale.add(i0) };
-                    macro_rules! go {
-                        ($r:literal, $v:literal) => {
-                            block::<$r, $v>(kp, a, ars, aps, b, ldb, c, ldc, load, scale, out_scale, &masks)
-                        };
-                    }
-                    macro_rules! rows {
-                        ($v:literal; $($r:literal)*) => {
-                            match rows {
-                                $($r => go!($r, $v),)*
-                                _ => go!(1, $v),
-                            }
-                        };
-                    }
-                    match nv {
-                        4 => rows!(4; 6 5 4 3 2),
-                        3 => rows!(3; 8 7 6 5 4 3 2),
-                        2 => rows!(2; 12 11 10 9 8 7 6 5 4 3 2),
-                        _ => rows!(1; 12 11 10 9 8 7 6 5 4 3 2),
-                    }
+        for_register_blocks!(m, n, |i0, j0, masks, rows, nv| {
+            // SAFETY: block (i0.., j0..) of the checked product.
+            unsafe {
+                let (a, b, c) = (a.add(i0 * ars), b.add(j0), c.add(i0 * ldc + j0));
+                let scale = if scale.is_null() { scale } else { scale.add(i0) };
+                macro_rules! go {
+                    ($r:literal, $v:literal) => {
+                        block::<$r, $v>(kp, a, ars, aps, b, ldb, c, ldc, load, scale, out_scale, &masks)
+                    };
                 }
-                i0 += rows;
+                dispatch_block!(go, rows, nv)
             }
-            j0 += w;
-        }
+        });
     }
 }
 

@@ -159,17 +159,19 @@ impl DropTile {
         words_buf: &mut [u32],
     ) {
         // The stream runs along the keys of one query, the tile along the queries of one key:
-        // pack each query's keep decisions into a bit mask first (rows <= 64), then write the
+        // pack each query's keep decisions into a bit mask first (rows <= 128), then write the
         // multipliers key row by key row, contiguous along the queries (no scattered stores).
-        assert!(rows <= 64, "dropout tiles have at most 64 keys, got {rows}");
-        let mut bits = [0u64; 256];
+        assert!(rows <= 128, "dropout tiles have at most 128 keys, got {rows}");
+        let mut bits = [0u128; 256];
         let wb = &mut words_buf[..rows];
         for c0 in (0..cols).step_by(bits.len()) {
             let n = bits.len().min(cols - c0);
             for (r, b) in bits[..n].iter_mut().enumerate() {
                 words(self.seed, self.offset, first(c0 + r), wb);
-                *b =
-                    wb.iter().enumerate().fold(0u64, |acc, (j, &w)| acc | ((((w >> 8) >= self.threshold) as u64) << j));
+                *b = wb
+                    .iter()
+                    .enumerate()
+                    .fold(0u128, |acc, (j, &w)| acc | ((((w >> 8) >= self.threshold) as u128) << j));
             }
             for j in 0..rows {
                 for (m, &b) in mult[j * ld + c0..][..n].iter_mut().zip(&bits[..n]) {

@@ -47,7 +47,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(d: usize, dot: bool) -> Self {
-        let words = |n: usize| if dot { vec![0u32; n] } else { Vec::new() };
+        let words = |n: usize| dot::scratch(n, dot);
         let dp = d.div_ceil(2);
         Scratch {
             qtw: words(dp * BQ),

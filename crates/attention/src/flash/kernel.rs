@@ -152,17 +152,6 @@ mod avx512 {
     /// Most vectors (of 16 f32) per register block.
     const NV: usize = 4;
 
-    /// Rows per register block for `nv` vectors: 24 accumulators (6x4, 8x3, 12x2; 12x1 as
-    /// more rows would only add broadcasts), plus the B vectors and a broadcast, within the
-    /// 32 zmm registers.
-    fn rows_for(nv: usize) -> usize {
-        match nv {
-            4 => 6,
-            3 => 8,
-            _ => 12,
-        }
-    }
-
     /// One `R x (16 * V)` block of C, the last vectors masked by `masks`.
     #[inline(always)]
     #[allow(clippy::too_many_arguments)]
@@ -238,47 +227,19 @@ mod avx512 {
         acc: bool,
         scale: *const f32,
     ) {
-        let mut j0 = 0;
-        while j0 < n {
-            let w = (n - j0).min(16 * NV);
-            let nv = w.div_ceil(16);
-            let mut masks = [0 as __mmask16; NV];
-            for (v, mk) in masks.iter_mut().enumerate() {
-                let lanes = w.saturating_sub(v * 16).min(16);
-                *mk = ((1u32 << lanes) - 1) as __mmask16;
-            }
-            let mr = rows_for(nv);
-            let mut i0 = 0;
-            while i0 < m {
-                let rows = (m - i0).min(mr);
-                // SAFETY: block (i0.., j0..) of the checked product.
-                unsafe {
-                    let (a, b, c) = (a.add(i0 * ars), b.add(j0), c.add(i0 * ldc + j0));
-                    let scale = if scale.is_null() { scale } else { scale.add(i0) };
-                    macro_rules! go {
-                        ($r:literal, $v:literal) => {
-                            block::<$r, $v>(k, a, ars, acs, b, ldb, c, ldc, acc, scale, &masks)
-                        };
-                    }
-                    macro_rules! rows {
-                        ($v:literal; $($r:literal)*) => {
-                            match rows {
-                                $($r => go!($r, $v),)*
-                                _ => go!(1, $v),
-                            }
-                        };
-                    }
-                    match nv {
-                        4 => rows!(4; 6 5 4 3 2),
-                        3 => rows!(3; 8 7 6 5 4 3 2),
-                        2 => rows!(2; 12 11 10 9 8 7 6 5 4 3 2),
-                        _ => rows!(1; 12 11 10 9 8 7 6 5 4 3 2),
-                    }
+        for_register_blocks!(m, n, |i0, j0, masks, rows, nv| {
+            // SAFETY: block (i0.., j0..) of the checked product.
+            unsafe {
+                let (a, b, c) = (a.add(i0 * ars), b.add(j0), c.add(i0 * ldc + j0));
+                let scale = if scale.is_null() { scale } else { scale.add(i0) };
+                macro_rules! go {
+                    ($r:literal, $v:literal) => {
+                        block::<$r, $v>(k, a, ars, acs, b, ldb, c, ldc, acc, scale, &masks)
+                    };
                 }
-                i0 += rows;
+                dispatch_block!(go, rows, nv)
             }
-            j0 += w;
-        }
+        });
     }
 }
 

@@ -6,7 +6,9 @@
 //!
 //! - Inputs are read in place from their storage at any strides with unit stride on
 //!   head_dim (other tensors are made contiguous first). f32 K/V rows feed the tile products
-//!   directly; f16/bf16/f64 rows are converted to f32 per tile. **f64 inputs are computed in
+//!   directly; f16/bf16/f64 rows are converted to f32 per tile, except bf16 on a CPU with
+//!   AVX512_BF16, whose products run on bf16 dot products ([`dot`]: P and dS rounded to bf16,
+//!   f32 accumulation). **f64 inputs are computed in
 //!   f32** (use [`crate::oracle`] for f64-accurate values). Outputs are in the input dtype.
 //! - Score tiles are stored transposed (`S^T`, keys as rows, `BQ = 64` query columns), so
 //!   `S^T = K Q^T` reads K rows as broadcasts and the transposed query tile as vectors, and
@@ -15,7 +17,7 @@
 //! - Every product is one micro-kernel ([`kernel`]): AVX-512 6x64 register blocks with
 //!   masked edges, or a portable loop without AVX-512. The online softmax's rescale of O is
 //!   folded into the PV product's load of O.
-//! - Forward: one rayon task per (batch, head, 64-row query tile); key tiles of `BK = 64`
+//! - Forward: one rayon task per (batch, head, 64-row query tile); key tiles of `BK = 128`
 //!   cover only the union of the tile rows' visible key intervals (fully masked tiles are
 //!   never computed), and only tiles crossing a row's interval boundary are masked. Memory
 //!   per thread: a few tiles (one score tile, its dropout multipliers, Q^T, the O
@@ -29,12 +31,16 @@
 //!   summed in chunk order. The chunk count depends on the shape only, so the results are
 //!   bit-identical for any thread count, without atomics and without recomputing P for a
 //!   separate dQ pass (5 products per tile pair, not 7).
-//! - Tile sizes: `BQ = BK = 64` measured best or equal among 48/64/96/128 x 64/128 (the
-//!   score tile, 16 KiB, stays in L1).
+//! - Tile sizes: `BQ = 64` queries; `BK = 128` keys, which beat 64 on both paths (2 threads,
+//!   `bench-attn --shape 1,8,1024,64 --bwd`: f32 forward 179-192 against 175-177 GFLOP/s, bf16
+//!   319-331 against 262-311): the bf16 `P V` product reduces over 64 key pairs instead of 32.
+//!   The score tile is 32 KiB.
 //! - Dropout: the keep decisions are the oracle's (same Philox element index), generated
 //!   16 blocks at a time with AVX-512 and packed into per-query bit masks; `lse` ignores
 //!   dropout, kept probabilities are scaled by `1 / (1 - p)`.
 
+#[macro_use]
+mod blocks;
 mod bwd;
 mod dot;
 mod dropout;
@@ -60,7 +66,7 @@ use std::sync::RwLockReadGuard;
 /// Query rows per tile (the columns of a transposed score tile).
 pub const BQ: usize = 64;
 /// Key rows per tile.
-pub const BK: usize = 64;
+pub const BK: usize = 128;
 
 /// Forward results.
 #[derive(Debug, Clone)]

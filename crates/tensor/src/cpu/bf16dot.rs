@@ -173,7 +173,8 @@ fn pack_lhs<T: PairElem>(a: &MatRef<'_, T>, k: usize, rows: std::ops::Range<usiz
         let mut words = [0u32; PANEL];
         for p in p0..p1 {
             let lo = &a.data[a.offset + 2 * p * a.col_stride + rows.start..][..rows.len()];
-            let hi = (2 * p + 1 < k).then(|| &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start..][..rows.len()]);
+            let hi =
+                (2 * p + 1 < k).then(|| &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start..][..rows.len()]);
             for r0 in (0..rows.len()).step_by(PANEL) {
                 let w = (rows.len() - r0).min(PANEL);
                 match hi {
@@ -290,6 +291,7 @@ mod x86 {
     /// R rows x panels q and q+1 (32 columns, masked past n).
     #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     unsafe fn micro<const R: usize>(
         packed_a: &[u32],
         packed_b: &[u32],
@@ -410,7 +412,9 @@ mod tests {
         if skip() {
             return;
         }
-        let f = |len: usize, seed: u64| -> Vec<f32> { values(len, seed, false).iter().map(|x| x.to_f32() * 1.37).collect() };
+        let f = |len: usize, seed: u64| -> Vec<f32> {
+            values(len, seed, false).iter().map(|x| x.to_f32() * 1.37).collect()
+        };
         for &(m, n, k) in &[(9, 37, 2 * KC + 5), (1, 20, 7), (17, 1, 6), (5, 33, 1)] {
             let (a, b) = (f(m * k * 3 + 7, 5), f(k * n * 3 + 7, 6));
             let (ar, br): (Vec<bf16>, Vec<bf16>) =
