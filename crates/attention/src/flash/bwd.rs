@@ -236,13 +236,14 @@ impl<T: Elem> Bwd<'_, T> {
             // dV += (P * dropout)^T dO, with dP scaled by the same multipliers.
             let dk_t = &mut dk[kt0 * d..][..bk * d];
             let dv_t = &mut dv[kt0 * d..][..bk * d];
+            let (kept, inv_keep) = DropTile::scales(self.drop.as_ref(), self.dot.is_some());
             if let Some(dr) = &self.drop {
                 let base = |r: usize| pb.dropout_index(b, h, gq0 + r, gk0);
-                dr.fill(&mut sc.mult, bk, rows, BQ, base, &mut sc.words);
+                dr.fill(kept, &mut sc.mult, bk, rows, BQ, base, &mut sc.words);
                 for j in 0..bk {
                     let (m, p) = (&mut sc.mult[j * BQ..][..rows], &sc.s[j * BQ..][..rows]);
                     for ((m, p), g) in m.iter_mut().zip(p).zip(&mut sc.dp[j * BQ..][..rows]) {
-                        *g *= *m;
+                        *g *= *m * inv_keep;
                         *m *= *p;
                     }
                 }
@@ -251,7 +252,7 @@ impl<T: Elem> Bwd<'_, T> {
             if self.dot.is_some() {
                 dot::tile_words(pt, bk, rows, BQ, &mut sc.dot.tw, BQ / 2);
                 let rp = rows.div_ceil(2);
-                dot::gemm(bk, d, rp, &sc.dot.tw, BQ / 2, 1, &sc.dot.dow, d, dv_t, d, Acc::Add, 1.0);
+                dot::gemm(bk, d, rp, &sc.dot.tw, BQ / 2, 1, &sc.dot.dow, d, dv_t, d, Acc::Add, inv_keep);
             } else {
                 kernel::gemm(bk, d, rows, pt, BQ, 1, da, dld, dv_t, d, Acc::Add);
             }

@@ -146,11 +146,27 @@ pub struct DropTile {
 }
 
 impl DropTile {
+    /// `(kept, after)`: the multiplier of a kept probability in the tile, and the scale applied
+    /// to the product after it. The f32 path keeps `1 / (1 - p)` in the tile. The bf16
+    /// dot-product path keeps an exact 0/1 mask before it rounds P to bf16 and applies
+    /// `1 / (1 - p)` in f32 afterwards: a kept probability of 1 then stays 1, so the backward's
+    /// `D = rowsum(dO * O)` matches its `dP` with no bf16 rounding of `1 / (1 - p)` between
+    /// them (a row that sees one key gets exactly zero dQ and dK, as in f32).
+    pub fn scales(drop: Option<&DropTile>, dot: bool) -> (f32, f32) {
+        match drop {
+            Some(d) if dot => (1.0, d.inv_keep),
+            Some(d) => (d.inv_keep, 1.0),
+            None => (1.0, 1.0),
+        }
+    }
+
     /// Fills `mult[j * ld + r]` (keys `j < rows`, queries `r < cols`) with the multiplier of
-    /// element `first(r) + j`: `1 / (1 - p)` if kept, 0 if dropped. `words` is scratch of at
-    /// least `rows` entries.
+    /// element `first(r) + j`: `kept` if kept (`inv_keep`, or 1 where the caller applies the
+    /// scale itself), 0 if dropped. `words` is scratch of at least `rows` entries.
+    #[allow(clippy::too_many_arguments)]
     pub fn fill(
         &self,
+        kept: f32,
         mult: &mut [f32],
         rows: usize,
         cols: usize,
@@ -175,7 +191,7 @@ impl DropTile {
             }
             for j in 0..rows {
                 for (m, &b) in mult[j * ld + c0..][..n].iter_mut().zip(&bits[..n]) {
-                    *m = if (b >> j) & 1 == 1 { self.inv_keep } else { 0.0 };
+                    *m = if (b >> j) & 1 == 1 { kept } else { 0.0 };
                 }
             }
         }

@@ -85,6 +85,7 @@ impl<T: Elem> Fwd<'_, T> {
     ) {
         let pb = self.pb;
         let (d, b, hk) = (pb.head_dim, seg.batch, pb.kv_head(h));
+        let (kept, after) = DropTile::scales(self.drop.as_ref(), self.dot.is_some());
         let rg = &mut sc.ranges;
         rg.compute(pb, seg, t0, rows, None);
         if rg.ulo >= rg.uhi {
@@ -126,7 +127,7 @@ impl<T: Elem> Fwd<'_, T> {
             vmath::online_step(&mut sc.s, bk, rows, BQ, &mut sc.m, &mut sc.l, &mut sc.alpha);
             if let Some(dr) = &self.drop {
                 let base = |r: usize| pb.dropout_index(b, h, seg.q_start + t0 + r, gk0);
-                dr.fill(&mut sc.mult, bk, rows, BQ, base, &mut sc.words);
+                dr.fill(kept, &mut sc.mult, bk, rows, BQ, base, &mut sc.words);
                 for j in 0..bk {
                     for (x, &m) in sc.s[j * BQ..][..rows].iter_mut().zip(&sc.mult[j * BQ..][..rows]) {
                         *x *= m;
@@ -154,7 +155,7 @@ impl<T: Elem> Fwd<'_, T> {
             let l = sc.l[r];
             let orow = &mut sc.o[r * d..][..d];
             if l > 0.0 {
-                let inv = 1.0 / l;
+                let inv = after / l;
                 orow.iter_mut().for_each(|x| *x *= inv);
                 lse[r] = ((sc.m[r] as f64 + (l as f64).log2()) * std::f64::consts::LN_2) as f32;
             } else {
