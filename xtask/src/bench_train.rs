@@ -348,6 +348,12 @@ mod tests {
         assert_eq!(got, [("ram-centred", 16, 28, RAM_PEER), ("ram-cluttered", 16, 60, RAM_PEER)]);
         let e = format!("{:#}", cases(&args(Some(&["nope"]))).err().unwrap());
         assert!(e.contains("nope") && e.contains("ram-cluttered") && e.contains("large"), "{e}");
+        // bf16 has no RAM peer: left out by default, refused when named.
+        let bf16 = |models: Option<&[&str]>| BenchTrainArgs { precision: "bf16".into(), ..args(models) };
+        let all: Vec<&str> = cases(&bf16(None)).unwrap().iter().map(|c| c.model).collect();
+        assert_eq!(all, ["mqar-default", "large", "vit-fashion", "sasrec-ml100k"]);
+        let e = format!("{:#}", cases(&bf16(Some(&["large", "ram-centred"]))).err().unwrap());
+        assert!(e.contains("ram-centred") && e.contains("bf16"), "{e}");
     }
 
     #[test]
