@@ -342,3 +342,40 @@ fn products_in_bf16_multiply_the_roundings_and_differentiate_in_bf16() -> Result
     assert!(a.matmul_in(&b, DType::I64).is_err());
     Ok(())
 }
+
+/// `matmul_bias` (Linear's op) is `matmul_in` then `add` bit for bit, forward and gradients,
+/// fused (CPU f32/f64, bf16 products included) or composed, and has finite-difference
+/// gradients.
+#[test]
+fn matmul_bias_is_the_product_plus_bias_bit_for_bit() -> Result<()> {
+    for (dt, compute) in [(DType::F32, DType::F32), (DType::F32, DType::BF16), (DType::F64, DType::F64)] {
+        for (m, k, n) in [(70, 33, 130), (1, 5, 1), (600, 16, 128)] {
+            let a = rand(&[m, k], 1, dt).to_var()?;
+            let w = rand(&[n, k], 2, dt).to_var()?;
+            let bias = rand(&[n], 3, dt).to_var()?;
+            let wgt = rand(&[m, n], 4, dt);
+            let fused = a.matmul_bias(&w.t()?, &bias, compute)?;
+            let plain = a.matmul_in(&w.t()?, compute)?.add(&bias)?;
+            assert_eq!(fused.to_dtype(DType::F64)?.to_vec::<f64>()?, plain.to_dtype(DType::F64)?.to_vec::<f64>()?);
+            let gf = fused.mul(&wgt)?.sum_all()?.backward()?;
+            let gp = plain.mul(&wgt)?.sum_all()?.backward()?;
+            for v in [&a, &w, &bias] {
+                let f = gf.get(v).expect("a gradient").to_dtype(DType::F64)?.to_vec::<f64>()?;
+                assert_eq!(f, gp.get(v).expect("a gradient").to_dtype(DType::F64)?.to_vec::<f64>()?, "{dt} {compute}");
+            }
+        }
+    }
+    let r = |s: &[usize], seed| rand(s, seed, DType::F64);
+    assert_grad(
+        "matmul_bias",
+        |x| x[0].matmul_bias(&x[1], &x[2], DType::F64),
+        &[r(&[3, 4], 5), r(&[4, 2], 6), r(&[2], 7)],
+        1e-6,
+    )?;
+    // Not a Linear's shapes: the composition, with its own broadcasting and errors.
+    let (a, b) = (rand(&[2, 3, 4], 8, DType::F32), rand(&[4, 5], 9, DType::F32));
+    let want = a.matmul(&b)?.add(&rand(&[5], 10, DType::F32))?.to_vec::<f32>()?;
+    assert_eq!(a.matmul_bias(&b, &rand(&[5], 10, DType::F32), DType::F32)?.to_vec::<f32>()?, want);
+    assert!(a.matmul_bias(&b, &rand(&[6], 10, DType::F32), DType::F32).is_err());
+    Ok(())
+}

@@ -65,10 +65,11 @@ impl Linear {
         let x2 = if x.rank() == 2 { x.clone() } else { x.reshape([rows, in_f])? };
         // Under autocast the products run in its dtype and the result stays in x's (the bias
         // is added in x's dtype, like every other non-matmul op).
-        let mut y = x2.matmul_in(&self.weight.t()?, autocast::dtype_for(x.dtype()))?;
-        if let Some(b) = &self.bias {
-            y = y.add(b)?;
-        }
+        let (wt, compute) = (self.weight.t()?, autocast::dtype_for(x.dtype()));
+        let y = match &self.bias {
+            Some(b) => x2.matmul_bias(&wt, b, compute)?,
+            None => x2.matmul_in(&wt, compute)?,
+        };
         Ok(if x.rank() == 2 { y } else { y.reshape(out_dims)? })
     }
 }
