@@ -207,9 +207,9 @@ pub fn gemm<T: GemmElem>(
     Ok(())
 }
 
-/// Copies a strided `rows x cols` bf16 matrix into a contiguous row-major f32 buffer.
-fn widen_bf16(mat: &MatRef<'_, bf16>, rows: usize, cols: usize) -> Vec<f32> {
-    crate::cpu::strided::map1(mat.data, &[rows, cols], &[mat.row_stride, mat.col_stride], mat.offset, bf16::to_f32)
+/// Copies a strided `rows x cols` matrix into a contiguous row-major f32 buffer through `f`.
+fn to_f32_copy<T: Copy + Sync>(mat: &MatRef<'_, T>, rows: usize, cols: usize, f: impl Fn(T) -> f32 + Sync) -> Vec<f32> {
+    crate::cpu::strided::map1(mat.data, &[rows, cols], &[mat.row_stride, mat.col_stride], mat.offset, f)
 }
 
 /// `dst = lhs @ rhs` in bf16 with f32 accumulation, the result rounded to bf16 once (round to
@@ -228,7 +228,7 @@ pub fn gemm_bf16(
     if !crate::cpu::bf16dot::available() {
         return gemm_bf16_widened(m, n, k, lhs, rhs, dst, threads);
     }
-    if !prepare_bf16(m, n, k, &lhs, &rhs, dst)? {
+    if !prepare_checked(m, n, k, &lhs, &rhs, dst, bf16::ZERO)? {
         return Ok(());
     }
     let mut out = vec![0f32; m * n];
@@ -238,7 +238,7 @@ pub fn gemm_bf16(
 }
 
 /// `dst = round(lhs) @ round(rhs)` for f32 operands rounded to bf16 (nearest even), with f32
-/// accumulation and an f32 result: autocast's matrix multiply (`Tensor::matmul_compute`).
+/// accumulation and an f32 result: autocast's matrix multiply (`Tensor::matmul_in`).
 /// On a CPU with AVX512_BF16 the operands are rounded while they are packed for the bf16
 /// dot-product kernel, so no rounded copy is made; elsewhere rounded f32 copies go to the f32
 /// kernel. Same contract as [`gemm()`].
@@ -251,35 +251,30 @@ pub fn gemm_f32_bf16(
     dst: &mut [f32],
     threads: Threads,
 ) -> Result<()> {
-    if !prepare_dst(m, n, k, dst, 0.0)? {
+    if !prepare_checked(m, n, k, &lhs, &rhs, dst, 0.0)? {
         return Ok(());
     }
-    lhs.checked("lhs", m, k)?;
-    rhs.checked("rhs", k, n)?;
     if crate::cpu::bf16dot::available() {
         crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, dst, false, threads.splits(m, n, k));
         return Ok(());
     }
-    let round = |mat: &MatRef<'_, f32>, rows: usize, cols: usize| {
-        crate::cpu::strided::map1(mat.data, &[rows, cols], &[mat.row_stride, mat.col_stride], mat.offset, |x: f32| {
-            bf16::from_f32(x).to_f32()
-        })
-    };
-    let (a, b) = (round(&lhs, m, k), round(&rhs, k, n));
+    let round = |x: f32| bf16::from_f32(x).to_f32();
+    let (a, b) = (to_f32_copy(&lhs, m, k, round), to_f32_copy(&rhs, k, n, round));
     gemm(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), dst, threads)
 }
 
-/// [`prepare_dst`] for a bf16 product, then both operands checked (before anything indexes
-/// them directly).
-fn prepare_bf16(
+/// [`prepare_dst`], then both operands checked (before anything indexes them directly): the
+/// start of the products that do not hand their operands to the `gemm` crate.
+fn prepare_checked<T, D: Copy>(
     m: usize,
     n: usize,
     k: usize,
-    lhs: &MatRef<'_, bf16>,
-    rhs: &MatRef<'_, bf16>,
-    dst: &mut [bf16],
+    lhs: &MatRef<'_, T>,
+    rhs: &MatRef<'_, T>,
+    dst: &mut [D],
+    zero: D,
 ) -> Result<bool> {
-    if !prepare_dst(m, n, k, dst, bf16::ZERO)? {
+    if !prepare_dst(m, n, k, dst, zero)? {
         return Ok(false);
     }
     lhs.checked("lhs", m, k)?;
@@ -306,11 +301,11 @@ pub fn gemm_bf16_widened(
     dst: &mut [bf16],
     threads: Threads,
 ) -> Result<()> {
-    if !prepare_bf16(m, n, k, &lhs, &rhs, dst)? {
+    if !prepare_checked(m, n, k, &lhs, &rhs, dst, bf16::ZERO)? {
         return Ok(());
     }
-    let a = widen_bf16(&lhs, m, k);
-    let b = widen_bf16(&rhs, k, n);
+    let a = to_f32_copy(&lhs, m, k, bf16::to_f32);
+    let b = to_f32_copy(&rhs, k, n, bf16::to_f32);
     let mut out = vec![0f32; m * n];
     gemm(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), &mut out, threads)?;
     round_to_bf16(&out, dst);
