@@ -28,8 +28,31 @@ pub(crate) fn binary_cpu<K: BinaryKernel>(
     let d = al.dims();
     let (sa, oa, sb, ob) = (al.strides(), al.offset(), bl.strides(), bl.offset());
     Ok(match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(map2(x, sa, oa, y, sb, ob, d, K::f32)),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(map2(x, sa, oa, y, sb, ob, d, K::f64)),
+        // Closures, always inlined, rather than the fn items `K::f32`: a large kernel body
+        // (an activation's derivative) is otherwise called per element through its `Fn`
+        // shim, and the loop does not vectorise.
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(map2(
+            x,
+            sa,
+            oa,
+            y,
+            sb,
+            ob,
+            d,
+            #[inline(always)]
+            |p, q| K::f32(p, q),
+        )),
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(map2(
+            x,
+            sa,
+            oa,
+            y,
+            sb,
+            ob,
+            d,
+            #[inline(always)]
+            |p, q| K::f64(p, q),
+        )),
         (CpuStorage::F16(x), CpuStorage::F16(y)) => CpuStorage::F16(map2(x, sa, oa, y, sb, ob, d, |p: f16, q: f16| {
             f16::from_f32(K::f32(p.to_f32(), q.to_f32()))
         })),

@@ -2,9 +2,9 @@
 //! f64; abs, neg, sign, relu and clamp also take integers. Activations are in `activation`, the
 //! error function in [`special`].
 //!
-//! Backward passes multiply the output gradient by a derivative computed with a tensor op
-//! (a graph-free derivative kernel, see [`pointwise`]), so they run on any device that runs
-//! the forward ops, in two passes over memory.
+//! Backward passes multiply the output gradient by a derivative. Where the derivative is a
+//! kernel of the input or output ([`kernel_back`]), the CPU computes both in one pass; the
+//! others (and GPUs) compute it with a graph-free tensor op (see [`pointwise`]), then multiply.
 
 mod activation;
 pub mod special;
@@ -12,6 +12,7 @@ pub mod special;
 use crate::autograd::GradFn;
 use crate::cpu::math::FastExp;
 use crate::cpu::strided::map1;
+use crate::ops::binary::{BinaryKernel, binary_nograd};
 use crate::storage::{CpuStorage, Storage};
 use crate::{Error, Layout, Result, Tensor};
 
@@ -64,7 +65,16 @@ fn unary_int_cpu(s: &CpuStorage, l: &Layout, f: impl Fn(i64) -> i64 + Sync) -> O
 
 /// Applies kernel `K` to a tensor, recording `grad_fn`.
 pub(crate) fn unary_op<K: UnaryKernel>(t: &Tensor, grad_fn: impl FnOnce() -> Box<dyn GradFn>) -> Result<Tensor> {
-    unary_op_with(t, K::NAME, K::f32, K::f64, grad_fn)
+    // Always-inlined closures, not the fn items: see `binary_cpu`.
+    unary_op_with(
+        t,
+        K::NAME,
+        #[inline(always)]
+        |x| K::f32(x),
+        #[inline(always)]
+        |x| K::f64(x),
+        grad_fn,
+    )
 }
 
 /// Applies closures to a tensor, recording `grad_fn` (for ops with parameters).
@@ -220,9 +230,61 @@ fn sign_of<T: PartialOrd + From<i8>>(x: T) -> T {
     }
 }
 
-/// Applies a derivative kernel to a tensor (graph-free).
-fn deriv<K: UnaryKernel>(t: &Tensor) -> Result<Tensor> {
-    pointwise(t, K::NAME, K::f32, K::f64)
+/// Which tensor of a one-input op its derivative kernel reads.
+#[derive(Clone, Copy)]
+pub(crate) enum Saved {
+    /// The op's input `x`.
+    Input,
+    /// The op's output `y`.
+    Output,
+}
+
+/// `g * K(s)`: an op's output gradient times its derivative kernel `K`, as one binary kernel.
+struct TimesDeriv<K>(std::marker::PhantomData<K>);
+impl<K: UnaryKernel> BinaryKernel for TimesDeriv<K> {
+    const NAME: &'static str = K::NAME;
+    const INT: bool = false;
+    #[inline(always)]
+    fn f32(g: f32, s: f32) -> f32 {
+        g * K::f32(s)
+    }
+    #[inline(always)]
+    fn f64(g: f64, s: f64) -> f64 {
+        g * K::f64(s)
+    }
+}
+
+/// Backward `grad_in = grad_out * K(saved)` of a one-input op whose derivative is the kernel
+/// `K` of its input or output. On the CPU it is one pass over the gradient and the saved
+/// tensor, with no derivative tensor in between (for GELU, the MLP's activation, that saves
+/// a pass and an allocation per layer); on a GPU the derivative kernel `K::NAME`, then a
+/// multiply.
+struct KernelBack<K> {
+    name: &'static str,
+    saved: Saved,
+    kernel: std::marker::PhantomData<fn() -> K>,
+}
+impl<K: UnaryKernel + 'static> GradFn for KernelBack<K> {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn backward(&self, i: &[Tensor], out: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let s = match self.saved {
+            Saved::Input => &i[0],
+            Saved::Output => out,
+        };
+        let grad = if g.device().is_cpu() && s.device().is_cpu() && g.dtype() == s.dtype() {
+            binary_nograd::<TimesDeriv<K>>(g, s)?
+        } else {
+            g.mul(&pointwise(s, K::NAME, K::f32, K::f64)?)?
+        };
+        Ok(vec![Some(grad)])
+    }
+}
+
+/// Boxes a [`KernelBack`]: the backward of an op whose derivative is kernel `K` of `saved`.
+pub(crate) fn kernel_back<K: UnaryKernel + 'static>(name: &'static str, saved: Saved) -> Box<dyn GradFn> {
+    Box::new(KernelBack::<K> { name, saved, kernel: std::marker::PhantomData })
 }
 
 kernel!(SqrtGrad, "sqrt_backward", |y| 0.5 / y);
@@ -294,7 +356,7 @@ impl Tensor {
     /// Absolute value (also for integers; `i64::MIN` wraps to itself). The gradient at 0 is 0.
     pub fn abs(&self) -> Result<Tensor> {
         unary_op_any(self, "abs", [0.0; 2], f32::abs, f64::abs, i64::wrapping_abs, || {
-            deriv_back("abs", |x, _y| deriv::<Sign>(x))
+            kernel_back::<Sign>("abs", Saved::Input)
         })
     }
     /// -1, 0 or 1 by sign (±0 and NaN map to themselves; also for integers). Its gradient is 0.
@@ -305,11 +367,11 @@ impl Tensor {
     }
     /// Square root.
     pub fn sqrt(&self) -> Result<Tensor> {
-        unary_op::<Sqrt>(self, || deriv_back("sqrt", |_x, y| deriv::<SqrtGrad>(y)))
+        unary_op::<Sqrt>(self, || kernel_back::<SqrtGrad>("sqrt", Saved::Output))
     }
     /// `1 / sqrt(self)`.
     pub fn rsqrt(&self) -> Result<Tensor> {
-        unary_op::<Rsqrt>(self, || deriv_back("rsqrt", |_x, y| deriv::<RsqrtGrad>(y)))
+        unary_op::<Rsqrt>(self, || kernel_back::<RsqrtGrad>("rsqrt", Saved::Output))
     }
     /// Sine (radians).
     pub fn sin(&self) -> Result<Tensor> {
@@ -317,19 +379,19 @@ impl Tensor {
     }
     /// Cosine (radians).
     pub fn cos(&self) -> Result<Tensor> {
-        unary_op::<Cos>(self, || deriv_back("cos", |x, _y| deriv::<CosGrad>(x)))
+        unary_op::<Cos>(self, || kernel_back::<CosGrad>("cos", Saved::Input))
     }
     /// Hyperbolic tangent.
     pub fn tanh(&self) -> Result<Tensor> {
-        unary_op::<Tanh>(self, || deriv_back("tanh", |_x, y| deriv::<TanhGrad>(y)))
+        unary_op::<Tanh>(self, || kernel_back::<TanhGrad>("tanh", Saved::Output))
     }
     /// `self * self`.
     pub fn sqr(&self) -> Result<Tensor> {
-        unary_op::<Sqr>(self, || deriv_back("sqr", |x, _y| deriv::<SqrGrad>(x)))
+        unary_op::<Sqr>(self, || kernel_back::<SqrGrad>("sqr", Saved::Input))
     }
     /// `1 / self`.
     pub fn recip(&self) -> Result<Tensor> {
-        unary_op::<Recip>(self, || deriv_back("recip", |_x, y| deriv::<RecipGrad>(y)))
+        unary_op::<Recip>(self, || kernel_back::<RecipGrad>("recip", Saved::Output))
     }
     /// The error function (see [`special::erf`] for its accuracy).
     pub fn erf(&self) -> Result<Tensor> {

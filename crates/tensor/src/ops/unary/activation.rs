@@ -4,8 +4,8 @@
 //! `0.5 * x * (1 + tanh(z/2))` cancels (large negative x, where 1 + tanh is tiny).
 
 use super::special::erfc;
-use super::{UnaryKernel, deriv_back, kernel, pointwise, unary_op, unary_op_any};
-use crate::cpu::math::FastExp;
+use super::{Saved, UnaryKernel, kernel, kernel_back, unary_op, unary_op_any};
+use crate::cpu::math::{FastExp, mul_add};
 use crate::{Result, Tensor};
 use std::f64::consts::{FRAC_1_SQRT_2, FRAC_2_SQRT_PI};
 
@@ -79,34 +79,45 @@ fn gelu_erf_f64(x: f64) -> f64 {
 #[allow(clippy::excessive_precision)]
 fn erfc_f32(z: f32) -> f32 {
     let a = z.abs();
-    let t = 1.0 / (1.0 + 0.5 * a);
-    let p = -1.265_512_2
-        + t * (1.000_023_7
-            + t * (0.374_091_96
-                + t * (0.096_784_18
-                    + t * (-0.186_288_06
-                        + t * (0.278_868_07
-                            + t * (-1.135_204 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_8))))))));
-    let e = t * (p - a * a).fexp();
+    let t = 1.0 / mul_add(0.5, a, 1.0);
+    // The fit's coefficients, highest degree first.
+    let mut p = 0.170_872_8;
+    for c in
+        [-0.822_152_2, 1.488_515_9, -1.135_204, 0.278_868_07, -0.186_288_06, 0.096_784_18, 0.374_091_96, 1.000_023_7]
+    {
+        p = mul_add(p, t, c);
+    }
+    let p = mul_add(p, t, -1.265_512_2);
+    let e = t * mul_add(-a, a, p).fexp();
     if z < 0.0 { 2.0 - e } else { e }
 }
 
-/// Exact GELU in f32 arithmetic (see [`erfc_f32`]).
-#[inline(always)]
-fn gelu_erf_f32(x: f32) -> f32 {
-    0.5 * x * erfc_f32(-x * FRAC_1_SQRT_2 as f32)
-}
-
-/// d/dx of exact GELU in f32 arithmetic.
-#[inline(always)]
-fn gelu_erf_grad_f32(x: f32) -> f32 {
-    0.5 * erfc_f32(-x * FRAC_1_SQRT_2 as f32) + x * INV_SQRT_2PI as f32 * (-0.5 * x * x).fexp()
+/// Exact GELU `x * Phi(x)`: f64 through [`erfc`], f32 through [`erfc_f32`].
+pub(crate) struct GeluErf;
+impl UnaryKernel for GeluErf {
+    const NAME: &'static str = "gelu_erf";
+    #[inline(always)]
+    fn f32(x: f32) -> f32 {
+        0.5 * x * erfc_f32(-x * FRAC_1_SQRT_2 as f32)
+    }
+    #[inline]
+    fn f64(x: f64) -> f64 {
+        gelu_erf_f64(x)
+    }
 }
 
 /// d/dx of exact GELU: `Phi(x) + x phi(x)`.
-#[inline]
-fn gelu_erf_grad_f64(x: f64) -> f64 {
-    0.5 * erfc(-x * FRAC_1_SQRT_2) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+pub(crate) struct GeluErfGrad;
+impl UnaryKernel for GeluErfGrad {
+    const NAME: &'static str = "gelu_erf_backward";
+    #[inline(always)]
+    fn f32(x: f32) -> f32 {
+        0.5 * erfc_f32(-x * FRAC_1_SQRT_2 as f32) + x * INV_SQRT_2PI as f32 * (-0.5 * x * x).fexp()
+    }
+    #[inline]
+    fn f64(x: f64) -> f64 {
+        0.5 * erfc(-x * FRAC_1_SQRT_2) + x * INV_SQRT_2PI * (-0.5 * x * x).exp()
+    }
 }
 
 impl Tensor {
@@ -119,53 +130,26 @@ impl Tensor {
             Relu::f32,
             Relu::f64,
             |x| x.max(0),
-            || deriv_back("relu", |x, _y| pointwise(x, ReluGrad::NAME, ReluGrad::f32, ReluGrad::f64)),
+            || kernel_back::<ReluGrad>("relu", Saved::Input),
         )
     }
     /// The logistic function `1 / (1 + e^-self)`.
     pub fn sigmoid(&self) -> Result<Tensor> {
-        unary_op::<Sigmoid>(self, || {
-            deriv_back("sigmoid", |_x, y| pointwise(y, SigmoidGrad::NAME, SigmoidGrad::f32, SigmoidGrad::f64))
-        })
+        unary_op::<Sigmoid>(self, || kernel_back::<SigmoidGrad>("sigmoid", Saved::Output))
     }
     /// SiLU (swish): `self * sigmoid(self)`.
     pub fn silu(&self) -> Result<Tensor> {
-        unary_op::<Silu>(self, || {
-            deriv_back("silu", |x, _y| pointwise(x, SiluGrad::NAME, SiluGrad::f32, SiluGrad::f64))
-        })
+        unary_op::<Silu>(self, || kernel_back::<SiluGrad>("silu", Saved::Input))
     }
     /// GELU with the tanh approximation (PyTorch's `gelu(approximate="tanh")`, GPT-2's form):
     /// `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
     pub fn gelu(&self) -> Result<Tensor> {
-        unary_op::<Gelu>(self, || {
-            deriv_back("gelu", |x, _y| pointwise(x, GeluGrad::NAME, GeluGrad::f32, GeluGrad::f64))
-        })
+        unary_op::<Gelu>(self, || kernel_back::<GeluGrad>("gelu", Saved::Input))
     }
     /// Exact GELU `x * Phi(x)` with the normal CDF `Phi` from erf (PyTorch's default `gelu`).
     /// f64 is accurate to a few ulp; f32 and lower use a vectorisable f32 erfc (relative error
     /// about 1e-6 at worst, far below what training notices, and 10x faster than scalar f64).
     pub fn gelu_erf(&self) -> Result<Tensor> {
-        super::unary_op_with(
-            self,
-            "gelu_erf",
-            // The closures are always inlined so the loops vectorise (a plain fn item is
-            // called per element through its Fn shim).
-            #[allow(clippy::redundant_closure)]
-            #[inline(always)]
-            |x| gelu_erf_f32(x),
-            gelu_erf_f64,
-            || {
-                deriv_back("gelu_erf", |x, _y| {
-                    pointwise(
-                        x,
-                        "gelu_erf_backward",
-                        #[allow(clippy::redundant_closure)]
-                        #[inline(always)]
-                        |x| gelu_erf_grad_f32(x),
-                        gelu_erf_grad_f64,
-                    )
-                })
-            },
-        )
+        unary_op::<GeluErf>(self, || kernel_back::<GeluErfGrad>("gelu_erf", Saved::Input))
     }
 }
