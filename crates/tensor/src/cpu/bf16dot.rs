@@ -12,6 +12,8 @@
 //! Blocking: `k` in blocks of [`KC`] pairs (the packed rhs block stays in L2); rows in groups
 //! of [`MR`], 32 columns (two panels, 2 x 16 f32 accumulators per row) at a time.
 
+use std::mem::MaybeUninit;
+
 use half::bf16;
 
 use super::gemm::MatRef;
@@ -44,7 +46,7 @@ pub fn available() -> bool {
 }
 
 /// An element the kernels read as bf16: bf16 itself, or f32 rounded to bf16 while packing
-/// (autocast's product of f32 tensors, [`crate::cpu::gemm::gemm_f32_bf16`], needs no rounded
+/// (autocast's product of f32 tensors, [`crate::cpu::gemm::gemm_f32_bf16_into`], needs no rounded
 /// copy of its operands).
 pub trait PairElem: Copy + Send + Sync {
     /// The bf16 bits of the element.
@@ -205,33 +207,52 @@ fn pack_lhs<T: PairElem>(a: &MatRef<'_, T>, k: usize, rows: std::ops::Range<usiz
     out
 }
 
-/// `c = a @ b` (`c += a @ b` with `accumulate`) for an `m x k` lhs and `k x n` rhs (bf16, or
-/// f32 rounded to bf16 as it is packed), both already bounds-checked by the caller, into the
-/// row-major f32 `c` (`m * n`), on the bf16 dot-product instruction. `parallel` splits rows
-/// across the rayon pool. Call only where [`available`] is true.
-#[allow(clippy::too_many_arguments)]
+/// Where [`gemm`] puts the row-major f32 product `c` (`m * n` elements).
+pub enum Out<'a> {
+    /// `c += a @ b`.
+    Add(&'a mut [f32]),
+    /// `c = a @ b`; `c` may be uninitialised (a fresh output): every element is written, none
+    /// read first (the first k block stores).
+    Store(&'a mut [MaybeUninit<f32>]),
+}
+
+/// The product of an `m x k` lhs and `k x n` rhs (bf16, or f32 rounded to bf16 as it is
+/// packed), both already bounds-checked by the caller, into `out`, on the bf16 dot-product
+/// instruction. `parallel` splits rows across the rayon pool. Call only where [`available`]
+/// is true.
 pub fn gemm<T: PairElem>(
     m: usize,
     n: usize,
     k: usize,
     a: &MatRef<'_, T>,
     b: &MatRef<'_, T>,
-    c: &mut [f32],
-    accumulate: bool,
+    out: Out<'_>,
     parallel: bool,
 ) {
     assert!(available(), "bf16dot::gemm without AVX512_BF16");
+    let (c, accumulate) = match out {
+        // SAFETY: initialised f32 viewed as MaybeUninit, written only with f32 values.
+        Out::Add(c) => (unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) }, true),
+        Out::Store(c) => (c, false),
+    };
     assert_eq!(c.len(), m * n, "bf16dot: destination length");
+    if k == 0 {
+        if !accumulate {
+            c.fill(MaybeUninit::new(0.0));
+        }
+        return;
+    }
     let pairs_total = k.div_ceil(2);
     for p0 in (0..pairs_total).step_by(KC) {
         let p1 = (p0 + KC).min(pairs_total);
         let packed_b = pack_rhs(b, k, n, p0, p1, parallel);
-        let task = |(t, rows_c): (usize, &mut [f32])| {
+        let task = |(t, rows_c): (usize, &mut [MaybeUninit<f32>])| {
             let r0 = t * ROWS_PER_TASK;
             let rows = r0..r0 + rows_c.len() / n;
             let packed_a = pack_lhs(a, k, rows.clone(), p0, p1);
             // SAFETY: available() was checked above; the packed buffers have the lengths the
-            // kernel indexes (rows x pairs, and an even number of 16-wide panels x pairs).
+            // kernel indexes (rows x pairs, and an even number of 16-wide panels x pairs); the
+            // kernel reads `c` only where it adds, after the first block (or the caller) wrote it.
             let store = !accumulate && p0 == 0;
             unsafe { x86::block(&packed_a, &packed_b, rows.len(), n, p1 - p0, rows_c, store) };
         };
@@ -247,20 +268,21 @@ pub fn gemm<T: PairElem>(
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
 
     use super::{MR, PANEL, PANELS_PER_BLOCK};
 
     /// `c` (rows x n, row-major) += packed_a (rows x pairs) @ packed_b (panels x pairs x 16).
-    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     /// With `store`, C is overwritten (the first k block of a product that does not
-    /// accumulate); else added to.
+    /// accumulate) and may be uninitialised; else it is read and added to.
+    #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
     pub unsafe fn block(
         packed_a: &[u32],
         packed_b: &[u32],
         rows: usize,
         n: usize,
         pairs: usize,
-        c: &mut [f32],
+        c: &mut [MaybeUninit<f32>],
         store: bool,
     ) {
         let panels = n.div_ceil(PANEL).next_multiple_of(2);
@@ -299,7 +321,7 @@ mod x86 {
         q: usize,
         n: usize,
         pairs: usize,
-        c: &mut [f32],
+        c: &mut [MaybeUninit<f32>],
         store: bool,
     ) {
         let col0 = q * PANEL;
@@ -326,7 +348,7 @@ mod x86 {
                 }
             }
             for (r, row) in acc.iter().enumerate() {
-                let dst = c.as_mut_ptr().add((r0 + r) * n + col0);
+                let dst = c.as_mut_ptr().add((r0 + r) * n + col0) as *mut f32;
                 for (v, mk) in [(0, m0), (1, m1)] {
                     if mk != 0 {
                         let d = dst.add(v * PANEL);
@@ -341,7 +363,15 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
-    pub unsafe fn block(_: &[u32], _: &[u32], _: usize, _: usize, _: usize, _: &mut [f32], _: bool) {
+    pub unsafe fn block(
+        _: &[u32],
+        _: &[u32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut [std::mem::MaybeUninit<f32>],
+        _: bool,
+    ) {
         unreachable!("bf16dot::available() is false off x86_64")
     }
 }
@@ -373,6 +403,15 @@ mod tests {
             .collect()
     }
 
+    /// A product stored into fresh memory (filled with NaN first, so an element the kernel
+    /// skipped shows).
+    fn stored(m: usize, n: usize, f: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+        let mut c = vec![MaybeUninit::new(f32::NAN); m * n];
+        f(&mut c);
+        // SAFETY: every element was initialised (with NaN) before the kernel ran.
+        c.iter().map(|x| unsafe { x.assume_init() }).collect()
+    }
+
     fn reference(m: usize, n: usize, k: usize, a: &MatRef<'_, bf16>, b: &MatRef<'_, bf16>) -> Vec<f64> {
         let mut out = vec![0.0; m * n];
         for i in 0..m {
@@ -396,7 +435,7 @@ mod tests {
             // lhs row-major at offset 5; rhs transposed (column-major) at offset 3.
             let (lhs, rhs) = (MatRef::new(&a, 5, k, 1), MatRef::new(&b, 3, 1, k));
             let mut got = vec![0f32; m * n];
-            gemm(m, n, k, &lhs, &rhs, &mut got, true, false);
+            gemm(m, n, k, &lhs, &rhs, Out::Add(&mut got), false);
             let want = reference(m, n, k, &lhs, &rhs);
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(*g as f64, *w, "({m},{n},{k}) element {i}");
@@ -422,12 +461,11 @@ mod tests {
             // (offset, row stride, col stride) of lhs and rhs: row-major, column-major, spread.
             let layouts = [((0, k, 1), (0, n, 1)), ((3, 1, m), (2, 1, k)), ((1, 2 * k + 1, 2), (4, 3, 3 * k))];
             for ((ao, ars, acs), (bo, brs, bcs)) in layouts {
-                let mut got = vec![0f32; m * n];
                 let (la, lb) = (MatRef::new(&a, ao, ars, acs), MatRef::new(&b, bo, brs, bcs));
-                gemm(m, n, k, &la, &lb, &mut got, false, true);
+                let got = stored(m, n, |c| gemm(m, n, k, &la, &lb, Out::Store(c), true));
                 let mut want = vec![0f32; m * n];
                 let (ra, rb) = (MatRef::new(&ar, ao, ars, acs), MatRef::new(&br, bo, brs, bcs));
-                gemm(m, n, k, &ra, &rb, &mut want, true, false);
+                gemm(m, n, k, &ra, &rb, Out::Add(&mut want), false);
                 assert_eq!(got, want, "({m},{n},{k}) lhs ({ao},{ars},{acs}) rhs ({bo},{brs},{bcs})");
                 let exact = reference(m, n, k, &ra, &rb);
                 let err = got.iter().zip(&exact).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
@@ -463,9 +501,8 @@ mod tests {
         let (lhs, rhs) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
         let want = reference(m, n, k, &lhs, &rhs);
         let mut serial = vec![0f32; m * n];
-        gemm(m, n, k, &lhs, &rhs, &mut serial, true, false);
-        let mut parallel = vec![0f32; m * n];
-        gemm(m, n, k, &lhs, &rhs, &mut parallel, false, true);
+        gemm(m, n, k, &lhs, &rhs, Out::Add(&mut serial), false);
+        let parallel = stored(m, n, |c| gemm(m, n, k, &lhs, &rhs, Out::Store(c), true));
         assert_eq!(serial, parallel);
         let mut widened = vec![bf16::ZERO; m * n];
         gemm_bf16_widened(m, n, k, lhs, rhs, &mut widened, Threads::Single).unwrap();

@@ -11,6 +11,9 @@
 //! Every index an operand can touch is checked against its slice before the unsafe call, so
 //! no argument can make `gemm` read or write out of bounds.
 
+use std::mem::MaybeUninit;
+
+use crate::cpu::bf16dot::Out;
 use crate::{Error, Result};
 use gemm::Parallelism;
 use half::{bf16, f16};
@@ -138,9 +141,19 @@ impl GemmElem for f16 {
     const ONE: Self = f16::ONE;
 }
 
+/// A product's destination: `m * n` row-major elements, which may be uninitialised (a fresh
+/// output). The `*_into` products write every element and read none.
+pub type Dst<'a, T> = &'a mut [MaybeUninit<T>];
+
+/// An initialised slice as a [`Dst`], for the public products over `&mut [T]`.
+fn dst_of<T>(s: &mut [T]) -> Dst<'_, T> {
+    // SAFETY: same layout; the `*_into` products only write initialised values through it.
+    unsafe { &mut *(s as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
 /// Checks the destination length and handles empty products. Returns false when nothing is
 /// left to compute (an empty output, or `k == 0` whose output is all zeros, already written).
-fn prepare_dst<T: Copy>(m: usize, n: usize, k: usize, dst: &mut [T], zero: T) -> Result<bool> {
+fn prepare_dst<T: Copy>(m: usize, n: usize, k: usize, dst: &mut [MaybeUninit<T>], zero: T) -> Result<bool> {
     if m.checked_mul(n) != Some(dst.len()) {
         return Err(Error::invalid(
             "gemm",
@@ -151,7 +164,7 @@ fn prepare_dst<T: Copy>(m: usize, n: usize, k: usize, dst: &mut [T], zero: T) ->
         return Ok(false);
     }
     if k == 0 {
-        dst.fill(zero);
+        dst.fill(MaybeUninit::new(zero));
         return Ok(false);
     }
     Ok(true)
@@ -169,6 +182,19 @@ pub fn gemm<T: GemmElem>(
     dst: &mut [T],
     threads: Threads,
 ) -> Result<()> {
+    gemm_into(m, n, k, lhs, rhs, dst_of(dst), threads)
+}
+
+/// [`gemm()`] into a possibly uninitialised destination (a fresh output needs no zeroing).
+pub fn gemm_into<T: GemmElem>(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, T>,
+    rhs: MatRef<'_, T>,
+    dst: Dst<'_, T>,
+    threads: Threads,
+) -> Result<()> {
     if !prepare_dst(m, n, k, dst, T::ZERO)? {
         return Ok(());
     }
@@ -179,14 +205,15 @@ pub fn gemm<T: GemmElem>(
     // index offset + p*rrs + j*rcs (p < k, j < n) is at most the maximum checked above to be
     // inside its slice (strides of size-1 dims are never multiplied by a non-zero index), and
     // dst is a distinct, exclusively borrowed slice of exactly m*n elements addressed
-    // row-major. `read_dst` is false, so dst's prior contents are never read; alpha is then
-    // unused and beta = 1 makes dst = lhs @ rhs.
+    // row-major. `read_dst` is false, so dst's prior (possibly uninitialised) contents are
+    // never read; alpha is then unused and beta = 1 makes dst = lhs @ rhs, every element
+    // written.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst.as_mut_ptr() as *mut T,
             dcs,
             drs,
             false,
@@ -225,14 +252,29 @@ pub fn gemm_bf16(
     dst: &mut [bf16],
     threads: Threads,
 ) -> Result<()> {
+    gemm_bf16_into(m, n, k, lhs, rhs, dst_of(dst), threads)
+}
+
+/// [`gemm_bf16`] into a possibly uninitialised destination.
+pub fn gemm_bf16_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, bf16>,
+    rhs: MatRef<'_, bf16>,
+    dst: Dst<'_, bf16>,
+    threads: Threads,
+) -> Result<()> {
     if !crate::cpu::bf16dot::available() {
-        return gemm_bf16_widened(m, n, k, lhs, rhs, dst, threads);
+        return widened_into(m, n, k, lhs, rhs, dst, threads);
     }
     if !prepare_checked(m, n, k, &lhs, &rhs, dst, bf16::ZERO)? {
         return Ok(());
     }
-    let mut out = vec![0f32; m * n];
-    crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, &mut out, false, threads.splits(m, n, k));
+    let mut out = Vec::with_capacity(m * n);
+    crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, Out::Store(out.spare_capacity_mut()), threads.splits(m, n, k));
+    // SAFETY: a stored product writes all m * n elements.
+    unsafe { out.set_len(m * n) };
     round_to_bf16(&out, dst);
     Ok(())
 }
@@ -241,26 +283,26 @@ pub fn gemm_bf16(
 /// accumulation and an f32 result: autocast's matrix multiply (`Tensor::matmul_in`).
 /// On a CPU with AVX512_BF16 the operands are rounded while they are packed for the bf16
 /// dot-product kernel, so no rounded copy is made; elsewhere rounded f32 copies go to the f32
-/// kernel. Same contract as [`gemm()`].
-pub fn gemm_f32_bf16(
+/// kernel. `dst` may be uninitialised; every element is written.
+pub fn gemm_f32_bf16_into(
     m: usize,
     n: usize,
     k: usize,
     lhs: MatRef<'_, f32>,
     rhs: MatRef<'_, f32>,
-    dst: &mut [f32],
+    dst: Dst<'_, f32>,
     threads: Threads,
 ) -> Result<()> {
     if !prepare_checked(m, n, k, &lhs, &rhs, dst, 0.0)? {
         return Ok(());
     }
     if crate::cpu::bf16dot::available() {
-        crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, dst, false, threads.splits(m, n, k));
+        crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, Out::Store(dst), threads.splits(m, n, k));
         return Ok(());
     }
     let round = |x: f32| bf16::from_f32(x).to_f32();
     let (a, b) = (to_f32_copy(&lhs, m, k, round), to_f32_copy(&rhs, k, n, round));
-    gemm(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), dst, threads)
+    gemm_into(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), dst, threads)
 }
 
 /// [`prepare_dst`], then both operands checked (before anything indexes them directly): the
@@ -271,7 +313,7 @@ fn prepare_checked<T, D: Copy>(
     k: usize,
     lhs: &MatRef<'_, T>,
     rhs: &MatRef<'_, T>,
-    dst: &mut [D],
+    dst: &mut [MaybeUninit<D>],
     zero: D,
 ) -> Result<bool> {
     if !prepare_dst(m, n, k, dst, zero)? {
@@ -283,9 +325,9 @@ fn prepare_checked<T, D: Copy>(
 }
 
 /// The f32 product rounded once to bf16 (round to nearest even).
-fn round_to_bf16(out: &[f32], dst: &mut [bf16]) {
+fn round_to_bf16(out: &[f32], dst: Dst<'_, bf16>) {
     for (d, &x) in dst.iter_mut().zip(out) {
-        *d = bf16::from_f32(x);
+        d.write(bf16::from_f32(x));
     }
 }
 
@@ -299,6 +341,19 @@ pub fn gemm_bf16_widened(
     lhs: MatRef<'_, bf16>,
     rhs: MatRef<'_, bf16>,
     dst: &mut [bf16],
+    threads: Threads,
+) -> Result<()> {
+    widened_into(m, n, k, lhs, rhs, dst_of(dst), threads)
+}
+
+/// [`gemm_bf16_widened`] into a possibly uninitialised destination.
+fn widened_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatRef<'_, bf16>,
+    rhs: MatRef<'_, bf16>,
+    dst: Dst<'_, bf16>,
     threads: Threads,
 ) -> Result<()> {
     if !prepare_checked(m, n, k, &lhs, &rhs, dst, bf16::ZERO)? {

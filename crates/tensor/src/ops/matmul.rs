@@ -11,7 +11,7 @@
 //! `[B*m, k] @ [k, n]` product.
 
 use crate::autograd::GradFn;
-use crate::cpu::gemm::{GEMM_PAR_THRESHOLD, MatRef, Threads, gemm, gemm_bf16, gemm_f32_bf16};
+use crate::cpu::gemm::{Dst, GEMM_PAR_THRESHOLD, MatRef, Threads, gemm_bf16_into, gemm_f32_bf16_into, gemm_into};
 use crate::cpu::strided::Runs;
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Error, Layout, Result, Shape, Tensor};
@@ -84,23 +84,25 @@ impl Plan {
         Plan { m, n, k, a, b, offsets }
     }
 
-    /// Runs every product with `mul` into a fresh contiguous output. Small products in a large
+    /// Runs every product with `mul` into a fresh contiguous output, which is not zeroed first:
+    /// each `mul` (a `gemm_*_into`) writes all of its destination. Small products in a large
     /// batch are spread over rayon threads (one product per task); otherwise each product may
     /// use all threads inside `gemm`.
     fn run<T: Copy + Send + Sync>(
         &self,
         x: &[T],
         y: &[T],
-        zero: T,
-        mul: impl Fn(usize, usize, usize, MatRef<'_, T>, MatRef<'_, T>, &mut [T], Threads) -> Result<()> + Sync,
+        mul: impl Fn(usize, usize, usize, MatRef<'_, T>, MatRef<'_, T>, Dst<'_, T>, Threads) -> Result<()> + Sync,
     ) -> Result<Vec<T>> {
         let (m, n, k) = (self.m, self.n, self.k);
         let mn = m * n;
-        let mut out = vec![zero; mn * self.offsets.len()];
-        if out.is_empty() {
+        let len = mn * self.offsets.len();
+        let mut out = Vec::with_capacity(len);
+        if len == 0 {
             return Ok(out);
         }
-        let one = |(oa, ob): (usize, usize), dst: &mut [T], threads: Threads| {
+        let spare = &mut out.spare_capacity_mut()[..len];
+        let one = |(oa, ob): (usize, usize), dst: Dst<'_, T>, threads: Threads| {
             let lhs = MatRef::new(x, oa, self.a.0, self.a.1);
             let rhs = MatRef::new(y, ob, self.b.0, self.b.1);
             mul(m, n, k, lhs, rhs, dst, threads)
@@ -112,10 +114,12 @@ impl Plan {
             && total >= BATCH_PAR_THRESHOLD
             && rayon::current_num_threads() > 1;
         if by_batch {
-            out.par_chunks_mut(mn).zip(self.offsets.par_iter()).try_for_each(|(dst, &o)| one(o, dst, Threads::Single))
+            spare.par_chunks_mut(mn).zip(self.offsets.par_iter()).try_for_each(|(dst, &o)| one(o, dst, Threads::Single))
         } else {
-            out.chunks_mut(mn).zip(&self.offsets).try_for_each(|(dst, &o)| one(o, dst, Threads::Auto))
+            spare.chunks_mut(mn).zip(&self.offsets).try_for_each(|(dst, &o)| one(o, dst, Threads::Auto))
         }?;
+        // SAFETY: the chunks cover all `len` elements and every product wrote its chunk.
+        unsafe { out.set_len(len) };
         Ok(out)
     }
 }
@@ -147,13 +151,13 @@ fn matmul_gpu(plan: &Plan, x: &crate::gpu::GpuStorage, y: &crate::gpu::GpuStorag
 /// operands to bf16 for the products ([`Tensor::matmul_in`]).
 fn matmul_cpu(plan: &Plan, x: &CpuStorage, y: &CpuStorage, bf16_products: bool) -> Result<CpuStorage> {
     if bf16_products && let (CpuStorage::F32(x), CpuStorage::F32(y)) = (x, y) {
-        return Ok(CpuStorage::F32(plan.run(x, y, 0.0, gemm_f32_bf16)?));
+        return Ok(CpuStorage::F32(plan.run(x, y, gemm_f32_bf16_into)?));
     }
     Ok(match (x, y) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(plan.run(x, y, 0.0, gemm::<f32>)?),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(plan.run(x, y, 0.0, gemm::<f64>)?),
-        (CpuStorage::F16(x), CpuStorage::F16(y)) => CpuStorage::F16(plan.run(x, y, half::f16::ZERO, gemm)?),
-        (CpuStorage::BF16(x), CpuStorage::BF16(y)) => CpuStorage::BF16(plan.run(x, y, half::bf16::ZERO, gemm_bf16)?),
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(plan.run(x, y, gemm_into::<f32>)?),
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(plan.run(x, y, gemm_into::<f64>)?),
+        (CpuStorage::F16(x), CpuStorage::F16(y)) => CpuStorage::F16(plan.run(x, y, gemm_into)?),
+        (CpuStorage::BF16(x), CpuStorage::BF16(y)) => CpuStorage::BF16(plan.run(x, y, gemm_bf16_into)?),
         _ => return Err(unsupported(x.dtype())),
     })
 }
