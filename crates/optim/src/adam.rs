@@ -6,7 +6,8 @@
 //! `v = beta2 v + (1 - beta2) g^2`, `v_hat = max(v_hat, v)` with AMSGrad (else `v_hat = v`),
 //! `denom = sqrt(v_hat) / sqrt(1 - beta2^t) + eps`, `p -= lr / (1 - beta1^t) * m / denom`.
 
-use crate::base::{Base, delegate_to_base};
+use crate::adam_fused;
+use crate::base::{Base, Param, delegate_to_base};
 use crate::error::{Result, check_lr, check_weight_decay, ensure};
 use crate::group::ParamGroup;
 use crate::optimizer::Optimizer;
@@ -95,6 +96,62 @@ impl AdamWConfig {
     }
 }
 
+/// The update as a chain of tensor ops (any device and float dtype); returns the new value.
+fn chain(c: &AdamConfig, decoupled: bool, w: Param<'_>, m: &mut Moments) -> Result<Tensor> {
+    let (beta1, beta2) = c.betas;
+    let (lr, wd) = (w.lr, w.weight_decay);
+    let (mut p, mut g) = (w.value, w.grad);
+    if wd != 0.0 {
+        if decoupled {
+            p = p.mul_scalar(1.0 - lr * wd)?;
+        } else {
+            g = g.add(&p.mul_scalar(wd)?)?;
+        }
+    }
+    m.exp_avg = lerp(&m.exp_avg, &g, 1.0 - beta1)?;
+    m.exp_avg_sq = m.exp_avg_sq.mul_scalar(beta2)?.add(&g.sqr()?.mul_scalar(1.0 - beta2)?)?;
+    let t = w.t as f64;
+    let bias_correction1 = 1.0 - beta1.powf(t);
+    let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt();
+    let v_hat = match &m.max_exp_avg_sq {
+        Some(max) => {
+            let max = max.maximum(&m.exp_avg_sq)?;
+            m.max_exp_avg_sq = Some(max.clone());
+            max
+        }
+        None => m.exp_avg_sq.clone(),
+    };
+    let denom = v_hat.sqrt()?.div_scalar(bias_correction2_sqrt)?.add_scalar(c.eps)?;
+    let step_size = lr / bias_correction1;
+    let update = m.exp_avg.div(&denom)?.mul_scalar(step_size)?;
+    Ok(p.sub(&update)?)
+}
+
+/// The step of [`adam_fused`] when it applies: the new parameter, with `m` updated.
+fn fused(c: &AdamConfig, decoupled: bool, w: &Param<'_>, m: &mut Moments) -> Result<Option<Tensor>> {
+    let (lr, wd, t) = (w.lr, w.weight_decay, w.t as f64);
+    let (beta1, beta2) = c.betas;
+    // The chain's scalars as its f32 `*_scalar` ops and `lerp` round them.
+    let w32 = (1.0 - beta1) as f32;
+    let s = adam_fused::Scalars {
+        decay: (wd != 0.0 && decoupled).then_some((1.0 - lr * wd) as f32),
+        l2: (wd != 0.0 && !decoupled).then_some(wd as f32),
+        w: w32,
+        one_minus_w: 1.0 - w32,
+        from_m: (w32 as f64).abs() < 0.5,
+        beta2: beta2 as f32,
+        one_minus_beta2: (1.0 - beta2) as f32,
+        bc2_sqrt: (1.0 - beta2.powf(t)).sqrt() as f32,
+        eps: c.eps as f32,
+        step_size: (lr / (1.0 - beta1.powf(t))) as f32,
+    };
+    let out = adam_fused::step(&s, &w.value, &w.grad, &m.exp_avg, &m.exp_avg_sq, m.max_exp_avg_sq.as_ref())?;
+    Ok(out.map(|(p, exp_avg, exp_avg_sq, max)| {
+        (m.exp_avg, m.exp_avg_sq, m.max_exp_avg_sq) = (exp_avg, exp_avg_sq, max);
+        p
+    }))
+}
+
 /// Per-parameter buffers.
 struct Moments {
     exp_avg: Tensor,
@@ -136,39 +193,14 @@ impl Optimizer for Adam {
 
     fn step(&mut self, grads: &GradStore) -> Result<()> {
         let (c, decoupled) = (&self.config, self.decoupled);
-        let (beta1, beta2) = c.betas;
         let init = |g: &Tensor| -> Result<Moments> {
             let zeros = g.zeros_like()?;
             let max = if c.amsgrad { Some(zeros.clone()) } else { None };
             Ok(Moments { exp_avg: zeros.clone(), exp_avg_sq: zeros, max_exp_avg_sq: max })
         };
-        self.base.step(grads, c.maximize, c.weight_decay, init, |w, m| {
-            let (lr, wd) = (w.lr, w.weight_decay);
-            let (mut p, mut g) = (w.value, w.grad);
-            if wd != 0.0 {
-                if decoupled {
-                    p = p.mul_scalar(1.0 - lr * wd)?;
-                } else {
-                    g = g.add(&p.mul_scalar(wd)?)?;
-                }
-            }
-            m.exp_avg = lerp(&m.exp_avg, &g, 1.0 - beta1)?;
-            m.exp_avg_sq = m.exp_avg_sq.mul_scalar(beta2)?.add(&g.sqr()?.mul_scalar(1.0 - beta2)?)?;
-            let t = w.t as f64;
-            let bias_correction1 = 1.0 - beta1.powf(t);
-            let bias_correction2_sqrt = (1.0 - beta2.powf(t)).sqrt();
-            let v_hat = match &m.max_exp_avg_sq {
-                Some(max) => {
-                    let max = max.maximum(&m.exp_avg_sq)?;
-                    m.max_exp_avg_sq = Some(max.clone());
-                    max
-                }
-                None => m.exp_avg_sq.clone(),
-            };
-            let denom = v_hat.sqrt()?.div_scalar(bias_correction2_sqrt)?.add_scalar(c.eps)?;
-            let step_size = lr / bias_correction1;
-            let update = m.exp_avg.div(&denom)?.mul_scalar(step_size)?;
-            Ok(p.sub(&update)?)
+        self.base.step(grads, c.maximize, c.weight_decay, init, |w, m| match fused(c, decoupled, &w, m)? {
+            Some(p) => Ok(p),
+            None => chain(c, decoupled, w, m),
         })
     }
 
@@ -197,5 +229,89 @@ impl Optimizer for Adam {
                 },
             })
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use attune_tensor::{DType, Device, Rng, Var};
+
+    /// The fused CPU pass gives the chain's bits: both weight-decay forms and none, AMSGrad,
+    /// both forms of lerp (1 - beta1 below and above 0.5), several step numbers, and a tensor
+    /// long enough to be split across threads with a ragged last chunk.
+    #[test]
+    fn the_fused_pass_gives_the_chains_bits() -> Result<()> {
+        let mut rng = Rng::new(7);
+        let n = (1 << 15) + 4099;
+        let draw = |rng: &mut Rng, scale: f64| rng.normal(0.0, scale, [n], DType::F32, &Device::Cpu);
+        let var = Var::from_tensor(&draw(&mut rng, 1.0)?)?;
+        let (g, m0, v0) = (draw(&mut rng, 0.1)?, draw(&mut rng, 0.01)?, draw(&mut rng, 1e-4)?.abs()?);
+        let vmax0 = v0.mul_scalar(1.5)?;
+        let mut cases = 0;
+        for decoupled in [false, true] {
+            for wd in [0.0, 0.05] {
+                for amsgrad in [false, true] {
+                    for beta1 in [0.9, 0.3] {
+                        for t in [1, 7] {
+                            let c = AdamConfig {
+                                lr: 3e-3,
+                                betas: (beta1, 0.995),
+                                weight_decay: wd,
+                                amsgrad,
+                                ..Default::default()
+                            };
+                            let param = || Param {
+                                var: &var,
+                                grad: g.clone(),
+                                value: var.as_tensor().detach(),
+                                lr: c.lr,
+                                weight_decay: wd,
+                                t,
+                            };
+                            let moments = || Moments {
+                                exp_avg: m0.clone(),
+                                exp_avg_sq: v0.clone(),
+                                max_exp_avg_sq: amsgrad.then(|| vmax0.clone()),
+                            };
+                            let (mut mf, mut mc) = (moments(), moments());
+                            let pf = fused(&c, decoupled, &param(), &mut mf)?.expect("CPU f32 takes the fused pass");
+                            let pc = chain(&c, decoupled, param(), &mut mc)?;
+                            let bits = |t: &Tensor| -> Result<Vec<u32>> {
+                                Ok(t.to_vec::<f32>()?.iter().map(|x| x.to_bits()).collect())
+                            };
+                            let what = format!("decoupled {decoupled} wd {wd} amsgrad {amsgrad} beta1 {beta1} t {t}");
+                            assert_eq!(bits(&pf)?, bits(&pc)?, "parameter, {what}");
+                            assert_eq!(bits(&mf.exp_avg)?, bits(&mc.exp_avg)?, "exp_avg, {what}");
+                            assert_eq!(bits(&mf.exp_avg_sq)?, bits(&mc.exp_avg_sq)?, "exp_avg_sq, {what}");
+                            if amsgrad {
+                                let (a, b) = (mf.max_exp_avg_sq.unwrap(), mc.max_exp_avg_sq.unwrap());
+                                assert_eq!(bits(&a)?, bits(&b)?, "max_exp_avg_sq, {what}");
+                            }
+                            cases += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert_eq!(cases, 32);
+        Ok(())
+    }
+
+    /// f64 parameters and strided tensors take the chain.
+    #[test]
+    fn other_dtypes_and_layouts_take_the_chain() -> Result<()> {
+        let c = AdamConfig::default();
+        let run = |value: Tensor| -> Result<bool> {
+            let var = Var::from_tensor(&value.contiguous()?)?;
+            let g = value.ones_like()?;
+            let w = Param { var: &var, grad: g.clone(), value, lr: 1e-3, weight_decay: 0.0, t: 1 };
+            let mut m = Moments { exp_avg: g.zeros_like()?, exp_avg_sq: g.zeros_like()?, max_exp_avg_sq: None };
+            Ok(fused(&c, true, &w, &mut m)?.is_some())
+        };
+        assert!(run(Tensor::ones([4, 3], DType::F32, &Device::Cpu)?)?);
+        assert!(!run(Tensor::ones([4, 3], DType::F64, &Device::Cpu)?)?);
+        assert!(!run(Tensor::ones([3, 4], DType::F32, &Device::Cpu)?.t()?)?);
+        Ok(())
     }
 }

@@ -10,7 +10,8 @@
 //! - [`clip_grad_norm`], [`GradAccumulator`] and [`EarlyStopping`].
 //!
 //! Updates are tensor ops under `no_grad` computed in f64 for f64 parameters and in f32
-//! otherwise. f16/bf16 parameters are updated through an f32 master copy kept (and saved,
+//! otherwise (Adam's is also one fused pass for contiguous CPU f32 tensors, with the same
+//! bits). f16/bf16 parameters are updated through an f32 master copy kept (and saved,
 //! as `"{name}.master"`) by the optimizer, with f32 optimizer state; the parameter holds
 //! the rounded master. If such a parameter is written outside the optimizer, the next step
 //! notices (the master no longer rounds to it) and starts again from the parameter.
@@ -18,6 +19,7 @@
 mod accumulate;
 mod adafactor;
 mod adam;
+mod adam_fused;
 mod base;
 mod clip;
 mod early_stop;
