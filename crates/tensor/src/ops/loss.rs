@@ -12,6 +12,7 @@
 //! and sum, and an element-wise backward. Targets are checked on the host either way.
 
 use crate::autograd::GradFn;
+use crate::cpu::math::FastExp;
 use crate::ops::norm::{AccElem, cast, contiguous_slice, lane_sum, parallel_rows, rows_per_task};
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Error, Result, Shape, Tensor, WithDType};
@@ -85,7 +86,7 @@ fn ce_row<T: AccElem>(x: &[T], t: usize, smoothing: T::A) -> (T::A, T::A) {
         it.remainder().iter().fold(lanes.iter().fold(T::A::neg_infinity(), |a, &b| a.max(b)), |a, &v| a.max(v.to_a()));
     // exp(-inf - -inf) would be NaN: a row of -inf logits has lse -inf.
     let shift = if m.is_finite() { m } else { T::A::zero() };
-    let lse = shift + lane_sum(x, |v| (v.to_a() - shift).exp()).ln();
+    let lse = shift + lane_sum(x, |v| (v.to_a() - shift).fexp()).ln();
     let xt = x.get(t).map_or(T::A::nan(), |v| v.to_a());
     let nll = lse - xt;
     if smoothing == T::A::zero() {
@@ -143,10 +144,10 @@ fn ce_backward<T: AccElem>(
             let Some(t) = targets[r] else { continue };
             let (s, l) = (cast::<T::A>(scale(r)), lse[r]);
             for (d, &v) in o.iter_mut().zip(&x[r * c..(r + 1) * c]) {
-                *d = T::from_a(s * ((v.to_a() - l).exp() - off));
+                *d = T::from_a(s * ((v.to_a() - l).fexp() - off));
             }
             if let Some(d) = o.get_mut(t) {
-                let p = (x[r * c + t].to_a() - l).exp();
+                let p = (x[r * c + t].to_a() - l).fexp();
                 *d = T::from_a(s * (p - on));
             }
         }

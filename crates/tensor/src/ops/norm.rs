@@ -29,7 +29,9 @@ const MAX_PARTIAL_TASKS: usize = 64;
 /// A float element computed in a wider accumulator: f32 for f16/bf16/f32, f64 for f64.
 pub(crate) trait AccElem: Copy + Send + Sync + 'static {
     /// The accumulator type.
-    type A: Float + Send + Sync + std::iter::Sum + 'static;
+    /// [`FastExp`](crate::cpu::math::FastExp): f32 rows exponentiate with the vectorisable
+    /// `exp_f32` (cross-entropy's softmax) instead of a libm call per element.
+    type A: Float + crate::cpu::math::FastExp + Send + Sync + std::iter::Sum + 'static;
     fn to_a(self) -> Self::A;
     fn from_a(a: Self::A) -> Self;
     /// Wraps accumulator values in storage.
