@@ -64,8 +64,11 @@ fn values<'a>(storage: &'a Storage, t: &Tensor) -> Option<&'a [f32]> {
     }
 }
 
-/// The updated (parameter, exp_avg, exp_avg_sq, max_exp_avg_sq) when every tensor is a
-/// contiguous CPU f32 tensor of one shape; `None` (nothing computed) otherwise.
+/// A step's new tensors: parameter, exp_avg, exp_avg_sq and (AMSGrad) max_exp_avg_sq.
+pub(crate) type Updated = (Tensor, Tensor, Tensor, Option<Tensor>);
+
+/// The updated tensors when every tensor is a contiguous CPU f32 tensor of one shape; `None`
+/// (nothing computed) otherwise.
 pub(crate) fn step(
     s: &Scalars,
     p: &Tensor,
@@ -73,7 +76,7 @@ pub(crate) fn step(
     m: &Tensor,
     v: &Tensor,
     vmax: Option<&Tensor>,
-) -> Result<Option<(Tensor, Tensor, Tensor, Option<Tensor>)>> {
+) -> Result<Option<Updated>> {
     let tensors = [Some(p), Some(g), Some(m), Some(v), vmax];
     if tensors.iter().flatten().any(|t| t.device() != Device::Cpu || t.shape() != p.shape()) {
         return Ok(None);
@@ -99,14 +102,19 @@ pub(crate) fn step(
                         inputs.zip(dp.iter_mut().zip(dm.iter_mut()).zip(dv.iter_mut()))
                     {
                         let [p, m, v, _] = element(s, false, p, g, m, v, 0.0);
-                        (op.write(p), om.write(m), ov.write(v));
+                        op.write(p);
+                        om.write(m);
+                        ov.write(v);
                     }
                 }
                 [dp, dm, dv, dx] => {
                     let outs = dp.iter_mut().zip(dm.iter_mut()).zip(dv.iter_mut()).zip(dx.iter_mut());
                     for (((((&p, &g), &m), &v), &x), (((op, om), ov), ox)) in inputs.zip(src(4)).zip(outs) {
                         let [p, m, v, x] = element(s, true, p, g, m, v, x);
-                        (op.write(p), om.write(m), ov.write(v), ox.write(x));
+                        op.write(p);
+                        om.write(m);
+                        ov.write(v);
+                        ox.write(x);
                     }
                 }
                 _ => unreachable!("three or four outputs"),
