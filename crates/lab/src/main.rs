@@ -17,11 +17,11 @@ use clap::{Args, Parser, Subcommand};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (its position in `mi_option_t`, mimalloc.h of v2 and
-/// v3; libmimalloc-sys gives it no name). A test checks it reads the documented default.
+/// v3; libmimalloc-sys gives it no name). A test checks it reads v3's default (options.c).
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// Keeps the pages a training step frees for the next step instead of handing them back to
-/// the OS 10 ms later (mimalloc's default): every step allocates the same activations again,
+/// the OS a second later (mimalloc v3's default): every step allocates the same activations again,
 /// and a returned page is faulted in and cleared by the kernel on its next use (6-7% of the
 /// d256 4-layer step in `perf`). The process keeps its peak footprint, like PyTorch's caching
 /// allocators and jemalloc's 10 s decay (docs/model.md, "Memory").
@@ -166,14 +166,15 @@ fn run_eval(a: EvalArgs) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// The index names the purge delay: it reads mimalloc's documented default (10 ms) unless
-    /// the environment sets it, and takes the value set.
+    /// The index names the purge delay: it reads mimalloc v3's default for it (1000 ms; the
+    /// options next to it default to 1 and 0) unless the environment sets it, and takes the
+    /// value set.
     #[test]
     fn the_purge_delay_option_is_the_one_set() {
         // SAFETY: reads and writes of a valid option index.
         unsafe {
             if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-                assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 10);
+                assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), 1000);
             }
             retain_freed_pages();
             assert_eq!(libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY), -1);
