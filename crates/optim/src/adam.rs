@@ -11,9 +11,9 @@ use crate::base::{Base, Param, delegate_to_base};
 use crate::error::{Result, check_lr, check_weight_decay, ensure};
 use crate::group::ParamGroup;
 use crate::optimizer::Optimizer;
-use crate::slot::lerp;
+use crate::slot::{LerpWeights, lerp};
 use crate::state::{OptimizerState, StateWriter};
-use attune_tensor::{GradStore, Tensor};
+use attune_tensor::{DType, GradStore, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// Defines an Adam-family config struct: Adam's and AdamW's have the same fields (so that
@@ -132,13 +132,13 @@ fn fused(c: &AdamConfig, decoupled: bool, w: &Param<'_>, m: &mut Moments) -> Res
     let (lr, wd, t) = (w.lr, w.weight_decay, w.t as f64);
     let (beta1, beta2) = c.betas;
     // The chain's scalars as its f32 `*_scalar` ops and `lerp` round them.
-    let w32 = (1.0 - beta1) as f32;
+    let lerp = LerpWeights::new(1.0 - beta1, DType::F32);
     let s = adam_fused::Scalars {
         decay: (wd != 0.0 && decoupled).then_some((1.0 - lr * wd) as f32),
         l2: (wd != 0.0 && !decoupled).then_some(wd as f32),
-        w: w32,
-        one_minus_w: 1.0 - w32,
-        from_m: (w32 as f64).abs() < 0.5,
+        w: lerp.w as f32,
+        one_minus_w: lerp.one_minus as f32,
+        from_m: lerp.from_a,
         beta2: beta2 as f32,
         one_minus_beta2: (1.0 - beta2) as f32,
         bc2_sqrt: (1.0 - beta2.powf(t)).sqrt() as f32,

@@ -105,14 +105,30 @@ pub(crate) fn write_param(var: &Var, value: Tensor, master: &mut Option<Tensor>)
 /// otherwise (so `w = 1` gives exactly `b`). For f32 tensors the weight is rounded to f32
 /// first, as PyTorch does with a Python-float weight.
 pub(crate) fn lerp(a: &Tensor, b: &Tensor, w: f64) -> Result<Tensor> {
-    let (w, one_minus) = if a.dtype() == DType::F64 {
-        (w, 1.0 - w)
-    } else {
-        let w32 = w as f32;
-        (w32 as f64, (1.0f32 - w32) as f64)
-    };
+    let LerpWeights { w, one_minus, from_a } = LerpWeights::new(w, a.dtype());
     let diff = b.sub(a)?;
-    if w.abs() < 0.5 { Ok(a.add(&diff.mul_scalar(w)?)?) } else { Ok(b.sub(&diff.mul_scalar(one_minus)?)?) }
+    if from_a { Ok(a.add(&diff.mul_scalar(w)?)?) } else { Ok(b.sub(&diff.mul_scalar(one_minus)?)?) }
+}
+
+/// [`lerp`]'s numbers for weight `w` on tensors of `dtype`: `w` and `1 - w` as it computes them
+/// (for f32, `w` rounded to f32 first and `1 - w` taken in f32), and whether it starts from
+/// `a` (`|w| < 0.5`) or from `b`. The fused Adam pass (`adam_fused.rs`) uses the same numbers.
+pub(crate) struct LerpWeights {
+    pub w: f64,
+    pub one_minus: f64,
+    pub from_a: bool,
+}
+
+impl LerpWeights {
+    pub(crate) fn new(w: f64, dtype: DType) -> Self {
+        let (w, one_minus) = if dtype == DType::F64 {
+            (w, 1.0 - w)
+        } else {
+            let w32 = w as f32;
+            (w32 as f64, (1.0f32 - w32) as f64)
+        };
+        LerpWeights { w, one_minus, from_a: w.abs() < 0.5 }
+    }
 }
 
 /// The sum of squares of `t` as an f64 (f16/bf16 squared in f32 so they cannot overflow).

@@ -145,6 +145,19 @@ impl GemmElem for f16 {
 /// output). The `*_into` products write every element and read none.
 pub type Dst<'a, T> = &'a mut [MaybeUninit<T>];
 
+/// A fresh vector of `len` elements, unzeroed, filled by `write`: one of the `*_into` products,
+/// or several over chunks that cover it.
+///
+/// # Safety
+/// When `write` returns `Ok`, it must have written every element of the slice it was given.
+pub(crate) unsafe fn product_vec<T>(len: usize, write: impl FnOnce(Dst<'_, T>) -> Result<()>) -> Result<Vec<T>> {
+    let mut out = Vec::with_capacity(len);
+    write(&mut out.spare_capacity_mut()[..len])?;
+    // SAFETY: the caller promises `write` initialised all `len` elements.
+    unsafe { out.set_len(len) };
+    Ok(out)
+}
+
 /// An initialised slice as a [`Dst`], for the public products over `&mut [T]`.
 fn dst_of<T>(s: &mut [T]) -> Dst<'_, T> {
     // SAFETY: same layout; the `*_into` products only write initialised values through it.
@@ -271,10 +284,13 @@ pub fn gemm_bf16_into(
     if !prepare_checked(m, n, k, &lhs, &rhs, dst, bf16::ZERO)? {
         return Ok(());
     }
-    let mut out = Vec::with_capacity(m * n);
-    crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, Out::Store(out.spare_capacity_mut()), threads.splits(m, n, k));
-    // SAFETY: a stored product writes all m * n elements.
-    unsafe { out.set_len(m * n) };
+    // SAFETY: a stored bf16dot product writes all of its destination.
+    let out = unsafe {
+        product_vec(m * n, |c| {
+            crate::cpu::bf16dot::gemm(m, n, k, &lhs, &rhs, Out::Store(c), threads.splits(m, n, k));
+            Ok(())
+        })
+    }?;
     round_to_bf16(&out, dst);
     Ok(())
 }
@@ -361,8 +377,10 @@ fn widened_into(
     }
     let a = to_f32_copy(&lhs, m, k, bf16::to_f32);
     let b = to_f32_copy(&rhs, k, n, bf16::to_f32);
-    let mut out = vec![0f32; m * n];
-    gemm(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), &mut out, threads)?;
+    // SAFETY: gemm_into writes all of its destination when it returns Ok.
+    let out = unsafe {
+        product_vec(m * n, |c| gemm_into(m, n, k, MatRef::row_major(&a, k), MatRef::row_major(&b, n), c, threads))
+    }?;
     round_to_bf16(&out, dst);
     Ok(())
 }

@@ -11,7 +11,9 @@
 //! `[B*m, k] @ [k, n]` product.
 
 use crate::autograd::GradFn;
-use crate::cpu::gemm::{Dst, GEMM_PAR_THRESHOLD, MatRef, Threads, gemm_bf16_into, gemm_f32_bf16_into, gemm_into};
+use crate::cpu::gemm::{
+    Dst, GEMM_PAR_THRESHOLD, MatRef, Threads, gemm_bf16_into, gemm_f32_bf16_into, gemm_into, product_vec,
+};
 use crate::cpu::strided::Runs;
 use crate::storage::{CpuStorage, Storage};
 use crate::{DType, Error, Layout, Result, Shape, Tensor};
@@ -96,12 +98,9 @@ impl Plan {
     ) -> Result<Vec<T>> {
         let (m, n, k) = (self.m, self.n, self.k);
         let mn = m * n;
-        let len = mn * self.offsets.len();
-        let mut out = Vec::with_capacity(len);
-        if len == 0 {
-            return Ok(out);
+        if mn == 0 || self.offsets.is_empty() {
+            return Ok(Vec::new());
         }
-        let spare = &mut out.spare_capacity_mut()[..len];
         let one = |(oa, ob): (usize, usize), dst: Dst<'_, T>, threads: Threads| {
             let lhs = MatRef::new(x, oa, self.a.0, self.a.1);
             let rhs = MatRef::new(y, ob, self.b.0, self.b.1);
@@ -113,14 +112,19 @@ impl Plan {
             && work < GEMM_PAR_THRESHOLD
             && total >= BATCH_PAR_THRESHOLD
             && rayon::current_num_threads() > 1;
-        if by_batch {
-            spare.par_chunks_mut(mn).zip(self.offsets.par_iter()).try_for_each(|(dst, &o)| one(o, dst, Threads::Single))
-        } else {
-            spare.chunks_mut(mn).zip(&self.offsets).try_for_each(|(dst, &o)| one(o, dst, Threads::Auto))
-        }?;
-        // SAFETY: the chunks cover all `len` elements and every product wrote its chunk.
-        unsafe { out.set_len(len) };
-        Ok(out)
+        // SAFETY: one product per chunk of `mn` elements, the chunks covering the output; each
+        // `mul` (a `*_into` product) writes all of its chunk when it returns Ok.
+        unsafe {
+            product_vec(mn * self.offsets.len(), |out| {
+                if by_batch {
+                    out.par_chunks_mut(mn)
+                        .zip(self.offsets.par_iter())
+                        .try_for_each(|(dst, &o)| one(o, dst, Threads::Single))
+                } else {
+                    out.chunks_mut(mn).zip(&self.offsets).try_for_each(|(dst, &o)| one(o, dst, Threads::Auto))
+                }
+            })
+        }
     }
 }
 

@@ -273,7 +273,8 @@ impl<K: UnaryKernel + 'static> GradFn for KernelBack<K> {
             Saved::Input => &i[0],
             Saved::Output => out,
         };
-        let grad = if g.device().is_cpu() && s.device().is_cpu() && g.dtype() == s.dtype() {
+        // `g` and `s` share the op's device and dtype.
+        let grad = if s.device().is_cpu() {
             binary_nograd::<TimesDeriv<K>>(g, s)?
         } else {
             g.mul(&pointwise(s, K::NAME, K::f32, K::f64)?)?

@@ -65,13 +65,6 @@ impl UnaryKernel for GeluGrad {
     }
 }
 
-/// Exact GELU `x * Phi(x) = 0.5 x erfc(-x / sqrt 2)`; erfc keeps the relative accuracy for
-/// negative x where `1 + erf` would cancel.
-#[inline]
-fn gelu_erf_f64(x: f64) -> f64 {
-    0.5 * x * erfc(-x * FRAC_1_SQRT_2)
-}
-
 /// `erfc(z)` in f32 without libm calls, so GELU loops vectorise: the Chebyshev fit of
 /// Numerical Recipes' `erfcc` (`t = 1/(1 + z/2)`, `erfc(z) = t exp(-z^2 + P(t))`, relative
 /// error below 1.2e-7 for z >= 0), with `erfc(-z) = 2 - erfc(z)` for negative arguments.
@@ -92,7 +85,8 @@ fn erfc_f32(z: f32) -> f32 {
     if z < 0.0 { 2.0 - e } else { e }
 }
 
-/// Exact GELU `x * Phi(x)`: f64 through [`erfc`], f32 through [`erfc_f32`].
+/// Exact GELU `x * Phi(x) = 0.5 x erfc(-x / sqrt 2)`: f64 through [`erfc`], f32 through
+/// [`erfc_f32`]; erfc keeps the relative accuracy for negative x where `1 + erf` would cancel.
 pub(crate) struct GeluErf;
 impl UnaryKernel for GeluErf {
     const NAME: &'static str = "gelu_erf";
@@ -102,7 +96,7 @@ impl UnaryKernel for GeluErf {
     }
     #[inline]
     fn f64(x: f64) -> f64 {
-        gelu_erf_f64(x)
+        0.5 * x * erfc(-x * FRAC_1_SQRT_2)
     }
 }
 
