@@ -1,7 +1,8 @@
 //! `cargo xtask peak [--threads N]`: the CPU's arithmetic peaks on this machine, the
 //! denominators of docs/benchmarks.md's "share of peak": 512-bit f32 FMA (`vfmadd231ps`, 32
 //! flops an instruction) and, where the CPU has AVX512_BF16, the bf16 dot product
-//! (`vdpbf16ps`, 64 flops). Each thread runs 12 independent accumulator chains, enough to
+//! (`vdpbf16ps`, 64 flops), and where it has AMX the tile product (`tdpbf16ps`, 16,384 flops).
+//! Each thread runs 12 independent accumulator chains (4 result tiles for AMX), enough to
 //! cover the instructions' latency, from registers only; the best of 5 runs is reported.
 
 use std::time::Instant;
@@ -39,6 +40,15 @@ pub fn run(args: &PeakArgs) -> Result<()> {
             );
         } else {
             println!("bf16 dot product: this CPU has no avx512_bf16");
+        }
+        if attune_tensor::cpu::amx::available() {
+            // Tens of thousands of times the work of one FMA round: far fewer rounds.
+            let iters = (args.iters / 100).max(1);
+            // SAFETY: amx::available() is true.
+            let tiles = best(threads, iters, |n| unsafe { attune_tensor::cpu::amx::peak_loop(n) }, 4.0 * 16384.0);
+            println!("bf16 tiles (AMX tdpbf16ps): {tiles:.1} GFLOP/s on {threads} thread(s) ({:.2}x f32)", tiles / fma);
+        } else {
+            println!("bf16 tiles: this CPU (or its kernel) gives no AMX-BF16");
         }
         Ok(())
     }

@@ -93,6 +93,18 @@ pub unsafe fn block(
     unsafe { x86::block(packed_a, packed_b, rows, n, stride, panels, c, store) }
 }
 
+/// `iters` rounds of four independent `tdpbf16ps` (65,536 flops a round) on tiles loaded
+/// once: the tile unit's peak, for `cargo xtask peak`. Returns a value of the results so the
+/// work is not optimised away.
+///
+/// # Safety
+/// [`available`] must be true.
+#[cfg(feature = "testing")]
+pub unsafe fn peak_loop(iters: u64) -> f32 {
+    // SAFETY: as promised by the caller.
+    unsafe { x86::peak_loop(iters) }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::asm;
@@ -223,6 +235,36 @@ mod x86 {
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 
+    #[cfg(feature = "testing")]
+    pub unsafe fn peak_loop(iters: u64) -> f32 {
+        let config = Config::new();
+        let ones = vec![0x3f80_3f80u32; TILE_ROWS * K_PAIRS];
+        let mut out = Scratch([0f32; 2 * TILE_ROWS * 2 * TILE_COLS]);
+        // SAFETY: the caller checked available(); every load reads 16 rows of 64 bytes of
+        // `ones`, the store 16 rows of 64 bytes into the scratch.
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            asm!(
+                "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+                "tileloadd tmm4, [{a} + {s}*1]", "tileloadd tmm5, [{a} + {s}*1]",
+                "tileloadd tmm6, [{a} + {s}*1]", "tileloadd tmm7, [{a} + {s}*1]",
+                a = in(reg) ones.as_ptr(), s = in(reg) 64usize, options(nostack, readonly),
+            );
+            for _ in 0..iters {
+                asm!(
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    "tdpbf16ps tmm3, tmm5, tmm7",
+                    options(nostack, nomem),
+                );
+            }
+            asm!("tilestored [{o} + {s}*1], tmm0", o = in(reg) out.0.as_mut_ptr(), s = in(reg) 64usize, options(nostack));
+            asm!("tilerelease", options(nostack, nomem));
+        }
+        out.0[0]
+    }
+
     #[repr(C, align(64))]
     struct Scratch([f32; 2 * TILE_ROWS * 2 * TILE_COLS]);
 
@@ -275,6 +317,11 @@ mod x86 {
         _: &mut [std::mem::MaybeUninit<f32>],
         _: bool,
     ) {
+        unreachable!("amx::available() is false off x86_64")
+    }
+
+    #[cfg(feature = "testing")]
+    pub unsafe fn peak_loop(_: u64) -> f32 {
         unreachable!("amx::available() is false off x86_64")
     }
 }

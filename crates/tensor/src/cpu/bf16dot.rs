@@ -28,6 +28,8 @@ pub const KC: usize = 256;
 /// Rows handed to one rayon task (they share one packed lhs block and reuse each rhs column
 /// block from L2).
 const ROWS_PER_TASK: usize = 8 * MR;
+/// Panels packed by one task of [`pack_rhs`].
+const RHS_GROUP: usize = 8;
 /// Panels per column block: 16 panels x 256 pairs x 64 bytes = 256 KiB of packed rhs, which
 /// stays in L2 while every row group of a task passes over it.
 const PANELS_PER_BLOCK: usize = 16;
@@ -109,52 +111,68 @@ fn pack_rhs<T: PairElem>(
     let panels = n.div_ceil(PANEL).next_multiple_of(2);
     let mut out = vec![0u32; panels * stride * PANEL];
     let (rs, cs) = (b.row_stride, b.col_stride);
-    let pack_panel = |(q, dst): (usize, &mut [u32])| {
-        let cols = q * PANEL..((q + 1) * PANEL).min(n);
+    let panel_len = stride * PANEL;
+    // A task packs RHS_GROUP panels, so a row-major rhs is read RHS_GROUP * 64 contiguous
+    // bytes of a row at a time rather than 64 (a new page per row for a wide matrix).
+    let pack_group = |(g, dst): (usize, &mut [u32])| {
+        let q0 = g * RHS_GROUP;
+        let cols = q0 * PANEL..(q0 * PANEL + dst.len() / stride).min(n);
         if cols.is_empty() {
             return;
         }
         if cs == 1 && n > 1 {
             for p in p0..p1 {
-                let row = &mut dst[(p - p0) * PANEL..][..cols.len()];
                 let lo = &b.data[b.offset + 2 * p * rs + cols.start..][..cols.len()];
-                if 2 * p + 1 < k {
-                    let hi = &b.data[b.offset + (2 * p + 1) * rs + cols.start..][..cols.len()];
-                    for ((w, &l), &h) in row.iter_mut().zip(lo).zip(hi) {
-                        *w = pair(l, h);
-                    }
-                } else {
-                    for (w, &l) in row.iter_mut().zip(lo) {
-                        *w = l.bits() as u32;
+                let hi = (2 * p + 1 < k).then(|| &b.data[b.offset + (2 * p + 1) * rs + cols.start..][..cols.len()]);
+                for (panel, (dst, lo)) in dst.chunks_mut(panel_len).zip(lo.chunks(PANEL)).enumerate() {
+                    let row = &mut dst[(p - p0) * PANEL..][..lo.len()];
+                    match hi {
+                        Some(hi) => {
+                            let hi = &hi[panel * PANEL..][..lo.len()];
+                            for ((w, &l), &h) in row.iter_mut().zip(lo).zip(hi) {
+                                *w = pair(l, h);
+                            }
+                        }
+                        None => {
+                            for (w, &l) in row.iter_mut().zip(lo) {
+                                *w = l.bits() as u32;
+                            }
+                        }
                     }
                 }
             }
-        } else if rs == 1 && k > 1 {
-            for (lane, j) in cols.enumerate() {
-                let col = &b.data[b.offset + j * cs + 2 * p0..][..(2 * p1).min(k) - 2 * p0];
-                let mut words = col.chunks_exact(2);
-                for (p, w) in words.by_ref().enumerate() {
-                    dst[p * PANEL + lane] = pair(w[0], w[1]);
+            return;
+        }
+        for (qq, dst) in dst.chunks_mut(panel_len).enumerate() {
+            let q = q0 + qq;
+            let cols = q * PANEL..((q + 1) * PANEL).min(n);
+            if rs == 1 && k > 1 {
+                for (lane, j) in cols.enumerate() {
+                    let col = &b.data[b.offset + j * cs + 2 * p0..][..(2 * p1).min(k) - 2 * p0];
+                    let mut words = col.chunks_exact(2);
+                    for (p, w) in words.by_ref().enumerate() {
+                        dst[p * PANEL + lane] = pair(w[0], w[1]);
+                    }
+                    if let [last] = words.remainder() {
+                        dst[(col.len() / 2) * PANEL + lane] = last.bits() as u32;
+                    }
                 }
-                if let [last] = words.remainder() {
-                    dst[(col.len() / 2) * PANEL + lane] = last.bits() as u32;
-                }
-            }
-        } else {
-            for p in p0..p1 {
-                let row = &mut dst[(p - p0) * PANEL..(p - p0 + 1) * PANEL];
-                for (lane, j) in cols.clone().enumerate() {
-                    let hi = if 2 * p + 1 < k { at(b, 2 * p + 1, j).bits() } else { 0 };
-                    row[lane] = at(b, 2 * p, j).bits() as u32 | (hi as u32) << 16;
+            } else {
+                for p in p0..p1 {
+                    let row = &mut dst[(p - p0) * PANEL..(p - p0 + 1) * PANEL];
+                    for (lane, j) in cols.clone().enumerate() {
+                        let hi = if 2 * p + 1 < k { at(b, 2 * p + 1, j).bits() } else { 0 };
+                        row[lane] = at(b, 2 * p, j).bits() as u32 | (hi as u32) << 16;
+                    }
                 }
             }
         }
     };
     if parallel {
         use rayon::prelude::*;
-        out.par_chunks_mut(stride * PANEL).enumerate().for_each(pack_panel);
+        out.par_chunks_mut(RHS_GROUP * panel_len).enumerate().for_each(pack_group);
     } else {
-        out.chunks_mut(stride * PANEL).enumerate().for_each(pack_panel);
+        out.chunks_mut(RHS_GROUP * panel_len).enumerate().for_each(pack_group);
     }
     out
 }
@@ -185,28 +203,35 @@ fn pack_lhs<T: PairElem>(
             }
         }
     } else if a.row_stride == 1 && rows.len() > 1 {
-        // Words of 16 rows at a time are formed as one vector, then scattered to their rows.
-        let mut words = [0u32; PANEL];
-        for p in p0..p1 {
-            let lo = &a.data[a.offset + 2 * p * a.col_stride + rows.start..][..rows.len()];
-            let hi =
-                (2 * p + 1 < k).then(|| &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start..][..rows.len()]);
+        // Blocks of 16 pairs x 16 rows: each pair's words of 16 rows are formed from two
+        // contiguous stretches of the source, then the block is transposed so every row gets
+        // its 16 pairs as one 64-byte store.
+        let mut block = [[0u32; PANEL]; PANEL];
+        for pb in (p0..p1).step_by(PANEL) {
+            let np = (p1 - pb).min(PANEL);
             for r0 in (0..rows.len()).step_by(PANEL) {
                 let w = (rows.len() - r0).min(PANEL);
-                match hi {
-                    Some(hi) => {
-                        for ((d, &l), &h) in words[..w].iter_mut().zip(&lo[r0..r0 + w]).zip(&hi[r0..r0 + w]) {
+                for (j, words) in block.iter_mut().enumerate() {
+                    let p = pb + j;
+                    if j >= np {
+                        *words = [0; PANEL];
+                        continue;
+                    }
+                    let lo = &a.data[a.offset + 2 * p * a.col_stride + rows.start + r0..][..w];
+                    if 2 * p + 1 < k {
+                        let hi = &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start + r0..][..w];
+                        for ((d, &l), &h) in words.iter_mut().zip(lo).zip(hi) {
                             *d = pair(l, h);
                         }
-                    }
-                    None => {
-                        for (d, &l) in words[..w].iter_mut().zip(&lo[r0..r0 + w]) {
+                    } else {
+                        for (d, &l) in words.iter_mut().zip(lo) {
                             *d = l.bits() as u32;
                         }
                     }
                 }
-                for (r, &x) in words[..w].iter().enumerate() {
-                    out[(r0 + r) * stride + p - p0] = x;
+                transpose16(&mut block);
+                for (r, words) in block[..w].iter().enumerate() {
+                    out[(r0 + r) * stride + pb - p0..][..np].copy_from_slice(&words[..np]);
                 }
             }
         }
@@ -219,6 +244,24 @@ fn pack_lhs<T: PairElem>(
         }
     }
     out
+}
+
+/// Transposes a 16 x 16 block of words in place: four butterfly stages, stage `d` swapping
+/// the upper-right and lower-left `d x d` sub-blocks of every `2d x 2d` block (each element
+/// whose row and column differ in bit `d` has both bits flipped).
+fn transpose16(block: &mut [[u32; PANEL]; PANEL]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: avx512f was detected.
+        return unsafe { x86::transpose16(block) };
+    }
+    for i in 0..PANEL {
+        for j in 0..i {
+            let t = block[i][j];
+            block[i][j] = block[j][i];
+            block[j][i] = t;
+        }
+    }
 }
 
 /// Where [`gemm`] puts the row-major f32 product `c` (`m * n` elements).
@@ -328,6 +371,34 @@ mod x86 {
 
     use super::{MR, PANEL, PANELS_PER_BLOCK};
 
+    /// [`super::transpose16`] on 512-bit registers: each stage is two two-source permutes per
+    /// pair of rows `d` apart.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn transpose16(block: &mut [[u32; PANEL]; PANEL]) {
+        // SAFETY: each row is 16 u32 (64 bytes), loaded and stored unaligned.
+        unsafe {
+            let mut v: [__m512i; PANEL] = std::array::from_fn(|r| _mm512_loadu_si512(block[r].as_ptr() as *const _));
+            for d in [8usize, 4, 2, 1] {
+                // Lane c of row r takes row r's lane c where bit d of c is clear, else row
+                // r + d's lane c - d; row r + d takes row r's lane c + d, else its own lane c.
+                let upper: [i32; PANEL] =
+                    std::array::from_fn(|c| if c & d == 0 { c as i32 } else { (PANEL + c - d) as i32 });
+                let lower: [i32; PANEL] =
+                    std::array::from_fn(|c| if c & d == 0 { (c + d) as i32 } else { (PANEL + c) as i32 });
+                let (upper, lower) =
+                    (_mm512_loadu_si512(upper.as_ptr() as *const _), _mm512_loadu_si512(lower.as_ptr() as *const _));
+                for r in (0..PANEL).filter(|r| r & d == 0) {
+                    let (a, b) = (v[r], v[r + d]);
+                    v[r] = _mm512_permutex2var_epi32(a, upper, b);
+                    v[r + d] = _mm512_permutex2var_epi32(a, lower, b);
+                }
+            }
+            for (row, x) in block.iter_mut().zip(v) {
+                _mm512_storeu_si512(row.as_mut_ptr() as *mut _, x);
+            }
+        }
+    }
+
     /// `c` (rows x n, row-major) += packed_a (rows x pairs) @ packed_b (panels x pairs x 16).
     /// With `store`, C is overwritten (the first k block of a product that does not
     /// accumulate) and may be uninitialised; else it is read and added to.
@@ -419,6 +490,10 @@ mod x86 {
 
 #[cfg(not(target_arch = "x86_64"))]
 mod x86 {
+    pub unsafe fn transpose16(_: &mut [[u32; super::PANEL]; super::PANEL]) {
+        unreachable!("no AVX-512 off x86_64")
+    }
+
     pub unsafe fn block(
         _: &[u32],
         _: &[u32],
@@ -486,6 +561,17 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn transpose16_swaps_rows_and_columns() {
+        let mut block: [[u32; PANEL]; PANEL] = std::array::from_fn(|i| std::array::from_fn(|j| (i * 100 + j) as u32));
+        transpose16(&mut block);
+        for (i, row) in block.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                assert_eq!(x, (j * 100 + i) as u32, "({i}, {j})");
+            }
+        }
     }
 
     /// Ragged shapes around every block edge (MR rows, 16/32 columns, odd k, KC pairs; for
