@@ -160,23 +160,65 @@ mod x86 {
                     let a0 = packed_a[r * stride..].as_ptr();
                     let b0 = packed_b[q * stride * TILE_COLS..].as_ptr();
                     let b1 = packed_b[(q + 1) * stride * TILE_COLS..].as_ptr();
+                    let take = (rows - r).min(2 * TILE_ROWS);
+                    let col0 = q * TILE_COLS;
+                    // Whole result tiles inside `c` are loaded and stored there in place; the
+                    // others go through the scratch and a masked write.
+                    let direct = col0 + 2 * TILE_COLS <= n && take == if two { 2 * TILE_ROWS } else { TILE_ROWS };
                     // SAFETY: each load reads 16 rows of 64 bytes: lhs rows r..r+16 (and
                     // r+16..r+32 when `two`) of the padded lhs, pair rows p..p+16 of panels q and
-                    // q+1; all inside the buffers by the caller's lengths. Stores write the
-                    // 64-byte-aligned scratch, 128 bytes per row.
+                    // q+1; all inside the buffers by the caller's lengths. Result tiles are 16
+                    // rows of 64 bytes: in place only when all of their rows and columns are
+                    // inside rows r..r+take, columns col0..col0+32 of `c` (read only when it is
+                    // initialised: not `store`), else in the 64-byte-aligned scratch (128-byte
+                    // rows).
                     unsafe {
-                        asm!("tilezero tmm0", "tilezero tmm1", options(nostack, nomem));
+                        let (home, ld) = if direct {
+                            (c.as_mut_ptr().add(r * n + col0) as *mut f32, n)
+                        } else {
+                            (scratch.0.as_mut_ptr(), 2 * TILE_COLS)
+                        };
+                        let (h0, h1) = (home, home.add(TILE_COLS));
+                        // Past `c`'s end for a single row tile in place: formed, never used.
+                        let (h2, h3) =
+                            (home.wrapping_add(TILE_ROWS * ld), home.wrapping_add(TILE_ROWS * ld + TILE_COLS));
+                        let ldb = ld * 4;
+                        if direct && !store {
+                            asm!(
+                                "tileloadd tmm0, [{h0} + {s}*1]",
+                                "tileloadd tmm1, [{h1} + {s}*1]",
+                                h0 = in(reg) h0, h1 = in(reg) h1, s = in(reg) ldb,
+                                options(nostack, readonly),
+                            );
+                            if two {
+                                asm!(
+                                    "tileloadd tmm2, [{h2} + {s}*1]",
+                                    "tileloadd tmm3, [{h3} + {s}*1]",
+                                    h2 = in(reg) h2, h3 = in(reg) h3, s = in(reg) ldb,
+                                    options(nostack, readonly),
+                                );
+                            }
+                        } else {
+                            asm!(
+                                "tilezero tmm0",
+                                "tilezero tmm1",
+                                "tilezero tmm2",
+                                "tilezero tmm3",
+                                options(nostack, nomem)
+                            );
+                        }
+                        // Each load is placed right before the first product that needs it, so
+                        // it overlaps the products before (the tiles are not renamed).
                         if two {
-                            asm!("tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
                             let a1 = a0.add(TILE_ROWS * stride);
                             for p in (0..stride).step_by(K_PAIRS) {
                                 asm!(
                                     "tileloadd tmm4, [{a0} + {sa}*1]",
-                                    "tileloadd tmm5, [{a1} + {sa}*1]",
                                     "tileloadd tmm6, [{b0} + {sb}*1]",
-                                    "tileloadd tmm7, [{b1} + {sb}*1]",
                                     "tdpbf16ps tmm0, tmm4, tmm6",
+                                    "tileloadd tmm7, [{b1} + {sb}*1]",
                                     "tdpbf16ps tmm1, tmm4, tmm7",
+                                    "tileloadd tmm5, [{a1} + {sa}*1]",
                                     "tdpbf16ps tmm2, tmm5, tmm6",
                                     "tdpbf16ps tmm3, tmm5, tmm7",
                                     a0 = in(reg) a0.add(p),
@@ -193,8 +235,8 @@ mod x86 {
                                 asm!(
                                     "tileloadd tmm4, [{a0} + {sa}*1]",
                                     "tileloadd tmm6, [{b0} + {sb}*1]",
-                                    "tileloadd tmm7, [{b1} + {sb}*1]",
                                     "tdpbf16ps tmm0, tmm4, tmm6",
+                                    "tileloadd tmm7, [{b1} + {sb}*1]",
                                     "tdpbf16ps tmm1, tmm4, tmm7",
                                     a0 = in(reg) a0.add(p),
                                     b0 = in(reg) b0.add(p * TILE_COLS),
@@ -205,27 +247,23 @@ mod x86 {
                                 );
                             }
                         }
-                        let s = scratch.0.as_mut_ptr();
-                        let half = TILE_ROWS * 2 * TILE_COLS;
                         asm!(
-                            "tilestored [{s0} + {ss}*1], tmm0",
-                            "tilestored [{s1} + {ss}*1], tmm1",
-                            s0 = in(reg) s,
-                            s1 = in(reg) s.add(TILE_COLS),
-                            ss = in(reg) 128usize,
+                            "tilestored [{h0} + {s}*1], tmm0",
+                            "tilestored [{h1} + {s}*1], tmm1",
+                            h0 = in(reg) h0, h1 = in(reg) h1, s = in(reg) ldb,
                             options(nostack),
                         );
                         if two {
                             asm!(
-                                "tilestored [{s0} + {ss}*1], tmm2",
-                                "tilestored [{s1} + {ss}*1], tmm3",
-                                s0 = in(reg) s.add(half),
-                                s1 = in(reg) s.add(half + TILE_COLS),
-                                ss = in(reg) 128usize,
+                                "tilestored [{h2} + {s}*1], tmm2",
+                                "tilestored [{h3} + {s}*1], tmm3",
+                                h2 = in(reg) h2, h3 = in(reg) h3, s = in(reg) ldb,
                                 options(nostack),
                             );
                         }
-                        write_out(&scratch.0, c, r, (rows - r).min(2 * TILE_ROWS), q * TILE_COLS, n, store);
+                        if !direct {
+                            write_out(&scratch.0, c, r, take, col0, n, store);
+                        }
                     }
                 }
                 r += 2 * TILE_ROWS;

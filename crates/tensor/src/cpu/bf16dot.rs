@@ -592,6 +592,7 @@ mod tests {
             (2, 47, 513),
             (45, 40, 100),
             (70, 18, 2 * KC + 40),
+            (48, 64, 4 * KC + 7),
         ];
         for kernel in kernels() {
             for &(m, n, k) in &shapes {
