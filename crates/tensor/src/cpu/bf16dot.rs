@@ -255,11 +255,15 @@ fn transpose16(block: &mut [[u32; PANEL]; PANEL]) {
         // SAFETY: avx512f was detected.
         return unsafe { x86::transpose16(block) };
     }
-    for i in 0..PANEL {
-        for j in 0..i {
-            let t = block[i][j];
-            block[i][j] = block[j][i];
-            block[j][i] = t;
+    transpose16_scalar(block);
+}
+
+/// [`transpose16`] element by element (CPUs without AVX-512).
+fn transpose16_scalar(block: &mut [[u32; PANEL]; PANEL]) {
+    for i in 1..PANEL {
+        let (upper, lower) = block.split_at_mut(i);
+        for (j, row) in upper.iter_mut().enumerate() {
+            std::mem::swap(&mut row[i], &mut lower[0][j]);
         }
     }
 }
@@ -565,11 +569,14 @@ mod tests {
 
     #[test]
     fn transpose16_swaps_rows_and_columns() {
-        let mut block: [[u32; PANEL]; PANEL] = std::array::from_fn(|i| std::array::from_fn(|j| (i * 100 + j) as u32));
-        transpose16(&mut block);
-        for (i, row) in block.iter().enumerate() {
-            for (j, &x) in row.iter().enumerate() {
-                assert_eq!(x, (j * 100 + i) as u32, "({i}, {j})");
+        for transpose in [transpose16, transpose16_scalar] {
+            let mut block: [[u32; PANEL]; PANEL] =
+                std::array::from_fn(|i| std::array::from_fn(|j| (i * 100 + j) as u32));
+            transpose(&mut block);
+            for (i, row) in block.iter().enumerate() {
+                for (j, &x) in row.iter().enumerate() {
+                    assert_eq!(x, (j * 100 + i) as u32, "({i}, {j})");
+                }
             }
         }
     }
