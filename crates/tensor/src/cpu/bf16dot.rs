@@ -88,6 +88,24 @@ fn pair<T: PairElem>(lo: T, hi: T) -> u32 {
     lo.bits() as u32 | (hi.bits() as u32) << 16
 }
 
+/// Words of a pair of rows: `pair(lo[i], hi[i])`, or `lo[i]` alone where there is no `hi`
+/// row (the last, odd index of the reduction).
+#[inline(always)]
+fn row_pair_words<T: PairElem>(dst: &mut [u32], lo: &[T], hi: Option<&[T]>) {
+    match hi {
+        Some(hi) => {
+            for ((w, &l), &h) in dst.iter_mut().zip(lo).zip(hi) {
+                *w = pair(l, h);
+            }
+        }
+        None => {
+            for (w, &l) in dst.iter_mut().zip(lo) {
+                *w = l.bits() as u32;
+            }
+        }
+    }
+}
+
 /// Element `(i, j)` of a checked operand.
 #[inline(always)]
 fn at<T: Copy>(m: &MatRef<'_, T>, i: usize, j: usize) -> T {
@@ -97,9 +115,9 @@ fn at<T: Copy>(m: &MatRef<'_, T>, i: usize, j: usize) -> T {
 /// Packs pairs `p0..p1` of the rhs (`k x n`) into panels of `stride` (at least `p1 - p0`)
 /// pair rows: panel `q` holds words `[(p - p0) * 16 + lane]` for columns `16q + lane`, zeros
 /// past `p1`; the panel count is even (a zero panel pads an odd one) so the kernels always
-/// read two. Panels are packed in parallel when
-/// `parallel`. A row-major rhs is read a row pair at a time, a column-major one (a transposed
-/// weight) a column at a time, each as contiguous slices.
+/// read two. Groups of [`RHS_GROUP`] panels are packed in parallel when `parallel`. A
+/// row-major rhs is read a row pair at a time, a column-major one (a transposed weight) a
+/// column at a time, each as contiguous slices.
 fn pack_rhs<T: PairElem>(
     b: &MatRef<'_, T>,
     k: usize,
@@ -125,20 +143,8 @@ fn pack_rhs<T: PairElem>(
                 let lo = &b.data[b.offset + 2 * p * rs + cols.start..][..cols.len()];
                 let hi = (2 * p + 1 < k).then(|| &b.data[b.offset + (2 * p + 1) * rs + cols.start..][..cols.len()]);
                 for (panel, (dst, lo)) in dst.chunks_mut(panel_len).zip(lo.chunks(PANEL)).enumerate() {
-                    let row = &mut dst[(p - p0) * PANEL..][..lo.len()];
-                    match hi {
-                        Some(hi) => {
-                            let hi = &hi[panel * PANEL..][..lo.len()];
-                            for ((w, &l), &h) in row.iter_mut().zip(lo).zip(hi) {
-                                *w = pair(l, h);
-                            }
-                        }
-                        None => {
-                            for (w, &l) in row.iter_mut().zip(lo) {
-                                *w = l.bits() as u32;
-                            }
-                        }
-                    }
+                    let hi = hi.map(|hi| &hi[panel * PANEL..][..lo.len()]);
+                    row_pair_words(&mut dst[(p - p0) * PANEL..], lo, hi);
                 }
             }
             return;
@@ -218,18 +224,12 @@ fn pack_lhs<T: PairElem>(
                         continue;
                     }
                     let lo = &a.data[a.offset + 2 * p * a.col_stride + rows.start + r0..][..w];
-                    if 2 * p + 1 < k {
-                        let hi = &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start + r0..][..w];
-                        for ((d, &l), &h) in words.iter_mut().zip(lo).zip(hi) {
-                            *d = pair(l, h);
-                        }
-                    } else {
-                        for (d, &l) in words.iter_mut().zip(lo) {
-                            *d = l.bits() as u32;
-                        }
-                    }
+                    let hi = (2 * p + 1 < k)
+                        .then(|| &a.data[a.offset + (2 * p + 1) * a.col_stride + rows.start + r0..][..w]);
+                    row_pair_words(words, lo, hi);
                 }
-                transpose16(&mut block);
+                // SAFETY: the products that pack run only where available() (AVX-512) holds.
+                unsafe { x86::transpose16(&mut block) };
                 for (r, words) in block[..w].iter().enumerate() {
                     out[(r0 + r) * stride + pb - p0..][..np].copy_from_slice(&words[..np]);
                 }
@@ -244,28 +244,6 @@ fn pack_lhs<T: PairElem>(
         }
     }
     out
-}
-
-/// Transposes a 16 x 16 block of words in place: four butterfly stages, stage `d` swapping
-/// the upper-right and lower-left `d x d` sub-blocks of every `2d x 2d` block (each element
-/// whose row and column differ in bit `d` has both bits flipped).
-fn transpose16(block: &mut [[u32; PANEL]; PANEL]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: avx512f was detected.
-        return unsafe { x86::transpose16(block) };
-    }
-    transpose16_scalar(block);
-}
-
-/// [`transpose16`] element by element (CPUs without AVX-512).
-fn transpose16_scalar(block: &mut [[u32; PANEL]; PANEL]) {
-    for i in 1..PANEL {
-        let (upper, lower) = block.split_at_mut(i);
-        for (j, row) in upper.iter_mut().enumerate() {
-            std::mem::swap(&mut row[i], &mut lower[0][j]);
-        }
-    }
 }
 
 /// Where [`gemm`] puts the row-major f32 product `c` (`m * n` elements).
@@ -375,8 +353,10 @@ mod x86 {
 
     use super::{MR, PANEL, PANELS_PER_BLOCK};
 
-    /// [`super::transpose16`] on 512-bit registers: each stage is two two-source permutes per
-    /// pair of rows `d` apart.
+    /// Transposes a 16 x 16 block of words in place: four butterfly stages, stage `d` swapping
+    /// the upper-right and lower-left `d x d` sub-blocks of every `2d x 2d` block (each element
+    /// whose row and column differ in bit `d` has both bits flipped), each stage two two-source
+    /// permutes per pair of rows `d` apart.
     #[target_feature(enable = "avx512f")]
     pub unsafe fn transpose16(block: &mut [[u32; PANEL]; PANEL]) {
         // SAFETY: each row is 16 u32 (64 bytes), loaded and stored unaligned.
@@ -569,14 +549,15 @@ mod tests {
 
     #[test]
     fn transpose16_swaps_rows_and_columns() {
-        for transpose in [transpose16, transpose16_scalar] {
-            let mut block: [[u32; PANEL]; PANEL] =
-                std::array::from_fn(|i| std::array::from_fn(|j| (i * 100 + j) as u32));
-            transpose(&mut block);
-            for (i, row) in block.iter().enumerate() {
-                for (j, &x) in row.iter().enumerate() {
-                    assert_eq!(x, (j * 100 + i) as u32, "({i}, {j})");
-                }
+        if skip() {
+            return;
+        }
+        let mut block: [[u32; PANEL]; PANEL] = std::array::from_fn(|i| std::array::from_fn(|j| (i * 100 + j) as u32));
+        // SAFETY: available() (AVX-512) holds past skip().
+        unsafe { x86::transpose16(&mut block) };
+        for (i, row) in block.iter().enumerate() {
+            for (j, &x) in row.iter().enumerate() {
+                assert_eq!(x, (j * 100 + i) as u32, "({i}, {j})");
             }
         }
     }
