@@ -58,7 +58,7 @@ def complete_config(m):
     c = {"n_kv_heads": m["n_heads"], "d_ff": 4 * m["d_model"], "mlp": "gelu", "norm": "layernorm",
          "positions": "learned", "rope_theta": 10000.0, "causal": m["kind"] == "lm", "window": None,
          "softcap": None, "dropout": 0.0, "pooling": "soft", "pool_k": 8, "patches": None,
-         "tie_embeddings": False, **m}
+         "stem": [], "tie_embeddings": False, **m}
     # Hard pooling (a sampled choice trained by REINFORCE) is not modelled here: refused.
     choices = {"kind": ("lm", "classifier"), "mlp": ("gelu", "swiglu"), "norm": ("layernorm", "rmsnorm"),
                "positions": ("learned", "rope", "alibi", "none"), "pooling": ("soft", "cls", "mean")}
@@ -74,6 +74,11 @@ def complete_config(m):
         raise ValueError("a classifier needs model.num_classes")
     if c["patches"] is not None and c["kind"] != "classifier":
         raise ValueError("model.patches (a Vision Transformer) needs kind classifier")
+    if c["stem"] and c["patches"] is None:
+        raise ValueError("model.stem (convolutions before the patches) needs model.patches")
+    if c["stem"] and any(p % math.prod(layer["stride"] for layer in c["stem"])
+                         for p in (c["patches"]["size"], c["patches"]["stride"])):
+        raise ValueError(f"model.stem's strides must multiply to a divisor of the patch size and stride: {c['stem']}")
     if c["tie_embeddings"] and (c["kind"] != "lm" or c["patches"] is not None):
         raise ValueError("model.tie_embeddings needs an lm reading token ids")
     if c["window"] is not None and len(c["window"]) != 2:
@@ -222,6 +227,43 @@ class AttentionPooling(nn.Module):
         return (a * h).sum(dim=1)
 
 
+class PatchEmbed(nn.Module):
+    """patch_embed: each patch's pixels mapped to d_model by weight and bias; with a stem
+    (crates/nn/src/layers/stem.rs), 3x3 convolutions (padding 1, exact GELU) first, and the
+    patches cut from their feature map. The weights keep Attune's shapes, (out, ky * kx * in)
+    with the channel fastest, and are viewed as Conv2d kernels."""
+
+    def __init__(self, c):
+        super().__init__()
+        self.c = c
+        p, cin = c["patches"], 1
+        self.stem = nn.ModuleList()
+        for layer in c["stem"]:
+            self.stem.append(nn.Linear(9 * cin, layer["channels"]))
+            cin = layer["channels"]
+        self.scale = math.prod(layer["stride"] for layer in c["stem"])
+        side = p["size"] // self.scale
+        proj = nn.Linear(side * side * cin, c["d_model"])
+        self.weight, self.bias = proj.weight, proj.bias
+
+    @staticmethod
+    def kernel(weight, side):
+        """(out, side * side * in) with the channel fastest -> Conv2d's (out, in, side, side)."""
+        return weight.view(weight.shape[0], side, side, -1).permute(0, 3, 1, 2)
+
+    def forward(self, images):
+        p = self.c["patches"]
+        if not self.stem:  # (B, rows, cols) -> (B, patches, size * size), pixels row by row
+            return F.linear(F.unfold(images[:, None], kernel_size=p["size"], stride=p["stride"]).transpose(1, 2),
+                            self.weight, self.bias)
+        x = images[:, None]
+        for conv, layer in zip(self.stem, self.c["stem"]):
+            x = F.gelu(F.conv2d(x, self.kernel(conv.weight, 3), conv.bias, stride=layer["stride"], padding=1))
+        side = p["size"] // self.scale
+        x = F.conv2d(x, self.kernel(self.weight, side), self.bias, stride=p["stride"] // self.scale)
+        return x.flatten(2).transpose(1, 2)
+
+
 class Model(nn.Module):
     """Parameters are registered in Attune's order: the input (embed, or a Vision Transformer's
     patch_embed), the class token cls, pos, the layers, norm_f, the head."""
@@ -231,7 +273,7 @@ class Model(nn.Module):
         self.c = c
         d, p = c["d_model"], c["patches"]
         if p is not None:
-            self.patch_embed = nn.Linear(p["size"] * p["size"], d)
+            self.patch_embed = PatchEmbed(c)
         else:
             self.embed = nn.Embedding(c["vocab_size"], d)
         self.cls_token = c["kind"] == "classifier" and c["pooling"] == "cls"
@@ -253,14 +295,9 @@ class Model(nn.Module):
                 self.pool = AttentionPooling(d)
             self.head = nn.Linear(d, c["num_classes"])
 
-    def patchify(self, images):
-        """(B, rows, cols) -> (B, patches, size * size), patches and their pixels row by row."""
-        p = self.c["patches"]
-        return F.unfold(images[:, None], kernel_size=p["size"], stride=p["stride"]).transpose(1, 2)
-
     def forward(self, tokens, lengths=None):
         if self.c["patches"] is not None:
-            x = self.patch_embed(self.patchify(tokens))
+            x = self.patch_embed(tokens)
         else:
             x = self.embed(tokens)
         b, s = x.shape[0], x.shape[1]

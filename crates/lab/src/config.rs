@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{Autocast, MlpKind, ModelConfig, ModelKind, NormKind, PatchSpec, PoolingKind, Positions};
+use attune_nn::{Autocast, MlpKind, ModelConfig, ModelKind, NormKind, PatchSpec, PoolingKind, Positions, StemConv};
 use attune_optim::{EarlyStoppingConfig, OptimizerConfig, PlateauConfig, ScheduleConfig};
 use attune_tensor::DType;
 use serde::{Deserialize, Serialize};
@@ -57,6 +57,8 @@ pub struct ModelSpec {
     /// Pixels between neighbouring patches (unset: `patch`, no overlap).
     // Written as `null` when unset so that `model.patch_stride` is a key a flag can set.
     pub patch_stride: Option<usize>,
+    /// A convolutional stem before the patches (image tasks; empty: plain patches).
+    pub stem: Vec<StemConv>,
 }
 
 impl Default for ModelSpec {
@@ -79,6 +81,7 @@ impl Default for ModelSpec {
             pool_k: 8,
             patch: 4,
             patch_stride: None,
+            stem: Vec::new(),
         }
     }
 }
@@ -114,6 +117,7 @@ impl ModelSpec {
             pooling: self.pooling,
             pool_k: self.pool_k,
             dropout: self.dropout,
+            stem: if patches.is_some() { self.stem.clone() } else { Vec::new() },
             patches,
             tie_embeddings: task.tied_output(),
         }

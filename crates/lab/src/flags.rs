@@ -9,6 +9,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
+use attune_nn::StemConv;
 use attune_optim::{EarlyStoppingConfig, Mode, OptimizerConfig, ScheduleConfig};
 use clap::Args;
 use serde_json::{Value, json};
@@ -145,6 +146,10 @@ pub struct TrainFlags {
     /// Pixels between neighbouring patches (default: the patch side, no overlap).
     #[arg(long)]
     pub patch_stride: Option<usize>,
+    /// A convolutional stem before the patches (image task): 3x3 convolutions written
+    /// CHANNELS[:STRIDE], comma-separated, e.g. 32,64:2; `none` removes a file's stem.
+    #[arg(long, value_parser = parse_stem)]
+    pub stem: Option<Stem>,
     /// sgd, adam, adamw or adafactor (its defaults; the learning rate carries over except to adafactor).
     #[arg(long)]
     pub optimizer: Option<String>,
@@ -243,6 +248,14 @@ pub struct TrainFlags {
     /// Check after every step that all ranks hold bitwise the same weights (--distributed).
     #[arg(long, requires = "distributed")]
     pub verify_ranks: bool,
+}
+
+/// `--stem`'s layers (a newtype, so clap takes the list as one value).
+#[derive(Debug, Clone)]
+pub struct Stem(Vec<StemConv>);
+
+fn parse_stem(s: &str) -> Result<Stem, String> {
+    attune_nn::parse_stem(s).map(Stem).map_err(|e| e.to_string())
 }
 
 fn parse_window(s: &str) -> Result<[i64; 2], String> {
@@ -374,7 +387,7 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 50] = [
+        let given: [(&str, &str, Option<Value>); 51] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("folds", "task.folds", self.folds.map(|v| json!(v))),
@@ -404,6 +417,7 @@ impl TrainFlags {
             ("pool-k", "model.pool_k", self.pool_k.map(|v| json!(v))),
             ("patch", "model.patch", self.patch.map(|v| json!(v))),
             ("patch-stride", "model.patch_stride", self.patch_stride.map(|v| json!(v))),
+            ("stem", "model.stem", self.stem.as_ref().map(|v| json!(v.0))),
             ("lr", "optimizer.lr", self.lr.map(|v| json!(v))),
             ("weight-decay", "optimizer.weight_decay", self.weight_decay.map(|v| json!(v))),
             ("warmup", "schedule.warmup_steps", self.warmup.map(|v| json!(v))),

@@ -48,6 +48,7 @@ pub use layers::mlp::{Mlp, MlpKind};
 pub use layers::patches::{PatchEmbedding, PatchSpec};
 pub use layers::pooling::AttentionPooling;
 pub use layers::positions::{Positions, Rope};
+pub use layers::stem::{ConvStem, StemConv, parse_list as parse_stem};
 pub use model::{Inspection, Model, ModelConfig, ModelKind, PoolingKind, PoolingPolicy};
 pub use ram::{GlimpsePolicy, RamConfig, RamMode, RamOutput, RecurrentAttentionModel, RnnCell, ram_loss};
 pub use store::{ParamBuilder, ParamStore};

@@ -27,6 +27,7 @@ use crate::layers::mlp::MlpKind;
 use crate::layers::patches::{PatchEmbedding, PatchSpec};
 use crate::layers::pooling::AttentionPooling;
 use crate::layers::positions::Positions;
+use crate::layers::stem::StemConv;
 use crate::store::{ParamBuilder, ParamStore};
 
 /// Which head sits on the stack.
@@ -120,6 +121,9 @@ pub struct ModelConfig {
     /// A Vision Transformer's patches: the input is images, not token ids.
     #[serde(default)]
     pub patches: Option<PatchSpec>,
+    /// A Vision Transformer's convolutional stem before its patches (empty: none).
+    #[serde(default)]
+    pub stem: Vec<StemConv>,
     /// The LM head is the token table, transposed, without a bias (SASRec's shared item
     /// embeddings); the tables then start at `N(0, 1/d_model)` so the first scores are O(1).
     #[serde(default)]
@@ -162,6 +166,7 @@ impl ModelConfig {
             pool_k: default_pool_k(),
             dropout: 0.0,
             patches: None,
+            stem: Vec::new(),
             tie_embeddings: false,
         }
     }
@@ -334,7 +339,7 @@ impl Model {
             Embedding::DEFAULT_INIT
         };
         let input = match &cfg.patches {
-            Some(spec) => Input::Patches(PatchEmbedding::new(&pb.sub("patch_embed"), *spec, cfg.d_model)?),
+            Some(spec) => Input::Patches(PatchEmbedding::new(&pb.sub("patch_embed"), *spec, &cfg.stem, cfg.d_model)?),
             None => Input::Tokens(Embedding::with_init(&pb.sub("embed"), cfg.vocab_size, cfg.d_model, table_init)?),
         };
         let cls = if cfg.has_cls() {

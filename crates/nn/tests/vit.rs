@@ -132,3 +132,131 @@ fn bad_images_are_errors() {
     let tied_cls = ModelConfig { tie_embeddings: true, ..ModelConfig::classifier(10, 4, 8, 1, 2, 2) };
     assert!(Model::new(&tied_cls, 0, DType::F32, &Device::Cpu).is_err());
 }
+
+#[test]
+fn stem_neighbourhoods_follow_the_documented_layout() {
+    use attune_nn::layers::stem::neighbourhoods;
+    // A 3x3 map at stride 1: position 0 (corner) sees 4 pixels, the centre sees all 9; 9 is
+    // the appended zero position.
+    let n = neighbourhoods(3, 3, 1);
+    assert_eq!(n.len(), 9 * 9);
+    assert_eq!(&n[..9], &[9, 9, 9, 9, 0, 1, 9, 3, 4]);
+    assert_eq!(&n[4 * 9..5 * 9], &[0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    // A 4x4 map at stride 2: outputs at (0,0) (0,2) (2,0) (2,2); the last one's neighbourhood
+    // is rows 1-3, cols 1-3.
+    let n = neighbourhoods(4, 4, 2);
+    assert_eq!(n.len(), 4 * 9);
+    assert_eq!(&n[3 * 9..], &[5, 6, 7, 9, 10, 11, 13, 14, 15]);
+    assert_eq!(&n[9..18], &[16, 16, 16, 1, 2, 3, 5, 6, 7]);
+}
+
+/// A direct convolution (3x3, zero padding 1, stride `stride`) of `x (rows, cols, cin)` by
+/// `w (cout, 9 cin)` in the stem's `(ky, kx, channel)` order, then exact GELU.
+fn conv_gelu(x: &[f64], rows: usize, cols: usize, cin: usize, w: &[f64], b: &[f64], stride: usize) -> Vec<f64> {
+    let cout = b.len();
+    let mut out = Vec::new();
+    for r in (0..rows).step_by(stride) {
+        for c in (0..cols).step_by(stride) {
+            for o in 0..cout {
+                let mut acc = b[o];
+                for ky in 0..3 {
+                    for kx in 0..3 {
+                        let (y, xx) = (r as i64 + ky as i64 - 1, c as i64 + kx as i64 - 1);
+                        if y < 0 || xx < 0 || y >= rows as i64 || xx >= cols as i64 {
+                            continue;
+                        }
+                        for ch in 0..cin {
+                            let v = x[(y as usize * cols + xx as usize) * cin + ch];
+                            acc += w[o * 9 * cin + (ky * 3 + kx) * cin + ch] * v;
+                        }
+                    }
+                }
+                // GELU(a) = a Phi(a) = a (1 + erf(a / sqrt 2)) / 2.
+                out.push(0.5 * acc * (1.0 + erf(acc / std::f64::consts::SQRT_2)));
+            }
+        }
+    }
+    out
+}
+
+/// erf by its Taylor series, exact to f64 rounding for |x| < 3 (the tests stay there),
+/// independent of the tensor crate's erf.
+fn erf(x: f64) -> f64 {
+    let (mut term, mut sum) = (x, x);
+    for n in 1..60 {
+        term *= -x * x / n as f64;
+        sum += term / (2 * n + 1) as f64;
+    }
+    sum * 2.0 / std::f64::consts::PI.sqrt()
+}
+
+#[test]
+fn a_stem_is_a_convolution_then_patches_of_its_map() {
+    use attune_nn::{ParamBuilder, ParamStore, PatchEmbedding, StemConv};
+    let s = spec(4, 4, 2, 2);
+    let stem = [StemConv { channels: 3, stride: 1 }, StemConv { channels: 2, stride: 2 }];
+    let store = ParamStore::new();
+    let embed = PatchEmbedding::new(&ParamBuilder::new(&store, 7, DType::F64, &Device::Cpu), s, &stem, 4).unwrap();
+    let get = |n: &str| store.get(n).unwrap().to_vec::<f64>().unwrap();
+    assert_eq!(store.get("stem.0.weight").unwrap().dims(), &[3, 9]);
+    assert_eq!(store.get("stem.1.weight").unwrap().dims(), &[2, 27]);
+    // Patches of 2 pixels over a map at stride 2: one map position per patch, 2 channels.
+    assert_eq!(store.get("weight").unwrap().dims(), &[4, 2]);
+    // Pixels below 1.02, so the pre-activations stay where the erf series below is exact.
+    let images = numbered(2, 4, 4).mul_scalar(1e-3).unwrap();
+    let img = images.to_vec::<f64>().unwrap();
+    let (w, bias) = (get("weight"), get("bias"));
+    let mut want = Vec::new();
+    for i in 0..2 {
+        let h = conv_gelu(&img[i * 16..(i + 1) * 16], 4, 4, 1, &get("stem.0.weight"), &get("stem.0.bias"), 1);
+        let map = conv_gelu(&h, 4, 4, 3, &get("stem.1.weight"), &get("stem.1.bias"), 2);
+        for p in 0..4 {
+            want.extend((0..4).map(|o| bias[o] + w[o * 2] * map[p * 2] + w[o * 2 + 1] * map[p * 2 + 1]));
+        }
+    }
+    let got = embed.forward(&images).unwrap();
+    assert_eq!(got.dims(), &[2, 4, 4]);
+    let diff = got.to_vec::<f64>().unwrap().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(diff < 1e-12, "stem + patches differ from the direct convolution by {diff}");
+}
+
+#[test]
+fn vit_with_a_stem_names_and_gradients() {
+    use attune_nn::StemConv;
+    // 4x4 pixel patches over a map at stride 2: each patch is 2x2 map positions of 2 channels.
+    let cfg = ModelConfig {
+        stem: vec![StemConv { channels: 2, stride: 1 }, StemConv { channels: 2, stride: 2 }],
+        d_ff: 8,
+        ..ModelConfig::vit(spec(8, 8, 4, 4), 4, 1, 2, 3)
+    };
+    let model = Model::new(&cfg, 3, DType::F64, &Device::Cpu).unwrap();
+    let names: Vec<String> = model.store().named().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"patch_embed.stem.1.bias".to_string()), "{names:?}");
+    assert_eq!(model.store().get("patch_embed.weight").unwrap().dims(), &[4, 8]);
+    let images = numbered(2, 8, 8).mul_scalar(1e-2).unwrap();
+    assert_eq!(model.forward(&images, None, &mut Ctx::eval()).unwrap().dims(), &[2, 3]);
+    check_grads("vit stem", model.store(), &[], || model.forward(&images, None, &mut Ctx::eval()).unwrap(), 3, 1e-6);
+}
+
+#[test]
+fn bad_stems_are_errors() {
+    use attune_nn::{StemConv, parse_stem};
+    assert_eq!(
+        parse_stem("32,64:2").unwrap(),
+        [StemConv { channels: 32, stride: 1 }, StemConv { channels: 64, stride: 2 }]
+    );
+    assert!(parse_stem("none").unwrap().is_empty());
+    for bad in ["32,", "x", "0", "8:0", "8:2:1"] {
+        let e = parse_stem(bad).unwrap_err().to_string();
+        assert!(e.contains("CHANNELS:STRIDE"), "{bad}: {e}");
+    }
+    let vit = |stem: Vec<StemConv>, size: usize| ModelConfig {
+        stem,
+        ..ModelConfig::vit(spec(28, 28, size, size), 8, 1, 2, 3)
+    };
+    // Strides multiplying to 4 do not divide a 2-pixel patch; a stride of 3 does not divide 28.
+    let e = Model::new(&vit(parse_stem("4:2,4:2").unwrap(), 2), 0, DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("multiply to 4") && e.contains("patch size 2"), "{e}");
+    let e = Model::new(&vit(parse_stem("4:3").unwrap(), 7), 0, DType::F32, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("stride 3)") && e.contains("dividing its 28x28"), "{e}");
+}

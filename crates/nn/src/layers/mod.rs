@@ -10,3 +10,4 @@ pub mod mlp;
 pub mod patches;
 pub mod pooling;
 pub mod positions;
+pub mod stem;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{NnError, Result};
 use crate::layers::linear::Linear;
+use crate::layers::stem::{self, ConvStem, StemConv};
 use crate::store::ParamBuilder;
 
 /// How a one-channel image is cut into patches.
@@ -106,18 +107,44 @@ impl PatchSpec {
     }
 }
 
-/// [`PatchSpec::patchify`] followed by the linear map `patch_embed` to `d_model`.
+/// [`PatchSpec::patchify`] followed by the linear map `patch_embed` to `d_model`; with a
+/// [`ConvStem`] (`patch_embed.stem`), the patches are cut from the stem's feature map instead,
+/// each still covering the same pixels.
 #[derive(Debug, Clone)]
 pub struct PatchEmbedding {
     spec: PatchSpec,
+    /// The stem and the patches of its feature map.
+    stem: Option<(ConvStem, PatchSpec)>,
     proj: Linear,
 }
 
 impl PatchEmbedding {
-    /// Creates `weight (d_model, size*size)` and `bias` under `pb`.
-    pub fn new(pb: &ParamBuilder, spec: PatchSpec, d_model: usize) -> Result<PatchEmbedding> {
+    /// Creates `weight (d_model, size*size)` and `bias` under `pb`; with `stem` layers, those
+    /// layers and `weight (d_model, (size/s)^2 * channels)` where `s` is the stem's total stride,
+    /// which must divide the patch size and stride.
+    pub fn new(pb: &ParamBuilder, spec: PatchSpec, stem: &[StemConv], d_model: usize) -> Result<PatchEmbedding> {
         spec.validate()?;
-        Ok(PatchEmbedding { spec, proj: Linear::new(pb, spec.pixels(), d_model, true)? })
+        if stem.is_empty() {
+            return Ok(PatchEmbedding { spec, stem: None, proj: Linear::new(pb, spec.pixels(), d_model, true)? });
+        }
+        let s = stem::total_stride(stem);
+        stem::validate(stem, spec.rows, spec.cols)?;
+        if !spec.size.is_multiple_of(s) || !spec.stride.is_multiple_of(s) {
+            return Err(NnError::config(
+                "PatchEmbedding",
+                format!(
+                    "the stem's strides multiply to {s}, which must divide the patch size {} and stride {} (e.g. patch 4 with strides 1 and 2)",
+                    spec.size, spec.stride
+                ),
+            ));
+        }
+        let on_map =
+            PatchSpec { rows: spec.rows / s, cols: spec.cols / s, size: spec.size / s, stride: spec.stride / s };
+        // `weight` and `bias` before the stem's: the order of the peer's state_dict.
+        let channels = stem.last().map_or(1, |l| l.channels);
+        let proj = Linear::new(pb, on_map.pixels() * channels, d_model, true)?;
+        let conv = ConvStem::new(&pb.sub("stem"), stem, spec.rows, spec.cols)?;
+        Ok(PatchEmbedding { spec, stem: Some((conv, on_map)), proj })
     }
 
     /// The patch layout.
@@ -133,6 +160,21 @@ impl PatchEmbedding {
                 format!("images must be floating point intensities, got {}", images.dtype()),
             ));
         }
-        self.proj.forward(&self.spec.patchify(images)?)
+        let Some((conv, on_map)) = &self.stem else {
+            return self.proj.forward(&self.spec.patchify(images)?);
+        };
+        // Check the shape before the stem reshapes: patchify's message names the images.
+        if images.rank() != 3 || images.dims()[1] != self.spec.rows || images.dims()[2] != self.spec.cols {
+            return Err(NnError::input(
+                "PatchEmbedding",
+                format!("images must be (batch, {}, {}), got {:?}", self.spec.rows, self.spec.cols, images.shape()),
+            ));
+        }
+        let map = conv.forward(images)?;
+        let (b, c) = (map.dims()[0], map.dims()[2]);
+        let idx: Vec<i64> = on_map.indices().into_iter().map(|i| i as i64).collect();
+        let idx = Tensor::from_vec(idx, [on_map.count() * on_map.pixels()], &map.device())?;
+        let patches = map.index_select(1usize, &idx)?.reshape([b, on_map.count(), on_map.pixels() * c])?;
+        self.proj.forward(&patches)
     }
 }
