@@ -44,6 +44,9 @@ PRESETS = {
     "vit-fashion": dict(kind="classifier", vocab_size=1, max_seq_len=49, d_model=96, n_layers=4, n_heads=4,
                         causal=False, num_classes=10, pooling="cls",
                         patches=dict(rows=28, cols=28, size=4, stride=4)),
+    "vit-stem": dict(kind="classifier", vocab_size=1, max_seq_len=49, d_model=96, n_layers=4, n_heads=4,
+                     causal=False, num_classes=10, pooling="cls", patches=dict(rows=28, cols=28, size=4, stride=4),
+                     stem=[dict(channels=32, stride=1), dict(channels=64, stride=2)]),
     "sasrec-ml100k": dict(kind="lm", vocab_size=1683, max_seq_len=50, d_model=64, n_layers=2, n_heads=2,
                           causal=True, tie_embeddings=True),
 }

@@ -41,7 +41,7 @@ pub struct BenchTrainArgs {
     /// Images per step of the RAM presets (28x28 for ram-centred, 60x60 for ram-cluttered).
     #[arg(long, default_value_t = 64)]
     ram_batch: usize,
-    /// Only these presets (comma-separated: mqar-default, large, vit-fashion, sasrec-ml100k,
+    /// Only these presets (comma-separated: mqar-default, large, vit-fashion, vit-stem, sasrec-ml100k,
     /// ram-centred, ram-cluttered).
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
@@ -167,6 +167,7 @@ fn cases(a: &BenchTrainArgs) -> Result<Vec<Case>> {
         // The README's real-data models: 28x28 images (the sequence is their 49 patches) and
         // 50-item histories, at their training batch.
         Case { model: "vit-fashion", batch: 128, seq: 49, peer: TRANSFORMER_PEER },
+        Case { model: "vit-stem", batch: 128, seq: 49, peer: TRANSFORMER_PEER },
         Case { model: "sasrec-ml100k", batch: 128, seq: 50, peer: TRANSFORMER_PEER },
         Case { model: "ram-centred", batch: a.ram_batch, seq: 28, peer: RAM_PEER },
         Case { model: "ram-cluttered", batch: a.ram_batch, seq: 60, peer: RAM_PEER },
@@ -342,7 +343,7 @@ mod tests {
             precision: "f32".into(),
         };
         let all: Vec<&str> = cases(&args(None)).unwrap().iter().map(|c| c.model).collect();
-        assert_eq!(all, ["mqar-default", "large", "vit-fashion", "sasrec-ml100k", "ram-centred", "ram-cluttered"]);
+        assert_eq!(all, ["mqar-default", "large", "vit-fashion", "vit-stem", "sasrec-ml100k", "ram-centred", "ram-cluttered"]);
         let ram = cases(&args(Some(&["ram-cluttered", "ram-centred"]))).unwrap();
         let got: Vec<_> = ram.iter().map(|c| (c.model, c.batch, c.seq, c.peer)).collect();
         assert_eq!(got, [("ram-centred", 16, 28, RAM_PEER), ("ram-cluttered", 16, 60, RAM_PEER)]);
@@ -351,7 +352,7 @@ mod tests {
         // bf16 has no RAM peer: left out by default, refused when named.
         let bf16 = |models: Option<&[&str]>| BenchTrainArgs { precision: "bf16".into(), ..args(models) };
         let all: Vec<&str> = cases(&bf16(None)).unwrap().iter().map(|c| c.model).collect();
-        assert_eq!(all, ["mqar-default", "large", "vit-fashion", "sasrec-ml100k"]);
+        assert_eq!(all, ["mqar-default", "large", "vit-fashion", "vit-stem", "sasrec-ml100k"]);
         let e = format!("{:#}", cases(&bf16(Some(&["large", "ram-centred"]))).err().unwrap());
         assert!(e.contains("ram-centred") && e.contains("bf16"), "{e}");
     }

@@ -25,7 +25,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use attune_nn::{Ctx, Model, ModelConfig, ModelKind, ParamStore, RamConfig, RecurrentAttentionModel, loss};
+use attune_nn::{Ctx, Model, ModelConfig, ModelKind, ParamStore, RamConfig, RecurrentAttentionModel, StemConv, loss};
 use attune_optim::{DecaySplit, Optimizer, OptimizerConfig, split_decay};
 use attune_tensor::{CrossEntropyOpts, DType, Device, Tensor};
 use serde_json::{Value, json};
@@ -83,6 +83,12 @@ pub fn preset(name: &str) -> Option<ModelConfig> {
         "vit-fashion" => {
             Some(ModelConfig::vit(attune_nn::PatchSpec { rows: 28, cols: 28, size: 4, stride: 4 }, 96, 4, 4, 10))
         }
+        // The same ViT with the convolutional stem of the README's row (3x3 convolutions to 32
+        // channels, then to 64 at stride 2; its 4x4 patches are 2x2 positions of that map).
+        "vit-stem" => preset("vit-fashion").map(|v| ModelConfig {
+            stem: vec![StemConv { channels: 32, stride: 1 }, StemConv { channels: 64, stride: 2 }],
+            ..v
+        }),
         // The README's SASRec: MovieLens-100K's 1,682 items and padding, 50 items of history.
         "sasrec-ml100k" => Some(ModelConfig { tie_embeddings: true, ..ModelConfig::lm(1683, 50, 64, 2, 2) }),
         _ => None,
@@ -378,6 +384,11 @@ mod tests {
             assert_eq!((c.mlp, c.norm, c.positions), (MlpKind::Gelu, NormKind::LayerNorm, Positions::Learned));
             assert_eq!((c.window, c.softcap, c.dropout), (None, None, 0.0));
         }
+        // The stem preset is the plain ViT plus the peer's two convolutions.
+        let (v, s) = (preset("vit-fashion").unwrap(), preset("vit-stem").unwrap());
+        assert_eq!(ModelConfig { stem: Vec::new(), ..s.clone() }, v);
+        let stem: Vec<_> = s.stem.iter().map(|l| (l.channels, l.stride)).collect();
+        assert_eq!(stem, [(32, 1), (64, 2)]);
     }
 
     #[test]
