@@ -343,7 +343,10 @@ mod tests {
             precision: "f32".into(),
         };
         let all: Vec<&str> = cases(&args(None)).unwrap().iter().map(|c| c.model).collect();
-        assert_eq!(all, ["mqar-default", "large", "vit-fashion", "vit-stem", "sasrec-ml100k", "ram-centred", "ram-cluttered"]);
+        assert_eq!(
+            all,
+            ["mqar-default", "large", "vit-fashion", "vit-stem", "sasrec-ml100k", "ram-centred", "ram-cluttered"]
+        );
         let ram = cases(&args(Some(&["ram-cluttered", "ram-centred"]))).unwrap();
         let got: Vec<_> = ram.iter().map(|c| (c.model, c.batch, c.seq, c.peer)).collect();
         assert_eq!(got, [("ram-centred", 16, 28, RAM_PEER), ("ram-cluttered", 16, 60, RAM_PEER)]);

@@ -146,6 +146,10 @@ pub struct TrainFlags {
     /// Pixels between neighbouring patches (default: the patch side, no overlap).
     #[arg(long)]
     pub patch_stride: Option<usize>,
+    /// Share of the training texts held out as the valid split (text task; 0: all train, and
+    /// nothing is evaluated before the test split).
+    #[arg(long)]
+    pub valid_fraction: Option<f64>,
     /// A convolutional stem before the patches (image task): 3x3 convolutions written
     /// CHANNELS[:STRIDE], comma-separated, e.g. 32,64:2; `none` removes a file's stem.
     #[arg(long, value_parser = parse_stem)]
@@ -387,13 +391,14 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 51] = [
+        let given: [(&str, &str, Option<Value>); 52] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("folds", "task.folds", self.folds.map(|v| json!(v))),
             ("fold", "task.fold", self.fold.map(|v| json!(v))),
             ("tokens", "task.tokens", self.tokens.as_ref().map(lower)),
             ("token-dropout", "task.token_dropout", self.token_dropout.map(|v| json!(v))),
+            ("valid-fraction", "task.valid_fraction", self.valid_fraction.map(|v| json!(v))),
             ("vocab", "task.vocab_size", self.vocab.map(|v| json!(v))),
             ("seq-len", seq_key, self.seq_len.map(|v| json!(v))),
             ("kv-pairs", "task.num_kv_pairs", self.kv_pairs.map(|v| json!(v))),

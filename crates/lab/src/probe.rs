@@ -13,14 +13,16 @@ use crate::batch::DeviceBatch;
 use crate::net::Net;
 use crate::tasks::{Split, Task};
 
-/// Writes `dir/probe.safetensors` from 4 validation examples; nothing for the RAM, which has
+/// Writes `dir/probe.safetensors` from 4 validation examples (training ones without a valid split); nothing for the RAM, which has
 /// no PyTorch peer yet.
 pub fn write(dir: &Path, net: &Net, task: &dyn Task, device: &Device) -> Result<()> {
     let Some(model) = net.transformer() else {
         return Ok(());
     };
     let _guard = attune_tensor::no_grad();
-    let batch = DeviceBatch::new(&task.batch(Split::Valid, 0, 4)?, device)?;
+    // A run that trains on every example (valid_fraction 0) probes with training examples.
+    let split = if task.split_size(Split::Valid) == Some(0) { Split::Train } else { Split::Valid };
+    let batch = DeviceBatch::new(&task.batch(split, 0, 4)?, device)?;
     let logits = model.forward(batch.input(), batch.lengths.as_deref(), &mut Ctx::eval())?;
     // A Vision Transformer's input is images, under their own key.
     let input = if batch.images.is_some() { "images" } else { "tokens" };

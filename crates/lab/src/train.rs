@@ -238,6 +238,19 @@ impl<'d> Run<'d> {
         };
         let seed = cfg.train.seed;
         let task = tasks::build(&cfg.task, seed).context("building the task")?;
+        if task.split_size(Split::Valid) == Some(0) {
+            let needs = [
+                ("early stopping", cfg.train.early_stopping.is_some()),
+                ("a plateau schedule", cfg.train.plateau.is_some()),
+                ("a target accuracy", cfg.train.target_accuracy.is_some()),
+            ];
+            if let Some((what, _)) = needs.iter().find(|(_, set)| *set) {
+                bail!(
+                    "the task has no valid split (valid_fraction 0), and {what} follows one: leave it out \
+                     (--target-accuracy 0 turns the target off) or raise valid_fraction"
+                );
+            }
+        }
         let model_cfg = cfg.model.resolve(task.as_ref());
         let model = Net::build(task.as_ref(), &model_cfg, seed, &device)?;
         let groups = split_decay(model.store().named(), &DecaySplit::default());
@@ -485,6 +498,9 @@ impl<'d> Run<'d> {
         let mut ctx = Ctx::train_with(Rng::from_state(seed, offset));
         let params = self.model.store().vars();
         let mut stopped = "max steps".to_string();
+        // Without a valid split (valid_fraction 0: every training example trains) there is
+        // nothing to evaluate until the test split at the end.
+        let validates = self.task.split_size(Split::Valid) != Some(0);
         while self.state.step < t.steps {
             let lr = self.cfg.schedule.lr_at(self.state.step, self.state.base_lr);
             self.optimizer.set_lr(lr)?;
@@ -522,7 +538,7 @@ impl<'d> Run<'d> {
                 self.state.window = Window::default();
             }
             let mut stop = None;
-            if leader && (step.is_multiple_of(t.eval_every) || step == t.steps) {
+            if leader && validates && (step.is_multiple_of(t.eval_every) || step == t.steps) {
                 stop = self.validate(step, lr, micro, opts, &mut progress)?;
             }
             if let Some(max) = t.max_time_s

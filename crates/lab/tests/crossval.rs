@@ -128,3 +128,37 @@ fn token_dropout_thins_training_texts_only_and_is_keyed_by_position() {
     let e = build(&TaskConfig::TextClassification(bad), 0).err().unwrap().to_string();
     assert!(e.contains("token_dropout 1 must be in [0, 1)"), "{e}");
 }
+
+/// `--valid-fraction 0`: every training text trains, nothing is evaluated before the test
+/// split, and what follows a valid split (a target accuracy here) is refused up front.
+#[test]
+fn without_a_valid_split_every_training_text_trains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("texts.jsonl");
+    write_texts(&data);
+    let mut c = TextConfig::new(&data);
+    (c.tokens, c.valid_fraction, c.folds, c.fold) = (TextTokens::Words, 0.0, Some(3), Some(0));
+    let task = build(&TaskConfig::TextClassification(c), 1).unwrap();
+    // Fold 0 tests 9 of the 24 texts; the other 15 all train.
+    let sizes = (task.train_size(), task.split_size(Split::Valid), task.split_size(Split::Test));
+    assert_eq!(sizes, (Some(15), Some(0), Some(9)));
+
+    let out = tmp.path().join("all");
+    let run = attune(&args(&data, &out, &["--fold", "0", "--valid-fraction", "0"]), &[]);
+    assert_ok(&run, "a run without a valid split");
+    let summary = read_json(&out.join("summary.json"));
+    assert_eq!((summary["eval_split"].as_str(), summary["eval_targets"].as_u64()), (Some("test"), Some(9)));
+    let metrics = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    assert!(!metrics.contains("\"valid\""), "no valid rows: {metrics}");
+
+    let (data, dir) = (data.display().to_string(), tmp.path().join("refused").display().to_string());
+    #[rustfmt::skip]
+    let with_target = [
+        "train", "--task", "text", "--data", &data, "--tokens", "words", "--folds", "3", "--fold", "0",
+        "--valid-fraction", "0", "--target-accuracy", "0.9", "--steps", "4", "--threads", "1", "--out", &dir,
+    ]
+    .map(String::from);
+    let refused = attune(&with_target, &[]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("no valid split") && err.contains("target accuracy"), "{err}");
+}
