@@ -113,8 +113,9 @@ impl PatchSpec {
 #[derive(Debug, Clone)]
 pub struct PatchEmbedding {
     spec: PatchSpec,
-    /// The stem and the patches of its feature map.
-    stem: Option<(ConvStem, PatchSpec)>,
+    /// The stem and the patches of its feature map (boxed: most ViTs have none, and the
+    /// model's size stays that of the plain one).
+    stem: Option<Box<(ConvStem, PatchSpec)>>,
     proj: Linear,
 }
 
@@ -144,7 +145,7 @@ impl PatchEmbedding {
         let channels = stem.last().map_or(1, |l| l.channels);
         let proj = Linear::new(pb, on_map.pixels() * channels, d_model, true)?;
         let conv = ConvStem::new(&pb.sub("stem"), stem, spec.rows, spec.cols)?;
-        Ok(PatchEmbedding { spec, stem: Some((conv, on_map)), proj })
+        Ok(PatchEmbedding { spec, stem: Some(Box::new((conv, on_map))), proj })
     }
 
     /// The patch layout.
@@ -160,7 +161,7 @@ impl PatchEmbedding {
                 format!("images must be floating point intensities, got {}", images.dtype()),
             ));
         }
-        let Some((conv, on_map)) = &self.stem else {
+        let Some((conv, on_map)) = self.stem.as_deref() else {
             return self.proj.forward(&self.spec.patchify(images)?);
         };
         // Check the shape before the stem reshapes: patchify's message names the images.
