@@ -13,8 +13,8 @@ use crate::batch::DeviceBatch;
 use crate::net::Net;
 use crate::tasks::{Split, Task};
 
-/// Writes `dir/probe.safetensors` from 4 validation examples (training ones without a valid split); nothing for the RAM, which has
-/// no PyTorch peer yet.
+/// Writes `dir/probe.safetensors` from 4 validation examples (training ones without a valid
+/// split); nothing for the RAM, which has no PyTorch peer yet.
 pub fn write(dir: &Path, net: &Net, task: &dyn Task, device: &Device) -> Result<()> {
     let Some(model) = net.transformer() else {
         return Ok(());

@@ -90,20 +90,32 @@ impl PatchSpec {
         out
     }
 
-    /// Cuts `images (batch, rows, cols)` into `(batch, count, pixels)`.
-    pub fn patchify(&self, images: &Tensor) -> Result<Tensor> {
+    /// Checks that `images` is `(batch, rows, cols)` of this spec; `op` names the caller.
+    fn check_images(&self, images: &Tensor, op: &'static str) -> Result<()> {
         self.validate()?;
         if images.rank() != 3 || images.dims()[1] != self.rows || images.dims()[2] != self.cols {
             return Err(NnError::input(
-                "PatchSpec::patchify",
+                op,
                 format!("images must be (batch, {}, {}), got {:?}", self.rows, self.cols, images.shape()),
             ));
         }
+        Ok(())
+    }
+
+    /// Cuts `images (batch, rows, cols)` into `(batch, count, pixels)`.
+    pub fn patchify(&self, images: &Tensor) -> Result<Tensor> {
+        self.check_images(images, "PatchSpec::patchify")?;
         let b = images.dims()[0];
+        self.cut(&images.reshape([b, self.rows * self.cols, 1])?)
+    }
+
+    /// Cuts a map `(batch, rows * cols, channels)`, positions row by row, into
+    /// `(batch, count, pixels * channels)`: each patch's positions row by row, channels fastest.
+    fn cut(&self, map: &Tensor) -> Result<Tensor> {
+        let (b, c) = (map.dims()[0], map.dims()[2]);
         let idx: Vec<i64> = self.indices().into_iter().map(|i| i as i64).collect();
-        let idx = Tensor::from_vec(idx, [self.count() * self.pixels()], &images.device())?;
-        let flat = images.reshape([b, self.rows * self.cols])?;
-        Ok(flat.index_select(1usize, &idx)?.reshape([b, self.count(), self.pixels()])?)
+        let idx = Tensor::from_vec(idx, [self.count() * self.pixels()], &map.device())?;
+        Ok(map.index_select(1usize, &idx)?.reshape([b, self.count(), self.pixels() * c])?)
     }
 }
 
@@ -164,18 +176,7 @@ impl PatchEmbedding {
         let Some((conv, on_map)) = self.stem.as_deref() else {
             return self.proj.forward(&self.spec.patchify(images)?);
         };
-        // Check the shape before the stem reshapes: patchify's message names the images.
-        if images.rank() != 3 || images.dims()[1] != self.spec.rows || images.dims()[2] != self.spec.cols {
-            return Err(NnError::input(
-                "PatchEmbedding",
-                format!("images must be (batch, {}, {}), got {:?}", self.spec.rows, self.spec.cols, images.shape()),
-            ));
-        }
-        let map = conv.forward(images)?;
-        let (b, c) = (map.dims()[0], map.dims()[2]);
-        let idx: Vec<i64> = on_map.indices().into_iter().map(|i| i as i64).collect();
-        let idx = Tensor::from_vec(idx, [on_map.count() * on_map.pixels()], &map.device())?;
-        let patches = map.index_select(1usize, &idx)?.reshape([b, on_map.count(), on_map.pixels() * c])?;
-        self.proj.forward(&patches)
+        self.spec.check_images(images, "PatchEmbedding")?;
+        self.proj.forward(&on_map.cut(&conv.forward(images)?)?)
     }
 }
