@@ -107,12 +107,10 @@ pub fn neighbourhoods(rows: usize, cols: usize, stride: usize) -> Vec<usize> {
     out
 }
 
-/// One convolution: its gather and its `(out, 9 * in)` linear map.
+/// One convolution: its gather ([`neighbourhoods`], 9 indices per output position) and its
+/// `(out, 9 * in)` linear map.
 #[derive(Debug, Clone)]
 struct Conv {
-    rows: usize,
-    cols: usize,
-    stride: usize,
     gather: Vec<i64>,
     proj: Linear,
 }
@@ -132,7 +130,7 @@ impl ConvStem {
         for (i, l) in layers.iter().enumerate() {
             let gather = neighbourhoods(r, c, l.stride).into_iter().map(|i| i as i64).collect();
             let proj = Linear::new(&pb.sub(i), KERNEL * KERNEL * channels, l.channels, true)?;
-            convs.push(Conv { rows: r, cols: c, stride: l.stride, gather, proj });
+            convs.push(Conv { gather, proj });
             (r, c, channels) = (r / l.stride, c / l.stride, l.channels);
         }
         Ok(ConvStem { convs })
@@ -144,7 +142,7 @@ impl ConvStem {
         let b = images.dims()[0];
         let mut x = images.reshape([b, images.dims()[1] * images.dims()[2], 1])?;
         for conv in &self.convs {
-            let positions = (conv.rows / conv.stride) * (conv.cols / conv.stride);
+            let positions = conv.gather.len() / (KERNEL * KERNEL);
             let idx = Tensor::from_vec(conv.gather.clone(), [conv.gather.len()], &x.device())?;
             let window = x.pad_with_zeros(1usize, 0, 1)?.index_select(1usize, &idx)?;
             let window = window.reshape([b, positions, KERNEL * KERNEL * x.dims()[2]])?;
