@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bf16 attention on the CPU against Attune's f32 and PyTorch's bf16 SDPA (docs/benchmarks.md,
 # "Attention in bf16"): six shapes, forward and forward+backward, the three sides alternated
-# in every round, then one table of GFLOP/s, ratios and shares of the bf16 dot-product peak
-# measured in the same run (`cargo xtask peak`).
+# in every round, then one table of GFLOP/s, ratios and shares of the bf16 peak measured in
+# the same run (`cargo xtask peak`: the AMX tiles' where the CPU has them, else vdpbf16ps').
 #
 #   bash benches/peers/attn_precision.sh [--rounds 2] [--threads 2] [--python PATH]
 #
@@ -38,7 +38,15 @@ shapes=("1,8,1024,64 --causal" "1,8,1024,64" "4,8,512,128 --causal" "4,8,512,128
 cargo build --quiet --release -p xtask  # the cargo xtask calls below then start at once
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
-peak="$(cargo xtask peak --threads "$threads" 2>&1 | sed -n 's/^bf16 dot product (512-bit vdpbf16ps): \([0-9.]*\) GFLOP.*/\1/p')"
+# The peak of the unit Attune's bf16 products run on: the tiles (AMX) where the CPU has them
+# and ATTUNE_NO_AMX is unset, else the vdpbf16ps dot product (crates/attention/src/flash/tiles.rs).
+peaks="$(cargo xtask peak --threads "$threads" 2>&1)"
+tiles="$(sed -n 's/^bf16 tiles (AMX tdpbf16ps): \([0-9.]*\) GFLOP.*/\1/p' <<<"$peaks")"
+if [ -n "$tiles" ] && [ "${ATTUNE_NO_AMX:-0}" = 0 ]; then
+    peak="$tiles"; unit="AMX tile"
+else
+    peak="$(sed -n 's/^bf16 dot product (512-bit vdpbf16ps): \([0-9.]*\) GFLOP.*/\1/p' <<<"$peaks")"; unit="dot-product"
+fi
 for r in $(seq "$rounds"); do
     for s in "${shapes[@]}"; do
         set -- $s
@@ -51,10 +59,10 @@ for r in $(seq "$rounds"); do
     done
 done
 
-"$python" - "$out" "${peak:-0}" <<'EOF'
+"$python" - "$out" "${peak:-0}" "$unit" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
-peak = float(sys.argv[2])
+peak, unit = float(sys.argv[2]), sys.argv[3]
 def key(x):
     return (x["batch"], x["heads_q"], x["seq_q"], x["head_dim"], x["causal"])
 shapes = list(dict.fromkeys(key(x) for x in rows))
@@ -62,7 +70,7 @@ def best(side, dtype, k, what):
     ms = [x[what + "_ms"] for x in rows if key(x) == k and x["impl"] == side and x["dtype"] == dtype]
     gf = [x[what + "_gflops"] for x in rows if key(x) == k and x["impl"] == side and x["dtype"] == dtype]
     return min(ms), max(gf)
-print(f"bf16 dot-product peak: {peak:.0f} GFLOP/s" if peak else "bf16 dot-product peak: not measured (no avx512_bf16)")
+print(f"bf16 {unit} peak: {peak:.0f} GFLOP/s" if peak else "bf16 peak: not measured (no avx512_bf16)")
 print("| shape (B,H,S,D) | pass | Attune bf16 GFLOP/s | share of bf16 peak | Attune f32 | PyTorch bf16 | bf16 / f32 | Attune / PyTorch (bf16) |")
 print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
 for k in shapes:

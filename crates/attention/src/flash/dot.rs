@@ -20,6 +20,7 @@
 
 use super::io::{Elem, View};
 use super::kernel::{self, Acc};
+use super::tiles;
 use attune_tensor::cpu::bf16dot::round_bits;
 use half::bf16;
 
@@ -177,10 +178,31 @@ pub fn tile_pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u3
 }
 
 /// `C (+)= out_scale * A B` over `kp` word pairs, as the module docs describe, C treated as
-/// `acc` says (a row scale applies to the C found, not to the product). Call only where
+/// `acc` says (a row scale applies to the C found, not to the product): on the tile unit
+/// where the CPU has one ([`super::tiles`]), else on `vdpbf16ps`. Call only where
 /// [`available`] is true.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
+    m: usize,
+    n: usize,
+    kp: usize,
+    a: &[u32],
+    ars: usize,
+    aps: usize,
+    b: &[u32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    acc: Acc<'_>,
+    out_scale: f32,
+) {
+    gemm_on(tiles::available(), m, n, kp, a, ars, aps, b, ldb, c, ldc, acc, out_scale)
+}
+
+/// [`gemm`] on the tile unit (`on_tiles`) or on `vdpbf16ps`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_on(
+    on_tiles: bool,
     m: usize,
     n: usize,
     kp: usize,
@@ -206,6 +228,9 @@ pub fn gemm(
     }
     kernel::check(m, n, kp, a, ars, aps, b, ldb, c, ldc);
     assert!(available(), "flash dot kernel called on a CPU without avx512_bf16");
+    if on_tiles {
+        return tiles::gemm(m, n, kp, a, ars, aps, b, ldb, c, ldc, acc, out_scale);
+    }
     #[cfg(target_arch = "x86_64")]
     // SAFETY: the CPU has the features (checked above) and `check` proved every index the
     // kernel forms (rows < m, columns < n, p < kp; masked lanes are never accessed) in bounds.
@@ -366,6 +391,23 @@ mod tests {
         if skip() {
             return;
         }
+        for on_tiles in kernels() {
+            products_match_the_reference(on_tiles);
+        }
+    }
+
+    /// The kernels this CPU runs: `vdpbf16ps`, and the tile unit where it has one.
+    fn kernels() -> Vec<bool> {
+        if !tiles::available() {
+            eprintln!("tile unit (AMX) not available: only the vdpbf16ps kernel is tested");
+        }
+        [false, true].into_iter().filter(|&t| !t || tiles::available()).collect()
+    }
+
+    fn products_match_the_reference(on_tiles: bool) {
+        let gemm = |m, n, kp, a: &[u32], ars, aps, b: &[u32], ldb, c: &mut [f32], ldc, acc: Acc<'_>, os| {
+            gemm_on(on_tiles, m, n, kp, a, ars, aps, b, ldb, c, ldc, acc, os)
+        };
         for &(m, n, kp) in &[(1, 1, 1), (7, 17, 3), (64, 64, 32), (13, 72, 20), (6, 200, 9), (65, 33, 65), (5, 48, 0)] {
             for &(ars, aps) in &[(kp.max(1), 1), (1, m + 3)] {
                 let a = words(m * ars.max(1) + kp * aps + 4, 1, true);
@@ -380,12 +422,16 @@ mod tests {
                 gemm(m, n, kp, &a, ars, aps, &b, ldb, &mut ca, ldc, Acc::Add, 1.0);
                 let mut cs = before.clone();
                 gemm(m, n, kp, &a, ars, aps, &b, ldb, &mut cs, ldc, Acc::ScaleAdd(&scales), 2.0);
+                // At scale 1 the tile kernel rescales C in place and adds into it.
+                let mut c1 = before.clone();
+                gemm(m, n, kp, &a, ars, aps, &b, ldb, &mut c1, ldc, Acc::ScaleAdd(&scales), 1.0);
                 for i in 0..m {
                     for j in 0..n {
                         let (w, y, at) = (want[i * n + j], before[i * ldc + j] as f64, i * ldc + j);
                         assert_eq!(c[at] as f64, 0.5 * w, "overwrite ({m},{n},{kp}) [{i},{j}]");
                         assert_eq!(ca[at] as f64, y + w, "add ({m},{n},{kp}) [{i},{j}]");
                         assert_eq!(cs[at] as f64, y * scales[i] as f64 + 2.0 * w, "scale ({m},{n},{kp}) [{i},{j}]");
+                        assert_eq!(c1[at] as f64, y * scales[i] as f64 + w, "scale 1 ({m},{n},{kp}) [{i},{j}]");
                     }
                     for j in n..ldc {
                         assert!(c[i * ldc + j].is_nan(), "wrote past n at ({m},{n},{kp}) [{i},{j}]");

@@ -46,6 +46,7 @@ mod dot;
 mod dropout;
 mod fwd;
 mod io;
+mod tiles;
 // The tile micro-kernel: public with the test-only `testing` feature (the flash_bench example
 // times it), crate-private otherwise.
 #[cfg(feature = "testing")]

@@ -1,0 +1,460 @@
+//! The bf16 tile products of [`super::dot`] on Intel's tile unit (AMX `tdpbf16ps`) where the
+//! CPU has it. On such CPUs `vdpbf16ps` runs at half the f32 FMA rate and the tiles at about
+//! 15 times it (docs/benchmarks.md, "Intel Xeon with AMX"), so without them bf16 attention
+//! is slower than f32.
+//!
+//! A tile holds 16 rows of 64 bytes: an A tile is 16 rows of 16 word pairs, a B tile 16 pair
+//! rows of 16 columns, a result tile 16 x 16 f32, each row `stride` bytes after the last. So
+//! the flash kernel's operands are read **in place** wherever their extents are whole tiles: A
+//! with its pairs along its rows (`aps = 1`: K, V, `P^T`, `dS^T`), B always (pair rows at
+//! `ldb`), C when the product is added at scale 1 or overwritten (the online softmax's row
+//! rescale of O is applied to C first). What is not whole is copied into zero-padded
+//! per-thread buffers, and A with its pairs down its columns (`P` and `dS` in `O += P V` and
+//! `dQ += dS K`, `ars = 1`) is packed with 16 x 16 word transposes.
+
+use super::kernel::Acc;
+use attune_tensor::cpu::amx;
+use attune_tensor::cpu::math::mul_add;
+use std::cell::RefCell;
+
+/// Rows of a tile, word pairs of an A tile row, columns of a B or result tile.
+const T: usize = 16;
+
+/// Whether the tile unit runs the bf16 products (AMX-BF16 present and granted to this
+/// process; `ATTUNE_NO_AMX=1` turns it off, as for the tensor crate's products).
+pub fn available() -> bool {
+    amx::available()
+}
+
+/// The padded copies of operands that are not whole tiles, kept per thread so the products
+/// of a tile pair allocate nothing.
+#[derive(Default)]
+struct Buffers {
+    a: Vec<u32>,
+    b: Vec<u32>,
+    c: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers::default());
+}
+
+/// `C (+)= out_scale * A B` with [`super::dot::gemm`]'s operands and meaning. The caller has
+/// checked the bounds (`kernel::check`), that `m, n, kp > 0` and that [`available`] is true.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    n: usize,
+    kp: usize,
+    a: &[u32],
+    ars: usize,
+    aps: usize,
+    b: &[u32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    acc: Acc<'_>,
+    out_scale: f32,
+) {
+    let whole = |x: usize| x.is_multiple_of(T);
+    let (mp, np, kpp) = (m.next_multiple_of(T), n.next_multiple_of(T), kp.next_multiple_of(T));
+    BUFFERS.with_borrow_mut(|buf| {
+        let (ap, lda) = if aps == 1 && whole(m) && whole(kp) {
+            (a.as_ptr(), ars)
+        } else {
+            pack_a(m, kp, a, ars, aps, &mut buf.a);
+            (buf.a.as_ptr(), kpp)
+        };
+        let (bp, ldb) = if whole(n) && whole(kp) {
+            (b.as_ptr(), ldb)
+        } else {
+            pack_b(n, kp, b, ldb, &mut buf.b);
+            (buf.b.as_ptr(), np)
+        };
+        let in_place = whole(m) && whole(n) && (out_scale == 1.0 || matches!(acc, Acc::Overwrite));
+        if in_place {
+            if let Acc::ScaleAdd(sc) = acc {
+                for (row, &f) in c.chunks_mut(ldc).zip(sc).take(m) {
+                    row[..n].iter_mut().for_each(|x| *x *= f);
+                }
+            }
+            // SAFETY: available() was checked by the caller. A and B are either the
+            // caller's operands with whole-tile extents (every row and pair read lies inside
+            // the checked product) or padded copies of mp x kpp and kpp x np words; C's
+            // whole tiles are rows < m, columns < n of the checked result.
+            unsafe {
+                x86::product(
+                    mp / T,
+                    np / T,
+                    kpp / T,
+                    ap,
+                    lda,
+                    bp,
+                    ldb,
+                    c.as_mut_ptr(),
+                    ldc,
+                    !matches!(acc, Acc::Overwrite),
+                )
+            };
+            if out_scale != 1.0 {
+                for row in c.chunks_mut(ldc).take(m) {
+                    row[..n].iter_mut().for_each(|x| *x *= out_scale);
+                }
+            }
+        } else {
+            buf.c.resize(mp * np, 0.0);
+            // SAFETY: as above, with C the mp x np scratch.
+            unsafe { x86::product(mp / T, np / T, kpp / T, ap, lda, bp, ldb, buf.c.as_mut_ptr(), np, false) };
+            fold(m, n, &buf.c, np, c, ldc, acc, out_scale);
+        }
+    });
+}
+
+/// `C = acc(C) + out_scale * prod` row by row: the epilogue of the `vdpbf16ps` kernel
+/// (`C * scale[i]` for [`Acc::ScaleAdd`], then one fused multiply-add).
+#[allow(clippy::too_many_arguments)]
+fn fold(m: usize, n: usize, prod: &[f32], ldp: usize, c: &mut [f32], ldc: usize, acc: Acc<'_>, os: f32) {
+    for i in 0..m {
+        let (src, dst) = (&prod[i * ldp..][..n], &mut c[i * ldc..][..n]);
+        match acc {
+            Acc::Overwrite => dst.iter_mut().zip(src).for_each(|(d, &x)| *d = x * os),
+            Acc::Add => dst.iter_mut().zip(src).for_each(|(d, &x)| *d = mul_add(x, os, *d)),
+            Acc::ScaleAdd(sc) => {
+                let f = sc[i];
+                dst.iter_mut().zip(src).for_each(|(d, &x)| *d = mul_add(x, os, *d * f));
+            }
+        }
+    }
+}
+
+/// A as `m.next_multiple_of(16)` rows of `kp.next_multiple_of(16)` words: row `i` holds
+/// `a[i * ars + p * aps]` for `p < kp`, zeros after it and in the padding rows.
+fn pack_a(m: usize, kp: usize, a: &[u32], ars: usize, aps: usize, out: &mut Vec<u32>) {
+    let stride = kp.next_multiple_of(T);
+    out.clear();
+    out.resize(m.next_multiple_of(T) * stride, 0);
+    if aps == 1 {
+        for (i, row) in out.chunks_exact_mut(stride).take(m).enumerate() {
+            row[..kp].copy_from_slice(&a[i * ars..][..kp]);
+        }
+    } else if ars == 1 && transpose::available() {
+        // A[i][p] = a[p * aps + i]: the word matrix `a` (kp rows of stride aps) transposed.
+        for p0 in (0..kp).step_by(T) {
+            for i0 in (0..m).step_by(T) {
+                // SAFETY: available() checked the CPU; the block reads a[p * aps + i] for
+                // p < kp, i < m (in bounds by the caller's check) and writes rows i0..i0+16,
+                // words p0..p0+16 of `out` (inside the padded rows and stride).
+                unsafe {
+                    transpose::block(
+                        a.as_ptr().add(p0 * aps + i0),
+                        aps,
+                        (kp - p0).min(T),
+                        (m - i0).min(T),
+                        out.as_mut_ptr().add(i0 * stride + p0),
+                        stride,
+                    )
+                }
+            }
+        }
+    } else {
+        for (i, row) in out.chunks_exact_mut(stride).take(m).enumerate() {
+            for (p, w) in row[..kp].iter_mut().enumerate() {
+                *w = a[i * ars + p * aps];
+            }
+        }
+    }
+}
+
+/// B as `kp.next_multiple_of(16)` pair rows of `n.next_multiple_of(16)` words, zeros past
+/// `kp` and `n`.
+fn pack_b(n: usize, kp: usize, b: &[u32], ldb: usize, out: &mut Vec<u32>) {
+    let np = n.next_multiple_of(T);
+    out.clear();
+    out.resize(kp.next_multiple_of(T) * np, 0);
+    for (p, row) in out.chunks_exact_mut(np).take(kp).enumerate() {
+        row[..n].copy_from_slice(&b[p * ldb..][..n]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::T;
+    use std::arch::asm;
+
+    /// Tile configuration, palette 1: all eight tiles 16 rows of 64 bytes. Tiles 0-3 hold
+    /// a 2 x 2 block of results, 4-5 two A tiles, 6-7 two B tiles.
+    #[repr(C, align(64))]
+    struct Config([u8; 64]);
+
+    const CONFIG: Config = {
+        let mut bytes = [0u8; 64];
+        bytes[0] = 1;
+        let mut t = 0;
+        while t < 8 {
+            bytes[16 + 2 * t] = 64;
+            bytes[48 + t] = T as u8;
+            t += 1;
+        }
+        Config(bytes)
+    };
+
+    /// `C (+)= A B` over `mt x nt` result tiles and `kt` pair tiles: A rows `lda` words apart,
+    /// B pair rows `ldb` words apart, C rows `ldc` floats apart, C loaded first with `load`.
+    ///
+    /// # Safety
+    /// The tile unit is available to this process; A is readable at `16 mt` rows of `16 kt`
+    /// words, B at `16 kt` rows of `16 nt` words, C readable (with `load`) and writable at
+    /// `16 mt` rows of `16 nt` floats.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn product(
+        mt: usize,
+        nt: usize,
+        kt: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        let (sa, sb, sc) = (lda * 4, ldb * 4, ldc * 4);
+        // SAFETY (whole body): every tile load or store below touches 16 rows of 64 bytes at
+        // the given stride inside the extents the caller promised; pointers past them are
+        // formed with wrapping_add and never used (the `two_*` flags).
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
+            for ti in (0..mt).step_by(2) {
+                let two_i = ti + 1 < mt;
+                for tj in (0..nt).step_by(2) {
+                    let two_j = tj + 1 < nt;
+                    let c00 = c.add(ti * T * ldc + tj * T);
+                    let (c01, c10) = (c00.wrapping_add(T), c00.wrapping_add(T * ldc));
+                    let c11 = c10.wrapping_add(T);
+                    if load {
+                        asm!("tileloadd tmm0, [{p} + {s}*1]", p = in(reg) c00, s = in(reg) sc, options(nostack, readonly));
+                        if two_j {
+                            asm!("tileloadd tmm1, [{p} + {s}*1]", p = in(reg) c01, s = in(reg) sc, options(nostack, readonly));
+                        }
+                        if two_i {
+                            asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) c10, s = in(reg) sc, options(nostack, readonly));
+                        }
+                        if two_i && two_j {
+                            asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) c11, s = in(reg) sc, options(nostack, readonly));
+                        }
+                    } else {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                    }
+                    for p in 0..kt {
+                        let a0 = a.add(ti * T * lda + p * T);
+                        let a1 = a0.wrapping_add(T * lda);
+                        let b0 = b.add(p * T * ldb + tj * T);
+                        let b1 = b0.wrapping_add(T);
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            a0 = in(reg) a0, b0 = in(reg) b0, sa = in(reg) sa, sb = in(reg) sb,
+                            options(nostack, readonly),
+                        );
+                        if two_j {
+                            asm!(
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                b1 = in(reg) b1, sb = in(reg) sb,
+                                options(nostack, readonly),
+                            );
+                        }
+                        if two_i {
+                            asm!(
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                a1 = in(reg) a1, sa = in(reg) sa,
+                                options(nostack, readonly),
+                            );
+                            if two_j {
+                                asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
+                            }
+                        }
+                    }
+                    asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) c00, s = in(reg) sc, options(nostack));
+                    if two_j {
+                        asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) c01, s = in(reg) sc, options(nostack));
+                    }
+                    if two_i {
+                        asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) c10, s = in(reg) sc, options(nostack));
+                    }
+                    if two_i && two_j {
+                        asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) c11, s = in(reg) sc, options(nostack));
+                    }
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+mod x86 {
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn product(
+        _: usize,
+        _: usize,
+        _: usize,
+        _: *const u32,
+        _: usize,
+        _: *const u32,
+        _: usize,
+        _: *mut f32,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("tiles::available() is false off x86_64")
+    }
+}
+
+/// 16 x 16 transposes of 32-bit words with AVX-512 permutes.
+mod transpose {
+    /// Whether the CPU has AVX-512F (every CPU with AMX has it).
+    pub fn available() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx512f")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    }
+
+    /// Writes the transpose of the `rows x cols` word block at `src` (row stride `lds`) to
+    /// `dst` (row stride `ldd`) as 16 rows of 16 words, zeros outside the block: `dst[c * ldd
+    /// + r] = src[r * lds + c]`.
+    ///
+    /// # Safety
+    /// AVX-512F present; `src` readable at `r * lds + c` for `r < rows`, `c < cols`; `dst`
+    /// writable at 16 rows of 16 words.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn block(src: *const u32, lds: usize, rows: usize, cols: usize, dst: *mut u32, ldd: usize) {
+        use std::arch::x86_64::*;
+        let mask = ((1u32 << cols) - 1) as __mmask16;
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (i, x) in r.iter_mut().enumerate().take(rows) {
+            // SAFETY: row i < rows, its first `cols` words (the mask) are readable.
+            *x = unsafe { _mm512_maskz_loadu_epi32(mask, src.add(i * lds) as *const i32) };
+        }
+        // Stage `w` swaps bit log2(w) of the row index with that of the column index for
+        // every element where they differ; after the four stages rows and columns are swapped.
+        // SAFETY: AVX-512F is enabled for this function.
+        unsafe {
+            stage::<1>(&mut r);
+            stage::<2>(&mut r);
+            stage::<4>(&mut r);
+            stage::<8>(&mut r);
+        }
+        for (c, x) in r.iter().enumerate() {
+            // SAFETY: the caller's 16 writable rows of 16 words.
+            unsafe { _mm512_storeu_si512(dst.add(c * ldd) as *mut _, *x) };
+        }
+    }
+
+    /// The permute indices of stage `W`: for the row with bit W clear, columns with the bit
+    /// set come from the partner row `W` columns left (`16 +` selects the second operand);
+    /// for the partner row, columns with the bit clear come from the first row `W` columns
+    /// right.
+    #[cfg(target_arch = "x86_64")]
+    const fn indices(w: usize) -> [[i32; 16]; 2] {
+        let mut out = [[0i32; 16]; 2];
+        let mut j = 0;
+        while j < 16 {
+            let low = j & w == 0;
+            out[0][j] = if low { j as i32 } else { (16 + j - w) as i32 };
+            out[1][j] = if low { (j + w) as i32 } else { (16 + j) as i32 };
+            j += 1;
+        }
+        out
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn stage<const W: usize>(r: &mut [std::arch::x86_64::__m512i; 16]) {
+        use std::arch::x86_64::*;
+        let idx: [[i32; 16]; 2] = const { indices(W) };
+        // SAFETY: loads of 16 i32 from a local array.
+        let (lo, hi) = unsafe {
+            (_mm512_loadu_si512(idx[0].as_ptr() as *const _), _mm512_loadu_si512(idx[1].as_ptr() as *const _))
+        };
+        for i in 0..16 {
+            if i & W == 0 {
+                let (a, b) = (r[i], r[i + W]);
+                r[i] = _mm512_permutex2var_epi32(a, lo, b);
+                r[i + W] = _mm512_permutex2var_epi32(a, hi, b);
+            }
+        }
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn block(_: *const u32, _: usize, _: usize, _: usize, _: *mut u32, _: usize) {
+        unreachable!("transpose::available() is false off x86_64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_blocks_swap_rows_and_columns_and_zero_the_rest() {
+        if !transpose::available() {
+            eprintln!("skipped: this CPU has no AVX-512F");
+            return;
+        }
+        let src: Vec<u32> = (0..20 * 21).collect();
+        for &(rows, cols) in &[(16, 16), (5, 16), (16, 3), (1, 1), (9, 13)] {
+            let mut dst = vec![u32::MAX; 16 * 18];
+            // SAFETY: AVX-512F checked; rows, cols <= 16 inside the 20 x 21 source; 16 rows of
+            // 18 words written.
+            unsafe { transpose::block(src.as_ptr().add(21 + 2), 21, rows, cols, dst.as_mut_ptr(), 18) };
+            for c in 0..16 {
+                for r in 0..16 {
+                    let want = if r < rows && c < cols { src[(1 + r) * 21 + 2 + c] } else { 0 };
+                    assert_eq!(dst[c * 18 + r], want, "({rows}x{cols}) dst[{c}][{r}]");
+                }
+                assert_eq!(dst[c * 18 + 16], u32::MAX, "wrote past 16 words in row {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_operands_pad_with_zeros() {
+        // A 3 x 5 A read transposed (aps = 4, ars = 1) and a 5 x 20 B.
+        let a: Vec<u32> = (1..=5 * 4).collect();
+        let mut pa = Vec::new();
+        pack_a(3, 5, &a, 1, 4, &mut pa);
+        assert_eq!(pa.len(), 16 * 16);
+        for i in 0..16 {
+            for p in 0..16 {
+                let want = if i < 3 && p < 5 { a[p * 4 + i] } else { 0 };
+                assert_eq!(pa[i * 16 + p], want, "A[{i}][{p}]");
+            }
+        }
+        let b: Vec<u32> = (1..=5 * 21).collect();
+        let mut pb = Vec::new();
+        pack_b(20, 5, &b, 21, &mut pb);
+        assert_eq!(pb.len(), 16 * 32);
+        for p in 0..16 {
+            for j in 0..32 {
+                let want = if p < 5 && j < 20 { b[p * 21 + j] } else { 0 };
+                assert_eq!(pb[p * 32 + j], want, "B[{p}][{j}]");
+            }
+        }
+    }
+}
