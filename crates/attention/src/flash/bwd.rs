@@ -280,10 +280,10 @@ impl<T: Elem> Bwd<'_, T> {
                     dot::tile_words(&sc.dp, bk, rows, BQ, &mut sc.dot.tw, BQ / 2);
                     let rp = rows.div_ceil(2);
                     dot::gemm(bk, d, rp, &sc.dot.tw, BQ / 2, 1, &sc.dot.qw, d, dk_t, d, Acc::Add, 1.0);
-                    dot::tile_pairs(&sc.dp, bk, rows, BQ, &mut sc.dot.sw, BQ);
+                    let (ars, aps) = dot::key_pairs(&sc.dp, bk, rows, BQ, &mut sc.dot.sw);
                     dot::row_pairs(&x.k, b, hk, gk0, bk, &mut sc.dot.kpw, d);
                     let kp = bk.div_ceil(2);
-                    dot::gemm(rows, d, kp, &sc.dot.sw, 1, BQ, &sc.dot.kpw, d, &mut sc.dq, d, Acc::Add, 1.0);
+                    dot::gemm(rows, d, kp, &sc.dot.sw, ars, aps, &sc.dot.kpw, d, &mut sc.dq, d, Acc::Add, 1.0);
                 }
                 None => {
                     kernel::gemm(bk, d, rows, &sc.dp, BQ, 1, qa, qld, dk_t, d, Acc::Add);

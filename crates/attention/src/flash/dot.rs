@@ -177,6 +177,20 @@ pub fn tile_pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u3
     }
 }
 
+/// The bf16 A operand of a product reducing over the rows (keys) of the f32 tile
+/// `s[j * lds + r]` (`P` in `O += P V`, `dS` in `dQ += dS K`), laid out for the kernel that
+/// runs: queries as rows of key-pair words for the tile unit ([`tiles::key_pairs`]), else
+/// [`tile_pairs`] (words along the queries, `ld = lds`). Returns the operand's `(ars, aps)`
+/// for [`gemm`]. `dst` holds `BK / 2 * BQ` words (`rows <= BK`, `cols <= BQ = lds`).
+pub fn key_pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32]) -> (usize, usize) {
+    if tiles::available() {
+        (tiles::key_pairs(s, rows, cols, lds, dst), 1)
+    } else {
+        tile_pairs(s, rows, cols, lds, dst, lds);
+        (1, lds)
+    }
+}
+
 /// `C (+)= out_scale * A B` over `kp` word pairs, as the module docs describe, C treated as
 /// `acc` says (a row scale applies to the C found, not to the product): on the tile unit
 /// where the CPU has one ([`super::tiles`]), else on `vdpbf16ps`. Call only where

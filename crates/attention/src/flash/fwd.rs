@@ -138,10 +138,10 @@ impl<T: Elem> Fwd<'_, T> {
             // first on the dot-product path, as FlashAttention does on GPUs).
             match &self.dot {
                 Some(x) => {
-                    dot::tile_pairs(&sc.s, bk, rows, BQ, &mut sc.pw, BQ);
+                    let (ars, aps) = dot::key_pairs(&sc.s, bk, rows, BQ, &mut sc.pw);
                     dot::row_pairs(&x.v, b, hk, gk0, bk, &mut sc.vw, d);
                     let (kp, alpha) = (bk.div_ceil(2), Acc::ScaleAdd(&sc.alpha));
-                    dot::gemm(rows, d, kp, &sc.pw, 1, BQ, &sc.vw, d, &mut sc.o, d, alpha, 1.0);
+                    dot::gemm(rows, d, kp, &sc.pw, ars, aps, &sc.vw, d, &mut sc.o, d, alpha, 1.0);
                 }
                 None => {
                     let (va, vld) = self.v.rows(b, hk, gk0, bk, &mut sc.vbuf);

@@ -110,6 +110,27 @@ pub fn gemm(
     });
 }
 
+/// The A operand of a product reducing over the rows (keys) of the f32 tile `s[j * lds + r]`
+/// (`P` in `O += P V`, `dS` in `dQ += dS K`) for the tile unit: rounded to bf16, rows paired
+/// into words, queries as rows, `dst[r * ld + i]` with `ld` returned (whole tiles, so the
+/// product reads it in place). `dst` holds `cols.next_multiple_of(16) * ld` words. Call only
+/// where [`available`] is true.
+pub fn key_pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32]) -> usize {
+    let ld = rows.div_ceil(2).next_multiple_of(T);
+    assert!(
+        available()
+            && transpose::available()
+            && dst.len() >= cols.next_multiple_of(T) * ld
+            && s.len() >= (rows.max(1) - 1) * lds + cols,
+        "flash tiles: key pairs of a {rows} x {cols} tile (stride {lds}) into {} words",
+        dst.len()
+    );
+    // SAFETY: the CPU has AVX-512F (every AMX CPU does; asserted) and the lengths are as
+    // `pairs` asks.
+    unsafe { transpose::pairs(s, rows, cols, lds, dst, ld) };
+    ld
+}
+
 /// `C = acc(C) + out_scale * prod` row by row: the epilogue of the `vdpbf16ps` kernel
 /// (`C * scale[i]` for [`Acc::ScaleAdd`], then one fused multiply-add).
 #[allow(clippy::too_many_arguments)]
@@ -350,18 +371,76 @@ mod transpose {
             // SAFETY: row i < rows, its first `cols` words (the mask) are readable.
             *x = unsafe { _mm512_maskz_loadu_epi32(mask, src.add(i * lds) as *const i32) };
         }
-        // Stage `w` swaps bit log2(w) of the row index with that of the column index for
-        // every element where they differ; after the four stages rows and columns are swapped.
         // SAFETY: AVX-512F is enabled for this function.
-        unsafe {
-            stage::<1>(&mut r);
-            stage::<2>(&mut r);
-            stage::<4>(&mut r);
-            stage::<8>(&mut r);
-        }
+        unsafe { transpose16(&mut r) };
         for (c, x) in r.iter().enumerate() {
             // SAFETY: the caller's 16 writable rows of 16 words.
             unsafe { _mm512_storeu_si512(dst.add(c * ldd) as *mut _, *x) };
+        }
+    }
+
+    /// Writes the rows of the f32 tile `s[j * lds + r]` (`j < rows`, `r < cols`) rounded to
+    /// bf16 and paired into words, transposed: `dst[r * ld + i]` holds `s[2i][r]` (low half)
+    /// and `s[2i + 1][r]` for `i < rows.div_ceil(2)`, zeros past the tile up to whole 16 x 16
+    /// blocks. Rounding is `round_bits`' (to nearest even, NaN kept quiet).
+    ///
+    /// # Safety
+    /// AVX-512F present; `s` holds the tile; `dst` holds `cols.next_multiple_of(16)` rows of
+    /// `ld >= rows.div_ceil(2).next_multiple_of(16)` words.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32], ld: usize) {
+        use std::arch::x86_64::*;
+        let round = |x: __m512i| {
+            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+            let rounded =
+                _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
+            let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
+            let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+            let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
+            _mm512_mask_blend_epi32(nan, rounded, quiet)
+        };
+        let kp = rows.div_ceil(2);
+        for r0 in (0..cols).step_by(16) {
+            let mask = ((1u32 << (cols - r0).min(16)) - 1) as __mmask16;
+            let load = |j: usize| {
+                if j < rows {
+                    // SAFETY: row j < rows of the tile, its columns r0.. under the mask.
+                    unsafe { _mm512_maskz_loadu_epi32(mask, s[j * lds + r0..].as_ptr() as *const i32) }
+                } else {
+                    _mm512_setzero_si512()
+                }
+            };
+            for i0 in (0..kp).step_by(16) {
+                let mut w = [_mm512_setzero_si512(); 16];
+                for (ii, x) in w.iter_mut().enumerate().take(kp - i0) {
+                    let j = 2 * (i0 + ii);
+                    *x = _mm512_or_si512(round(load(j)), _mm512_slli_epi32::<16>(round(load(j + 1))));
+                }
+                // SAFETY: AVX-512F is enabled for this function.
+                unsafe { transpose16(&mut w) };
+                for (rr, x) in w.iter().enumerate() {
+                    let at = &mut dst[(r0 + rr) * ld + i0..][..16];
+                    // SAFETY: 16 words inside `dst` (the slice above).
+                    unsafe { _mm512_storeu_si512(at.as_mut_ptr() as *mut _, *x) };
+                }
+            }
+        }
+    }
+
+    /// Transposes 16 rows of 16 words in registers. Stage `w` swaps bit log2(w) of the row
+    /// index with that of the column index for every element where they differ; after the
+    /// four stages rows and columns are swapped.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn transpose16(r: &mut [std::arch::x86_64::__m512i; 16]) {
+        // SAFETY: AVX-512F is enabled for this function.
+        unsafe {
+            stage::<1>(r);
+            stage::<2>(r);
+            stage::<4>(r);
+            stage::<8>(r);
         }
     }
 
@@ -405,6 +484,11 @@ mod transpose {
     pub unsafe fn block(_: *const u32, _: usize, _: usize, _: usize, _: *mut u32, _: usize) {
         unreachable!("transpose::available() is false off x86_64")
     }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    pub unsafe fn pairs(_: &[f32], _: usize, _: usize, _: usize, _: &mut [u32], _: usize) {
+        unreachable!("transpose::available() is false off x86_64")
+    }
 }
 
 #[cfg(test)]
@@ -429,6 +513,31 @@ mod tests {
                     assert_eq!(dst[c * 18 + r], want, "({rows}x{cols}) dst[{c}][{r}]");
                 }
                 assert_eq!(dst[c * 18 + 16], u32::MAX, "wrote past 16 words in row {c}");
+            }
+        }
+    }
+
+    #[test]
+    fn key_pairs_are_the_transpose_of_the_dot_products_pairs() {
+        if !available() {
+            eprintln!("skipped: this CPU has no tile unit (AMX)");
+            return;
+        }
+        let lds = 64;
+        // Values that round up, down and to even, and a NaN that must stay a NaN.
+        let s: Vec<f32> =
+            (0..128 * lds).map(|i| if i == 77 { f32::NAN } else { (i as f32 * 0.377).sin() * 3.1 }).collect();
+        for &(rows, cols) in &[(128, 64), (127, 64), (5, 3), (1, 1), (40, 50)] {
+            let mut dst = vec![u32::MAX; 64 * 64];
+            let ld = key_pairs(&s, rows, cols, lds, &mut dst);
+            assert_eq!(ld, rows.div_ceil(2).next_multiple_of(16));
+            let mut want = vec![0u32; 64 * lds];
+            super::super::dot::tile_pairs(&s, rows, cols, lds, &mut want, lds);
+            for r in 0..cols.next_multiple_of(16) {
+                for i in 0..ld {
+                    let expect = if r < cols && i < rows.div_ceil(2) { want[i * lds + r] } else { 0 };
+                    assert_eq!(dst[r * ld + i], expect, "({rows}x{cols}) A[{r}][{i}]");
+                }
             }
         }
     }
