@@ -80,17 +80,22 @@ pub fn row_words<'a: 'b, 'b>(
     if rows == 0 || dp == 0 {
         return (&buf[..0], dp);
     }
-    let (span, stride) = view.span(b, h, s0, rows);
-    if view.head_dim().is_multiple_of(2)
-        && (stride.is_multiple_of(2) || rows == 1)
-        && let Ok(w) = bytemuck::try_cast_slice::<bf16, u32>(span)
-    {
-        return (w, (stride / 2).max(dp));
+    if let Some(words) = words_in_place(view, b, h, s0, rows) {
+        return words;
     }
     for r in 0..rows {
         pack_words(view.row(b, h, s0 + r), &mut buf[r * dp..][..dp]);
     }
     (&buf[..rows * dp], dp)
+}
+
+/// Rows `s0 .. s0 + rows` (`rows > 0`) of `(b, h)` read as words along head_dim where they
+/// are 4-byte aligned with an even head_dim and row stride, with their row stride in words.
+fn words_in_place<'a>(view: &View<'a, bf16>, b: usize, h: usize, s0: usize, rows: usize) -> Option<(&'a [u32], usize)> {
+    let (span, stride) = view.span(b, h, s0, rows);
+    let fits = view.head_dim().is_multiple_of(2) && (stride.is_multiple_of(2) || rows == 1);
+    let words = bytemuck::try_cast_slice::<bf16, u32>(span).ok().filter(|_| fits)?;
+    Some((words, (stride / 2).max(view.head_dim() / 2)))
 }
 
 /// `dst[p] = (x[2p], x[2p + 1])`, the last high half zero for an odd length.
@@ -109,6 +114,29 @@ fn pack_words(x: &[bf16], dst: &mut [u32]) {
 #[allow(clippy::too_many_arguments)]
 pub fn words_t(view: &View<'_, bf16>, b: usize, h: usize, s0: usize, rows: usize, dst: &mut [u32], ld: usize) {
     let d = view.head_dim();
+    if rows > 0
+        && let Some((w, wl)) = words_in_place(view, b, h, s0, rows)
+    {
+        // 16 x 16 blocks transposed in registers.
+        let dp = d / 2;
+        assert!(
+            available() && dst.len() >= (dp - 1) * ld + rows.next_multiple_of(16) && ld >= rows.next_multiple_of(16),
+            "flash dot: transposed words of {rows} rows of {dp} words into {} words at stride {ld}",
+            dst.len()
+        );
+        for p0 in (0..dp).step_by(16) {
+            for r0 in (0..rows).step_by(16) {
+                let (nr, np) = ((rows - r0).min(16), (dp - p0).min(16));
+                // SAFETY: available() (asserted); the block reads words p0..p0+np of rows
+                // r0..r0+nr inside `w`, and writes rows p0..p0+np, columns r0..r0+16 of `dst`
+                // (asserted above).
+                unsafe {
+                    tiles::transpose_block(w[r0 * wl + p0..].as_ptr(), wl, nr, np, dst[p0 * ld + r0..].as_mut_ptr(), ld)
+                };
+            }
+        }
+        return;
+    }
     for r in 0..rows {
         let row = view.row(b, h, s0 + r);
         for p in 0..d / 2 {

@@ -21,9 +21,10 @@ use std::cell::RefCell;
 const T: usize = 16;
 
 /// Whether the tile unit runs the bf16 products (AMX-BF16 present and granted to this
-/// process; `ATTUNE_NO_AMX=1` turns it off, as for the tensor crate's products).
+/// process, with the AVX-512 the packing uses; `ATTUNE_NO_AMX=1` turns it off, as for the
+/// tensor crate's products).
 pub fn available() -> bool {
-    amx::available()
+    amx::available() && attune_tensor::cpu::bf16dot::available()
 }
 
 /// The padded copies of operands that are not whole tiles, kept per thread so the products
@@ -73,7 +74,10 @@ pub fn gemm(
         };
         let in_place = whole(m) && whole(n) && (out_scale == 1.0 || matches!(acc, Acc::Overwrite));
         if in_place {
-            if let Acc::ScaleAdd(sc) = acc {
+            // Once the running maxima settle, the online softmax's rescale is 1 for every row.
+            if let Acc::ScaleAdd(sc) = acc
+                && sc[..m].iter().any(|&f| f != 1.0)
+            {
                 for (row, &f) in c.chunks_mut(ldc).zip(sc).take(m) {
                     row[..n].iter_mut().for_each(|x| *x *= f);
                 }
@@ -118,17 +122,24 @@ pub fn gemm(
 pub fn key_pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32]) -> usize {
     let ld = rows.div_ceil(2).next_multiple_of(T);
     assert!(
-        available()
-            && transpose::available()
-            && dst.len() >= cols.next_multiple_of(T) * ld
-            && s.len() >= (rows.max(1) - 1) * lds + cols,
+        available() && dst.len() >= cols.next_multiple_of(T) * ld && s.len() >= (rows.max(1) - 1) * lds + cols,
         "flash tiles: key pairs of a {rows} x {cols} tile (stride {lds}) into {} words",
         dst.len()
     );
-    // SAFETY: the CPU has AVX-512F (every AMX CPU does; asserted) and the lengths are as
-    // `pairs` asks.
+    // SAFETY: available() (asserted) and the lengths are as `pairs` asks.
     unsafe { transpose::pairs(s, rows, cols, lds, dst, ld) };
     ld
+}
+
+/// Writes the transpose of the `rows x cols` word block at `src` (row stride `lds`, both at
+/// most 16) to `dst` (row stride `ldd`): `cols` rows of 16 words, zeros past `rows`.
+///
+/// # Safety
+/// `attune_tensor::cpu::bf16dot::available()`; `src` readable at `r * lds + c` for
+/// `r < rows`, `c < cols`; `dst` writable at `cols` rows of 16 words.
+pub unsafe fn transpose_block(src: *const u32, lds: usize, rows: usize, cols: usize, dst: *mut u32, ldd: usize) {
+    // SAFETY: as promised by the caller.
+    unsafe { transpose::block(src, lds, rows, cols, dst, ldd) }
 }
 
 /// `C = acc(C) + out_scale * prod` row by row: the epilogue of the `vdpbf16ps` kernel
@@ -158,7 +169,7 @@ fn pack_a(m: usize, kp: usize, a: &[u32], ars: usize, aps: usize, out: &mut Vec<
         for (i, row) in out.chunks_exact_mut(stride).take(m).enumerate() {
             row[..kp].copy_from_slice(&a[i * ars..][..kp]);
         }
-    } else if ars == 1 && transpose::available() {
+    } else if ars == 1 {
         // A[i][p] = a[p * aps + i]: the word matrix `a` (kp rows of stride aps) transposed.
         for p0 in (0..kp).step_by(T) {
             for i0 in (0..m).step_by(T) {
@@ -340,30 +351,20 @@ mod x86 {
     }
 }
 
-/// 16 x 16 transposes of 32-bit words with AVX-512 permutes.
+/// The packing loops on 16 x 16 blocks of words, transposed in registers with the tensor
+/// crate's butterfly (`attune_tensor::cpu::bf16dot::transpose16_regs`).
 mod transpose {
-    /// Whether the CPU has AVX-512F (every CPU with AMX has it).
-    pub fn available() -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            std::arch::is_x86_feature_detected!("avx512f")
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
     /// Writes the transpose of the `rows x cols` word block at `src` (row stride `lds`) to
-    /// `dst` (row stride `ldd`) as 16 rows of 16 words, zeros outside the block: `dst[c * ldd
-    /// + r] = src[r * lds + c]`.
+    /// `dst` (row stride `ldd`) as `cols` rows of 16 words, zeros past `rows`: `dst[c * ldd +
+    /// r] = src[r * lds + c]`.
     ///
     /// # Safety
-    /// AVX-512F present; `src` readable at `r * lds + c` for `r < rows`, `c < cols`; `dst`
-    /// writable at 16 rows of 16 words.
+    /// AVX-512F (`attune_tensor::cpu::bf16dot::available`); `src` readable at `r * lds + c`
+    /// for `r < rows`, `c < cols`; `dst` writable at `cols` rows of 16 words.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn block(src: *const u32, lds: usize, rows: usize, cols: usize, dst: *mut u32, ldd: usize) {
+        use attune_tensor::cpu::bf16dot::transpose16_regs;
         use std::arch::x86_64::*;
         let mask = ((1u32 << cols) - 1) as __mmask16;
         let mut r = [_mm512_setzero_si512(); 16];
@@ -372,9 +373,9 @@ mod transpose {
             *x = unsafe { _mm512_maskz_loadu_epi32(mask, src.add(i * lds) as *const i32) };
         }
         // SAFETY: AVX-512F is enabled for this function.
-        unsafe { transpose16(&mut r) };
-        for (c, x) in r.iter().enumerate() {
-            // SAFETY: the caller's 16 writable rows of 16 words.
+        unsafe { transpose16_regs(&mut r) };
+        for (c, x) in r.iter().enumerate().take(cols) {
+            // SAFETY: the caller's `cols` writable rows of 16 words.
             unsafe { _mm512_storeu_si512(dst.add(c * ldd) as *mut _, *x) };
         }
     }
@@ -382,31 +383,25 @@ mod transpose {
     /// Writes the rows of the f32 tile `s[j * lds + r]` (`j < rows`, `r < cols`) rounded to
     /// bf16 and paired into words, transposed: `dst[r * ld + i]` holds `s[2i][r]` (low half)
     /// and `s[2i + 1][r]` for `i < rows.div_ceil(2)`, zeros past the tile up to whole 16 x 16
-    /// blocks. Rounding is `round_bits`' (to nearest even, NaN kept quiet).
+    /// blocks. The rounding is the tensor crate's `round_bits`.
     ///
     /// # Safety
-    /// AVX-512F present; `s` holds the tile; `dst` holds `cols.next_multiple_of(16)` rows of
-    /// `ld >= rows.div_ceil(2).next_multiple_of(16)` words.
+    /// [`super::available`]; `s` holds the tile; `dst` holds `cols.next_multiple_of(16)`
+    /// rows of `ld >= rows.div_ceil(2).next_multiple_of(16)` words.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn pairs(s: &[f32], rows: usize, cols: usize, lds: usize, dst: &mut [u32], ld: usize) {
+        use attune_tensor::cpu::bf16dot::{round_bits_x16, transpose16_regs};
         use std::arch::x86_64::*;
-        let round = |x: __m512i| {
-            let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
-            let rounded =
-                _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
-            let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
-            let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
-            let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
-            _mm512_mask_blend_epi32(nan, rounded, quiet)
-        };
         let kp = rows.div_ceil(2);
         for r0 in (0..cols).step_by(16) {
             let mask = ((1u32 << (cols - r0).min(16)) - 1) as __mmask16;
+            // Row j's columns r0.. rounded (zeros past the tile).
             let load = |j: usize| {
                 if j < rows {
-                    // SAFETY: row j < rows of the tile, its columns r0.. under the mask.
-                    unsafe { _mm512_maskz_loadu_epi32(mask, s[j * lds + r0..].as_ptr() as *const i32) }
+                    // SAFETY: row j < rows of the tile, its columns r0.. under the mask; AVX-512F
+                    // is enabled for the enclosing function.
+                    unsafe { round_bits_x16(_mm512_maskz_loadu_epi32(mask, s[j * lds + r0..].as_ptr() as *const i32)) }
                 } else {
                     _mm512_setzero_si512()
                 }
@@ -415,10 +410,10 @@ mod transpose {
                 let mut w = [_mm512_setzero_si512(); 16];
                 for (ii, x) in w.iter_mut().enumerate().take(kp - i0) {
                     let j = 2 * (i0 + ii);
-                    *x = _mm512_or_si512(round(load(j)), _mm512_slli_epi32::<16>(round(load(j + 1))));
+                    *x = _mm512_or_si512(load(j), _mm512_slli_epi32::<16>(load(j + 1)));
                 }
                 // SAFETY: AVX-512F is enabled for this function.
-                unsafe { transpose16(&mut w) };
+                unsafe { transpose16_regs(&mut w) };
                 for (rr, x) in w.iter().enumerate() {
                     let at = &mut dst[(r0 + rr) * ld + i0..][..16];
                     // SAFETY: 16 words inside `dst` (the slice above).
@@ -428,66 +423,14 @@ mod transpose {
         }
     }
 
-    /// Transposes 16 rows of 16 words in registers. Stage `w` swaps bit log2(w) of the row
-    /// index with that of the column index for every element where they differ; after the
-    /// four stages rows and columns are swapped.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn transpose16(r: &mut [std::arch::x86_64::__m512i; 16]) {
-        // SAFETY: AVX-512F is enabled for this function.
-        unsafe {
-            stage::<1>(r);
-            stage::<2>(r);
-            stage::<4>(r);
-            stage::<8>(r);
-        }
-    }
-
-    /// The permute indices of stage `W`: for the row with bit W clear, columns with the bit
-    /// set come from the partner row `W` columns left (`16 +` selects the second operand);
-    /// for the partner row, columns with the bit clear come from the first row `W` columns
-    /// right.
-    #[cfg(target_arch = "x86_64")]
-    const fn indices(w: usize) -> [[i32; 16]; 2] {
-        let mut out = [[0i32; 16]; 2];
-        let mut j = 0;
-        while j < 16 {
-            let low = j & w == 0;
-            out[0][j] = if low { j as i32 } else { (16 + j - w) as i32 };
-            out[1][j] = if low { (j + w) as i32 } else { (16 + j) as i32 };
-            j += 1;
-        }
-        out
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn stage<const W: usize>(r: &mut [std::arch::x86_64::__m512i; 16]) {
-        use std::arch::x86_64::*;
-        let idx: [[i32; 16]; 2] = const { indices(W) };
-        // SAFETY: loads of 16 i32 from a local array.
-        let (lo, hi) = unsafe {
-            (_mm512_loadu_si512(idx[0].as_ptr() as *const _), _mm512_loadu_si512(idx[1].as_ptr() as *const _))
-        };
-        for i in 0..16 {
-            if i & W == 0 {
-                let (a, b) = (r[i], r[i + W]);
-                r[i] = _mm512_permutex2var_epi32(a, lo, b);
-                r[i + W] = _mm512_permutex2var_epi32(a, hi, b);
-            }
-        }
-    }
-
     #[cfg(not(target_arch = "x86_64"))]
     pub unsafe fn block(_: *const u32, _: usize, _: usize, _: usize, _: *mut u32, _: usize) {
-        unreachable!("transpose::available() is false off x86_64")
+        unreachable!("tiles::available() is false off x86_64")
     }
 
     #[cfg(not(target_arch = "x86_64"))]
     pub unsafe fn pairs(_: &[f32], _: usize, _: usize, _: usize, _: &mut [u32], _: usize) {
-        unreachable!("transpose::available() is false off x86_64")
+        unreachable!("tiles::available() is false off x86_64")
     }
 }
 
@@ -496,9 +439,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn transpose_blocks_swap_rows_and_columns_and_zero_the_rest() {
-        if !transpose::available() {
-            eprintln!("skipped: this CPU has no AVX-512F");
+    fn transpose_blocks_swap_rows_and_columns_and_write_only_the_block_rows() {
+        if !available() {
+            eprintln!("skipped: this CPU has no tile unit (AMX)");
             return;
         }
         let src: Vec<u32> = (0..20 * 21).collect();
@@ -509,7 +452,11 @@ mod tests {
             unsafe { transpose::block(src.as_ptr().add(21 + 2), 21, rows, cols, dst.as_mut_ptr(), 18) };
             for c in 0..16 {
                 for r in 0..16 {
-                    let want = if r < rows && c < cols { src[(1 + r) * 21 + 2 + c] } else { 0 };
+                    let want = match (r < rows, c < cols) {
+                        (_, false) => u32::MAX,
+                        (true, true) => src[(1 + r) * 21 + 2 + c],
+                        (false, true) => 0,
+                    };
                     assert_eq!(dst[c * 18 + r], want, "({rows}x{cols}) dst[{c}][{r}]");
                 }
                 assert_eq!(dst[c * 18 + 16], u32::MAX, "wrote past 16 words in row {c}");
@@ -544,6 +491,10 @@ mod tests {
 
     #[test]
     fn packed_operands_pad_with_zeros() {
+        if !available() {
+            eprintln!("skipped: this CPU has no tile unit (AMX)");
+            return;
+        }
         // A 3 x 5 A read transposed (aps = 4, ars = 1) and a 5 x 20 B.
         let a: Vec<u32> = (1..=5 * 4).collect();
         let mut pa = Vec::new();

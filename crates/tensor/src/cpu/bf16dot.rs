@@ -34,6 +34,11 @@ const RHS_GROUP: usize = 8;
 /// stays in L2 while every row group of a task passes over it.
 const PANELS_PER_BLOCK: usize = 16;
 
+/// Register-level helpers of the packing loops, for other crates' bf16 kernels (the flash
+/// attention's tile path): call only where [`available`] is true.
+#[cfg(target_arch = "x86_64")]
+pub use x86::{round_bits_x16, transpose16_regs};
+
 /// Whether this CPU runs the bf16 dot-product kernels.
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -353,34 +358,85 @@ mod x86 {
 
     use super::{MR, PANEL, PANELS_PER_BLOCK};
 
-    /// Transposes a 16 x 16 block of words in place: four butterfly stages, stage `d` swapping
-    /// the upper-right and lower-left `d x d` sub-blocks of every `2d x 2d` block (each element
-    /// whose row and column differ in bit `d` has both bits flipped), each stage two two-source
-    /// permutes per pair of rows `d` apart.
+    /// Transposes a 16 x 16 block of words in place ([`transpose16_regs`] between a load and
+    /// a store of the rows).
     #[target_feature(enable = "avx512f")]
     pub unsafe fn transpose16(block: &mut [[u32; PANEL]; PANEL]) {
         // SAFETY: each row is 16 u32 (64 bytes), loaded and stored unaligned.
         unsafe {
             let mut v: [__m512i; PANEL] = std::array::from_fn(|r| _mm512_loadu_si512(block[r].as_ptr() as *const _));
-            for d in [8usize, 4, 2, 1] {
-                // Lane c of row r takes row r's lane c where bit d of c is clear, else row
-                // r + d's lane c - d; row r + d takes row r's lane c + d, else its own lane c.
-                let upper: [i32; PANEL] =
-                    std::array::from_fn(|c| if c & d == 0 { c as i32 } else { (PANEL + c - d) as i32 });
-                let lower: [i32; PANEL] =
-                    std::array::from_fn(|c| if c & d == 0 { (c + d) as i32 } else { (PANEL + c) as i32 });
-                let (upper, lower) =
-                    (_mm512_loadu_si512(upper.as_ptr() as *const _), _mm512_loadu_si512(lower.as_ptr() as *const _));
-                for r in (0..PANEL).filter(|r| r & d == 0) {
-                    let (a, b) = (v[r], v[r + d]);
-                    v[r] = _mm512_permutex2var_epi32(a, upper, b);
-                    v[r + d] = _mm512_permutex2var_epi32(a, lower, b);
-                }
-            }
+            transpose16_regs(&mut v);
             for (row, x) in block.iter_mut().zip(v) {
                 _mm512_storeu_si512(row.as_mut_ptr() as *mut _, x);
             }
         }
+    }
+
+    /// Transposes 16 rows of 16 words held in registers: four butterfly stages, stage `d`
+    /// swapping the upper-right and lower-left `d x d` sub-blocks of every `2d x 2d` block
+    /// (each element whose row and column differ in bit `d` has both bits flipped), each stage
+    /// two two-source permutes per pair of rows `d` apart.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn transpose16_regs(v: &mut [__m512i; PANEL]) {
+        // SAFETY: AVX-512F is enabled for this function.
+        unsafe {
+            stage::<8>(v);
+            stage::<4>(v);
+            stage::<2>(v);
+            stage::<1>(v);
+        }
+    }
+
+    /// The two-source permute indices of butterfly stage `d`: lane c of row r takes row r's
+    /// lane c where bit d of c is clear, else row r + d's lane c - d (`PANEL +` selects the
+    /// second source); row r + d takes row r's lane c + d, else its own lane c.
+    const fn stage_indices(d: usize) -> [[i32; PANEL]; 2] {
+        let mut out = [[0i32; PANEL]; 2];
+        let mut c = 0;
+        while c < PANEL {
+            let clear = c & d == 0;
+            out[0][c] = if clear { c as i32 } else { (PANEL + c - d) as i32 };
+            out[1][c] = if clear { (c + d) as i32 } else { (PANEL + c) as i32 };
+            c += 1;
+        }
+        out
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn stage<const D: usize>(v: &mut [__m512i; PANEL]) {
+        let idx: [[i32; PANEL]; 2] = const { stage_indices(D) };
+        // SAFETY: loads of 16 i32 from a local array.
+        let (upper, lower) = unsafe {
+            (_mm512_loadu_si512(idx[0].as_ptr() as *const _), _mm512_loadu_si512(idx[1].as_ptr() as *const _))
+        };
+        for r in 0..PANEL {
+            if r & D == 0 {
+                let (a, b) = (v[r], v[r + D]);
+                v[r] = _mm512_permutex2var_epi32(a, upper, b);
+                v[r + D] = _mm512_permutex2var_epi32(a, lower, b);
+            }
+        }
+    }
+
+    /// [`super::round_bits`] of 16 f32 given as their bits, in the low halves of the lanes
+    /// (high halves zero): the same rounding, for packing loops written with intrinsics.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub unsafe fn round_bits_x16(x: __m512i) -> __m512i {
+        let odd = _mm512_and_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(1));
+        let rounded = _mm512_srli_epi32::<16>(_mm512_add_epi32(x, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))));
+        let abs = _mm512_and_si512(x, _mm512_set1_epi32(0x7fff_ffff));
+        let nan = _mm512_cmpgt_epu32_mask(abs, _mm512_set1_epi32(0x7f80_0000));
+        let quiet = _mm512_or_si512(_mm512_srli_epi32::<16>(x), _mm512_set1_epi32(0x40));
+        _mm512_mask_blend_epi32(nan, rounded, quiet)
     }
 
     /// `c` (rows x n, row-major) += packed_a (rows x pairs) @ packed_b (panels x pairs x 16).
@@ -545,6 +601,44 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn vector_rounding_is_round_bits() {
+        if skip() {
+            return;
+        }
+        // Ties to even both ways, just off a tie, the largest finite, infinities, a quiet and
+        // a signalling NaN, subnormals, zeros.
+        let xs: [u32; 16] = [
+            0x3f80_8000,
+            0x3f81_8000,
+            0x3f80_8001,
+            0x3f80_7fff,
+            0x7f7f_ffff,
+            0x7f80_0000,
+            0xff80_0000,
+            0x7fc0_0001,
+            0x7f80_0001,
+            0x0000_8000,
+            0x0001_8000,
+            0x8000_0000,
+            0x0000_0000,
+            0xbf80_8000,
+            0x4049_0fdb,
+            0xc2f6_e979,
+        ];
+        // SAFETY: available() (AVX-512) holds past skip(); 16 u32 loaded and stored.
+        let got: [u32; 16] = unsafe {
+            use std::arch::x86_64::*;
+            let mut out = [0u32; 16];
+            let v = round_bits_x16(_mm512_loadu_si512(xs.as_ptr() as *const _));
+            _mm512_storeu_si512(out.as_mut_ptr() as *mut _, v);
+            out
+        };
+        for (&x, &g) in xs.iter().zip(&got) {
+            assert_eq!(g, round_bits(f32::from_bits(x)) as u32, "{x:#010x}");
+        }
     }
 
     #[test]
