@@ -8,7 +8,8 @@
 //!   head_dim (other tensors are made contiguous first). f32 K/V rows feed the tile products
 //!   directly; f16/bf16/f64 rows are converted to f32 per tile, except bf16 on a CPU with
 //!   AVX512_BF16, whose products run on bf16 dot products ([`dot`]: P and dS rounded to bf16,
-//!   f32 accumulation). **f64 inputs are computed in
+//!   f32 accumulation), on the AMX tile unit where the CPU has one ([`tiles`]), else on
+//!   `vdpbf16ps`. **f64 inputs are computed in
 //!   f32** (use [`crate::oracle`] for f64-accurate values). Outputs are in the input dtype.
 //! - Score tiles are stored transposed (`S^T`, keys as rows, `BQ = 64` query columns), so
 //!   `S^T = K Q^T` reads K rows as broadcasts and the transposed query tile as vectors, and
