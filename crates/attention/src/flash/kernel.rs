@@ -111,7 +111,9 @@ pub fn gemm(
     portable(m, n, k, a, ars, acs, b, ldb, c, ldc, acc)
 }
 
-#[cfg(feature = "testing")]
+// The kernel of builds without AVX-512 (a portable `-C target-cpu=x86-64-v3` build), and the
+// reference of the unit tests and of the `testing` feature's benchmarks.
+#[cfg(any(feature = "testing", test, not(all(target_arch = "x86_64", target_feature = "avx512f"))))]
 /// The portable product: one C row at a time, `C[i] += A[i][p] * B[p]` as contiguous axpys
 /// that LLVM vectorises for whatever the target has. Also the reference in the unit tests.
 #[allow(clippy::too_many_arguments)]
