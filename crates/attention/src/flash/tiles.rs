@@ -9,8 +9,10 @@
 //! with its pairs along its rows (`aps = 1`: K, V, `P^T`, `dS^T`), B always (pair rows at
 //! `ldb`), C when the product is added at scale 1 or overwritten (the online softmax's row
 //! rescale of O is applied to C first). What is not whole is copied into zero-padded
-//! per-thread buffers, and A with its pairs down its columns (`P` and `dS` in `O += P V` and
-//! `dQ += dS K`, `ars = 1`) is packed with 16 x 16 word transposes.
+//! per-thread buffers, and an A with its pairs down its columns (`ars = 1`) is packed with
+//! 16 x 16 word transposes. `P` and `dS`, which `O += P V` and `dQ += dS K` reduce over their
+//! keys, are laid out for the tiles as they are rounded ([`key_pairs`]). The products run on
+//! the tensor crate's tile kernel for strided operands (`attune_tensor::cpu::amx::product`).
 
 use super::kernel::Acc;
 use attune_tensor::cpu::amx;
@@ -18,7 +20,7 @@ use attune_tensor::cpu::math::mul_add;
 use std::cell::RefCell;
 
 /// Rows of a tile, word pairs of an A tile row, columns of a B or result tile.
-const T: usize = 16;
+const T: usize = amx::TILE_ROWS;
 
 /// Whether the tile unit runs the bf16 products (AMX-BF16 present and granted to this
 /// process, with the AVX-512 the packing uses; `ATTUNE_NO_AMX=1` turns it off, as for the
@@ -87,7 +89,7 @@ pub fn gemm(
             // the checked product) or padded copies of mp x kpp and kpp x np words; C's
             // whole tiles are rows < m, columns < n of the checked result.
             unsafe {
-                x86::product(
+                amx::product(
                     mp / T,
                     np / T,
                     kpp / T,
@@ -108,7 +110,7 @@ pub fn gemm(
         } else {
             buf.c.resize(mp * np, 0.0);
             // SAFETY: as above, with C the mp x np scratch.
-            unsafe { x86::product(mp / T, np / T, kpp / T, ap, lda, bp, ldb, buf.c.as_mut_ptr(), np, false) };
+            unsafe { amx::product(mp / T, np / T, kpp / T, ap, lda, bp, ldb, buf.c.as_mut_ptr(), np, false) };
             fold(m, n, &buf.c, np, c, ldc, acc, out_scale);
         }
     });
@@ -205,149 +207,6 @@ fn pack_b(n: usize, kp: usize, b: &[u32], ldb: usize, out: &mut Vec<u32>) {
     out.resize(kp.next_multiple_of(T) * np, 0);
     for (p, row) in out.chunks_exact_mut(np).take(kp).enumerate() {
         row[..n].copy_from_slice(&b[p * ldb..][..n]);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::T;
-    use std::arch::asm;
-
-    /// Tile configuration, palette 1: all eight tiles 16 rows of 64 bytes. Tiles 0-3 hold
-    /// a 2 x 2 block of results, 4-5 two A tiles, 6-7 two B tiles.
-    #[repr(C, align(64))]
-    struct Config([u8; 64]);
-
-    const CONFIG: Config = {
-        let mut bytes = [0u8; 64];
-        bytes[0] = 1;
-        let mut t = 0;
-        while t < 8 {
-            bytes[16 + 2 * t] = 64;
-            bytes[48 + t] = T as u8;
-            t += 1;
-        }
-        Config(bytes)
-    };
-
-    /// `C (+)= A B` over `mt x nt` result tiles and `kt` pair tiles: A rows `lda` words apart,
-    /// B pair rows `ldb` words apart, C rows `ldc` floats apart, C loaded first with `load`.
-    ///
-    /// # Safety
-    /// The tile unit is available to this process; A is readable at `16 mt` rows of `16 kt`
-    /// words, B at `16 kt` rows of `16 nt` words, C readable (with `load`) and writable at
-    /// `16 mt` rows of `16 nt` floats.
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn product(
-        mt: usize,
-        nt: usize,
-        kt: usize,
-        a: *const u32,
-        lda: usize,
-        b: *const u32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-        load: bool,
-    ) {
-        let (sa, sb, sc) = (lda * 4, ldb * 4, ldc * 4);
-        // SAFETY (whole body): every tile load or store below touches 16 rows of 64 bytes at
-        // the given stride inside the extents the caller promised; pointers past them are
-        // formed with wrapping_add and never used (the `two_*` flags).
-        unsafe {
-            asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly));
-            for ti in (0..mt).step_by(2) {
-                let two_i = ti + 1 < mt;
-                for tj in (0..nt).step_by(2) {
-                    let two_j = tj + 1 < nt;
-                    let c00 = c.add(ti * T * ldc + tj * T);
-                    let (c01, c10) = (c00.wrapping_add(T), c00.wrapping_add(T * ldc));
-                    let c11 = c10.wrapping_add(T);
-                    if load {
-                        asm!("tileloadd tmm0, [{p} + {s}*1]", p = in(reg) c00, s = in(reg) sc, options(nostack, readonly));
-                        if two_j {
-                            asm!("tileloadd tmm1, [{p} + {s}*1]", p = in(reg) c01, s = in(reg) sc, options(nostack, readonly));
-                        }
-                        if two_i {
-                            asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) c10, s = in(reg) sc, options(nostack, readonly));
-                        }
-                        if two_i && two_j {
-                            asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) c11, s = in(reg) sc, options(nostack, readonly));
-                        }
-                    } else {
-                        asm!(
-                            "tilezero tmm0",
-                            "tilezero tmm1",
-                            "tilezero tmm2",
-                            "tilezero tmm3",
-                            options(nostack, nomem)
-                        );
-                    }
-                    for p in 0..kt {
-                        let a0 = a.add(ti * T * lda + p * T);
-                        let a1 = a0.wrapping_add(T * lda);
-                        let b0 = b.add(p * T * ldb + tj * T);
-                        let b1 = b0.wrapping_add(T);
-                        asm!(
-                            "tileloadd tmm4, [{a0} + {sa}*1]",
-                            "tileloadd tmm6, [{b0} + {sb}*1]",
-                            "tdpbf16ps tmm0, tmm4, tmm6",
-                            a0 = in(reg) a0, b0 = in(reg) b0, sa = in(reg) sa, sb = in(reg) sb,
-                            options(nostack, readonly),
-                        );
-                        if two_j {
-                            asm!(
-                                "tileloadd tmm7, [{b1} + {sb}*1]",
-                                "tdpbf16ps tmm1, tmm4, tmm7",
-                                b1 = in(reg) b1, sb = in(reg) sb,
-                                options(nostack, readonly),
-                            );
-                        }
-                        if two_i {
-                            asm!(
-                                "tileloadd tmm5, [{a1} + {sa}*1]",
-                                "tdpbf16ps tmm2, tmm5, tmm6",
-                                a1 = in(reg) a1, sa = in(reg) sa,
-                                options(nostack, readonly),
-                            );
-                            if two_j {
-                                asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
-                            }
-                        }
-                    }
-                    asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) c00, s = in(reg) sc, options(nostack));
-                    if two_j {
-                        asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) c01, s = in(reg) sc, options(nostack));
-                    }
-                    if two_i {
-                        asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) c10, s = in(reg) sc, options(nostack));
-                    }
-                    if two_i && two_j {
-                        asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) c11, s = in(reg) sc, options(nostack));
-                    }
-                }
-            }
-            asm!("tilerelease", options(nostack, nomem));
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-mod x86 {
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn product(
-        _: usize,
-        _: usize,
-        _: usize,
-        _: *const u32,
-        _: usize,
-        _: *const u32,
-        _: usize,
-        _: *mut f32,
-        _: usize,
-        _: bool,
-    ) {
-        unreachable!("tiles::available() is false off x86_64")
     }
 }
 

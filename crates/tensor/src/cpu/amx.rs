@@ -93,6 +93,31 @@ pub unsafe fn block(
     unsafe { x86::block(packed_a, packed_b, rows, n, stride, panels, c, store) }
 }
 
+/// `C (+)= A B` on whole tiles read in place at any row strides: `mt x nt` result tiles of
+/// 16 x 16 f32 (rows `ldc` floats apart, loaded first with `load`, else overwritten), `kt`
+/// tiles of 16 pairs along the reduction; A is `16 mt` rows of `16 kt` words (`lda` words
+/// apart), B `16 kt` pair rows of `16 nt` words (`ldb` apart). The flash attention's products
+/// (`attune_attention`'s `flash/tiles.rs`) read its operands where they lie with this.
+///
+/// # Safety
+/// [`available`] must be true; A, B and C must be readable (C writable) at the extents above.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product(
+    mt: usize,
+    nt: usize,
+    kt: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+    load: bool,
+) {
+    // SAFETY: as promised by the caller.
+    unsafe { x86::product(mt, nt, kt, a, lda, b, ldb, c, ldc, load) }
+}
+
 /// `iters` rounds of four independent `tdpbf16ps` (65,536 flops a round) on tiles loaded
 /// once: the tile unit's peak, for `cargo xtask peak`. Returns a value of the results so the
 /// work is not optimised away.
@@ -273,6 +298,108 @@ mod x86 {
         unsafe { asm!("tilerelease", options(nostack, nomem)) };
     }
 
+    /// `C (+)= A B` over `mt x nt` result tiles and `kt` pair tiles: A rows `lda` words apart,
+    /// B pair rows `ldb` words apart, C rows `ldc` floats apart, C loaded first with `load`.
+    ///
+    /// # Safety
+    /// The tile unit is available to this process; A is readable at `16 mt` rows of `16 kt`
+    /// words, B at `16 kt` rows of `16 nt` words, C readable (with `load`) and writable at
+    /// `16 mt` rows of `16 nt` floats.
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn product(
+        mt: usize,
+        nt: usize,
+        kt: usize,
+        a: *const u32,
+        lda: usize,
+        b: *const u32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        load: bool,
+    ) {
+        let config = Config::new();
+        let (sa, sb, sc) = (lda * 4, ldb * 4, ldc * 4);
+        // SAFETY (whole body): every tile load or store below touches 16 rows of 64 bytes at
+        // the given stride inside the extents the caller promised; pointers past them are
+        // formed with wrapping_add and never used (the `two_*` flags).
+        unsafe {
+            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            for ti in (0..mt).step_by(2) {
+                let two_i = ti + 1 < mt;
+                for tj in (0..nt).step_by(2) {
+                    let two_j = tj + 1 < nt;
+                    let c00 = c.add(ti * TILE_ROWS * ldc + tj * TILE_COLS);
+                    let (c01, c10) = (c00.wrapping_add(TILE_COLS), c00.wrapping_add(TILE_ROWS * ldc));
+                    let c11 = c10.wrapping_add(TILE_COLS);
+                    if load {
+                        asm!("tileloadd tmm0, [{p} + {s}*1]", p = in(reg) c00, s = in(reg) sc, options(nostack, readonly));
+                        if two_j {
+                            asm!("tileloadd tmm1, [{p} + {s}*1]", p = in(reg) c01, s = in(reg) sc, options(nostack, readonly));
+                        }
+                        if two_i {
+                            asm!("tileloadd tmm2, [{p} + {s}*1]", p = in(reg) c10, s = in(reg) sc, options(nostack, readonly));
+                        }
+                        if two_i && two_j {
+                            asm!("tileloadd tmm3, [{p} + {s}*1]", p = in(reg) c11, s = in(reg) sc, options(nostack, readonly));
+                        }
+                    } else {
+                        asm!(
+                            "tilezero tmm0",
+                            "tilezero tmm1",
+                            "tilezero tmm2",
+                            "tilezero tmm3",
+                            options(nostack, nomem)
+                        );
+                    }
+                    for p in 0..kt {
+                        let a0 = a.add(ti * TILE_ROWS * lda + p * K_PAIRS);
+                        let a1 = a0.wrapping_add(TILE_ROWS * lda);
+                        let b0 = b.add(p * K_PAIRS * ldb + tj * TILE_COLS);
+                        let b1 = b0.wrapping_add(TILE_COLS);
+                        asm!(
+                            "tileloadd tmm4, [{a0} + {sa}*1]",
+                            "tileloadd tmm6, [{b0} + {sb}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            a0 = in(reg) a0, b0 = in(reg) b0, sa = in(reg) sa, sb = in(reg) sb,
+                            options(nostack, readonly),
+                        );
+                        if two_j {
+                            asm!(
+                                "tileloadd tmm7, [{b1} + {sb}*1]",
+                                "tdpbf16ps tmm1, tmm4, tmm7",
+                                b1 = in(reg) b1, sb = in(reg) sb,
+                                options(nostack, readonly),
+                            );
+                        }
+                        if two_i {
+                            asm!(
+                                "tileloadd tmm5, [{a1} + {sa}*1]",
+                                "tdpbf16ps tmm2, tmm5, tmm6",
+                                a1 = in(reg) a1, sa = in(reg) sa,
+                                options(nostack, readonly),
+                            );
+                            if two_j {
+                                asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
+                            }
+                        }
+                    }
+                    asm!("tilestored [{p} + {s}*1], tmm0", p = in(reg) c00, s = in(reg) sc, options(nostack));
+                    if two_j {
+                        asm!("tilestored [{p} + {s}*1], tmm1", p = in(reg) c01, s = in(reg) sc, options(nostack));
+                    }
+                    if two_i {
+                        asm!("tilestored [{p} + {s}*1], tmm2", p = in(reg) c10, s = in(reg) sc, options(nostack));
+                    }
+                    if two_i && two_j {
+                        asm!("tilestored [{p} + {s}*1], tmm3", p = in(reg) c11, s = in(reg) sc, options(nostack));
+                    }
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+    }
+
     #[cfg(feature = "testing")]
     pub unsafe fn peak_loop(iters: u64) -> f32 {
         let config = Config::new();
@@ -358,8 +485,76 @@ mod x86 {
         unreachable!("amx::available() is false off x86_64")
     }
 
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn product(
+        _: usize,
+        _: usize,
+        _: usize,
+        _: *const u32,
+        _: usize,
+        _: *const u32,
+        _: usize,
+        _: *mut f32,
+        _: usize,
+        _: bool,
+    ) {
+        unreachable!("amx::available() is false off x86_64")
+    }
+
     #[cfg(feature = "testing")]
     pub unsafe fn peak_loop(_: u64) -> f32 {
         unreachable!("amx::available() is false off x86_64")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::bf16;
+
+    /// The strided tile product against an f64 loop over the word pairs, on small integers
+    /// (exact in f32): odd and even tile counts in both directions (the 2 x 2 blocking's
+    /// edges), operands at strides wider than their tiles, C added to and overwritten.
+    #[test]
+    fn strided_product_matches_the_reference() {
+        if !available() {
+            eprintln!("skipped: this CPU has no tile unit (AMX), or ATTUNE_NO_AMX is set");
+            return;
+        }
+        let value = |i: usize| ((i * 7919 + 13) % 9) as f32 - 4.0;
+        let word = |i: usize| {
+            let (lo, hi) = (bf16::from_f32(value(2 * i)), bf16::from_f32(value(2 * i + 1)));
+            lo.to_bits() as u32 | (hi.to_bits() as u32) << 16
+        };
+        let half = |w: u32, hi: bool| bf16::from_bits(if hi { (w >> 16) as u16 } else { w as u16 }).to_f64();
+        for &(mt, nt, kt) in &[(1, 1, 1), (3, 2, 2), (2, 3, 1), (3, 3, 3)] {
+            let (m, n, kp) = (mt * TILE_ROWS, nt * TILE_COLS, kt * K_PAIRS);
+            let (lda, ldb, ldc) = (kp + 5, n + 3, n + 7);
+            let a: Vec<u32> = (0..m * lda).map(word).collect();
+            let b: Vec<u32> = (0..kp * ldb).map(|i| word(i + 100_000)).collect();
+            let before: Vec<f32> = (0..m * ldc).map(|i| value(i + 7)).collect();
+            for load in [false, true] {
+                let mut c = before.clone();
+                // SAFETY: available() checked; A is m rows of lda >= kp words, B kp rows of
+                // ldb >= n words, C m rows of ldc >= n floats.
+                unsafe { product(mt, nt, kt, a.as_ptr(), lda, b.as_ptr(), ldb, c.as_mut_ptr(), ldc, load) };
+                for i in 0..m {
+                    for j in 0..ldc {
+                        let want = if j < n {
+                            let dot: f64 = (0..kp)
+                                .map(|p| {
+                                    let (x, y) = (a[i * lda + p], b[p * ldb + j]);
+                                    half(x, false) * half(y, false) + half(x, true) * half(y, true)
+                                })
+                                .sum();
+                            dot + if load { before[i * ldc + j] as f64 } else { 0.0 }
+                        } else {
+                            before[i * ldc + j] as f64
+                        };
+                        assert_eq!(c[i * ldc + j] as f64, want, "tiles {mt}x{nt}x{kt} load {load} C[{i}][{j}]");
+                    }
+                }
+            }
+        }
     }
 }
