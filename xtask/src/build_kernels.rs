@@ -9,9 +9,11 @@ use crate::ptxas::{self, FunctionResources};
 use anyhow::{Context, Result, bail};
 use attune_cuda::nvrtc::{self, Target};
 use attune_cuda::{ModuleSpec, toolchain};
+use rayon::prelude::*;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Options of `cargo xtask build-kernels`.
 #[derive(clap::Args, Debug)]
@@ -169,26 +171,31 @@ pub fn run(args: &BuildKernelsArgs) -> Result<ExitCode> {
     let work = std::env::temp_dir().join(format!("attune-build-kernels-{}", std::process::id()));
     std::fs::create_dir_all(&work)?;
 
-    let mut rows = Vec::new();
-    let mut failures = Vec::new();
     // Progress on a terminal only (docs/architecture.md); the table is the output.
     let progress = std::io::stderr().is_terminal();
-    let total = variants.len() * archs.len();
-    for (vi, (spec, launches, only)) in variants.iter().enumerate() {
-        for (ai, &sm) in archs.iter().enumerate() {
-            if only.is_some_and(|a| a != sm) {
-                continue;
-            }
-            if progress {
-                eprint!(
-                    "\r\x1b[K[{}/{total}] {} [{}] sm_{sm}",
-                    vi * archs.len() + ai + 1,
-                    spec.file,
-                    spec.defines_string()
-                );
-            }
+    let jobs: Vec<(&Variant, u32)> = variants
+        .iter()
+        .flat_map(|v| archs.iter().filter(move |&&sm| v.2.is_none_or(|a| a == sm)).map(move |&sm| (v, sm)))
+        .collect();
+    // NVRTC and ptxas run one core each, for up to seconds per variant: a variant per core,
+    // the rows kept in the variants' order.
+    let finished = AtomicUsize::new(0);
+    let results: Vec<(Vec<Row>, Vec<String>)> = jobs
+        .par_iter()
+        .map(|&((spec, launches, _), sm)| {
+            let (mut rows, mut failures) = (Vec::new(), Vec::new());
             analyse(spec, launches, sm, &ptxas, &work, &mut rows, &mut failures);
-        }
+            let done = finished.fetch_add(1, Ordering::Relaxed) + 1;
+            if progress {
+                eprint!("\r\x1b[K[{done}/{}] {} [{}] sm_{sm}", jobs.len(), spec.file, spec.defines_string());
+            }
+            (rows, failures)
+        })
+        .collect();
+    let (mut rows, mut failures) = (Vec::new(), Vec::new());
+    for (r, f) in results {
+        rows.extend(r);
+        failures.extend(f);
     }
     let _ = std::fs::remove_dir_all(&work);
     if progress {

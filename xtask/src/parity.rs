@@ -8,9 +8,11 @@
 use anyhow::{Context, Result};
 use attune_attention::cases::{Backend, Case, CaseResult, Metric, check_case, load_cases};
 use attune_tensor::DType;
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::Instant;
 
 pub use crate::grid::{GridCase, default_grid, full_grid};
@@ -147,42 +149,87 @@ pub fn row(r: &CaseResult, secs: f64) -> String {
     s
 }
 
-/// Checks every case on `backend`, writing one row per case as it finishes.
-pub fn run_cases(
-    cases: impl IntoIterator<Item = (String, Result<Case>)>,
-    backend: Backend,
-    out: &mut impl Write,
-) -> Result<Summary> {
+/// Checks every case on `backend`, `workers` at a time, writing one row per case in the cases'
+/// order as soon as it and every case before it are done. More than one worker pays off on
+/// the emulator, whose first use of a kernel variant runs the host compiler on one core for
+/// seconds; the CPU kernels use every core themselves, so they run one case at a time, on this
+/// thread (inside the caller's rayon pool).
+pub fn run_cases<I>(cases: I, backend: Backend, workers: usize, out: &mut impl Write) -> Result<Summary>
+where
+    I: IntoIterator<Item = (String, Result<Case>)>,
+    I::IntoIter: Send,
+{
     let mut sum = Summary::default();
-    // Rows time the building of a case (the oracle) and its check together.
-    let mut last = Instant::now();
-    for (name, case) in cases {
-        let r = match case {
-            Ok(c) => check_case(&c, backend),
-            Err(e) => CaseResult {
-                name,
-                dtype: DType::F32,
-                backend,
-                metrics: Vec::new(),
-                error: Some(format!("building the case failed: {e:#}")),
-            },
-        };
+    let mut record = |r: &CaseResult, secs: f64| -> Result<()> {
         if r.passed() {
             sum.passed += 1;
         } else {
             sum.failed += 1;
         }
-        writeln!(out, "{}", row(&r, last.elapsed().as_secs_f64()))?;
-        last = Instant::now();
+        writeln!(out, "{}", row(r, secs))?;
         out.flush()?;
+        Ok(())
+    };
+    // Rows time the building of a case (the oracle) and its check together.
+    let mut cases = cases.into_iter();
+    if workers <= 1 {
+        loop {
+            let start = Instant::now();
+            let Some((name, case)) = cases.next() else { break };
+            record(&check_built(name, case, backend), start.elapsed().as_secs_f64())?;
+        }
+        return Ok(sum);
     }
+    let source = Mutex::new(cases.enumerate());
+    let (tx, rx) = mpsc::channel::<(usize, CaseResult, f64)>();
+    std::thread::scope(|s| -> Result<()> {
+        for _ in 0..workers {
+            let (tx, source) = (tx.clone(), &source);
+            s.spawn(move || {
+                loop {
+                    let start = Instant::now();
+                    // Cases are built (their oracle computed) one at a time, under the lock.
+                    let next = source.lock().unwrap_or_else(PoisonError::into_inner).next();
+                    let Some((i, (name, case))) = next else { break };
+                    let r = check_built(name, case, backend);
+                    if tx.send((i, r, start.elapsed().as_secs_f64())).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let (mut done, mut next) = (BTreeMap::new(), 0);
+        for (i, r, secs) in rx {
+            done.insert(i, (r, secs));
+            while let Some((r, secs)) = done.remove(&next) {
+                record(&r, secs)?;
+                next += 1;
+            }
+        }
+        Ok(())
+    })?;
     Ok(sum)
 }
 
+/// The check of a case, or a failed result naming why it could not be built.
+fn check_built(name: String, case: Result<Case>, backend: Backend) -> CaseResult {
+    match case {
+        Ok(c) => check_case(&c, backend),
+        Err(e) => CaseResult {
+            name,
+            dtype: DType::F32,
+            backend,
+            metrics: Vec::new(),
+            error: Some(format!("building the case failed: {e:#}")),
+        },
+    }
+}
+
 /// Runs a grid: seeds are the grid index, so a failing case reproduces from its position.
-pub fn run_grid(grid: &[GridCase], backend: Backend, out: &mut impl Write) -> Result<Summary> {
+pub fn run_grid(grid: &[GridCase], backend: Backend, workers: usize, out: &mut impl Write) -> Result<Summary> {
     let cases = grid.iter().enumerate().map(|(i, g)| (g.name(), g.build(1 + i as u64).map_err(Into::into)));
-    run_cases(cases, backend, out)
+    run_cases(cases, backend, workers, out)
 }
 
 /// `cargo xtask parity`.
@@ -233,11 +280,11 @@ pub fn run(args: &ParityArgs) -> Result<ExitCode> {
             let grid: Vec<GridCase> =
                 if args.full { full_grid() } else { default_grid() }.into_iter().filter(|g| keep(&g.name())).collect();
             writeln!(out, "\n{} grid: {} cases\n{}", if args.full { "full" } else { "default" }, grid.len(), header())?;
-            add(run_grid(&grid, backend, &mut out)?);
+            add(run_grid(&grid, backend, 1, &mut out)?);
         }
         for (file, cases) in files {
             writeln!(out, "\n{}: {} cases\n{}", file.display(), cases.len(), header())?;
-            add(run_cases(cases.into_iter().map(|c| (c.name.clone(), Ok(c))), backend, &mut out)?);
+            add(run_cases(cases.into_iter().map(|c| (c.name.clone(), Ok(c))), backend, 1, &mut out)?);
         }
         writeln!(out, "\n({:.1} s)", start.elapsed().as_secs_f64())?;
         writeln!(out, "{} passed, {} failed", total.passed, total.failed)?;
@@ -271,6 +318,12 @@ fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCo
     )?;
     let (mut passed, mut failed) = crate::op_parity::run(device, &keep, &mut out)?;
     let backend = if device == attune_tensor::Device::Emu { Backend::Emu } else { Backend::Cuda };
+    // On the emulator a case per core: most of its time is compiling kernel variants, one core
+    // each (crates/cuda/src/emu/module.rs builds different modules at once). One GPU runs one.
+    let workers = match backend {
+        Backend::Emu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => 1,
+    };
     let mut files = Vec::new();
     for file in &args.cases {
         let cases = load_cases(file).with_context(|| format!("loading {}", file.display()))?;
@@ -294,11 +347,11 @@ fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCo
             grid.len(),
             header()
         )?;
-        add(run_grid(&grid, backend, &mut out)?);
+        add(run_grid(&grid, backend, workers, &mut out)?);
     }
     for (file, cases) in files {
         writeln!(out, "\n{}: {} cases\n{}", file.display(), cases.len(), header())?;
-        add(run_cases(cases.into_iter().map(|c| (c.name.clone(), Ok(c))), backend, &mut out)?);
+        add(run_cases(cases.into_iter().map(|c| (c.name.clone(), Ok(c))), backend, workers, &mut out)?);
     }
     writeln!(out, "\n({:.1} s)", start.elapsed().as_secs_f64())?;
     writeln!(out, "{passed} passed, {failed} failed")?;
@@ -323,14 +376,20 @@ mod tests {
 
     #[test]
     fn tiny_grid_passes_and_counts() {
-        let mut buf = Vec::new();
-        let s = run_grid(&tiny_grid(), Backend::Flash, &mut buf).unwrap();
-        let text = String::from_utf8(buf).unwrap();
-        assert_eq!(s, Summary { passed: 4, failed: 0 }, "{text}");
-        assert_eq!(text.lines().filter(|l| l.contains(" PASS ")).count(), 4, "{text}");
-        // Forward-only rows show '-' for the gradients.
-        let fwd = text.lines().find(|l| l.contains("_fwd")).unwrap();
-        assert_eq!(fwd.split_whitespace().filter(|c| *c == "-").count(), 3, "{fwd}");
+        let names: Vec<String> = tiny_grid().iter().map(GridCase::name).collect();
+        // One worker, and more workers than cases: the same rows, in the grid's order.
+        for workers in [1, 3] {
+            let mut buf = Vec::new();
+            let s = run_grid(&tiny_grid(), Backend::Flash, workers, &mut buf).unwrap();
+            let text = String::from_utf8(buf).unwrap();
+            assert_eq!(s, Summary { passed: 4, failed: 0 }, "{text}");
+            let rows: Vec<&str> = text.lines().filter(|l| l.contains(" PASS ")).collect();
+            let row_names: Vec<&str> = rows.iter().map(|l| l.split_whitespace().next().unwrap()).collect();
+            assert_eq!(row_names, names, "{workers} workers: {text}");
+            // Forward-only rows show '-' for the gradients.
+            let fwd = text.lines().find(|l| l.contains("_fwd")).unwrap();
+            assert_eq!(fwd.split_whitespace().filter(|c| *c == "-").count(), 3, "{fwd}");
+        }
     }
 
     #[test]
@@ -354,7 +413,7 @@ mod tests {
         let bad = GridCase::new(1, 3, 2, 4, 4, 8); // 3 heads over 2 kv heads: invalid
         let items = vec![("perturbed".to_string(), Ok(c)), (bad.name(), bad.build(2).map_err(Into::into))];
         let mut buf = Vec::new();
-        let s = run_cases(items, Backend::Flash, &mut buf).unwrap();
+        let s = run_cases(items, Backend::Flash, 2, &mut buf).unwrap();
         let text = String::from_utf8(buf).unwrap();
         assert_eq!(s, Summary { passed: 0, failed: 2 }, "{text}");
         assert!(text.contains("out: first failure") && text.contains("multiple of heads_kv"), "{text}");

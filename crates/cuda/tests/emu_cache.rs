@@ -4,16 +4,21 @@
 mod emu_util;
 
 use attune_cuda::emu::{EmuExecutor, EmuOptions, EmuStats};
-use attune_cuda::{Dim3, Executor, KernelArg, LaunchPlan};
+use attune_cuda::{Dim3, Executor, KernelArg, LaunchPlan, ModuleSpec};
 
 /// Runs `reverse_static` on one block of 64 through the executor's own calls.
 fn reverse_once(exec: &EmuExecutor) {
+    reverse_once_in(exec, emu_util::test_module("test/runtime.cu"));
+}
+
+/// [`reverse_once`] from the module `spec` (test/runtime.cu with any defines).
+fn reverse_once_in(exec: &EmuExecutor, spec: ModuleSpec) {
     let x: Vec<f32> = (0..64).map(|i| i as f32).collect();
     let input = exec.alloc(256, false).unwrap();
     let output = exec.alloc(256, true).unwrap();
     exec.htod(bytemuck::cast_slice(&x), &*input, 0).unwrap();
     let plan = LaunchPlan::new(
-        emu_util::test_module("test/runtime.cu"),
+        spec,
         "reverse_static",
         Dim3::x(1),
         Dim3::x(64),
@@ -58,4 +63,22 @@ fn built_modules_are_reused_and_corrupt_ones_rebuilt() {
     let third = EmuExecutor::with_options(opts).unwrap();
     reverse_once(&third);
     assert_eq!(third.stats(), EmuStats { compiled: 1, loaded_from_disk: 0 }, "the corrupt entry is rebuilt");
+}
+
+#[test]
+fn concurrent_callers_build_each_module_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exec =
+        EmuExecutor::with_options(EmuOptions { cache_dir: Some(tmp.path().to_path_buf()), sanitize: false }).unwrap();
+    // Two modules (a define the source ignores makes a second one), each asked for by two
+    // threads at once: both build, neither twice, and every launch runs.
+    let variant =
+        |v: usize| ModuleSpec::new("test/runtime.cu", vec![("ATTUNE_TEST_VARIANT".to_string(), v.to_string())]);
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let exec = &exec;
+            s.spawn(move || reverse_once_in(exec, variant(t % 2)));
+        }
+    });
+    assert_eq!(exec.stats(), EmuStats { compiled: 2, loaded_from_disk: 0 });
 }

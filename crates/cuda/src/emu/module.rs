@@ -1,5 +1,6 @@
 //! Loaded emulator modules: a shared library per (kernel file + defines, sanitizer flag), its
-//! entry table, and the process's map of them (lock-free reads, one build at a time).
+//! entry table, and the process's map of them (lock-free reads; different modules build at
+//! once, each one once).
 
 use super::compile;
 use crate::cache::DiskCache;
@@ -74,7 +75,10 @@ type Key = (ModuleSpec, bool);
 /// The modules of one executor.
 pub(crate) struct ModuleMap {
     map: ArcSwap<HashMap<Key, Arc<Module>>>,
-    build_lock: Mutex<()>,
+    /// A lock per module ever built: a build runs the host compiler on one core for seconds,
+    /// so callers on other threads (the parity command checks cases on every core) build other
+    /// modules meanwhile, while a second caller of the same module waits for the first.
+    building: Mutex<HashMap<Key, Arc<Mutex<()>>>>,
     cache: DiskCache,
     compiled: AtomicU64,
     loaded: AtomicU64,
@@ -84,7 +88,7 @@ impl ModuleMap {
     pub fn new(cache: DiskCache) -> ModuleMap {
         ModuleMap {
             map: ArcSwap::from_pointee(HashMap::new()),
-            build_lock: Mutex::new(()),
+            building: Mutex::new(HashMap::new()),
             cache,
             compiled: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
@@ -108,14 +112,18 @@ impl ModuleMap {
         if let Some(m) = self.map.load().get(&key) {
             return Ok(m.clone());
         }
-        let _guard = self.build_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = self.building.lock().unwrap_or_else(|p| p.into_inner()).entry(key.clone()).or_default().clone();
+        let _guard = slot.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = self.map.load().get(&key) {
             return Ok(m.clone());
         }
         let module = Arc::new(self.load_or_build(spec, sanitize)?);
-        let mut next = HashMap::clone(&self.map.load());
-        next.insert(key, module.clone());
-        self.map.store(Arc::new(next));
+        // rcu: another thread may have stored a different module since the load above.
+        self.map.rcu(|map| {
+            let mut next = HashMap::clone(map);
+            next.insert(key.clone(), module.clone());
+            next
+        });
         Ok(module)
     }
 
