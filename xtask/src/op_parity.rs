@@ -6,7 +6,6 @@ use attune_tensor::Device;
 use attune_tensor::testing::{op_cases, run_case};
 use std::io::Write;
 use std::process::ExitCode;
-use std::time::Instant;
 
 /// Runs the op table on `device`; `keep` filters case names. Returns (passed, failed).
 pub fn run(device: Device, keep: &dyn Fn(&str) -> bool, out: &mut impl Write) -> Result<(usize, usize)> {
@@ -14,25 +13,31 @@ pub fn run(device: Device, keep: &dyn Fn(&str) -> bool, out: &mut impl Write) ->
     writeln!(out, "\ntensor ops on {device} vs the CPU backend: {} cases", cases.len())?;
     writeln!(out, "{:<36} {:>12} {:>9}  result", "case", "max |err|", "ms")?;
     let (mut passed, mut failed) = (0, 0);
-    for case in &cases {
-        let start = Instant::now();
-        let ms = || start.elapsed().as_secs_f64() * 1e3;
-        match run_case(case, device) {
-            Ok(o) if o.passed => {
-                passed += 1;
-                writeln!(out, "{:<36} {:>12.3e} {:>9.1}  PASS", case.name, o.max_abs_err, ms())?;
+    let workers = crate::parity::device_workers(device);
+    crate::parity::map_ordered(
+        &cases,
+        workers,
+        |case| (case, run_case(case, device)),
+        |(case, r), secs| {
+            let ms = secs * 1e3;
+            match r {
+                Ok(o) if o.passed => {
+                    passed += 1;
+                    writeln!(out, "{:<36} {:>12.3e} {:>9.1}  PASS", case.name, o.max_abs_err, ms)?;
+                }
+                Ok(o) => {
+                    failed += 1;
+                    let why = o.detail.unwrap_or_default();
+                    writeln!(out, "{:<36} {:>12.3e} {:>9.1}  FAIL  {why}", case.name, o.max_abs_err, ms)?;
+                }
+                Err(e) => {
+                    failed += 1;
+                    writeln!(out, "{:<36} {:>12} {:>9.1}  FAIL  {e}", case.name, "-", ms)?;
+                }
             }
-            Ok(o) => {
-                failed += 1;
-                let why = o.detail.unwrap_or_default();
-                writeln!(out, "{:<36} {:>12.3e} {:>9.1}  FAIL  {why}", case.name, o.max_abs_err, ms())?;
-            }
-            Err(e) => {
-                failed += 1;
-                writeln!(out, "{:<36} {:>12} {:>9.1}  FAIL  {e}", case.name, "-", ms())?;
-            }
-        }
-    }
+            Ok(())
+        },
+    )?;
     Ok((passed, failed))
 }
 

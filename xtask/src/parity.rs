@@ -149,49 +149,68 @@ pub fn row(r: &CaseResult, secs: f64) -> String {
     s
 }
 
-/// Checks every case on `backend`, `workers` at a time, writing one row per case in the cases'
-/// order as soon as it and every case before it are done. More than one worker pays off on
-/// the emulator, whose first use of a kernel variant runs the host compiler on one core for
-/// seconds; the CPU kernels use every core themselves, so they run one case at a time, on this
-/// thread (inside the caller's rayon pool).
+/// Checks every case on `backend`, `workers` at a time ([`map_ordered`]), writing one row per
+/// case in the cases' order. More than one worker pays off on the emulator, whose first use of
+/// a kernel variant runs the host compiler on one core for seconds; the CPU kernels use every
+/// core themselves, so they run one case at a time.
 pub fn run_cases<I>(cases: I, backend: Backend, workers: usize, out: &mut impl Write) -> Result<Summary>
 where
     I: IntoIterator<Item = (String, Result<Case>)>,
     I::IntoIter: Send,
 {
     let mut sum = Summary::default();
-    let mut record = |r: &CaseResult, secs: f64| -> Result<()> {
-        if r.passed() {
-            sum.passed += 1;
-        } else {
-            sum.failed += 1;
-        }
-        writeln!(out, "{}", row(r, secs))?;
-        out.flush()?;
-        Ok(())
-    };
     // Rows time the building of a case (the oracle) and its check together.
-    let mut cases = cases.into_iter();
+    map_ordered(
+        cases,
+        workers,
+        |(name, case)| check_built(name, case, backend),
+        |r, secs| {
+            if r.passed() {
+                sum.passed += 1;
+            } else {
+                sum.failed += 1;
+            }
+            writeln!(out, "{}", row(&r, secs))?;
+            out.flush()?;
+            Ok(())
+        },
+    )?;
+    Ok(sum)
+}
+
+/// Runs `work` on every item, `workers` items at a time, and hands each result with its
+/// seconds (taking the item from `items` included) to `sink` in the items' order, as soon as
+/// it and every item before it are done. Items are taken one at a time under a lock, so a
+/// lazy iterator builds them one at a time. One worker runs on this thread (inside the
+/// caller's rayon pool).
+pub fn map_ordered<T, R, I, W, S>(items: I, workers: usize, work: W, mut sink: S) -> Result<()>
+where
+    I: IntoIterator<Item = T>,
+    I::IntoIter: Send,
+    R: Send,
+    W: Fn(T) -> R + Sync,
+    S: FnMut(R, f64) -> Result<()>,
+{
+    let mut items = items.into_iter();
     if workers <= 1 {
         loop {
             let start = Instant::now();
-            let Some((name, case)) = cases.next() else { break };
-            record(&check_built(name, case, backend), start.elapsed().as_secs_f64())?;
+            let Some(item) = items.next() else { return Ok(()) };
+            let r = work(item);
+            sink(r, start.elapsed().as_secs_f64())?;
         }
-        return Ok(sum);
     }
-    let source = Mutex::new(cases.enumerate());
-    let (tx, rx) = mpsc::channel::<(usize, CaseResult, f64)>();
+    let source = Mutex::new(items.enumerate());
+    let (tx, rx) = mpsc::channel::<(usize, R, f64)>();
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..workers {
-            let (tx, source) = (tx.clone(), &source);
+            let (tx, source, work) = (tx.clone(), &source, &work);
             s.spawn(move || {
                 loop {
                     let start = Instant::now();
-                    // Cases are built (their oracle computed) one at a time, under the lock.
                     let next = source.lock().unwrap_or_else(PoisonError::into_inner).next();
-                    let Some((i, (name, case))) = next else { break };
-                    let r = check_built(name, case, backend);
+                    let Some((i, item)) = next else { break };
+                    let r = work(item);
                     if tx.send((i, r, start.elapsed().as_secs_f64())).is_err() {
                         break;
                     }
@@ -203,13 +222,12 @@ where
         for (i, r, secs) in rx {
             done.insert(i, (r, secs));
             while let Some((r, secs)) = done.remove(&next) {
-                record(&r, secs)?;
+                sink(r, secs)?;
                 next += 1;
             }
         }
         Ok(())
-    })?;
-    Ok(sum)
+    })
 }
 
 /// The check of a case, or a failed result naming why it could not be built.
@@ -292,6 +310,16 @@ pub fn run(args: &ParityArgs) -> Result<ExitCode> {
     })
 }
 
+/// Cases checked at once on `device`: on the emulator one per core, since most of its time is
+/// compiling kernel variants, one core each (crates/cuda/src/emu/module.rs builds different
+/// modules at once); one GPU runs one.
+pub fn device_workers(device: attune_tensor::Device) -> usize {
+    match device {
+        attune_tensor::Device::Emu => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => 1,
+    }
+}
+
 /// `--backend emu|cuda`: the tensor-op table, then the attention kernels over the GPU grid
 /// ([`crate::gpu_grid`]) and the `--cases` files.
 fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCode> {
@@ -318,12 +346,7 @@ fn run_device(args: &ParityArgs, device: attune_tensor::Device) -> Result<ExitCo
     )?;
     let (mut passed, mut failed) = crate::op_parity::run(device, &keep, &mut out)?;
     let backend = if device == attune_tensor::Device::Emu { Backend::Emu } else { Backend::Cuda };
-    // On the emulator a case per core: most of its time is compiling kernel variants, one core
-    // each (crates/cuda/src/emu/module.rs builds different modules at once). One GPU runs one.
-    let workers = match backend {
-        Backend::Emu => std::thread::available_parallelism().map_or(1, |n| n.get()),
-        _ => 1,
-    };
+    let workers = device_workers(device);
     let mut files = Vec::new();
     for file in &args.cases {
         let cases = load_cases(file).with_context(|| format!("loading {}", file.display()))?;
