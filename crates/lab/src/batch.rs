@@ -97,16 +97,27 @@ pub struct StepOutput {
 
 /// Runs the model on `batch` and computes the loss and accuracy counts.
 ///
-/// The RAM samples its glimpse paths from `ctx.rng` in training and looks at the policy's
+/// `label_smoothing` (`train.label_smoothing`) smooths the cross-entropy of training passes
+/// (`ctx.train`); evaluation always scores the plain one. The RAM samples its glimpse paths from `ctx.rng` in training and looks at the policy's
 /// mean in evaluation (`ctx.train == false`); a classifier with hard pooling samples its
 /// positions in training and takes the most probable ones in evaluation.
-pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutput> {
+pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx, label_smoothing: f64) -> Result<StepOutput> {
+    let smoothing = if ctx.train { label_smoothing } else { 0.0 };
+    let hybrid_error = || {
+        anyhow::anyhow!(
+            "label_smoothing {smoothing} applies to the plain cross-entropy; the RAM and hard pooling train a \
+             hybrid loss whose reward is the unsmoothed answer (set label_smoothing to 0)"
+        )
+    };
     let model = match net {
         Net::Transformer(m) => m,
         Net::Ram { model, .. } => {
             let Some(images) = &batch.images else {
                 bail!("the recurrent attention model needs an image batch; this task yields tokens")
             };
+            if smoothing > 0.0 {
+                return Err(hybrid_error());
+            }
             let mode = if ctx.train { RamMode::Sample } else { RamMode::Mean };
             let out = model.forward(images, mode, &mut ctx.rng)?;
             return rewarded(ram_loss(&out, &batch.targets)?, batch.host_targets.len());
@@ -114,12 +125,16 @@ pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx) -> Result<StepOutp
     };
     let (logits, policy) = model.forward_policy(batch.input(), batch.lengths.as_deref(), ctx)?;
     if let Some(policy) = policy {
+        if smoothing > 0.0 {
+            return Err(hybrid_error());
+        }
         let l = hybrid_loss(&logits, &batch.targets, Some(&policy.log_prob), Some(&policy.baseline))?;
         return rewarded(l, batch.host_targets.len());
     }
     let classes = *logits.dims().last().unwrap_or(&0);
     let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
-    let loss = loss::cross_entropy(&flat, &batch.targets, CrossEntropyOpts::default())?;
+    let opts = CrossEntropyOpts { label_smoothing: smoothing, ..CrossEntropyOpts::default() };
+    let loss = loss::cross_entropy(&flat, &batch.targets, opts)?;
     let (correct, counted) = accuracy_counts(&flat, &batch.host_targets)?;
     Ok(StepOutput { objective: loss.clone(), loss, rl: None, correct, counted })
 }
@@ -158,4 +173,32 @@ pub fn accuracy_counts(logits: &Tensor, targets: &[i64]) -> Result<(usize, usize
         })
         .count();
     Ok((correct, rows.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ModelSpec;
+    use crate::tasks::{self, Split, TaskConfig};
+
+    fn loss_of(out: StepOutput) -> f64 {
+        out.loss.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    /// The smoothed cross-entropy is `(1 - s) CE + s U` (U: the mean over classes of
+    /// `-log p`), affine in `s`: equal steps in `s` move the loss by equal, non-zero amounts,
+    /// and evaluation ignores `s`.
+    #[test]
+    fn label_smoothing_is_affine_in_s_and_only_in_training() {
+        let task = tasks::build(&TaskConfig::Mqar(Default::default()), 0).unwrap();
+        let spec = ModelSpec { d_model: 32, n_layers: 1, n_heads: 2, ..ModelSpec::default() };
+        let net = Net::build(task.as_ref(), &spec.resolve(task.as_ref()), 0, &Device::Cpu).unwrap();
+        let batch = DeviceBatch::new(&task.batch(Split::Train, 0, 4).unwrap(), &Device::Cpu).unwrap();
+        let train = |s: f64| loss_of(forward(&net, &batch, &mut Ctx::train(1), s).unwrap());
+        let (l0, l3, l6) = (train(0.0), train(0.3), train(0.6));
+        assert!((l3 - l0).abs() > 1e-3, "smoothing changes the training loss: {l0} vs {l3}");
+        assert!(((l6 - l3) - (l3 - l0)).abs() < 1e-4, "affine in s: {l0}, {l3}, {l6}");
+        let eval = loss_of(forward(&net, &batch, &mut Ctx::eval(), 0.3).unwrap());
+        assert!((eval - l0).abs() < 1e-6, "evaluation scores the plain loss: {eval} vs {l0}");
+    }
 }

@@ -275,7 +275,7 @@ pub fn measure_ram(cfg: &RamConfig, batch: usize, side: usize, steps: usize, war
     let images = DeviceBatch::new(&Batch::Image(ImageBatch { pixels, labels, batch, rows: side, cols: side }), &dev)?;
     let mut ctx = Ctx::train(3);
     time_steps(net.store(), steps, warmup, || {
-        let out = crate::batch::forward(&net, &images, &mut ctx)?;
+        let out = crate::batch::forward(&net, &images, &mut ctx, 0.0)?;
         let grads = out.objective.backward()?;
         optimizer.step(&grads)?;
         Ok(out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)

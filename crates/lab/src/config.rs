@@ -185,6 +185,10 @@ pub struct TrainSpec {
     pub plateau: Option<PlateauConfig>,
     /// Clip gradients to this global L2 norm.
     pub clip_grad_norm: Option<f64>,
+    /// Label smoothing of the training cross-entropy (0: none; 0.1 is usual for a ViT): the
+    /// target puts `1 - s` on the label and `s` spread over all classes. Training batches
+    /// only; held-out loss is the plain cross-entropy (docs/metrics.md).
+    pub label_smoothing: f64,
     /// Log training metrics every this many steps.
     pub log_every: u64,
     /// Write a checkpoint every this many steps (and always at the end).
@@ -215,6 +219,7 @@ impl Default for TrainSpec {
             restore_best: true,
             plateau: None,
             clip_grad_norm: Some(1.0),
+            label_smoothing: 0.0,
             log_every: 10,
             checkpoint_every: 500,
             keep_checkpoints: 2,
@@ -330,6 +335,9 @@ impl RunConfig {
             && !(0.0..=1.0).contains(&a)
         {
             bail!("target_accuracy {a} must be in [0, 1]");
+        }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            bail!("label_smoothing {} must be in [0, 1) (0.1 is usual)", t.label_smoothing);
         }
         self.optimizer.validate().context("optimizer settings")?;
         self.schedule.validate().context("schedule settings")?;

@@ -37,7 +37,7 @@ pub fn evaluate(
     let mut ctx = Ctx::eval();
     for i in 0..n {
         let batch = DeviceBatch::new(&task.batch(split, i as u64, batch_size)?, device)?;
-        let out = forward(model, &batch, &mut ctx)?;
+        let out = forward(model, &batch, &mut ctx, 0.0)?;
         loss_sum += out.loss.to_dtype(attune_tensor::DType::F64)?.to_scalar::<f64>()? * out.counted as f64;
         correct += out.correct;
         counted += out.counted;

@@ -202,6 +202,9 @@ pub struct TrainFlags {
     /// Clip gradients to this global norm (0 disables).
     #[arg(long)]
     pub clip: Option<f64>,
+    /// Label smoothing of the training cross-entropy (0 disables; 0.1 is usual).
+    #[arg(long)]
+    pub label_smoothing: Option<f64>,
     /// Checkpoint every N steps.
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
@@ -391,7 +394,7 @@ impl TrainFlags {
             _ => "task.seq_len",
         };
         let lower = |s: &String| json!(s.to_ascii_lowercase());
-        let given: [(&str, &str, Option<Value>); 52] = [
+        let given: [(&str, &str, Option<Value>); 53] = [
             ("data", "task.path", self.data.as_ref().map(|p| json!(p))),
             ("test-data", "task.test_path", self.test_data.as_ref().map(|p| json!(p))),
             ("folds", "task.folds", self.folds.map(|v| json!(v))),
@@ -439,6 +442,7 @@ impl TrainFlags {
             ("patience", "train.early_stopping.patience", self.patience.map(|v| json!(v))),
             ("min-delta", "train.early_stopping.min_delta", self.min_delta.map(|v| json!(v))),
             ("clip", "train.clip_grad_norm", self.clip.map(zero_is_off)),
+            ("label-smoothing", "train.label_smoothing", self.label_smoothing.map(|v| json!(v))),
             ("checkpoint-every", "train.checkpoint_every", self.checkpoint_every.map(|v| json!(v))),
             ("keep-checkpoints", "train.keep_checkpoints", self.keep_checkpoints.map(|v| json!(v))),
             ("max-time", "train.max_time_s", self.max_time.map(|v| json!(v))),

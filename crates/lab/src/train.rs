@@ -369,7 +369,7 @@ impl<'d> Run<'d> {
                 None => global,
             };
             let batch = DeviceBatch::new(&rows, &self.device)?;
-            let fwd = forward(&self.model, &batch, ctx)?;
+            let fwd = forward(&self.model, &batch, ctx, t.label_smoothing)?;
             out.loss += fwd.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? / t.grad_accum as f64;
             out.correct += fwd.correct;
             out.counted += fwd.counted;

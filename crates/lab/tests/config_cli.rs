@@ -222,3 +222,24 @@ fn precision_is_part_of_the_run_and_refused_on_resume() {
     let out = attune(&["train", "--resume", d, "--precision", "bf16", "--quiet"]);
     assert!(!out.status.success() && stderr(&out).contains("train.precision: \"f32\" -> \"bf16\""), "{}", stderr(&out));
 }
+
+#[test]
+fn label_smoothing_is_a_training_setting_below_one() {
+    let mut cfg = RunConfig::default();
+    TrainFlags { label_smoothing: Some(0.1), ..Default::default() }.overlay(&mut cfg).unwrap();
+    assert_eq!(cfg.train.label_smoothing, 0.1);
+    for bad in [1.0, -0.1] {
+        let mut cfg = RunConfig::default();
+        TrainFlags { label_smoothing: Some(bad), ..Default::default() }.overlay(&mut cfg).unwrap();
+        let err = format!("{:#}", cfg.resolve().unwrap_err());
+        assert!(err.contains("label_smoothing") && err.contains("[0, 1)"), "{bad}: {err}");
+    }
+    // The RAM's reward is the unsmoothed answer: smoothing its classifier is refused, not ignored.
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().join("ram");
+    let run = attune(&[
+        "train", "--task", "ram-centred", "--steps", "1", "--label-smoothing", "0.1", "--quiet", "--out",
+        o.to_str().unwrap(),
+    ]);
+    assert!(!run.status.success() && stderr(&run).contains("hybrid loss"), "{}", stderr(&run));
+}
