@@ -234,12 +234,15 @@ fn label_smoothing_is_a_training_setting_below_one() {
         let err = format!("{:#}", cfg.resolve().unwrap_err());
         assert!(err.contains("label_smoothing") && err.contains("[0, 1)"), "{bad}: {err}");
     }
-    // The RAM's reward is the unsmoothed answer: smoothing its classifier is refused, not ignored.
+    // Hard pooling's reward is the unsmoothed answer: smoothing its classifier is refused, not
+    // ignored (the RAM takes the same path in attune_lab::batch::forward).
     let out = tempfile::tempdir().unwrap();
-    let o = out.path().join("ram");
-    let run = attune(&[
-        "train", "--task", "ram-centred", "--steps", "1", "--label-smoothing", "0.1", "--quiet", "--out",
-        o.to_str().unwrap(),
-    ]);
+    let (o, data) = (out.path().join("hard"), sample_text());
+    let mut args: Vec<&str> =
+        "train --task text --pooling hard --steps 1 --label-smoothing 0.1 --quiet --no-plots --data"
+            .split(' ')
+            .collect();
+    args.extend([data.to_str().unwrap(), "--out", o.to_str().unwrap()]);
+    let run = attune(&args);
     assert!(!run.status.success() && stderr(&run).contains("hybrid loss"), "{}", stderr(&run));
 }
