@@ -98,9 +98,10 @@ pub struct StepOutput {
 /// Runs the model on `batch` and computes the loss and accuracy counts.
 ///
 /// `label_smoothing` (`train.label_smoothing`) smooths the cross-entropy of training passes
-/// (`ctx.train`); evaluation always scores the plain one. The RAM samples its glimpse paths from `ctx.rng` in training and looks at the policy's
-/// mean in evaluation (`ctx.train == false`); a classifier with hard pooling samples its
-/// positions in training and takes the most probable ones in evaluation.
+/// (`ctx.train`); evaluation always scores the plain one. The RAM samples its glimpse paths
+/// from `ctx.rng` in training and looks at the policy's mean in evaluation (`ctx.train ==
+/// false`); a classifier with hard pooling samples its positions in training and takes the
+/// most probable ones in evaluation.
 pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx, label_smoothing: f64) -> Result<StepOutput> {
     let smoothing = if ctx.train { label_smoothing } else { 0.0 };
     let hybrid_error = || {
