@@ -104,33 +104,21 @@ pub struct StepOutput {
 /// most probable ones in evaluation.
 pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx, label_smoothing: f64) -> Result<StepOutput> {
     let smoothing = if ctx.train { label_smoothing } else { 0.0 };
-    let hybrid_error = || {
-        anyhow::anyhow!(
-            "label_smoothing {smoothing} applies to the plain cross-entropy; the RAM and hard pooling train a \
-             hybrid loss whose reward is the unsmoothed answer (set label_smoothing to 0)"
-        )
-    };
     let model = match net {
         Net::Transformer(m) => m,
         Net::Ram { model, .. } => {
             let Some(images) = &batch.images else {
                 bail!("the recurrent attention model needs an image batch; this task yields tokens")
             };
-            if smoothing > 0.0 {
-                return Err(hybrid_error());
-            }
             let mode = if ctx.train { RamMode::Sample } else { RamMode::Mean };
             let out = model.forward(images, mode, &mut ctx.rng)?;
-            return rewarded(ram_loss(&out, &batch.targets)?, batch.host_targets.len());
+            return rewarded(ram_loss(&out, &batch.targets)?, batch.host_targets.len(), smoothing);
         }
     };
     let (logits, policy) = model.forward_policy(batch.input(), batch.lengths.as_deref(), ctx)?;
     if let Some(policy) = policy {
-        if smoothing > 0.0 {
-            return Err(hybrid_error());
-        }
         let l = hybrid_loss(&logits, &batch.targets, Some(&policy.log_prob), Some(&policy.baseline))?;
-        return rewarded(l, batch.host_targets.len());
+        return rewarded(l, batch.host_targets.len(), smoothing);
     }
     let classes = *logits.dims().last().unwrap_or(&0);
     let flat = logits.reshape([logits.elem_count() / classes.max(1), classes])?;
@@ -142,7 +130,15 @@ pub fn forward(net: &Net, batch: &DeviceBatch, ctx: &mut Ctx, label_smoothing: f
 
 /// The step output of a hybrid loss (the RAM's, a hard pooling's): the cross-entropy is
 /// reported, the whole hybrid loss trained, and the REINFORCE figures logged when it has them.
-fn rewarded(l: HybridLoss, counted: usize) -> Result<StepOutput> {
+/// Label smoothing is refused here, the one place every hybrid loss passes: its reward is the
+/// unsmoothed answer.
+fn rewarded(l: HybridLoss, counted: usize, label_smoothing: f64) -> Result<StepOutput> {
+    if label_smoothing > 0.0 {
+        bail!(
+            "label_smoothing {label_smoothing} applies to the plain cross-entropy; the RAM and hard pooling train a \
+             hybrid loss whose reward is the unsmoothed answer (set label_smoothing to 0)"
+        );
+    }
     let rl = match (&l.policy, l.reinforce_var) {
         (Some(p), Some(var)) => Some(RlStats {
             reward: l.reward,
