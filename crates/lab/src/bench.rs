@@ -315,25 +315,21 @@ fn under<T>(precision: Precision, f: impl FnOnce() -> Result<T>) -> Result<T> {
     f()
 }
 
-/// `attune bench-step`.
+/// `attune bench-step`. The binary runs it on a worker of the pool that `--threads` sizes
+/// (`on_pool` in `crates/lab/src/main.rs`), as it runs `attune train`.
 pub fn run(a: &BenchStepArgs) -> Result<()> {
     if a.steps < 10 {
         bail!("--steps {} is too few: report medians of at least 10 timed steps, docs/benchmarks.md", a.steps);
     }
-    let mut builder = rayon::ThreadPoolBuilder::new();
-    if let Some(t) = a.threads {
-        builder = builder.num_threads(t);
-    }
-    let pool = builder.build().context("building the rayon pool")?;
     let (r, seq) = match ram_preset(&a.model) {
         Some((cfg, side)) => {
             let side = a.seq.unwrap_or(side);
-            (pool.install(|| under(a.precision, || measure_ram(&cfg, a.batch, side, a.steps, a.warmup)))?, side)
+            (under(a.precision, || measure_ram(&cfg, a.batch, side, a.steps, a.warmup))?, side)
         }
         None => {
             let cfg = parse_model(&a.model)?;
             let seq = cfg.patches.map_or(a.seq.unwrap_or(64), |p| p.count());
-            (pool.install(|| under(a.precision, || measure(&cfg, a.batch, seq, a.steps, a.warmup)))?, seq)
+            (under(a.precision, || measure(&cfg, a.batch, seq, a.steps, a.warmup))?, seq)
         }
     };
     if a.json {

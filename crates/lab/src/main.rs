@@ -68,10 +68,11 @@ struct EvalArgs {
 }
 
 /// Sizes the global pool (`--threads`; all cores when absent) and runs `f` on one of its
-/// workers, as `attune bench-step` runs its steps. Every op that splits its work over the pool
-/// then runs a share on the calling worker; from a thread outside the pool each such op would
-/// hand all its work to the pool and sleep until woken, which cost the Fashion-MNIST ViT 13% of
-/// its training throughput (docs/model.md, "Threads").
+/// workers: `train`, `eval` and `bench-step` run this way, so the timed steps run as training
+/// does. Every op that splits its work over the pool then runs a share on the calling worker;
+/// from a thread outside the pool each such op would hand all its work to the pool and sleep
+/// until woken, which cost the Fashion-MNIST ViT 13% of its training throughput
+/// (docs/model.md, "Threads").
 fn on_pool<T: Send>(threads: Option<usize>, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     if let Some(n) = threads {
         rayon::ThreadPoolBuilder::new().num_threads(n).build_global().context("setting the thread count")?;
@@ -84,7 +85,7 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Train(args) => on_pool(args.threads, || run_train(*args)),
         Command::Eval(args) => on_pool(args.threads, || run_eval(args)),
-        Command::BenchStep(args) => attune_lab::bench::run(&args),
+        Command::BenchStep(args) => on_pool(args.threads, || attune_lab::bench::run(&args)),
         Command::Search(args) => attune_lab::search::run(&args),
         Command::Worker(args) => attune_lab::search::worker::run(&args),
         Command::Study(c) => attune_lab::search::study_cmd::run(&c),
